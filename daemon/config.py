@@ -1,0 +1,432 @@
+"""Configuration: pydantic-settings models for every section and the loader.
+
+Precedence, highest first: CLI flags (passed in as overrides) > environment ``NIGHTSHIFT_*``
+(nested with ``__``) > secret files in ``$CREDENTIALS_DIRECTORY`` (systemd LoadCredential) or
+``[state] secrets_dir`` > the TOML file > defaults.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    NestedSecretsSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from daemon.errors import ConfigError
+
+__all__ = ["Settings", "default_config_path", "default_state_dir", "load_settings"]
+
+Mode = Literal["thinking", "instant"]
+
+
+class Section(BaseModel):
+    """Base for config sections: unknown keys are errors, values are validated on assignment."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class LlmSettings(Section):
+    """The model endpoint (Kimi K2.6 or any OpenAI-compatible server)."""
+
+    base_url: str = "https://api.moonshot.ai/v1"
+    api_key: SecretStr | None = None
+    model: str = "kimi-k2.6"
+    fallback_models: list[str] = Field(default_factory=list)
+    # How thinking is switched: "moonshot" sends {"thinking": {...}}, "vllm" sends
+    # chat_template_kwargs, "none" sends nothing (plain OpenAI-compatible servers).
+    thinking_style: Literal["moonshot", "vllm", "none"] = "moonshot"
+    keep_thinking: bool = False
+    stream: bool = False
+    timeout_seconds: float = Field(default=180.0, gt=0)
+    connect_timeout_seconds: float = Field(default=10.0, gt=0)
+    max_retries: int = Field(default=4, ge=0, le=20)
+    retry_initial_seconds: float = Field(default=1.0, ge=0)
+    retry_max_seconds: float = Field(default=60.0, gt=0)
+    concurrency: int = Field(default=4, ge=1, le=1000)
+    max_tokens_thinking: int = Field(default=32768, ge=1024)
+    max_tokens_instant: int = Field(default=8192, ge=256)
+    price_input_per_mtok: float = Field(default=0.60, ge=0)
+    price_cached_input_per_mtok: float = Field(default=0.15, ge=0)
+    price_output_per_mtok: float = Field(default=2.50, ge=0)
+
+
+class StateSettings(Section):
+    """Where durable state lives."""
+
+    dir: Path | None = None
+    database: str = "nightshift.db"
+    busy_timeout_ms: int = Field(default=5000, ge=0)
+    secrets_dir: Path | None = None
+
+
+class BudgetSettings(Section):
+    """The hard daily token cap; once spent the agent is refused until the next day."""
+
+    daily_tokens: int = Field(default=2_000_000, ge=0)
+    timezone: str = "UTC"
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        return _check_zone(value)
+
+
+class AgentSettings(Section):
+    """The agent loop."""
+
+    enabled: bool = True
+    chat_mode: Mode = "thinking"
+    max_steps: int = Field(default=12, ge=1, le=200)
+    repeated_call_limit: int = Field(default=2, ge=1)
+    context_tokens: int = Field(default=120_000, ge=4_000)
+    keep_recent_messages: int = Field(default=12, ge=2)
+    tool_output_chars: int = Field(default=12_000, ge=500)
+    tool_timeout_seconds: float = Field(default=60.0, gt=0)
+    history_messages: int = Field(default=40, ge=2)
+    instructions: str = ""
+    budget: BudgetSettings = Field(default_factory=BudgetSettings)
+
+
+class PolicySettings(Section):
+    """What tools may touch and which commands need a person's approval."""
+
+    read_paths: list[str] = Field(
+        default_factory=lambda: ["/var/log", "/proc", "/etc", "/tmp", "/srv", "/opt", "/home"]
+    )
+    deny_paths: list[str] = Field(
+        default_factory=lambda: ["/etc/shadow", "/etc/gshadow", "/etc/sudoers", "/etc/ssh", "/root"]
+    )
+    max_read_bytes: int = Field(default=262_144, ge=1024)
+    read_only_commands: list[str] = Field(
+        default_factory=lambda: [
+            "uptime", "df", "free", "ps", "top -b -n 1", "uname", "hostname", "whoami", "id",
+            "ss", "ip addr", "ip route", "systemctl status", "systemctl is-active",
+            "systemctl list-units", "journalctl", "du", "ls", "cat", "tail", "head", "wc",
+            "date", "lsblk", "mount", "dmesg",
+        ]
+    )
+    write_commands: list[str] = Field(default_factory=list)
+    auto_approve: list[str] = Field(default_factory=list)
+    approval_timeout_seconds: float = Field(default=300.0, gt=0)
+    command_timeout_seconds: float = Field(default=30.0, gt=0)
+    max_output_bytes: int = Field(default=65_536, ge=1024)
+    redact_patterns: list[str] = Field(default_factory=list)
+
+    @field_validator("redact_patterns")
+    @classmethod
+    def _valid_regexes(cls, patterns: list[str]) -> list[str]:
+        for pattern in patterns:
+            _check_regex(pattern)
+        return patterns
+
+
+class ApiSettings(Section):
+    """The local API: a unix socket always, TCP optionally (for /healthz, /metrics)."""
+
+    socket: str = "nightshift.sock"
+    tcp_host: str = "127.0.0.1"
+    tcp_port: int | None = Field(default=None, ge=1, le=65535)
+    webhook_token: SecretStr | None = None
+
+
+class ConsoleChannelSettings(Section):
+    """The local console channel used by `nightshift chat`."""
+
+    enabled: bool = True
+
+
+class SlackChannelSettings(Section):
+    enabled: bool = False
+    bot_token: SecretStr | None = None
+    app_token: SecretStr | None = None
+
+
+class TelegramChannelSettings(Section):
+    enabled: bool = False
+    bot_token: SecretStr | None = None
+
+
+class MatrixChannelSettings(Section):
+    enabled: bool = False
+    homeserver: str = ""
+    user_id: str = ""
+    access_token: SecretStr | None = None
+
+
+class ChannelsSettings(Section):
+    console: ConsoleChannelSettings = Field(default_factory=ConsoleChannelSettings)
+    slack: SlackChannelSettings = Field(default_factory=SlackChannelSettings)
+    telegram: TelegramChannelSettings = Field(default_factory=TelegramChannelSettings)
+    matrix: MatrixChannelSettings = Field(default_factory=MatrixChannelSettings)
+
+
+class HostWatcherSettings(Section):
+    """psutil host metrics sampled on an interval."""
+
+    enabled: bool = True
+    interval_seconds: float = Field(default=30.0, ge=1.0)
+    history: int = Field(default=120, ge=1)
+
+
+class WatchersSettings(Section):
+    host: HostWatcherSettings = Field(default_factory=HostWatcherSettings)
+
+
+METRICS = frozenset(
+    {"cpu_percent", "memory_percent", "swap_percent", "load1", "load5", "load15", "disk_percent"}
+)
+
+
+class RuleSettings(Section):
+    """A threshold rule on a host metric."""
+
+    name: str = Field(min_length=1)
+    metric: str
+    op: Literal[">", ">=", "<", "<="] = ">"
+    threshold: float
+    for_seconds: float = Field(default=0.0, ge=0, le=7 * 86400)
+    severity: Literal["info", "warning", "critical"] = "warning"
+    summary: str = ""
+
+    @field_validator("metric")
+    @classmethod
+    def _known_metric(cls, value: str) -> str:
+        if value not in METRICS:
+            raise ValueError(f"unknown metric {value!r}; known: {', '.join(sorted(METRICS))}")
+        return value
+
+
+class TaskSettings(Section):
+    """A recurring task declared in config."""
+
+    name: str = Field(min_length=1)
+    cron: str | None = None
+    interval_seconds: float | None = Field(default=None, gt=0)
+    prompt: str | None = None
+    command: str | None = None
+    deliver_to: str = "console"
+    enabled: bool = True
+
+
+class SchedulerSettings(Section):
+    enabled: bool = True
+    timezone: str = "UTC"
+    misfire_grace_seconds: float = Field(default=300.0, ge=1)
+    tasks: list[TaskSettings] = Field(default_factory=list)
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        return _check_zone(value)
+
+
+class RuntimeSettings(Section):
+    """Process lifecycle."""
+
+    drain_timeout_seconds: float = Field(default=20.0, ge=0, le=600)
+    restart_initial_seconds: float = Field(default=1.0, gt=0)
+    restart_max_seconds: float = Field(default=300.0, gt=0)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+
+class Settings(BaseSettings):
+    """The whole effective configuration."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="NIGHTSHIFT_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        validate_default=True,
+    )
+
+    llm: LlmSettings = Field(default_factory=LlmSettings)
+    state: StateSettings = Field(default_factory=StateSettings)
+    agent: AgentSettings = Field(default_factory=AgentSettings)
+    policy: PolicySettings = Field(default_factory=PolicySettings)
+    api: ApiSettings = Field(default_factory=ApiSettings)
+    channels: ChannelsSettings = Field(default_factory=ChannelsSettings)
+    watchers: WatchersSettings = Field(default_factory=WatchersSettings)
+    rules: list[RuleSettings] = Field(default_factory=list)
+    scheduler: SchedulerSettings = Field(default_factory=SchedulerSettings)
+    runtime: RuntimeSettings = Field(default_factory=RuntimeSettings)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        secrets_dir = settings_cls.model_config.get("secrets_dir")
+        if secrets_dir:
+            sources.append(
+                NestedSecretsSettingsSource(
+                    file_secret_settings,  # type: ignore[arg-type]
+                    secrets_dir=secrets_dir,
+                    secrets_nested_delimiter="__",
+                    secrets_dir_missing="ok",
+                    env_prefix="",
+                )
+            )
+        if settings_cls.model_config.get("toml_file"):
+            sources.append(TomlConfigSettingsSource(settings_cls))
+        return tuple(sources)
+
+    # -- derived paths -------------------------------------------------------------------------
+
+    @property
+    def state_dir(self) -> Path:
+        return self.state.dir or default_state_dir()
+
+    @property
+    def database_path(self) -> Path:
+        return self.state_dir / self.state.database
+
+    @property
+    def socket_path(self) -> Path:
+        return self.state_dir / self.api.socket
+
+    @property
+    def agent_available(self) -> tuple[bool, str]:
+        """Whether the agent can run, and why not when it cannot."""
+        if not self.agent.enabled:
+            return False, "the agent is disabled in config ([agent] enabled = false)"
+        if self.llm.api_key is None or not self.llm.api_key.get_secret_value():
+            return False, (
+                "no LLM API key: set NIGHTSHIFT_LLM__API_KEY, [llm] api_key, or a credential "
+                "file llm__api_key; rules and notifications still work without it"
+            )
+        return True, "ready"
+
+
+def default_state_dir() -> Path:
+    """$STATE_DIRECTORY under systemd, else the XDG state directory."""
+    systemd_dir = os.environ.get("STATE_DIRECTORY")
+    if systemd_dir:
+        return Path(systemd_dir.split(":")[0])
+    xdg = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(xdg) / "nightshift"
+
+
+def default_config_path() -> Path | None:
+    """$CONFIGURATION_DIRECTORY/config.toml under systemd, else /etc/nightshift/config.toml."""
+    candidates = []
+    systemd_dir = os.environ.get("CONFIGURATION_DIRECTORY")
+    if systemd_dir:
+        candidates.append(Path(systemd_dir.split(":")[0]) / "config.toml")
+    candidates.append(Path("/etc/nightshift/config.toml"))
+    return next((path for path in candidates if path.is_file()), None)
+
+
+def load_settings(
+    config_path: Path | None = None,
+    *,
+    state_dir: Path | None = None,
+    overrides: dict[str, Any] | None = None,
+    environ_secrets: bool = True,
+) -> Settings:
+    """Build the effective settings or raise ConfigError naming the key and the problem."""
+    if config_path is not None:
+        _check_toml(config_path)
+    secrets_dir = _secrets_dir(config_path) if environ_secrets else None
+    config = SettingsConfigDict(**Settings.model_config)  # type: ignore[typeddict-item]
+    config["toml_file"] = config_path
+    config["secrets_dir"] = secrets_dir
+    loader: type[Settings] = type("Settings", (Settings,), {"model_config": config})
+    init: dict[str, Any] = dict(overrides or {})
+    if state_dir is not None:
+        init.setdefault("state", {})["dir"] = state_dir
+    try:
+        settings = loader(**init)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, config_path)) from None
+    return Settings.model_validate(settings.model_dump())
+
+
+def _secrets_dir(config_path: Path | None) -> Path | None:
+    credentials = os.environ.get("CREDENTIALS_DIRECTORY")
+    if credentials:
+        return Path(credentials)
+    env_dir = os.environ.get("NIGHTSHIFT_STATE__SECRETS_DIR")
+    if env_dir:
+        return Path(env_dir)
+    if config_path is not None:
+        try:
+            data = tomllib.loads(config_path.read_text())
+        except (OSError, tomllib.TOMLDecodeError):
+            return None
+        configured = data.get("state", {}).get("secrets_dir")
+        if isinstance(configured, str):
+            return Path(configured)
+    return None
+
+
+def _check_toml(path: Path) -> None:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(
+            f"{path}: config file not found; pass an existing file with --config, or leave "
+            "--config out to run on the embedded defaults"
+        ) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read config file: {exc}") from None
+    try:
+        tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+
+
+def _describe(exc: ValidationError, config_path: Path | None) -> str:
+    where = f"{config_path}" if config_path else "configuration"
+    lines = [f"{where}: {exc.error_count()} problem(s):"]
+    for error in exc.errors():
+        key = ".".join(str(part) for part in error["loc"]) or "(top level)"
+        message = error["msg"]
+        if error["type"] == "extra_forbidden":
+            message = "unknown key (check the spelling against config.example.toml)"
+        given = error.get("input")
+        shown = "" if error["type"] == "extra_forbidden" or _looks_secret(key) else f" (got {given!r})"
+        if isinstance(given, dict | list):
+            shown = ""
+        lines.append(f"  {key}: {message}{shown}")
+    return "\n".join(lines)
+
+
+def _looks_secret(key: str) -> bool:
+    return bool(re.search(r"(key|token|secret|password)", key, re.IGNORECASE))
+
+
+def _check_zone(value: str) -> str:
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown time zone {value!r} (use an IANA name like 'Europe/Berlin')")
+    return value
+
+
+def _check_regex(pattern: str) -> None:
+    try:
+        re.compile(pattern)
+    except re.error as exc:
+        raise ValueError(f"invalid regular expression {pattern!r}: {exc}") from None
+
+
+def masked_dump(settings: Settings) -> dict[str, Any]:
+    """The effective config as plain data with every secret replaced by '**********'."""
+    data = settings.model_dump(mode="json")
+    return data  # SecretStr already dumps as '**********' in json mode
