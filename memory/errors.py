@@ -1,4 +1,9 @@
-"""Errors raised by the storage layer."""
+"""Errors raised by the storage layer.
+
+    StoreError               the database cannot be opened or used
+    ├── SchemaTooNewError    written by a newer release; left untouched
+    └── RecordNotFound       a lookup by id found nothing (also a LookupError)
+"""
 
 from __future__ import annotations
 
@@ -16,5 +21,15 @@ class SchemaTooNewError(StoreError):
             f"{known}: it was written by a newer release. Upgrade nightshift, or point "
             f"--state-dir at another directory; the database was left untouched."
         )
+        self.path = path
         self.found = found
         self.known = known
+
+
+class RecordNotFound(StoreError, LookupError):
+    """A lookup by id found no row; carries what was looked for."""
+
+    def __init__(self, kind: str, record_id: int | str) -> None:
+        super().__init__(f"no {kind} with id {record_id}")
+        self.kind = kind
+        self.record_id = record_id

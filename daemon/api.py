@@ -1,0 +1,201 @@
+"""The local HTTP API: a unix socket (mode 0600) for the CLI, and optionally TCP for probes."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import pwd
+import socket
+import struct
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from daemon.chat import DrainingError
+
+if TYPE_CHECKING:
+    from daemon.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+RUNTIME_KEY: web.AppKey[Runtime] = web.AppKey("runtime")
+MAX_CHAT_BYTES = 64 * 1024
+
+
+def build_local_app(runtime: Runtime) -> web.Application:
+    """Everything the CLI needs; served only on the owner-only unix socket."""
+    app = web.Application(client_max_size=MAX_CHAT_BYTES * 2)
+    app[RUNTIME_KEY] = runtime
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", metrics_endpoint)
+    app.router.add_get("/v1/status", status)
+    app.router.add_post("/v1/chat", chat)
+    app.router.add_get("/v1/approvals", list_approvals)
+    app.router.add_post("/v1/approvals/{id}", answer_approval)
+    app.router.add_post("/v1/reload", reload)
+    return app
+
+
+def build_probe_app(runtime: Runtime) -> web.Application:
+    """Only /healthz and /metrics, for the optional TCP listener."""
+    app = web.Application()
+    app[RUNTIME_KEY] = runtime
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", metrics_endpoint)
+    return app
+
+
+class ApiServer:
+    """Starts and stops the listeners."""
+
+    def __init__(self, runtime: Runtime, socket_path: Path) -> None:
+        self._runtime = runtime
+        self._socket_path = socket_path
+        self._runners: list[web.AppRunner] = []
+
+    async def start(self) -> None:
+        runner = web.AppRunner(build_local_app(self._runtime), access_log=None)
+        await runner.setup()
+        self._runners.append(runner)
+        with contextlib.suppress(FileNotFoundError):
+            self._socket_path.unlink()  # stale from a crash; the state-dir lock proves it is ours
+        old_umask = os.umask(0o177)
+        try:
+            await web.UnixSite(runner, str(self._socket_path)).start()
+        finally:
+            os.umask(old_umask)
+        os.chmod(self._socket_path, 0o600)
+        api = self._runtime.settings.api
+        if api.tcp_port:
+            probe = web.AppRunner(build_probe_app(self._runtime), access_log=None)
+            await probe.setup()
+            self._runners.append(probe)
+            await web.TCPSite(probe, api.tcp_host, api.tcp_port).start()
+            log.info("health and metrics on http://%s:%d", api.tcp_host, api.tcp_port)
+
+    async def stop(self) -> None:
+        for runner in reversed(self._runners):
+            await runner.cleanup()
+        self._runners.clear()
+        with contextlib.suppress(FileNotFoundError):
+            self._socket_path.unlink()
+
+
+def _runtime(request: web.Request) -> Runtime:
+    return request.app[RUNTIME_KEY]
+
+
+def peer_name(request: web.Request) -> str:
+    """The local user on the other end of the unix socket (SO_PEERCRED)."""
+    sock = request.transport.get_extra_info("socket") if request.transport else None
+    if sock is None or sock.family != socket.AF_UNIX:
+        return "unknown"
+    creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    _, uid, _ = struct.unpack("3i", creds)
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return f"uid{uid}"
+
+
+async def healthz(request: web.Request) -> web.Response:
+    report = _runtime(request).health()
+    return web.json_response(report, status=200 if report["status"] != "stopping" else 503)
+
+
+async def metrics_endpoint(request: web.Request) -> web.Response:
+    await _runtime(request).refresh_metrics()
+    body = await asyncio.to_thread(generate_latest)
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+async def status(request: web.Request) -> web.Response:
+    return web.json_response(await _runtime(request).status())
+
+
+async def reload(request: web.Request) -> web.Response:
+    return web.json_response(await _runtime(request).reload())
+
+
+async def list_approvals(request: web.Request) -> web.Response:
+    pending = _runtime(request).approvals.pending()
+    return web.json_response([item.as_dict() for item in pending])
+
+
+async def answer_approval(request: web.Request) -> web.Response:
+    body = await _json_body(request)
+    approve = body.get("approve")
+    if not isinstance(approve, bool):
+        raise web.HTTPBadRequest(text='body must be {"approve": true|false}')
+    who = f"console:{peer_name(request)}"
+    done = _runtime(request).approvals.resolve(
+        request.match_info["id"], approved=approve, by=who, note=str(body.get("note", ""))[:200]
+    )
+    if not done:
+        raise web.HTTPNotFound(text="no such pending approval (answered already, or expired)")
+    return web.json_response({"ok": True, "approved": approve, "by": who})
+
+
+async def chat(request: web.Request) -> web.StreamResponse:
+    """Run one message through the agent; the reply streams back as NDJSON events."""
+    body = await _json_body(request)
+    text = body.get("text")
+    if not isinstance(text, str) or not text.strip():
+        raise web.HTTPBadRequest(text='body must be {"text": "...", "conversation": "name"}')
+    if len(text) > MAX_CHAT_BYTES:
+        raise web.HTTPRequestEntityTooLarge(max_size=MAX_CHAT_BYTES, actual_size=len(text))
+    runtime = _runtime(request)
+    user = peer_name(request)
+    conversation = str(body.get("conversation") or f"console:{user}")[:200]
+    response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
+    await response.prepare(request)
+    send = _ndjson_writer(response)
+    unsubscribe = runtime.approvals.subscribe(
+        lambda item: asyncio.get_running_loop().create_task(
+            send({"type": "approval", **item.as_dict()})
+        )
+    )
+    try:
+        reply = await runtime.chat.handle(
+            channel="console",
+            conversation_key=conversation,
+            text=text,
+            actor=f"console:{user}",
+            on_event=send,
+        )
+        await send({"type": "reply", "text": reply.text, "status": reply.status,
+                    "run_id": reply.run_id, "tokens": reply.tokens})
+    except DrainingError as exc:
+        await send({"type": "error", "message": str(exc)})
+    except Exception as exc:  # noqa: BLE001 - the client gets a message, the daemon keeps going
+        log.exception("chat request failed")
+        await send({"type": "error", "message": f"{type(exc).__name__}: {exc}"})
+    finally:
+        unsubscribe()
+    with contextlib.suppress(ConnectionResetError):
+        await response.write_eof()
+    return response
+
+
+def _ndjson_writer(response: web.StreamResponse) -> Callable[[dict[str, Any]], Awaitable[None]]:
+    async def send(event: dict[str, Any]) -> None:
+        with contextlib.suppress(ConnectionResetError):
+            await response.write((json.dumps(event, default=str) + "\n").encode())
+
+    return send
+
+
+async def _json_body(request: web.Request) -> dict[str, Any]:
+    try:
+        body = await request.json()
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise web.HTTPBadRequest(text="body is not valid JSON") from None
+    if not isinstance(body, dict):
+        raise web.HTTPBadRequest(text="body must be a JSON object")
+    return body

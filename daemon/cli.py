@@ -1,0 +1,289 @@
+"""`nightshift` command line: run the daemon, and talk to a running one."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from daemon import __version__
+from daemon.errors import EXIT_CONFIG, ConfigError
+
+log = logging.getLogger("nightshift")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="nightshift", description="A proactive always-on ops agent for Linux hosts."
+    )
+    parser.add_argument("--version", action="version", version=f"nightshift {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def with_location(sub: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        sub.add_argument("--config", type=Path, help="TOML config file (default: embedded)")
+        sub.add_argument("--state-dir", type=Path, help="state directory (database, socket)")
+        return sub
+
+    run = with_location(commands.add_parser("run", help="run the daemon in the foreground"))
+    run.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+
+    check = commands.add_parser("check-config", help="validate a config and print it, masked")
+    check.add_argument("path", nargs="?", type=Path, help="config file (default: embedded)")
+    check.add_argument("--state-dir", type=Path)
+
+    status = with_location(commands.add_parser("status", help="show a running daemon's health"))
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+
+    chat = with_location(commands.add_parser("chat", help="talk to the agent"))
+    chat.add_argument("-m", "--message", help="send one message, print the answer, exit")
+    chat.add_argument("--conversation", help="conversation name (default: one per local user)")
+
+    with_location(commands.add_parser("doctor", help="check config, database, LLM, permissions"))
+    with_location(commands.add_parser("approvals", help="list pending approval requests"))
+    for verb in ("approve", "deny"):
+        sub = with_location(commands.add_parser(verb, help=f"{verb} a pending privileged action"))
+        sub.add_argument("id", help="approval id (see `nightshift approvals`)")
+    with_location(commands.add_parser("reload", help="re-read the config (same as SIGHUP)"))
+
+    install = commands.add_parser("install-service", help="install the systemd unit")
+    install.add_argument("--dry-run", action="store_true", help="print the unit, write nothing")
+    install.add_argument("--unit-dir", type=Path, default=Path("/etc/systemd/system"))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    handler = HANDLERS[args.command]
+    try:
+        return handler(args)
+    except ConfigError as exc:
+        print(f"nightshift: configuration error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except KeyboardInterrupt:
+        return 130
+
+
+def _settings(args: argparse.Namespace, config: Path | None = None) -> Any:
+    from daemon.config import default_config_path, load_settings
+
+    path = config if config is not None else getattr(args, "config", None)
+    if path is None:
+        path = default_config_path()
+    return load_settings(path, state_dir=getattr(args, "state_dir", None)), path
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    settings, path = _settings(args)
+    if args.log_level:
+        settings.runtime.log_level = args.log_level
+    setup_logging(settings.runtime.log_level)
+    from daemon.runtime import run_daemon
+
+    log.info("starting nightshift %s, config %s, state %s", __version__,
+             path or "(embedded defaults)", settings.state_dir)
+    return asyncio.run(run_daemon(settings, path))
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    from daemon.config import masked_dump
+
+    settings, path = _settings(args, args.path)
+    print(f"# {path or 'embedded defaults'}: valid. Effective configuration (secrets masked):")
+    print(render_toml(masked_dump(settings)))
+    available, reason = settings.agent_available
+    if not available:
+        print(f"# note: {reason}", file=sys.stderr)
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from daemon.client import DaemonClient
+
+    settings, _ = _settings(args)
+
+    async def fetch() -> Any:
+        async with DaemonClient(settings.socket_path) as client:
+            return await client.get("/v1/status")
+
+    report = _call_daemon(fetch)
+    if report is None:
+        return 3  # LSB: program is not running
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print(render_status(report))
+    return 0 if report["health"] == "ok" else 1
+
+
+def cmd_chat(args: argparse.Namespace) -> int:
+    from daemon.chat_cli import run_chat
+
+    settings, _ = _settings(args)
+    result = _call_daemon(lambda: run_chat(settings.socket_path, args.message, args.conversation))
+    return 1 if result is None else int(result)
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from daemon.doctor import run_doctor
+
+    try:
+        settings, path = _settings(args)
+    except ConfigError as exc:
+        print(f"FAIL  config: {exc}")
+        return EXIT_CONFIG
+    return asyncio.run(run_doctor(settings, path))
+
+
+def cmd_approvals(args: argparse.Namespace) -> int:
+    from daemon.client import DaemonClient
+
+    settings, _ = _settings(args)
+
+    async def fetch() -> Any:
+        async with DaemonClient(settings.socket_path) as client:
+            return await client.get("/v1/approvals")
+
+    pending = _call_daemon(fetch)
+    if pending is None:
+        return 3
+    if not pending:
+        print("no pending approvals")
+    for item in pending:
+        print(f"{item['id']}  {item['tool']} {json.dumps(item['arguments'])}  "
+              f"asked by {item['actor']}, expires {item['expires_at']}")
+    return 0
+
+
+def cmd_answer(args: argparse.Namespace) -> int:
+    from daemon.client import ApiError, DaemonClient
+
+    settings, _ = _settings(args)
+
+    async def answer() -> Any:
+        async with DaemonClient(settings.socket_path) as client:
+            return await client.post(f"/v1/approvals/{args.id}",
+                                     {"approve": args.command == "approve"})
+
+    try:
+        result = _call_daemon(answer)
+    except ApiError as exc:
+        print(f"nightshift: {exc}", file=sys.stderr)
+        return 1
+    if result is None:
+        return 3
+    print(f"{'approved' if result['approved'] else 'denied'} by {result['by']}")
+    return 0
+
+
+def cmd_reload(args: argparse.Namespace) -> int:
+    from daemon.client import DaemonClient
+
+    settings, _ = _settings(args)
+
+    async def reload() -> Any:
+        async with DaemonClient(settings.socket_path) as client:
+            return await client.post("/v1/reload")
+
+    result = _call_daemon(reload)
+    if result is None:
+        return 3
+    if not result["ok"]:
+        print(f"reload rejected; still running the old config:\n{result['error']}")
+        return EXIT_CONFIG
+    print(f"applied: {', '.join(result['applied']) or 'nothing changed'}")
+    if result["needs_restart"]:
+        print(f"needs a restart to take effect: {', '.join(result['needs_restart'])}")
+    return 0
+
+
+def cmd_install_service(args: argparse.Namespace) -> int:
+    from daemon.service import install_service
+
+    return install_service(unit_dir=args.unit_dir, dry_run=args.dry_run)
+
+
+def _call_daemon(factory: Any) -> Any:
+    from daemon.client import DaemonNotRunning
+
+    try:
+        return asyncio.run(factory())
+    except DaemonNotRunning as exc:
+        print(f"nightshift: {exc}", file=sys.stderr)
+        return None
+
+
+HANDLERS = {
+    "run": cmd_run,
+    "check-config": cmd_check_config,
+    "status": cmd_status,
+    "chat": cmd_chat,
+    "doctor": cmd_doctor,
+    "approvals": cmd_approvals,
+    "approve": cmd_answer,
+    "deny": cmd_answer,
+    "reload": cmd_reload,
+    "install-service": cmd_install_service,
+}
+
+
+def setup_logging(level: str) -> None:
+    """One event per line on stderr; the journal adds its own timestamps."""
+    under_journal = bool(os.environ.get("JOURNAL_STREAM"))
+    fmt = "%(levelname)s %(name)s: %(message)s"
+    if not under_journal:
+        fmt = "%(asctime)s " + fmt
+    logging.basicConfig(level=level, format=fmt, stream=sys.stderr)
+    for noisy in ("httpx", "httpx2", "openai", "aiohttp.access"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def render_toml(data: dict[str, Any], prefix: str = "") -> str:
+    """A readable TOML-like rendering of the effective config."""
+    lines: list[str] = []
+    tables: list[tuple[str, dict[str, Any]]] = []
+    for key, value in data.items():
+        if isinstance(value, dict):
+            tables.append((f"{prefix}{key}", value))
+        elif value is not None:
+            lines.append(f"{key} = {json.dumps(value)}")
+        else:
+            lines.append(f"# {key} = (unset)")
+    out = "\n".join(lines)
+    for name, table in tables:
+        out += f"\n\n[{name}]\n" + render_toml(table, prefix=f"{name}.")
+    return out.strip("\n")
+
+
+def render_status(report: dict[str, Any]) -> str:
+    agent = report["agent"]
+    budget = report["budget"]
+    lines = [
+        f"nightshift {report['version']} (pid {report['pid']}) — {report['health']}, "
+        f"up {report['uptime_seconds']}s",
+        f"  config:    {report['config']}",
+        f"  state:     {report['state_dir']}",
+        f"  agent:     {'on, ' + agent['model'] if agent['enabled'] else 'off: ' + agent['reason']}",
+        f"  budget:    {budget['used_today']:,} of {budget['daily_limit']:,} tokens today",
+        f"  approvals: {report['approvals_pending']} pending",
+        f"  outbox:    {report['outbox'] or 'empty'}",
+        "  components:",
+    ]
+    for component in report["components"]:
+        extra = f" — {component['detail']}" if component["detail"] else ""
+        restarts = f", {component['restarts']} restarts" if component["restarts"] else ""
+        error = f"\n      last error: {component['last_error']}" if component["last_error"] else ""
+        lines.append(f"    {component['name']:<20} {component['state']}{restarts}{extra}{error}")
+    if report["last_errors"]:
+        lines.append("  recent events:")
+        for event in report["last_errors"]:
+            lines.append(f"    {event['at']} {event['component']} {event['event']}: {event['detail']}")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,351 @@
+"""Builds the components from config, runs them under the supervisor, handles signals and systemd."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import logging
+import os
+import signal
+from datetime import datetime, time
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo
+
+from daemon import __version__, metrics
+from daemon.agent.executor import ToolExecutor
+from daemon.agent.loop import AgentLoop
+from daemon.agent.services import ToolServices
+from daemon.agent.tools.registry import default_registry
+from daemon.api import ApiServer
+from daemon.approvals import ApprovalBroker
+from daemon.chat import ChatService
+from daemon.clock import Clock, SystemClock
+from daemon.config import Settings, load_settings
+from daemon.errors import EXIT_CONFIG, AlreadyRunningError, ConfigError, StoreError
+from daemon.sdnotify import SystemdNotifier
+from daemon.supervisor import Supervisor
+from daemon.watchers.host import HostMetricsWatcher
+from integrations.console import ConsoleChannel
+from integrations.outbox import OutboxWorker
+from memory.audit import AuditRepo
+from memory.components import ComponentEventRepo
+from memory.conversations import ConversationRepo
+from memory.facts import FactRepo
+from memory.outbox import OutboxRepo
+from memory.runs import RunRepo
+from memory.store import SqliteStore
+from memory.usage import UsageRepo
+
+if TYPE_CHECKING:
+    from daemon.agent.llm import LlmClient
+
+log = logging.getLogger(__name__)
+
+LOCK_NAME = "nightshift.lock"
+RELOADABLE = ("agent", "policy", "runtime", "watchers")
+
+
+class StateLock:
+    """One daemon per state directory: an flock held for the life of the process."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.path = state_dir / LOCK_NAME
+        self._file: IO[str] | None = None
+
+    def acquire(self) -> None:
+        handle = self.path.open("a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            handle.close()
+            raise AlreadyRunningError(
+                f"nightshift is already running on {self.path.parent} (pid {holder}); "
+                "stop it first, or use another --state-dir"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(str(os.getpid()))
+        handle.flush()
+        self._file = handle
+
+    def release(self) -> None:
+        if self._file is not None:
+            fcntl.flock(self._file, fcntl.LOCK_UN)
+            self._file.close()
+            self._file = None
+
+
+def prepare_state_dir(path: Path) -> None:
+    """Create the state directory (0700) or explain why it is unusable."""
+    try:
+        path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    except OSError as exc:
+        raise ConfigError(
+            f"state directory {path} cannot be created: {exc.strerror}; "
+            "choose another with --state-dir or fix its permissions"
+        ) from None
+    if not os.access(path, os.R_OK | os.W_OK | os.X_OK):
+        raise ConfigError(
+            f"state directory {path} is not readable and writable by this user "
+            f"(uid {os.getuid()}); fix its owner/permissions or use --state-dir"
+        )
+
+
+class Runtime:
+    """The whole running daemon."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        config_path: Path | None = None,
+        clock: Clock | None = None,
+        environ: dict[str, str] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.config_path = config_path
+        self.clock = clock or SystemClock()
+        self.notifier = SystemdNotifier(environ if environ is not None else os.environ)
+        self.supervisor = Supervisor(
+            self.clock,
+            initial_backoff=settings.runtime.restart_initial_seconds,
+            max_backoff=settings.runtime.restart_max_seconds,
+        )
+        self.approvals = ApprovalBroker(self.clock)
+        self.console = ConsoleChannel()
+        self.started_at = self.clock.now()
+        self.stopping = False
+        self.llm: LlmClient | None = None
+        self.agent_reason = ""
+        self._stop_event = asyncio.Event()
+        self._lock = StateLock(settings.state_dir)
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    async def run(self) -> int:
+        """Start everything, wait for SIGTERM/SIGINT, drain, and return the exit code."""
+        prepare_state_dir(self.settings.state_dir)
+        self._lock.acquire()
+        try:
+            await self._start()
+            self._install_signals()
+            self.notifier.ready(self._status_line())
+            log.info("nightshift %s ready (%s)", __version__, self._status_line())
+            await self._stop_event.wait()
+            await self._drain()
+            return 0
+        finally:
+            await self._close()
+            self._lock.release()
+
+    def request_stop(self) -> None:
+        self._stop_event.set()
+
+    async def _start(self) -> None:
+        settings = self.settings
+        self.store = await SqliteStore.open(
+            settings.database_path, busy_timeout_ms=settings.state.busy_timeout_ms
+        )
+        self.conversations = ConversationRepo(self.store, self.clock)
+        self.runs = RunRepo(self.store, self.clock)
+        self.audit = AuditRepo(self.store, self.clock)
+        self.usage = UsageRepo(self.store, self.clock)
+        self.outbox = OutboxRepo(self.store, self.clock)
+        self.facts = FactRepo(self.store, self.clock)
+        self.events = ComponentEventRepo(self.store, self.clock)
+        self.supervisor._events = self.events
+        interrupted = await self.runs.mark_interrupted()
+        if interrupted:
+            log.warning("%d agent run(s) were interrupted by the last shutdown", interrupted)
+
+        self._build_agent()
+        await self.console.start()
+        self.outbox_worker = OutboxWorker(self.outbox, self.console, self.clock)
+        self.supervisor.start("channel.console", self._run_channel(self.console), detail="local")
+        self.supervisor.start("outbox.console", self.outbox_worker.run)
+        self.host_watcher: HostMetricsWatcher | None = None
+        if settings.watchers.host.enabled:
+            self.host_watcher = HostMetricsWatcher(settings.watchers.host)
+            self.supervisor.start(self.host_watcher.name, self.host_watcher.run)
+        if self.notifier.watchdog_interval():
+            self.supervisor.start("systemd.watchdog", self.notifier.run_watchdog)
+        self.api = ApiServer(self, settings.socket_path)
+        await self.api.start()
+        self.supervisor.mark("api", "running", str(settings.socket_path))
+
+    def _build_agent(self) -> None:
+        available, reason = self.settings.agent_available
+        if available:
+            from daemon.agent.llm import LlmClient  # imported only when used: openai is heavy
+
+            self.llm = LlmClient(
+                self.settings.llm, self.settings.agent.budget, usage=self.usage, clock=self.clock
+            )
+            self.supervisor.mark("agent", "running", f"model {self.settings.llm.model}")
+        else:
+            self.agent_reason = reason
+            self.supervisor.mark("agent", "stopped", reason)
+            log.warning("agent off: %s", reason)
+        services = ToolServices(
+            facts=self.facts,
+            outbox=self.outbox,
+            channels=("console",),
+            wake_outbox=lambda: self.outbox_worker.wake(),
+        )
+        executor = ToolExecutor(default_registry(), audit=self.audit, approvals=self.approvals)
+        self.agent = AgentLoop(
+            settings=self.settings,
+            llm=self.llm,
+            executor=executor,
+            conversations=self.conversations,
+            runs=self.runs,
+            clock=self.clock,
+            services=services,
+            disabled_reason=reason if not available else "",
+        )
+        self.chat = ChatService(self.agent, self.conversations)
+
+    @staticmethod
+    def _run_channel(channel: ConsoleChannel) -> Any:
+        async def run() -> None:
+            await asyncio.Event().wait()  # the console channel has no loop of its own
+
+        return run
+
+    def _install_signals(self) -> None:
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, self.request_stop)
+        loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(self.reload()))
+
+    async def _drain(self) -> None:
+        self.stopping = True
+        timeout = self.settings.runtime.drain_timeout_seconds
+        self.notifier.stopping()
+        self.notifier.status(f"draining (up to {timeout:g}s)")
+        log.info("stopping: draining in-flight work (up to %.0fs)", timeout)
+        denied = self.approvals.deny_all(by="shutdown")
+        cancelled = await self.chat.drain(timeout)
+        if denied or cancelled:
+            log.warning("shutdown denied %d approval(s), cancelled %d run(s)", denied, cancelled)
+        sent = await self.outbox_worker.flush()
+        log.info("stopped cleanly (flushed %d outbox message(s))", sent)
+
+    async def _close(self) -> None:
+        with contextlib.suppress(Exception):
+            await self.supervisor.stop()
+        if getattr(self, "api", None) is not None:
+            with contextlib.suppress(Exception):
+                await self.api.stop()
+        if self.llm is not None:
+            with contextlib.suppress(Exception):
+                await self.llm.close()
+        if getattr(self, "store", None) is not None:
+            await self.store.close()
+
+    # -- reload --------------------------------------------------------------------------------
+
+    async def reload(self) -> dict[str, Any]:
+        """SIGHUP: re-read the config; apply what is safe, report what needs a restart."""
+        self.notifier.reloading()
+        try:
+            fresh = load_settings(self.config_path, state_dir=self.settings.state.dir)
+        except ConfigError as exc:
+            log.error("reload rejected, keeping the running config: %s", exc)
+            self.notifier.ready(self._status_line())
+            return {"ok": False, "error": str(exc)}
+        old, new = self.settings.model_dump(), fresh.model_dump()
+        changed = sorted(key for key in new if new[key] != old[key])
+        needs_restart = [key for key in changed if key not in RELOADABLE]
+        applied = [key for key in changed if key in RELOADABLE]
+        for key in applied:
+            setattr(self.settings, key, getattr(fresh, key))
+        logging.getLogger().setLevel(self.settings.runtime.log_level)
+        if needs_restart:
+            log.warning("reload: %s changed and need a restart", ", ".join(needs_restart))
+        log.info("reload: applied %s", ", ".join(applied) or "nothing (no changes)")
+        self.notifier.ready(self._status_line())
+        return {"ok": True, "applied": applied, "needs_restart": needs_restart}
+
+    # -- reporting -----------------------------------------------------------------------------
+
+    def _status_line(self) -> str:
+        agent = f"agent on ({self.settings.llm.model})" if self.llm else "agent off"
+        return f"{agent}; {len(self.supervisor.health)} components"
+
+    def health(self) -> dict[str, Any]:
+        states = {h.name: h.state for h in self.supervisor.health.values()}
+        bad = [name for name, state in states.items() if state in ("backoff", "failed")]
+        overall = "stopping" if self.stopping else ("degraded" if bad else "ok")
+        return {"status": overall, "unhealthy": bad}
+
+    async def budget(self) -> tuple[int, int]:
+        if self.llm is not None:
+            return await self.llm.budget_status()
+        budget = self.settings.agent.budget
+        midnight = start_of_day(self.clock.now(), budget.timezone)
+        return await self.usage.tokens_since(midnight), budget.daily_tokens
+
+    async def status(self) -> dict[str, Any]:
+        used, limit = await self.budget()
+        events = await self.events.recent(limit=5)
+        return {
+            "version": __version__,
+            "pid": os.getpid(),
+            "started_at": self.started_at.isoformat(),
+            "uptime_seconds": round((self.clock.now() - self.started_at).total_seconds()),
+            "state_dir": str(self.settings.state_dir),
+            "config": str(self.config_path) if self.config_path else "(embedded defaults)",
+            "health": self.health()["status"],
+            "agent": {
+                "enabled": self.llm is not None,
+                "reason": self.agent_reason or "ready",
+                "model": self.settings.llm.model,
+                "in_flight": self.chat.in_flight,
+            },
+            "budget": {"used_today": used, "daily_limit": limit},
+            "components": self.supervisor.snapshot(),
+            "outbox": await self.outbox.depth_by_channel(),
+            "approvals_pending": len(self.approvals.pending()),
+            "last_errors": [
+                {"component": e.component, "event": e.event, "detail": e.detail,
+                 "at": str(e.created_at)}
+                for e in events
+            ],
+            "host": self.host_watcher.summary() if self.host_watcher else None,
+        }
+
+    async def refresh_metrics(self) -> None:
+        used, limit = await self.budget()
+        metrics.LLM_TOKENS_TODAY.set(used)
+        metrics.LLM_BUDGET.set(limit)
+        for health in self.supervisor.health.values():
+            metrics.COMPONENT_UP.labels(component=health.name).set(health.state == "running")
+            metrics.COMPONENT_RESTARTS.labels(component=health.name).set(health.restarts)
+        for channel, depth in (await self.outbox.depth_by_channel()).items():
+            metrics.OUTBOX_PENDING.labels(channel=channel).set(depth)
+
+
+def start_of_day(now: datetime, zone: str) -> datetime:
+    """Midnight of ``now``'s day in ``zone``, as an aware datetime."""
+    local = now.astimezone(ZoneInfo(zone))
+    return datetime.combine(local.date(), time(0), tzinfo=local.tzinfo)
+
+
+async def run_daemon(settings: Settings, config_path: Path | None) -> int:
+    """Entry point used by `nightshift run`."""
+    runtime = Runtime(settings, config_path=config_path)
+    try:
+        return await runtime.run()
+    except StoreError as exc:
+        log.error("%s", exc)
+        return EXIT_CONFIG  # permanent: restarting would not help (RestartPreventExitStatus)
+    except AlreadyRunningError as exc:
+        log.error("%s", exc)
+        return 1
+
+

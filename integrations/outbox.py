@@ -1,0 +1,75 @@
+"""Durable delivery: every outbound message is a row first; a worker per channel sends it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from datetime import timedelta
+
+from daemon.clock import Clock
+from integrations.base import Channel, DeliveryError, OutgoingMessage, PermanentDeliveryError
+from memory.outbox import OutboxRepo
+
+log = logging.getLogger(__name__)
+
+IDLE_POLL_SECONDS = 60.0
+MAX_BACKOFF_SECONDS = 600.0
+MAX_ATTEMPTS = 50
+
+
+class OutboxWorker:
+    """Delivers one channel's pending messages in order, with retry and backoff."""
+
+    def __init__(self, repo: OutboxRepo, channel: Channel, clock: Clock) -> None:
+        self._repo = repo
+        self._channel = channel
+        self._clock = clock
+        self._wake = asyncio.Event()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Deliver forever; sleeps until woken or the next retry is due."""
+        while True:
+            await self.flush()
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=IDLE_POLL_SECONDS)
+
+    async def flush(self) -> int:
+        """Send everything due now, in order; stop at the first transient failure."""
+        sent = 0
+        while True:
+            batch = await self._repo.due(self._channel.name, self._clock.now(), limit=50)
+            if not batch:
+                return sent
+            for row in batch:
+                message = OutgoingMessage(
+                    outbox_id=row.id, target=row.target, text=row.text, thread=row.thread
+                )
+                try:
+                    platform_id = await self._channel.send(message)
+                except PermanentDeliveryError as exc:
+                    log.error("outbox %s to %s failed for good: %s", row.id, row.channel, exc)
+                    await self._repo.mark_failed(row.id, str(exc))
+                    continue
+                except (DeliveryError, OSError, TimeoutError) as exc:
+                    await self._retry(row.id, row.attempts, exc)
+                    return sent
+                await self._repo.mark_delivered(row.id, platform_id)
+                sent += 1
+
+    async def _retry(self, message_id: int, attempts: int, exc: Exception) -> None:
+        if attempts + 1 >= MAX_ATTEMPTS:
+            await self._repo.mark_failed(message_id, f"gave up after {MAX_ATTEMPTS} attempts: {exc}")
+            return
+        delay = getattr(exc, "retry_after", None) or min(
+            MAX_BACKOFF_SECONDS, 2 ** attempts * (1 + random.random())
+        )
+        log.warning("outbox %s: delivery failed (%s); retrying in %.0fs", message_id, exc, delay)
+        await self._repo.mark_retry(
+            message_id, str(exc), self._clock.now() + timedelta(seconds=delay)
+        )

@@ -1,0 +1,192 @@
+"""Agent runs and their steps: what the agent did, in order, and what it cost."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import aiosqlite
+
+from daemon.clock import Clock
+from memory._codec import dump_json, from_db_time, from_db_time_opt, load_json, to_db_time
+from memory.errors import RecordNotFound
+from memory.store import SqliteStore
+
+__all__ = ["AgentRun", "RunRepo", "RunStep"]
+
+log = logging.getLogger(__name__)
+
+_RUN_COLUMNS = (
+    "id, kind, trigger, conversation_id, status, started_at, finished_at, error, tokens"
+)
+_STEP_COLUMNS = (
+    "id, run_id, step_index, kind, name, input, output, error, duration_ms, tokens, created_at"
+)
+INTERRUPTED_ERROR = "the daemon stopped while this run was in progress"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AgentRun:
+    """One agent run: an incident investigation, a reply to a message, or a task."""
+
+    id: int
+    kind: str
+    trigger: str
+    conversation_id: int | None
+    status: str
+    started_at: datetime
+    finished_at: datetime | None
+    error: str | None
+    tokens: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunStep:
+    """One step of a run (a model call, a tool call…); input and output are decoded JSON."""
+
+    id: int
+    run_id: int
+    index: int
+    kind: str
+    name: str | None
+    input: Any
+    output: Any
+    error: str | None
+    duration_ms: float
+    tokens: int
+    created_at: datetime
+
+
+def _run(row: aiosqlite.Row) -> AgentRun:
+    return AgentRun(
+        id=row["id"],
+        kind=row["kind"],
+        trigger=row["trigger"],
+        conversation_id=row["conversation_id"],
+        status=row["status"],
+        started_at=from_db_time(row["started_at"]),
+        finished_at=from_db_time_opt(row["finished_at"]),
+        error=row["error"],
+        tokens=row["tokens"],
+    )
+
+
+def _step(row: aiosqlite.Row) -> RunStep:
+    return RunStep(
+        id=row["id"],
+        run_id=row["run_id"],
+        index=row["step_index"],
+        kind=row["kind"],
+        name=row["name"],
+        input=load_json(row["input"]),
+        output=load_json(row["output"]),
+        error=row["error"],
+        duration_ms=row["duration_ms"],
+        tokens=row["tokens"],
+        created_at=from_db_time(row["created_at"]),
+    )
+
+
+class RunRepo:
+    """Start, record and finish agent runs."""
+
+    def __init__(self, store: SqliteStore, clock: Clock) -> None:
+        self._store = store
+        self._clock = clock
+
+    async def start(self, kind: str, trigger: str, conversation_id: int | None = None) -> int:
+        """Record a new run with status "running" and return its id."""
+        async with self._store.write() as db, db.execute(
+            "INSERT INTO agent_runs (kind, trigger, conversation_id, status, started_at)"
+            " VALUES (?, ?, ?, 'running', ?)",
+            (kind, trigger, conversation_id, to_db_time(self._clock.now())),
+        ) as cur:
+            run_id = cur.lastrowid
+        assert run_id is not None
+        return run_id
+
+    async def add_step(
+        self,
+        run_id: int,
+        *,
+        index: int,
+        kind: str,
+        name: str | None = None,
+        input: Any = None,  # noqa: A002 - the public name other modules use
+        output: Any = None,
+        error: str | None = None,
+        duration_ms: float = 0,
+        tokens: int = 0,
+    ) -> int:
+        """Record a step (values that are not JSON are stored as str); adds to the run's tokens."""
+        encoded_in = dump_json(input, lenient=True)
+        encoded_out = dump_json(output, lenient=True)
+        now = to_db_time(self._clock.now())
+        async with self._store.write() as db:
+            async with db.execute(
+                "UPDATE agent_runs SET tokens = tokens + ? WHERE id = ?", (tokens, run_id)
+            ) as cur:
+                if cur.rowcount == 0:
+                    raise RecordNotFound("run", run_id)
+            async with db.execute(
+                "INSERT INTO run_steps (run_id, step_index, kind, name, input, output, error,"
+                " duration_ms, tokens, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (run_id, index, kind, name, encoded_in, encoded_out, error, duration_ms, tokens,
+                 now),
+            ) as cur:
+                step_id = cur.lastrowid
+        assert step_id is not None
+        return step_id
+
+    async def finish(self, run_id: int, status: str, error: str | None = None) -> None:
+        """Set the run's final status (e.g. "ok", "failed") and finish time."""
+        async with self._store.write() as db, db.execute(
+            "UPDATE agent_runs SET status = ?, error = ?, finished_at = ? WHERE id = ?",
+            (status, error, to_db_time(self._clock.now()), run_id),
+        ) as cur:
+            if cur.rowcount == 0:
+                raise RecordNotFound("run", run_id)
+
+    async def get(self, run_id: int) -> AgentRun:
+        """The run with this id; RecordNotFound if there is none."""
+        async with self._store.read() as db:
+            rows = list(
+                await db.execute_fetchall(
+                    f"SELECT {_RUN_COLUMNS} FROM agent_runs WHERE id = ?", (run_id,)
+                )
+            )
+        if not rows:
+            raise RecordNotFound("run", run_id)
+        return _run(rows[0])
+
+    async def steps(self, run_id: int) -> list[RunStep]:
+        """The run's steps in order."""
+        async with self._store.read() as db:
+            rows = await db.execute_fetchall(
+                f"SELECT {_STEP_COLUMNS} FROM run_steps WHERE run_id = ?"
+                " ORDER BY step_index, id",
+                (run_id,),
+            )
+        return [_step(row) for row in rows]
+
+    async def recent(self, limit: int = 20) -> list[AgentRun]:
+        """The latest runs, newest first."""
+        async with self._store.read() as db:
+            rows = await db.execute_fetchall(
+                f"SELECT {_RUN_COLUMNS} FROM agent_runs ORDER BY id DESC LIMIT ?", (limit,)
+            )
+        return [_run(row) for row in rows]
+
+    async def mark_interrupted(self) -> int:
+        """At startup: runs left "running" by a previous process become "interrupted"."""
+        async with self._store.write() as db, db.execute(
+            "UPDATE agent_runs SET status = 'interrupted', finished_at = ?,"
+            " error = COALESCE(error, ?) WHERE status = 'running'",
+            (to_db_time(self._clock.now()), INTERRUPTED_ERROR),
+        ) as cur:
+            count = cur.rowcount
+        if count:
+            log.warning("marked %d unfinished runs as interrupted", count)
+        return count

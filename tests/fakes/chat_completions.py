@@ -1,0 +1,364 @@
+"""A loopback Chat Completions server that plays scripted replies and enforces Kimi K2.6's rules.
+
+Use it as ``async with FakeChatServer() as fake:`` and point a client at ``fake.base_url``.
+Replies come from ``fake.script(...)`` first, then ``fake.responder(request_json)``, else a
+default text. Every request body is recorded in ``fake.requests``. Requests the official API
+refuses (missing ``reasoning_content``, fixed sampling values, ``tool_choice="required"`` with
+thinking, unknown ``tool_call_id``) get its HTTP 400 ``invalid_request_error`` shape, so a client
+that would break against Moonshot breaks here too.
+
+Standalone (benchmarks, subprocess tests)::
+
+    python -m tests.fakes.chat_completions --port 8765 [--script replies.json]
+
+prints its base URL and serves until interrupted; the script file is a JSON list of objects with
+:class:`Reply` field names (``tool_calls`` as ``[[name, arguments_json], ...]``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import inspect
+import itertools
+import json
+import signal
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from aiohttp import web
+
+__all__ = ["DEFAULT_TEXT", "FakeChatServer", "Reply", "check_kimi_rules"]
+
+DEFAULT_TEXT = "(no scripted reply)"
+THINKING_TEMPERATURE = 1.0
+INSTANT_TEMPERATURE = 0.6
+TOP_P = 0.95
+
+
+@dataclass(slots=True, kw_only=True)
+class Reply:
+    """One scripted answer: a completion, or an error when ``status`` is not 200."""
+
+    content: str = ""
+    reasoning: str | None = "thinking..."
+    tool_calls: list[tuple[str, str]] = field(default_factory=list)
+    status: int = 200
+    error_body: dict[str, Any] | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+    delay: float = 0.0
+    prompt_tokens: int = 10
+    completion_tokens: int = 5
+    cached_tokens: int = 0
+    finish_reason: str | None = None
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Reply:
+        """Build a reply from a script-file object."""
+        data = dict(data)
+        data["tool_calls"] = [(str(name), str(args)) for name, args in data.get("tool_calls", [])]
+        return cls(**data)
+
+
+Responder = Callable[[dict[str, Any]], "Reply | Awaitable[Reply]"]
+
+
+class FakeChatServer:
+    """An aiohttp Chat Completions server on 127.0.0.1 with a random port."""
+
+    def __init__(
+        self,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        models: tuple[str, ...] = ("kimi-k2.6",),
+        api_key: str | None = None,
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.models = models
+        self.api_key = api_key
+        self.requests: list[dict[str, Any]] = []
+        self.responder: Responder | None = None
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self._script: deque[Reply] = deque()
+        self._ids = itertools.count(1)
+        self._runner: web.AppRunner | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_post("/v1/chat/completions", self._chat)
+        app.router.add_get("/v1/models", self._models)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, self.port)
+        await site.start()
+        self.port = self._runner.addresses[0][1]
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def __aenter__(self) -> FakeChatServer:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    # -- scripting -------------------------------------------------------------------------
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.host}:{self.port}/v1"
+
+    @property
+    def calls(self) -> int:
+        """Chat completion requests received (rejected ones included)."""
+        return len(self.requests)
+
+    def script(self, *replies: Reply) -> None:
+        """Queue replies, answered in order to the next valid requests."""
+        self._script.extend(replies)
+
+    @property
+    def pending(self) -> int:
+        """Scripted replies not yet played."""
+        return len(self._script)
+
+    # -- handlers --------------------------------------------------------------------------
+
+    async def _models(self, request: web.Request) -> web.Response:
+        if (denied := self._check_auth(request)) is not None:
+            return denied
+        data = [
+            {"id": model, "object": "model", "created": 1_760_000_000, "owned_by": "moonshot"}
+            for model in self.models
+        ]
+        return web.json_response({"object": "list", "data": data})
+
+    async def _chat(self, request: web.Request) -> web.StreamResponse:
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            return await self._answer(request)
+        finally:
+            self.in_flight -= 1
+
+    async def _answer(self, request: web.Request) -> web.StreamResponse:
+        try:
+            body = await request.json()
+        except json.JSONDecodeError:
+            return _error(400, "request body is not valid JSON")
+        if not isinstance(body, dict):
+            return _error(400, "request body must be a JSON object")
+        self.requests.append(body)
+        if (denied := self._check_auth(request)) is not None:
+            return denied
+        problem = check_kimi_rules(body)
+        if problem is not None:
+            return _error(400, problem)
+        reply = await self._next_reply(body)
+        if reply.delay:
+            await asyncio.sleep(reply.delay)
+        if reply.status != 200:
+            payload = reply.error_body or {
+                "error": {"message": f"scripted HTTP {reply.status}", "type": _kind(reply.status)}
+            }
+            return web.json_response(payload, status=reply.status, headers=reply.headers)
+        thinking = _thinking_on(body)
+        calls = [(f"functions.{name}:{next(self._ids)}", name, args)
+                 for name, args in reply.tool_calls]
+        if body.get("stream"):
+            return await self._stream(request, body, reply, calls, thinking)
+        message: dict[str, Any] = {"role": "assistant", "content": reply.content}
+        if thinking and reply.reasoning is not None:
+            message["reasoning_content"] = reply.reasoning
+        if calls:
+            message["tool_calls"] = [
+                {"id": cid, "type": "function", "function": {"name": name, "arguments": args}}
+                for cid, name, args in calls
+            ]
+        payload = self._envelope(body, "chat.completion")
+        payload["choices"] = [
+            {"index": 0, "message": message, "finish_reason": _finish(reply, calls)}
+        ]
+        payload["usage"] = _usage(reply)
+        return web.json_response(payload, headers=reply.headers)
+
+    async def _stream(
+        self, request: web.Request, body: dict[str, Any], reply: Reply,
+        calls: list[tuple[str, str, str]], thinking: bool,
+    ) -> web.StreamResponse:
+        response = web.StreamResponse(
+            headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
+                     **reply.headers}
+        )
+        await response.prepare(request)
+        base = self._envelope(body, "chat.completion.chunk")
+
+        async def send(delta: dict[str, Any], finish: str | None = None) -> None:
+            chunk = {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+            await response.write(f"data: {json.dumps(chunk)}\n\n".encode())
+
+        await send({"role": "assistant", "content": ""})
+        if thinking and reply.reasoning:
+            for piece in _pieces(reply.reasoning):
+                await send({"reasoning_content": piece})
+        for piece in _pieces(reply.content):
+            await send({"content": piece})
+        for index, (cid, name, args) in enumerate(calls):
+            await send({"tool_calls": [{"index": index, "id": cid, "type": "function",
+                                        "function": {"name": name, "arguments": ""}}]})
+            for piece in _pieces(args, 3):
+                await send({"tool_calls": [{"index": index, "function": {"arguments": piece}}]})
+        await send({}, _finish(reply, calls))
+        usage_chunk = {**base, "choices": [], "usage": _usage(reply)}
+        await response.write(f"data: {json.dumps(usage_chunk)}\n\n".encode())
+        await response.write(b"data: [DONE]\n\n")
+        await response.write_eof()
+        return response
+
+    async def _next_reply(self, body: dict[str, Any]) -> Reply:
+        if self._script:
+            return self._script.popleft()
+        if self.responder is not None:
+            result = self.responder(body)
+            return await result if inspect.isawaitable(result) else result
+        return Reply(content=DEFAULT_TEXT)
+
+    def _envelope(self, body: dict[str, Any], obj: str) -> dict[str, Any]:
+        return {"id": f"chatcmpl-{next(self._ids)}", "object": obj, "created": int(time.time()),
+                "model": str(body.get("model", "kimi-k2.6"))}
+
+    def _check_auth(self, request: web.Request) -> web.Response | None:
+        if self.api_key is None or request.headers.get("Authorization") == f"Bearer {self.api_key}":
+            return None
+        return _error(401, "Invalid Authentication", kind="invalid_authentication_error")
+
+
+# -- the rules -------------------------------------------------------------------------------
+
+
+def _thinking_on(body: dict[str, Any]) -> bool:
+    """Thinking is on unless switched off Moonshot's way or vLLM's way."""
+    thinking = body.get("thinking")
+    if isinstance(thinking, dict) and thinking.get("type") == "disabled":
+        return False
+    template = body.get("chat_template_kwargs")
+    return not (isinstance(template, dict) and template.get("thinking") is False)
+
+
+def check_kimi_rules(body: dict[str, Any]) -> str | None:
+    """The official API's complaint about a request body, or None when it would be accepted."""
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        return "messages must be a non-empty list"
+    if not body.get("model"):
+        return "model is required"
+    thinking = _thinking_on(body)
+    expected = THINKING_TEMPERATURE if thinking else INSTANT_TEMPERATURE
+    fixed: list[tuple[str, float]] = [
+        ("temperature", expected), ("top_p", TOP_P), ("n", 1),
+        ("presence_penalty", 0.0), ("frequency_penalty", 0.0),
+    ]
+    for key, value in fixed:
+        if body.get(key) is not None and body[key] != value:
+            mode = "thinking" if thinking else "non-thinking"
+            return f"invalid {key} {body[key]!r}: only {value} is allowed in {mode} mode"
+    if thinking and body.get("tool_choice") == "required":
+        return "tool_choice 'required' is incompatible with thinking enabled; use 'auto'"
+    known_ids: set[str] = set()
+    for index, message in enumerate(messages):
+        if not isinstance(message, dict):
+            return f"message at index {index} must be an object"
+        role = message.get("role")
+        if role == "assistant" and message.get("tool_calls"):
+            if thinking and "reasoning_content" not in message:
+                return (
+                    "thinking is enabled but reasoning_content is missing in assistant tool "
+                    f"call message at index {index}"
+                )
+            known_ids.update(str(call.get("id")) for call in message["tool_calls"])
+        elif role == "tool" and message.get("tool_call_id") not in known_ids:
+            return (
+                f"tool_call_id {message.get('tool_call_id')!r} at index {index} is not found "
+                "in any previous assistant tool call"
+            )
+    return None
+
+
+# -- payload helpers -------------------------------------------------------------------------
+
+
+def _usage(reply: Reply) -> dict[str, Any]:
+    return {
+        "prompt_tokens": reply.prompt_tokens,
+        "completion_tokens": reply.completion_tokens,
+        "total_tokens": reply.prompt_tokens + reply.completion_tokens,
+        "cached_tokens": reply.cached_tokens,
+        "prompt_tokens_details": {"cached_tokens": reply.cached_tokens},
+    }
+
+
+def _finish(reply: Reply, calls: list[tuple[str, str, str]]) -> str:
+    return reply.finish_reason or ("tool_calls" if calls else "stop")
+
+
+def _pieces(text: str, parts: int = 4) -> list[str]:
+    """Split text into a few chunks, as a streaming server would."""
+    if not text:
+        return []
+    size = max(1, -(-len(text) // parts))
+    return [text[i : i + size] for i in range(0, len(text), size)]
+
+
+def _kind(status: int) -> str:
+    return {401: "invalid_authentication_error", 403: "permission_denied_error",
+            404: "resource_not_found_error", 429: "rate_limit_reached_error"}.get(
+        status, "invalid_request_error" if status < 500 else "server_error")
+
+
+def _error(status: int, message: str, *, kind: str = "invalid_request_error") -> web.Response:
+    return web.json_response({"error": {"message": message, "type": kind}}, status=status)
+
+
+# -- standalone ------------------------------------------------------------------------------
+
+
+async def _serve(port: int, script: Path | None) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    async with FakeChatServer(port=port) as fake:
+        if script is not None:
+            fake.script(*(Reply.from_json(item) for item in json.loads(script.read_text())))
+        print(fake.base_url, flush=True)
+        await stop.wait()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Fake Kimi K2.6 Chat Completions server")
+    parser.add_argument("--port", type=int, default=0, help="TCP port on 127.0.0.1 (0: any)")
+    parser.add_argument("--script", type=Path, help="JSON list of scripted replies")
+    args = parser.parse_args(argv)
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(_serve(args.port, args.script))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,222 @@
+"""SqliteStore: opening, migrations, refusals, transactions and concurrency."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+import memory.store
+from daemon.clock import ManualClock
+from memory.components import ComponentEventRepo
+from memory.errors import SchemaTooNewError, StoreError
+from memory.store import Migration, SqliteStore, load_migrations, split_statements
+
+
+def _snapshot(directory: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(directory.iterdir())}
+
+
+def _add_event(db_path: Path) -> None:
+    conn = sqlite3.connect(db_path)
+    with conn:
+        conn.execute(
+            "INSERT INTO component_events (component, event, detail, created_at)"
+            " VALUES ('x', 'y', '', '2026-01-01T00:00:00.000000Z')"
+        )
+    conn.close()
+
+
+async def test_open_creates_the_directory_in_wal_mode_with_foreign_keys(
+    store: SqliteStore, db_path: Path
+) -> None:
+    assert db_path.is_file()
+    async with store.write() as db:
+        rows = list(await db.execute_fetchall("PRAGMA foreign_keys"))
+        assert rows[0][0] == 1
+        with pytest.raises(sqlite3.IntegrityError):
+            await db.execute(
+                "INSERT INTO messages (conversation_id, role, created_at) VALUES (999, 'user', '')"
+            )
+    conn = sqlite3.connect(db_path)
+    try:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    finally:
+        conn.close()
+
+
+async def test_migrations_are_recorded(store: SqliteStore) -> None:
+    migrations = load_migrations()
+    assert store.schema_version == migrations[-1].version
+    async with store.read() as db:
+        rows = await db.execute_fetchall("SELECT version, name FROM schema_version ORDER BY 1")
+    assert [(r["version"], r["name"]) for r in rows] == [(m.version, m.name) for m in migrations]
+
+
+async def test_reopen_is_idempotent_and_keeps_data(db_path: Path) -> None:
+    clock = ManualClock()
+    async with await SqliteStore.open(db_path) as store:
+        event_id = await ComponentEventRepo(store, clock).record("slack", "started")
+        first_version = store.schema_version
+    async with await SqliteStore.open(db_path) as store:
+        assert store.schema_version == first_version
+        events = await ComponentEventRepo(store, clock).recent()
+        async with store.read() as db:
+            rows = list(await db.execute_fetchall("SELECT COUNT(*) FROM schema_version"))
+    assert [e.id for e in events] == [event_id]
+    assert rows[0][0] == len(load_migrations())
+
+
+async def test_newer_schema_is_refused_and_the_file_left_untouched(db_path: Path) -> None:
+    async with await SqliteStore.open(db_path):
+        pass
+    conn = sqlite3.connect(db_path)
+    with conn:
+        conn.execute("INSERT INTO schema_version VALUES (999, 'future', '2030-01-01T00:00:00Z')")
+    conn.close()
+    before = _snapshot(db_path.parent)
+
+    with pytest.raises(SchemaTooNewError) as caught:
+        await SqliteStore.open(db_path)
+
+    assert (caught.value.found, caught.value.known) == (999, load_migrations()[-1].version)
+    assert str(db_path) in str(caught.value)
+    assert _snapshot(db_path.parent) == before
+
+
+async def test_a_file_that_is_not_a_database_is_refused_with_its_path(db_path: Path) -> None:
+    db_path.parent.mkdir(parents=True)
+    db_path.write_bytes(b"not sqlite at all\n" * 100)
+
+    with pytest.raises(StoreError, match="not a database") as caught:
+        await SqliteStore.open(db_path)
+
+    assert str(db_path) in str(caught.value)
+    assert "Hint:" in str(caught.value)
+    assert db_path.read_bytes() == b"not sqlite at all\n" * 100
+
+
+async def test_a_directory_in_place_of_the_file_is_refused(db_path: Path) -> None:
+    db_path.mkdir(parents=True)
+
+    with pytest.raises(StoreError) as caught:
+        await SqliteStore.open(db_path)
+
+    assert str(db_path) in str(caught.value)
+
+
+async def test_another_programs_database_is_refused(db_path: Path) -> None:
+    db_path.parent.mkdir(parents=True)
+    conn = sqlite3.connect(db_path)
+    conn.execute("CREATE TABLE photos (id INTEGER PRIMARY KEY)")
+    conn.close()
+
+    with pytest.raises(StoreError, match="not nightshift's"):
+        await SqliteStore.open(db_path)
+
+
+async def test_a_failing_migration_is_rolled_back(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = load_migrations()
+    broken = Migration(
+        version=real[-1].version + 1,
+        name="broken",
+        sql="CREATE TABLE half_done (a INTEGER);\nINSERT INTO no_such_table VALUES (1);",
+    )
+    monkeypatch.setattr(memory.store, "load_migrations", lambda: [*real, broken])
+
+    with pytest.raises(StoreError, match="broken"):
+        await SqliteStore.open(db_path)
+
+    monkeypatch.setattr(memory.store, "load_migrations", lambda: real)
+    async with await SqliteStore.open(db_path) as store:
+        assert store.schema_version == real[-1].version
+        async with store.read() as db:
+            rows = list(
+                await db.execute_fetchall("SELECT name FROM sqlite_master WHERE name = 'half_done'")
+            )
+    assert rows == []
+
+
+def test_split_statements_keeps_trigger_bodies_whole() -> None:
+    script = (
+        "-- a comment; with a semicolon\nCREATE TABLE t (a TEXT DEFAULT ';');\n"
+        "CREATE TRIGGER t_ai AFTER INSERT ON t BEGIN SELECT 1; SELECT 2; END;\n-- trailing\n"
+    )
+    statements = split_statements(script)
+    assert len(statements) == 2
+    assert statements[1].startswith("CREATE TRIGGER") and statements[1].endswith("END;")
+
+
+async def test_a_failed_write_is_rolled_back(store: SqliteStore, clock: ManualClock) -> None:
+    events = ComponentEventRepo(store, clock)
+    with pytest.raises(RuntimeError):
+        async with store.write() as db:
+            await db.execute(
+                "INSERT INTO component_events (component, event, created_at) VALUES ('a', 'b', '')"
+            )
+            raise RuntimeError("boom")
+    assert await events.recent() == []
+    assert await events.record("a", "after") > 0  # the writer is usable again
+
+
+async def test_reads_proceed_while_a_write_transaction_is_open(
+    store: SqliteStore, clock: ManualClock
+) -> None:
+    events = ComponentEventRepo(store, clock)
+    await events.record("slack", "started")
+    async with store.write() as db:
+        await db.execute(
+            "INSERT INTO component_events (component, event, created_at)"
+            " VALUES ('x', 'y', '2026-01-01T00:00:01.000000Z')"
+        )
+        async with asyncio.timeout(1):
+            seen = await events.recent()
+        assert [e.event for e in seen] == ["started"]  # uncommitted row not visible
+    assert [e.event for e in await events.recent()] == ["y", "started"]
+
+
+async def test_concurrent_writers_are_serialised(store: SqliteStore, clock: ManualClock) -> None:
+    events = ComponentEventRepo(store, clock)
+    ids = await asyncio.gather(*(events.record("c", f"e{i}") for i in range(50)))
+    assert len(set(ids)) == 50
+    assert len(await events.recent(limit=100)) == 50
+
+
+async def test_nested_write_raises_instead_of_deadlocking(store: SqliteStore) -> None:
+    async with store.write():
+        with pytest.raises(StoreError, match="nested"):
+            async with store.write():
+                pass
+
+
+async def test_check_reports_health(store: SqliteStore, db_path: Path) -> None:
+    report = await store.check()
+    assert report["ok"] is True
+    assert report["quick_check"] == "ok"
+    assert report["wal"] is True
+    assert report["schema_version"] == store.schema_version
+    assert isinstance(report["size_bytes"], int) and report["size_bytes"] > 0
+    assert report["path"] == str(db_path)
+
+
+async def test_close_is_idempotent_and_later_use_is_refused(db_path: Path) -> None:
+    store = await SqliteStore.open(db_path)
+    await store.close()
+    await store.close()
+    assert store.closed
+    with pytest.raises(StoreError, match="closed"):
+        async with store.read():
+            pass
+    with pytest.raises(StoreError, match="closed"):
+        async with store.write():
+            pass
+
+
+async def test_external_writer_changes_are_seen(store: SqliteStore, db_path: Path) -> None:
+    _add_event(db_path)
+    events = await ComponentEventRepo(store, ManualClock()).recent()
+    assert [e.component for e in events] == ["x"]
