@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import faulthandler
 import json
 import logging
 import os
@@ -53,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     install = commands.add_parser("install-service", help="install the systemd unit")
     install.add_argument("--dry-run", action="store_true", help="print the unit, write nothing")
     install.add_argument("--unit-dir", type=Path, default=Path("/etc/systemd/system"))
+    install.add_argument("--exec-path", help="absolute path of the nightshift executable")
     return parser
 
 
@@ -82,6 +84,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.log_level:
         settings.runtime.log_level = args.log_level
     setup_logging(settings.runtime.log_level)
+    faulthandler.enable()  # a watchdog SIGABRT then prints where the loop was stuck
     from daemon.runtime import run_daemon
 
     log.info("starting nightshift %s, config %s, state %s", __version__,
@@ -204,7 +207,7 @@ def cmd_reload(args: argparse.Namespace) -> int:
 def cmd_install_service(args: argparse.Namespace) -> int:
     from daemon.service import install_service
 
-    return install_service(unit_dir=args.unit_dir, dry_run=args.dry_run)
+    return install_service(exec_path=args.exec_path, unit_dir=args.unit_dir, dry_run=args.dry_run)
 
 
 def _call_daemon(factory: Any) -> Any:

@@ -41,7 +41,9 @@ def _keep_quotes(match: re.Match[str]) -> str:
     return f"{match.group('key')}{match.group('sep')}{quote}{REDACTED}{quote}"
 
 
-_PATTERNS: tuple[tuple[re.Pattern[str], _Replacement], ...] = (
+# (pattern, replacement, hints): a pattern only runs when one of its lower-case hints occurs in
+# the lower-cased text, so clean text costs a few substring scans.
+_PATTERNS: tuple[tuple[re.Pattern[str], _Replacement, tuple[str, ...]], ...] = (
     # PEM private keys, also when the block is cut off by a truncated read.
     (
         re.compile(
@@ -49,45 +51,72 @@ _PATTERNS: tuple[tuple[re.Pattern[str], _Replacement], ...] = (
             r"[\s\S]*?(?:-----END (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----|\Z)"
         ),
         REDACTED,
+        ("private key",),
     ),
     # user:password@ in URLs: keep the user, drop the password.
     (
-        re.compile(r"\b([a-zA-Z][a-zA-Z0-9+.\-]*://[^\s/:@]+:)[^\s/]+@"),
+        re.compile(r"\b([a-zA-Z][a-zA-Z0-9+.\-]{0,30}://[^\s/:@]{1,256}:)[^\s/]+@"),
         rf"\1{REDACTED}@",
+        ("://",),
     ),
-    # Authorization headers and bearer tokens.
+    # Authorization and Cookie headers, bearer tokens.
     (
         re.compile(
             r"(?i)\b(authorization[\"']?[ \t]*[:=][ \t]*[\"']?)(?:[a-z]+[ \t]+)?[^\s\"',;]+"
         ),
         rf"\1{REDACTED}",
+        ("authorization",),
     ),
     (
         re.compile(r"(?i)\b((?:set-)?cookie[\"']?[ \t]*[:=][ \t]*[\"']?)[^\r\n\"']+"),
         rf"\1{REDACTED}",
+        ("cookie",),
     ),
-    (re.compile(r"(?i)\b(bearer[ \t]+)[A-Za-z0-9._~+/\-]{8,}=*"), rf"\1{REDACTED}"),
+    (
+        re.compile(r"(?i)\b(bearer[ \t]+)[A-Za-z0-9._~+/\-]{8,}=*"),
+        rf"\1{REDACTED}",
+        ("bearer",),
+    ),
     # Provider tokens with a recognisable shape.
-    (re.compile(r"\bsk-[A-Za-z0-9_\-]{16,}"), REDACTED),  # OpenAI, Anthropic, Moonshot
-    (re.compile(r"\bxox[abposr]-[A-Za-z0-9\-]{8,}"), REDACTED),  # Slack bot/user tokens
-    (re.compile(r"\bxapp-[A-Za-z0-9\-]{8,}"), REDACTED),  # Slack app-level tokens
-    (re.compile(r"\b(?:gh[pousr]_[A-Za-z0-9]{30,}|github_pat_[A-Za-z0-9_]{30,})"), REDACTED),
-    (re.compile(r"\bAIza[0-9A-Za-z_\-]{35}"), REDACTED),  # Google API keys
-    (re.compile(r"\b(?:AKIA|ASIA|AGPA|AIDA|AROA|ANPA|ANVA|AIPA)[A-Z0-9]{16}\b"), REDACTED),
-    (re.compile(r"(?<![\d:])\d{6,12}:[A-Za-z0-9_\-]{35}(?![\w\-])"), REDACTED),  # Telegram
-    (re.compile(r"\beyJ[A-Za-z0-9_\-]{8,}\.eyJ[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]+"), REDACTED),
-    # key = value / key: value / "key": "value" / --password value
+    (re.compile(r"\bsk-[A-Za-z0-9_\-]{16,}"), REDACTED, ("sk-",)),  # OpenAI, Moonshot, …
+    (re.compile(r"\bxox[abposr]-[A-Za-z0-9\-]{8,}"), REDACTED, ("xox",)),  # Slack
+    (re.compile(r"\bxapp-[A-Za-z0-9\-]{8,}"), REDACTED, ("xapp-",)),  # Slack app-level
+    (
+        re.compile(r"\b(?:gh[pousr]_[A-Za-z0-9]{30,}|github_pat_[A-Za-z0-9_]{30,})"),
+        REDACTED,
+        ("gh", "github_pat_"),
+    ),
+    (re.compile(r"\bAIza[0-9A-Za-z_\-]{35}"), REDACTED, ("aiza",)),  # Google API keys
+    (
+        re.compile(r"\b(?:AKIA|ASIA|AGPA|AIDA|AROA|ANPA|ANVA|AIPA)[A-Z0-9]{16}\b"),
+        REDACTED,
+        ("akia", "asia", "agpa", "aida", "aroa", "anpa", "anva", "aipa"),
+    ),
+    (  # Telegram bot tokens
+        re.compile(r"(?<![\d:])\d{6,12}:[A-Za-z0-9_\-]{35}(?![\w\-])"),
+        REDACTED,
+        (":",),
+    ),
+    (  # JWTs
+        re.compile(r"\beyJ[A-Za-z0-9_\-]{8,}\.eyJ[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]+"),
+        REDACTED,
+        ("eyj",),
+    ),
+    # key = value / key: value / "key": "value" (the prefix, as in DB_ or aws_, stays).
     (
         re.compile(
-            rf"(?i)(?P<key>\b(?:[\w.\-]{{0,40}}[_.\-])?(?:{_TEXT_WORDS})(?![\w\-])[\"']?)"
+            rf"(?i)(?P<key>(?<![A-Za-z0-9])(?:{_TEXT_WORDS})(?![\w\-])[\"']?)"
             r"(?P<sep>[ \t]*[:=][ \t]*)(?!\[REDACTED\])"
             r"(?P<value>\"[^\"\n]*\"|'[^'\n]*'|[^\s,;&\"'}\])]+)"
         ),
         _keep_quotes,
+        ("pass", "secret", "token", "key", "auth"),
     ),
+    # --password value
     (
-        re.compile(r"(?i)(--?(?:password|passphrase|token|secret|api-key)[ \t]+)[^\s\-][^\s]*"),
+        re.compile(r"(?i)(--?(?:password|passphrase|token|secret|api-key)[ \t]+)[^\s\-]\S*"),
         rf"\1{REDACTED}",
+        ("pass", "token", "secret", "api-key"),
     ),
 )
 
@@ -107,8 +136,10 @@ def redact(text: str, extra_patterns: Sequence[str] = ()) -> str:
     """
     if not text:
         return text
-    for pattern, replacement in _PATTERNS:
-        text = pattern.sub(replacement, text)
+    lowered = text.lower()
+    for pattern, replacement, hints in _PATTERNS:
+        if any(hint in lowered for hint in hints):
+            text = pattern.sub(replacement, text)
     for pattern in _compile_extra(tuple(extra_patterns)):
         text = pattern.sub(REDACTED, text)
     return text

@@ -84,6 +84,10 @@ class SystemdNotifier:
         """Keep-alive ping (``WATCHDOG=1``)."""
         return self.notify(WATCHDOG=1)
 
+    def extend_timeout(self, seconds: float) -> bool:
+        """Ask for ``seconds`` more before the start/stop timeout fires (a long drain)."""
+        return self.notify(EXTEND_TIMEOUT_USEC=max(0, round(seconds * 1_000_000)))
+
     def watchdog_interval(self) -> float | None:
         """Seconds between pings (half of ``$WATCHDOG_USEC``), or None when no watchdog is ours.
 

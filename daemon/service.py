@@ -6,10 +6,11 @@ test keeps them identical.
 
 Secrets come from systemd's credential store: ``LoadCredential=NAME:nightshift.NAME`` makes
 systemd (as root, at start) copy ``/etc/credstore/nightshift.NAME`` to
-``$CREDENTIALS_DIRECTORY/NAME``, the flat name the settings loader reads. Unlike an absolute
-path, a relative credential name that is missing is skipped, so an unused secret (say, Slack on a
-Telegram-only host) does not stop the unit from starting. (A directory path would prefix every
-name with ``ID_``; a ``SetCredential=`` fallback would write an empty secret over the TOML value.)
+``$CREDENTIALS_DIRECTORY/NAME``, the flat name the settings loader reads. A missing store entry
+is skipped, so an unused secret (Slack on a Telegram-only host) does not stop the unit. Checked
+with systemd 252: a missing absolute path fails the start (243/CREDENTIALS); a directory path
+names every file ``ID_file``; a ``SetCredential=`` fallback would write an empty secret that
+overrides the TOML value.
 """
 
 from __future__ import annotations
@@ -55,7 +56,6 @@ UNIT_TEMPLATE = """\
 # state: /var/lib/nightshift. Logs: journalctl -u nightshift.
 [Unit]
 Description=nightshift ops agent
-Documentation=https://github.com/nightshift-agent/nightshift
 Wants=network-online.target
 After=network-online.target
 
@@ -153,8 +153,13 @@ d /etc/credstore 0700 root root -
 """
 
 
-def render_unit(exec_path: str, *, user: str = "nightshift", extra_args: list[str] | None = None) -> str:
-    """The unit text for ``exec_path`` (absolute) running ``run --config CONFIG_PATH [extra_args]``."""
+def render_unit(
+    exec_path: str, *, user: str = "nightshift", extra_args: list[str] | None = None
+) -> str:
+    """The unit text running ``exec_path run --config CONFIG_PATH [extra_args]`` as ``user``.
+
+    ``exec_path`` must be absolute; arguments are quoted and escaped for systemd.
+    """
     if not os.path.isabs(exec_path):
         raise ValueError(f"exec_path must be absolute, got {exec_path!r}")
     if not user or any(ch.isspace() for ch in user):
@@ -232,23 +237,46 @@ def _default_exec_path() -> str | None:
 
 
 def _exec_path_warnings(path: Path) -> list[str]:
-    warnings = []
+    """Problems the service would hit running ``path`` as an unprivileged, sandboxed user."""
     if not (path.is_file() and os.access(path, os.X_OK)):
-        warnings.append(f"{path} is not an executable file")
-    if path.is_relative_to("/tmp") or path.is_relative_to("/var/tmp"):
-        warnings.append(f"{path} is under a temporary directory the service cannot see")
-    for part in [path, *path.parents]:
-        try:
-            if not part.stat().st_mode & stat.S_IXOTH:
-                warnings.append(f"{part} is not searchable by other users: the service may not run")
-                break
-        except OSError:
-            break
+        return [f"{path} is not an executable file"]
+    warnings = []
+    # A venv script runs its interpreter, often a symlink into a home directory (pyenv).
+    for candidate in [path, *_interpreter(path)]:
+        if candidate.is_relative_to("/tmp") or candidate.is_relative_to("/var/tmp"):
+            warnings.append(f"{candidate} is under /tmp or /var/tmp, hidden by PrivateTmp=yes")
+        blocked = next(
+            (p for p in [candidate, *candidate.parents] if not p.stat().st_mode & stat.S_IXOTH),
+            None,
+        )
+        if blocked is not None:
+            warnings.append(
+                f"{blocked} is not searchable by other users: the nightshift user cannot run "
+                f"{candidate}"
+            )
     return warnings
 
 
+def _interpreter(script: Path) -> list[Path]:
+    """The resolved ``#!`` interpreter of ``script``, if it has one."""
+    try:
+        with script.open("rb") as handle:
+            first = handle.readline(4096)
+    except OSError:
+        return []
+    if not first.startswith(b"#!"):
+        return []
+    words = first[2:].decode(errors="replace").split()
+    if not words or not os.path.isabs(words[0]):
+        return []
+    try:
+        return [Path(words[0]).resolve(strict=True)]
+    except OSError:
+        return []
+
+
 def _writable_dir(directory: Path) -> bool:
-    """Whether ``directory`` (or the nearest existing parent, which we would create it in) is writable."""
+    """Whether ``directory``, or the nearest existing parent we would create it in, is writable."""
     for candidate in [directory, *directory.parents]:
         if candidate.exists():
             return candidate.is_dir() and os.access(candidate, os.W_OK | os.X_OK)

@@ -1,8 +1,8 @@
 """Errors raised by the storage layer.
 
-    StoreError               the database cannot be opened or used
-    ├── SchemaTooNewError    written by a newer release; left untouched
-    └── RecordNotFound       a lookup by id found nothing (also a LookupError)
+StoreError               the database cannot be opened or used
+├── SchemaTooNewError    written by a newer release; left untouched
+└── RecordNotFound       a lookup by id found nothing (also a LookupError)
 """
 
 from __future__ import annotations

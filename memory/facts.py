@@ -123,9 +123,10 @@ class FactRepo:
 
     async def forget(self, fact_id: int) -> bool:
         """Delete a fact; False if there was none with this id."""
-        async with self._store.write() as db, db.execute(
-            "DELETE FROM facts WHERE id = ?", (fact_id,)
-        ) as cur:
+        async with (
+            self._store.write() as db,
+            db.execute("DELETE FROM facts WHERE id = ?", (fact_id,)) as cur,
+        ):
             deleted = cur.rowcount > 0
         return deleted
 

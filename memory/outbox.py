@@ -116,9 +116,7 @@ class OutboxRepo:
         return [_message(row) for row in rows]
 
     async def _update(self, message_id: int, sql: str, params: tuple[object, ...]) -> None:
-        async with self._store.write() as db, db.execute(
-            sql, (*params, message_id)
-        ) as cur:
+        async with self._store.write() as db, db.execute(sql, (*params, message_id)) as cur:
             if cur.rowcount == 0:
                 raise RecordNotFound("outbox message", message_id)
 
@@ -144,8 +142,7 @@ class OutboxRepo:
         """An attempt failed for good: count it and stop retrying (terminal)."""
         await self._update(
             message_id,
-            "UPDATE outbox SET status = 'failed', attempts = attempts + 1, error = ?"
-            " WHERE id = ?",
+            "UPDATE outbox SET status = 'failed', attempts = attempts + 1, error = ? WHERE id = ?",
             (error,),
         )
         log.warning("outbox message %d failed for good: %s", message_id, error)

@@ -18,9 +18,7 @@ __all__ = ["AgentRun", "RunRepo", "RunStep"]
 
 log = logging.getLogger(__name__)
 
-_RUN_COLUMNS = (
-    "id, kind, trigger, conversation_id, status, started_at, finished_at, error, tokens"
-)
+_RUN_COLUMNS = "id, kind, trigger, conversation_id, status, started_at, finished_at, error, tokens"
 _STEP_COLUMNS = (
     "id, run_id, step_index, kind, name, input, output, error, duration_ms, tokens, created_at"
 )
@@ -98,11 +96,14 @@ class RunRepo:
 
     async def start(self, kind: str, trigger: str, conversation_id: int | None = None) -> int:
         """Record a new run with status "running" and return its id."""
-        async with self._store.write() as db, db.execute(
-            "INSERT INTO agent_runs (kind, trigger, conversation_id, status, started_at)"
-            " VALUES (?, ?, ?, 'running', ?)",
-            (kind, trigger, conversation_id, to_db_time(self._clock.now())),
-        ) as cur:
+        async with (
+            self._store.write() as db,
+            db.execute(
+                "INSERT INTO agent_runs (kind, trigger, conversation_id, status, started_at)"
+                " VALUES (?, ?, ?, 'running', ?)",
+                (kind, trigger, conversation_id, to_db_time(self._clock.now())),
+            ) as cur,
+        ):
             run_id = cur.lastrowid
         assert run_id is not None
         return run_id
@@ -133,8 +134,18 @@ class RunRepo:
             async with db.execute(
                 "INSERT INTO run_steps (run_id, step_index, kind, name, input, output, error,"
                 " duration_ms, tokens, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (run_id, index, kind, name, encoded_in, encoded_out, error, duration_ms, tokens,
-                 now),
+                (
+                    run_id,
+                    index,
+                    kind,
+                    name,
+                    encoded_in,
+                    encoded_out,
+                    error,
+                    duration_ms,
+                    tokens,
+                    now,
+                ),
             ) as cur:
                 step_id = cur.lastrowid
         assert step_id is not None
@@ -142,10 +153,13 @@ class RunRepo:
 
     async def finish(self, run_id: int, status: str, error: str | None = None) -> None:
         """Set the run's final status (e.g. "ok", "failed") and finish time."""
-        async with self._store.write() as db, db.execute(
-            "UPDATE agent_runs SET status = ?, error = ?, finished_at = ? WHERE id = ?",
-            (status, error, to_db_time(self._clock.now()), run_id),
-        ) as cur:
+        async with (
+            self._store.write() as db,
+            db.execute(
+                "UPDATE agent_runs SET status = ?, error = ?, finished_at = ? WHERE id = ?",
+                (status, error, to_db_time(self._clock.now()), run_id),
+            ) as cur,
+        ):
             if cur.rowcount == 0:
                 raise RecordNotFound("run", run_id)
 
@@ -162,11 +176,10 @@ class RunRepo:
         return _run(rows[0])
 
     async def steps(self, run_id: int) -> list[RunStep]:
-        """The run's steps in order."""
+        """The run's steps in the order they were recorded (``index`` is kept as given)."""
         async with self._store.read() as db:
             rows = await db.execute_fetchall(
-                f"SELECT {_STEP_COLUMNS} FROM run_steps WHERE run_id = ?"
-                " ORDER BY step_index, id",
+                f"SELECT {_STEP_COLUMNS} FROM run_steps WHERE run_id = ? ORDER BY id",
                 (run_id,),
             )
         return [_step(row) for row in rows]
@@ -181,11 +194,14 @@ class RunRepo:
 
     async def mark_interrupted(self) -> int:
         """At startup: runs left "running" by a previous process become "interrupted"."""
-        async with self._store.write() as db, db.execute(
-            "UPDATE agent_runs SET status = 'interrupted', finished_at = ?,"
-            " error = COALESCE(error, ?) WHERE status = 'running'",
-            (to_db_time(self._clock.now()), INTERRUPTED_ERROR),
-        ) as cur:
+        async with (
+            self._store.write() as db,
+            db.execute(
+                "UPDATE agent_runs SET status = 'interrupted', finished_at = ?,"
+                " error = COALESCE(error, ?) WHERE status = 'running'",
+                (to_db_time(self._clock.now()), INTERRUPTED_ERROR),
+            ) as cur,
+        ):
             count = cur.rowcount
         if count:
             log.warning("marked %d unfinished runs as interrupted", count)

@@ -9,8 +9,9 @@ Errors raised (from ``daemon.errors``):
 
     BudgetExhaustedError  the day's budget is spent; no request was sent
     AgentDisabledError    no API key, or the API refused it (401/403: key or region)
-    LlmUnavailableError   retries and fallbacks exhausted, or the API rejected the request
-                          (400/422: not retried); ``__cause__`` is the last openai error
+    LlmUnavailableError   retries and fallbacks exhausted (429/5xx/network retried, 404 skips
+                          to the next model), or the request was rejected (other 4xx: not
+                          retried, no fallback); ``__cause__`` is the last openai error
 """
 
 from __future__ import annotations
@@ -31,26 +32,7 @@ from daemon.agent._stream import Answer, StreamAggregate, describe, read_respons
 from daemon.clock import Clock, SystemClock
 from daemon.config import BudgetSettings, LlmSettings
 from daemon.errors import AgentDisabledError, BudgetExhaustedError, LlmUnavailableError
-
-try:
-    from memory.usage import LlmUsage
-except ImportError:  # pragma: no cover - memory.usage is being written alongside
-
-    @dataclass(frozen=True, slots=True, kw_only=True)
-    class LlmUsage:  # type: ignore[no-redef]
-        """Stand-in with the shape of ``memory.usage.LlmUsage``."""
-
-        run_id: int | None
-        model: str
-        purpose: str
-        prompt_tokens: int
-        completion_tokens: int
-        cached_tokens: int
-        total_tokens: int
-        cost_usd: float
-        latency_ms: float
-        ok: bool
-        error: str | None = None
+from memory.usage import LlmUsage
 
 __all__ = ["Completion", "LlmClient", "Mode", "ToolCall", "Usage", "UsageSink"]
 
@@ -360,8 +342,8 @@ class LlmClient:
         log.debug("llm call model=%s purpose=%s prompt=%d cached=%d completion=%d "
                   "latency=%.0fms ok=%s", model, purpose, usage.prompt_tokens,
                   usage.cached_tokens, usage.completion_tokens, latency_ms, error is None)
-        await self._used_today()
-        self._used += usage.total_tokens
+        if self._day == self._clock.now().astimezone(self._zone).date():
+            self._used += usage.total_tokens  # on a new day the store is re-read instead
         if self._usage is None:
             return
         row = LlmUsage(

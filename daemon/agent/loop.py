@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -116,10 +117,11 @@ class AgentLoop:
         summary, history = await self._context.fit(conversation, history, run_id)
         messages = [system_prompt(self.settings, summary)] + [to_api(m) for m in history]
         seen_calls: dict[str, int] = {}
+        order = itertools.count(1)  # step numbers in the run, LLM and tool steps alike
         tokens = 0
         for step in range(1, agent.max_steps + 1):
             self._context.shrink_in_run(messages)
-            completion = await self._call(messages, tools, request.mode, run_id, step)
+            completion = await self._call(messages, tools, request.mode, run_id, next(order))
             tokens += completion.usage.total_tokens
             reply = completion.as_message()
             if completion.tool_calls and "reasoning_content" not in reply:
@@ -133,13 +135,15 @@ class AgentLoop:
                 )
             for call in completion.tool_calls:
                 await emit({"type": "tool", "name": call.name, "arguments": call.arguments})
-                text, ok = await self._run_tool(call.name, call.arguments, ctx, seen_calls, run_id)
+                text, ok = await self._run_tool(
+                    call.name, call.arguments, ctx, seen_calls, run_id, next(order)
+                )
                 await emit({"type": "tool_result", "name": call.name, "ok": ok})
                 tool_message = {"role": "tool", "tool_call_id": call.id, "content": text}
                 messages.append(tool_message)
                 await self._store(request.conversation_id, tool_message)
         messages.append({"role": "user", "content": STEP_CAP_NOTE.format(steps=agent.max_steps)})
-        completion = await self._call(messages, None, request.mode, run_id, agent.max_steps + 1)
+        completion = await self._call(messages, None, request.mode, run_id, next(order))
         tokens += completion.usage.total_tokens
         await self._store(request.conversation_id, completion.as_message())
         await self._runs.finish(run_id, "step_cap", f"stopped after {agent.max_steps} steps")
@@ -184,7 +188,13 @@ class AgentLoop:
         return completion
 
     async def _run_tool(
-        self, name: str, arguments: str, ctx: ToolContext, seen: dict[str, int], run_id: int
+        self,
+        name: str,
+        arguments: str,
+        ctx: ToolContext,
+        seen: dict[str, int],
+        run_id: int,
+        index: int,
     ) -> tuple[str, bool]:
         key = f"{name}:{_canonical(arguments)}"
         seen[key] = seen.get(key, 0) + 1
@@ -194,7 +204,7 @@ class AgentLoop:
                 "arguments; the result will not change. Use the earlier result or answer now."
             )
             await self._runs.add_step(
-                run_id, index=0, kind="tool", name=name, input=arguments, error="repeated call"
+                run_id, index=index, kind="tool", name=name, input=arguments, error="repeated call"
             )
             return text, False
         outcome = await self._executor.execute(name, arguments, ctx)
@@ -208,7 +218,7 @@ class AgentLoop:
             )
         await self._runs.add_step(
             run_id,
-            index=0,
+            index=index,
             kind="tool",
             name=name,
             input=arguments,

@@ -90,7 +90,7 @@ CREATE TABLE run_steps (
     tokens       INTEGER NOT NULL DEFAULT 0,
     created_at   TEXT NOT NULL
 );
-CREATE INDEX run_steps_run ON run_steps (run_id, step_index, id);
+CREATE INDEX run_steps_run ON run_steps (run_id, id);
 
 -- Every tool call: who asked, why, arguments, result (secrets redacted by the caller).
 CREATE TABLE audit_log (

@@ -339,14 +339,13 @@ def _error(status: int, message: str, *, kind: str = "invalid_request_error") ->
 # -- standalone ------------------------------------------------------------------------------
 
 
-async def _serve(port: int, script: Path | None) -> None:
+async def _serve(port: int, replies: list[Reply]) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     async with FakeChatServer(port=port) as fake:
-        if script is not None:
-            fake.script(*(Reply.from_json(item) for item in json.loads(script.read_text())))
+        fake.script(*replies)
         print(fake.base_url, flush=True)
         await stop.wait()
 
@@ -356,8 +355,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=0, help="TCP port on 127.0.0.1 (0: any)")
     parser.add_argument("--script", type=Path, help="JSON list of scripted replies")
     args = parser.parse_args(argv)
+    items = json.loads(args.script.read_text()) if args.script else []
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_serve(args.port, args.script))
+        asyncio.run(_serve(args.port, [Reply.from_json(item) for item in items]))
 
 
 if __name__ == "__main__":

@@ -25,6 +25,11 @@ async def client(fake_llm: FakeChatServer) -> AsyncIterator[openai.AsyncOpenAI]:
         yield c
 
 
+def _chat(client: openai.AsyncOpenAI) -> Any:
+    """The completions resource, untyped: these tests send what the stubs do not describe."""
+    return client.chat.completions
+
+
 def _tool_exchange(*, with_reasoning: bool) -> list[dict[str, Any]]:
     assistant: dict[str, Any] = {
         "role": "assistant", "content": "",
@@ -44,7 +49,7 @@ def _tool_exchange(*, with_reasoning: bool) -> list[dict[str, Any]]:
 async def _rejected(client: openai.AsyncOpenAI, **kwargs: Any) -> str:
     kwargs.setdefault("messages", [{"role": "user", "content": "hi"}])
     with pytest.raises(openai.BadRequestError) as caught:
-        await client.chat.completions.create(model="kimi-k2.6", **kwargs)
+        await _chat(client).create(model="kimi-k2.6", **kwargs)
     assert caught.value.status_code == 400
     assert isinstance(caught.value.body, dict)
     assert caught.value.body["type"] == "invalid_request_error"
@@ -54,7 +59,7 @@ async def _rejected(client: openai.AsyncOpenAI, **kwargs: Any) -> str:
 async def test_default_reply_with_reasoning_and_usage(
     fake_llm: FakeChatServer, client: openai.AsyncOpenAI
 ) -> None:
-    response = await client.chat.completions.create(
+    response = await _chat(client).create(
         model="kimi-k2.6", messages=[{"role": "user", "content": "hi"}]
     )
     message = response.choices[0].message
@@ -69,13 +74,14 @@ async def test_scripted_tool_calls_and_cached_tokens(
 ) -> None:
     fake_llm.script(Reply(tool_calls=[("disk_usage", '{"path": "/"}')], prompt_tokens=100,
                           cached_tokens=80))
-    response = await client.chat.completions.create(
-        model="kimi-k2.6", messages=[{"role": "user", "content": "disk?"}], tools=TOOLS  # type: ignore[arg-type]
+    response = await _chat(client).create(
+        model="kimi-k2.6", messages=[{"role": "user", "content": "disk?"}], tools=TOOLS
     )
     choice = response.choices[0]
     assert choice.finish_reason == "tool_calls"
     call = (choice.message.tool_calls or [])[0]
-    assert call.function.name == "disk_usage" and json.loads(call.function.arguments) == {"path": "/"}
+    assert call.function.name == "disk_usage"
+    assert json.loads(call.function.arguments) == {"path": "/"}
     assert response.usage is not None
     assert response.usage.prompt_tokens_details is not None
     assert response.usage.prompt_tokens_details.cached_tokens == 80
@@ -93,16 +99,16 @@ async def test_missing_reasoning_content_is_rejected_with_index(
 
 
 async def test_replayed_reasoning_content_is_accepted(client: openai.AsyncOpenAI) -> None:
-    await client.chat.completions.create(
-        model="kimi-k2.6", messages=_tool_exchange(with_reasoning=True)  # type: ignore[arg-type]
+    await _chat(client).create(
+        model="kimi-k2.6", messages=_tool_exchange(with_reasoning=True)
     )
 
 
 async def test_instant_mode_needs_no_reasoning_content(
     fake_llm: FakeChatServer, client: openai.AsyncOpenAI
 ) -> None:
-    response = await client.chat.completions.create(
-        model="kimi-k2.6", messages=_tool_exchange(with_reasoning=False),  # type: ignore[arg-type]
+    response = await _chat(client).create(
+        model="kimi-k2.6", messages=_tool_exchange(with_reasoning=False),
         temperature=0.6, extra_body=THINKING_OFF,
     )
     assert "reasoning_content" not in (response.choices[0].message.model_extra or {})
@@ -131,15 +137,15 @@ async def test_fixed_sampling_values_are_enforced(
 async def test_allowed_values_and_required_tools_without_thinking(
     client: openai.AsyncOpenAI,
 ) -> None:
-    await client.chat.completions.create(
+    await _chat(client).create(
         model="kimi-k2.6", messages=[{"role": "user", "content": "hi"}], temperature=1.0,
         top_p=0.95, n=1, presence_penalty=0, frequency_penalty=0,
     )
-    await client.chat.completions.create(
+    await _chat(client).create(
         model="kimi-k2.6", messages=[{"role": "user", "content": "hi"}], temperature=0.6,
-        tools=TOOLS, tool_choice="required", extra_body=THINKING_OFF,  # type: ignore[arg-type]
+        tools=TOOLS, tool_choice="required", extra_body=THINKING_OFF,
     )
-    await client.chat.completions.create(  # vLLM's switch is honoured too
+    await _chat(client).create(  # vLLM's switch is honoured too
         model="kimi-k2.6", messages=[{"role": "user", "content": "hi"}], temperature=0.6,
         extra_body={"chat_template_kwargs": {"thinking": False}},
     )
@@ -156,14 +162,14 @@ async def test_scripted_error_status_body_and_headers(
 ) -> None:
     fake_llm.script(Reply(status=429, headers={"Retry-After": "3"}))
     with pytest.raises(openai.RateLimitError) as caught:
-        await client.chat.completions.create(
+        await _chat(client).create(
             model="kimi-k2.6", messages=[{"role": "user", "content": "hi"}]
         )
     assert caught.value.response.headers["retry-after"] == "3"
     fake_llm.script(Reply(status=503, error_body={"error": {"message": "overloaded",
                                                              "type": "server_error"}}))
     with pytest.raises(openai.InternalServerError, match="overloaded"):
-        await client.chat.completions.create(
+        await _chat(client).create(
             model="kimi-k2.6", messages=[{"role": "user", "content": "hi"}]
         )
 
@@ -175,7 +181,7 @@ async def test_responder_answers_when_script_is_empty(
     fake_llm.script(Reply(content="first"))
     contents = []
     for text in ("a", "b"):
-        response = await client.chat.completions.create(
+        response = await _chat(client).create(
             model="kimi-k2.6", messages=[{"role": "user", "content": text}]
         )
         contents.append(response.choices[0].message.content)
@@ -188,7 +194,7 @@ async def test_streaming_splits_reasoning_content_and_tool_calls(
     fake_llm.script(Reply(content="looking", reasoning="the disk may be full",
                           tool_calls=[("disk_usage", '{"path": "/var"}'), ("uptime", "{}")],
                           cached_tokens=4))
-    stream = await client.chat.completions.create(
+    stream = await _chat(client).create(
         model="kimi-k2.6", messages=[{"role": "user", "content": "disk?"}], stream=True,
         stream_options={"include_usage": True},
     )
@@ -227,7 +233,7 @@ async def test_delay_and_in_flight_count(
     fake_llm.responder = lambda body: Reply(content="slow", delay=0.05)
 
     async def one() -> None:
-        await client.chat.completions.create(
+        await _chat(client).create(
             model="kimi-k2.6", messages=[{"role": "user", "content": "hi"}]
         )
 
@@ -247,7 +253,7 @@ async def test_standalone_process_serves_a_script(tmp_path: Path) -> None:
         url = (await asyncio.wait_for(process.stdout.readline(), 10)).decode().strip()
         assert url.startswith("http://127.0.0.1:") and url.endswith("/v1")
         async with openai.AsyncOpenAI(base_url=url, api_key="k", max_retries=0) as client:
-            response = await client.chat.completions.create(
+            response = await _chat(client).create(
                 model="kimi-k2.6", messages=[{"role": "user", "content": "hi"}]
             )
         assert response.choices[0].message.content == "from file"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
 from pathlib import Path
 
@@ -10,13 +11,21 @@ import pytest
 
 import memory.store
 from daemon.clock import ManualClock
+from memory._migrate import Migration, load_migrations, split_statements
 from memory.components import ComponentEventRepo
 from memory.errors import SchemaTooNewError, StoreError
-from memory.store import Migration, SqliteStore, load_migrations, split_statements
+from memory.store import SqliteStore
 
 
 def _snapshot(directory: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted(directory.iterdir())}
+
+
+def _write_garbage(db_path: Path) -> bytes:
+    garbage = b"not sqlite at all\n" * 100
+    db_path.parent.mkdir(parents=True)
+    db_path.write_bytes(garbage)
+    return garbage
 
 
 def _add_event(db_path: Path) -> None:
@@ -32,7 +41,7 @@ def _add_event(db_path: Path) -> None:
 async def test_open_creates_the_directory_in_wal_mode_with_foreign_keys(
     store: SqliteStore, db_path: Path
 ) -> None:
-    assert db_path.is_file()
+    assert db_path.name in _snapshot(db_path.parent)
     async with store.write() as db:
         rows = list(await db.execute_fetchall("PRAGMA foreign_keys"))
         assert rows[0][0] == 1
@@ -87,19 +96,18 @@ async def test_newer_schema_is_refused_and_the_file_left_untouched(db_path: Path
 
 
 async def test_a_file_that_is_not_a_database_is_refused_with_its_path(db_path: Path) -> None:
-    db_path.parent.mkdir(parents=True)
-    db_path.write_bytes(b"not sqlite at all\n" * 100)
+    garbage = _write_garbage(db_path)
 
     with pytest.raises(StoreError, match="not a database") as caught:
         await SqliteStore.open(db_path)
 
     assert str(db_path) in str(caught.value)
     assert "Hint:" in str(caught.value)
-    assert db_path.read_bytes() == b"not sqlite at all\n" * 100
+    assert _snapshot(db_path.parent) == {db_path.name: garbage}
 
 
 async def test_a_directory_in_place_of_the_file_is_refused(db_path: Path) -> None:
-    db_path.mkdir(parents=True)
+    os.makedirs(db_path)
 
     with pytest.raises(StoreError) as caught:
         await SqliteStore.open(db_path)

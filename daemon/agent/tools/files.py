@@ -1,0 +1,299 @@
+"""File tools: read part of a text file, or the last lines of a log, within the read policy."""
+
+from __future__ import annotations
+
+import asyncio
+import codecs
+import logging
+import os
+import re
+import stat
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from daemon.agent.policy import check_read_path
+from daemon.agent.tools.base import Tier, Tool, ToolContext, tool
+from daemon.errors import ToolError
+from daemon.redact import redact
+
+__all__ = ["FileChunk", "LogTail", "TOOLS"]
+
+log = logging.getLogger(__name__)
+
+BLOCK_BYTES = 64 * 1024
+# tail_log never reads more than this much of a file, however rare the grep matches are.
+MAX_SCAN_BYTES = 64 * 1024 * 1024
+MAX_TAIL_LINES = 5000
+_BINARY_SNIFF_BYTES = 8192
+# C0 controls other than tab, newline and carriage return are shown as \xNN.
+_CONTROLS = {c: f"\\x{c:02x}" for c in (*range(0x09), 0x0B, 0x0C, *range(0x0E, 0x20), 0x7F)}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FileChunk:
+    """Part of a text file; ``note`` says when there is more to read."""
+
+    path: str
+    size: int
+    offset: int
+    bytes_read: int
+    truncated: bool
+    note: str | None
+    content: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LogTail:
+    """The last lines of a file (optionally only those matching ``grep``), oldest first."""
+
+    path: str
+    size: int
+    lines: int
+    grep: str | None
+    truncated: bool
+    note: str | None
+    text: str
+
+
+def _open_regular(path: Path) -> tuple[int, int]:
+    """Open a regular file for reading, never blocking on a FIFO; return (fd, size)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise ToolError(f"{path}: no such file") from None
+    except PermissionError:
+        raise ToolError(f"{path}: permission denied for the nightshift service user") from None
+    except OSError as exc:
+        raise ToolError(f"{path}: cannot open: {exc.strerror}") from None
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        os.close(fd)
+        kind = "a directory" if stat.S_ISDIR(info.st_mode) else "not a regular file"
+        raise ToolError(f"{path} is {kind}; file tools read regular files only")
+    return fd, info.st_size
+
+
+def _read_at(fd: int, offset: int, count: int) -> bytes:
+    parts: list[bytes] = []
+    while count > 0:
+        chunk = os.pread(fd, min(count, 1024 * 1024), offset)
+        if not chunk:
+            break
+        parts.append(chunk)
+        offset += len(chunk)
+        count -= len(chunk)
+    return b"".join(parts)
+
+
+def _escape(text: str) -> str:
+    return text.translate(_CONTROLS)
+
+
+def _looks_binary(data: bytes) -> bool:
+    sample = data[:_BINARY_SNIFF_BYTES]
+    if b"\x00" in sample:
+        return True
+    text = sample.decode("utf-8", errors="replace")
+    return text.count("\ufffd") > max(4, len(text) // 20)
+
+
+def _read_chunk(path: Path, offset: int, cap: int) -> tuple[bytes, int, bool]:
+    fd, size = _open_regular(path)
+    try:
+        data = _read_at(fd, offset, cap + 1)  # one extra byte tells us whether more follows
+    finally:
+        os.close(fd)
+    return data[:cap], size, len(data) > cap
+
+
+@tool(tier=Tier.READ_ONLY)
+async def read_file(
+    ctx: ToolContext, path: str, offset: int = 0, max_bytes: int | None = None
+) -> FileChunk:
+    """Read a text file (or part of it) under the allowed read paths.
+
+    Args:
+        path: Absolute path, e.g. /etc/nginx/nginx.conf.
+        offset: Byte offset to start at; use the offset from a truncation note to read on.
+        max_bytes: How many bytes to read at most; defaults to (and cannot exceed) the
+            configured limit.
+    """
+    policy = ctx.settings.policy
+    resolved = check_read_path(path, policy)
+    if offset < 0:
+        raise ToolError("offset must be 0 or more")
+    cap = policy.max_read_bytes if max_bytes is None else min(max_bytes, policy.max_read_bytes)
+    if cap < 1:
+        raise ToolError("max_bytes must be at least 1")
+    data, size, more = await asyncio.to_thread(_read_chunk, resolved, offset, cap)
+    if _looks_binary(data):
+        raise ToolError(
+            f"{path} looks like a binary file ({size} bytes); read_file shows text only"
+        )
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    content = _escape(decoder.decode(data, final=not more))  # no half character at a cut
+    note = None
+    if more:
+        total = f"{size} bytes" if size else "more bytes (size unknown)"
+        where = f" from offset {offset}" if offset else ""
+        note = (
+            f"[truncated: showing {len(data)} of {total}{where}; "
+            f"continue with offset={offset + len(data)}]"
+        )
+    elif offset and not data:
+        note = f"[offset {offset} is at or past the end of the file ({size} bytes)]"
+    log.debug("read_file %s for %s: %d bytes at %d", resolved, ctx.actor, len(data), offset)
+    return FileChunk(
+        path=str(resolved),
+        size=size,
+        offset=offset,
+        bytes_read=len(data),
+        truncated=more,
+        note=note,
+        content=redact(content, policy.redact_patterns),
+    )
+
+
+@dataclass(slots=True)
+class _Scan:
+    """Lines found reading a file backwards, newest first."""
+
+    lines: list[str]
+    scanned: int
+    reached_start: bool
+
+
+def scan_backwards(
+    read_at: Callable[[int, int], bytes],
+    size: int,
+    want: int,
+    pattern: re.Pattern[str] | None,
+    *,
+    scan_limit: int = MAX_SCAN_BYTES,
+    line_cap: int = 1024 * 1024,
+    block: int = BLOCK_BYTES,
+) -> _Scan:
+    """Find the last ``want`` lines (matching ``pattern``) reading blocks from the end.
+
+    ``read_at(offset, count)`` returns bytes. Memory stays within ``line_cap`` plus one block;
+    a line longer than ``line_cap`` keeps its last ``line_cap`` bytes, prefixed with "…".
+    """
+    found: list[str] = []
+    pos, scanned = size, 0
+    if size and read_at(size - 1, 1) == b"\n":
+        pos -= 1  # the final newline ends the last line; it does not start an empty one
+    carry, cut = b"", False
+
+    def emit(raw: bytes, was_cut: bool) -> bool:
+        line = _escape(raw.decode("utf-8", errors="replace").removesuffix("\r"))
+        if pattern is None or pattern.search(line):
+            found.append(("…" if was_cut else "") + line)
+        return len(found) >= want
+
+    while pos > 0 and scanned < scan_limit:
+        count = min(block, pos)
+        chunk = read_at(pos - count, count)
+        if len(chunk) != count:
+            break  # the file shrank (rotated or truncated) while we read it
+        pos -= count
+        scanned += count
+        newline = chunk.rfind(b"\n")
+        if newline < 0:
+            if not cut:
+                carry = chunk + carry
+                if len(carry) > line_cap:
+                    carry, cut = carry[-line_cap:], True
+            continue
+        if emit(carry if cut else chunk[newline + 1 :] + carry, cut):
+            return _Scan(found, scanned, False)
+        parts = chunk[:newline].split(b"\n")
+        for raw in reversed(parts[1:]):
+            if emit(raw[-line_cap:], len(raw) > line_cap):
+                return _Scan(found, scanned, False)
+        carry, cut = parts[0], False
+        if len(carry) > line_cap:
+            carry, cut = carry[-line_cap:], True
+    if pos == 0 and (carry or size):
+        emit(carry, cut)
+    return _Scan(found, scanned, pos == 0)
+
+
+def _tail(
+    path: Path, want: int, pattern: re.Pattern[str] | None, line_cap: int
+) -> tuple[_Scan, int]:
+    fd, size = _open_regular(path)
+    try:
+        if size == 0:  # /proc and /sys report 0: read forward (bounded), then scan in memory
+            blob = _read_at(fd, 0, MAX_SCAN_BYTES)
+            size = len(blob)
+
+            def read(at: int, count: int) -> bytes:
+                return blob[at : at + count]
+        else:
+
+            def read(at: int, count: int) -> bytes:
+                return _read_at(fd, at, count)
+
+        return scan_backwards(read, size, want, pattern, line_cap=line_cap), size
+    finally:
+        os.close(fd)
+
+
+@tool(tier=Tier.READ_ONLY)
+async def tail_log(
+    ctx: ToolContext, path: str, lines: int = 100, grep: str | None = None
+) -> LogTail:
+    """Show the last lines of a log file, optionally only lines matching a regular expression.
+
+    Args:
+        path: Absolute path of the log, e.g. /var/log/nginx/error.log.
+        lines: How many lines to return (the newest), 1 to 5000.
+        grep: Optional Python regular expression; only matching lines count, e.g.
+            "error|timeout" or "(?i)oom".
+    """
+    policy = ctx.settings.policy
+    resolved = check_read_path(path, policy)
+    if lines < 1:
+        raise ToolError("lines must be at least 1")
+    try:
+        pattern = re.compile(grep) if grep else None
+    except re.error as exc:
+        raise ToolError(f"invalid grep regular expression {grep!r}: {exc}") from None
+    want = min(lines, MAX_TAIL_LINES)
+    scan, size = await asyncio.to_thread(_tail, resolved, want, pattern, policy.max_read_bytes)
+    kept: list[str] = []
+    budget = policy.max_read_bytes
+    for line in scan.lines:  # newest first: keep the newest lines that fit in the budget
+        cost = len(line.encode()) + 1
+        if cost > budget:
+            if not kept:
+                kept.append("…" + line[-budget:])
+            break
+        kept.append(line)
+        budget -= cost
+    notes: list[str] = []
+    capped = len(kept) < len(scan.lines)
+    stopped = len(scan.lines) < want and not scan.reached_start
+    if capped:
+        notes.append(
+            f"[truncated: showing the last {len(kept)} of {len(scan.lines)} lines "
+            f"to stay within {policy.max_read_bytes} bytes]"
+        )
+    if stopped:
+        notes.append(f"[searched only the last {scan.scanned} of {size} bytes]")
+    if pattern is not None and not scan.lines:
+        notes.append(f"[no line matched {grep!r}]")
+    text = "\n".join(reversed(kept))
+    return LogTail(
+        path=str(resolved),
+        size=size,
+        lines=len(kept),
+        grep=grep,
+        truncated=capped or stopped,
+        note=" ".join(notes) or None,
+        text=redact(text, policy.redact_patterns),
+    )
+
+
+TOOLS: list[Tool] = [read_file, tail_log]

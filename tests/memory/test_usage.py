@@ -1,0 +1,84 @@
+"""UsageRepo: per-call usage, sums since a time (budgets), per-run listing."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from daemon.clock import ManualClock
+from memory.runs import RunRepo
+from memory.store import SqliteStore
+from memory.usage import LlmUsage, UsageRepo, UsageSummary
+
+
+def _usage(run_id: int | None, total: int, *, ok: bool = True) -> LlmUsage:
+    return LlmUsage(
+        run_id=run_id,
+        model="kimi-k2.6",
+        purpose="investigate",
+        prompt_tokens=total - 10,
+        completion_tokens=10,
+        cached_tokens=5,
+        total_tokens=total,
+        cost_usd=total / 1_000_000,
+        latency_ms=850.0,
+        ok=ok,
+        error=None if ok else "HTTP 429",
+    )
+
+
+@pytest.fixture
+def repo(store: SqliteStore, clock: ManualClock) -> UsageRepo:
+    return UsageRepo(store, clock)
+
+
+async def test_tokens_since_counts_only_calls_at_or_after_the_time(
+    repo: UsageRepo, clock: ManualClock
+) -> None:
+    assert await repo.tokens_since(clock.now()) == 0
+    await repo.record(_usage(None, 1000))
+    clock.advance(3600)
+    midnight = clock.now()
+    await repo.record(_usage(None, 200))
+    clock.advance(60)
+    await repo.record(_usage(None, 30, ok=False))
+
+    assert await repo.tokens_since(midnight) == 230
+    assert await repo.tokens_since(midnight + timedelta(seconds=1)) == 30
+    assert await repo.tokens_since(midnight - timedelta(days=1)) == 1230
+
+
+async def test_summary_since_sums_calls_tokens_and_cost(
+    repo: UsageRepo, clock: ManualClock
+) -> None:
+    start = clock.now()
+    await repo.record(_usage(None, 100))
+    await repo.record(_usage(None, 300))
+
+    summary = await repo.summary_since(start)
+
+    assert summary == UsageSummary(
+        calls=2,
+        prompt_tokens=380,
+        completion_tokens=20,
+        cached_tokens=10,
+        total_tokens=400,
+        cost_usd=summary.cost_usd,
+    )
+    assert summary.cost_usd == pytest.approx(0.0004)
+
+
+async def test_for_run_lists_a_runs_calls_in_order(
+    repo: UsageRepo, store: SqliteStore, clock: ManualClock
+) -> None:
+    run_id = await RunRepo(store, clock).start("incident", "alert:x")
+    first = await repo.record(_usage(run_id, 100))
+    await repo.record(_usage(None, 5))
+    second = await repo.record(_usage(run_id, 50, ok=False))
+
+    records = await repo.for_run(run_id)
+
+    assert [r.id for r in records] == [first, second]
+    assert records[1].ok is False and records[1].error == "HTTP 429"
+    assert records[0].model == "kimi-k2.6" and records[0].created_at == clock.now()

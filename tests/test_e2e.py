@@ -1,0 +1,120 @@
+"""End to end: `nightshift run` as a subprocess, `nightshift chat -m`, a fake Kimi on loopback."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from tests.fakes.chat_completions import FakeChatServer, Reply
+from tests.support import DaemonProcess, write_config
+
+
+@pytest.fixture
+async def daemon(tmp_path: Path, fake_llm: FakeChatServer):
+    config = write_config(tmp_path / "config.toml", fake_llm.base_url,
+                          **{"watchers.host": {"interval_seconds": 1.0}})
+    process = DaemonProcess(config, tmp_path / "state")
+    await process.start()
+    yield process
+    await process.stop()
+
+
+def rows(db: Path, sql: str) -> list[sqlite3.Row]:
+    with sqlite3.connect(db) as conn:
+        conn.row_factory = sqlite3.Row
+        return conn.execute(sql).fetchall()
+
+
+async def test_chat_runs_a_tool_and_everything_is_recorded(
+    daemon: DaemonProcess, fake_llm: FakeChatServer
+) -> None:
+    fake_llm.script(
+        Reply(reasoning="I should look at the host.", tool_calls=[("host_metrics", "{}")]),
+        Reply(content="The host is fine: load is low.", reasoning="Numbers look normal."),
+    )
+
+    code, out, err = await daemon.cli("chat", "-m", "how is the host doing?")
+
+    assert code == 0, err
+    assert "The host is fine: load is low." in out
+    assert "host_metrics" in err  # the tool call is shown as it happens
+    # The second request replays the assistant tool-call message with its reasoning_content
+    # (the fake answers 400 otherwise) and carries the real tool result.
+    second = fake_llm.requests[1]["messages"]
+    assistant = next(m for m in second if m.get("tool_calls"))
+    assert assistant["reasoning_content"] == "I should look at the host."
+    tool_message = next(m for m in second if m["role"] == "tool")
+    assert "memory" in tool_message["content"] and "cpu" in tool_message["content"]
+    assert [t["function"]["name"] for t in fake_llm.requests[0]["tools"]][:1] == ["host_metrics"]
+
+    db = daemon.state_dir / "nightshift.db"
+    messages = rows(db, "SELECT role, content, reasoning_content, tool_calls FROM messages ORDER BY id")
+    assert [m["role"] for m in messages] == ["user", "assistant", "tool", "assistant"]
+    assert messages[0]["content"] == "how is the host doing?"
+    assert json.loads(messages[1]["tool_calls"])[0]["function"]["name"] == "host_metrics"
+    assert messages[1]["reasoning_content"] == "I should look at the host."
+    run = rows(db, "SELECT * FROM agent_runs")[0]
+    assert run["status"] == "ok" and run["tokens"] > 0
+    steps = rows(db, "SELECT kind, name FROM run_steps ORDER BY id")
+    assert [s["kind"] for s in steps] == ["llm", "tool", "llm"]
+    usage = rows(db, "SELECT * FROM llm_usage")
+    assert len(usage) == 2 and all(u["total_tokens"] > 0 for u in usage)
+    audit = rows(db, "SELECT * FROM audit_log")
+    assert [(a["tool"], a["tier"], a["ok"]) for a in audit] == [("host_metrics", "read-only", 1)]
+    assert audit[0]["actor"].startswith("console:")
+
+
+async def test_status_shows_components_and_budget(
+    daemon: DaemonProcess, fake_llm: FakeChatServer
+) -> None:
+    code, out, _ = await daemon.cli("status", "--json")
+    assert code == 0
+    report = json.loads(out)
+    assert report["agent"]["enabled"] is True
+    assert report["budget"]["daily_limit"] == 2_000_000
+    names = {c["name"] for c in report["components"]}
+    assert {"api", "agent", "channel.console", "outbox.console", "watcher.host"} <= names
+    assert fake_llm.calls == 0  # idle: no tokens spent
+    code, text, _ = await daemon.cli("status")
+    assert "budget:" in text and "watcher.host" in text
+
+
+async def test_sigterm_drains_an_inflight_answer_then_exits_zero(
+    daemon: DaemonProcess, fake_llm: FakeChatServer
+) -> None:
+    import asyncio
+
+    fake_llm.script(Reply(content="slow but complete", delay=1.5))
+    chat = asyncio.create_task(daemon.cli("chat", "-m", "take your time"))
+    for _ in range(200):
+        if fake_llm.calls:
+            break
+        await asyncio.sleep(0.02)
+    daemon.signal(signal.SIGTERM)
+    code, out, _ = await chat
+    assert code == 0 and "slow but complete" in out
+    assert await daemon.wait() == 0
+    assert daemon.notifications is not None
+    await daemon.notifications.wait_for("STOPPING=1", timeout=1)
+    run = rows(daemon.state_dir / "nightshift.db", "SELECT status FROM agent_runs")
+    assert [r["status"] for r in run] == ["ok"]
+
+
+async def test_without_api_key_the_daemon_runs_and_says_why(tmp_path: Path) -> None:
+    config = write_config(tmp_path / "config.toml", None)
+    process = DaemonProcess(config, tmp_path / "state")
+    await process.start()
+    try:
+        code, out, _ = await process.cli("chat", "-m", "hello?")
+        assert code == 2
+        assert "agent is off" in out and "NIGHTSHIFT_LLM__API_KEY" in out
+        code, out, _ = await process.cli("status")
+        assert "agent:     off" in out
+        stored = rows(process.state_dir / "nightshift.db", "SELECT content FROM messages")
+        assert [r["content"] for r in stored] == ["hello?"]  # accepted input is never lost
+    finally:
+        assert await process.stop() == 0
