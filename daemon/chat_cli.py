@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -56,7 +57,7 @@ async def _approval(client: DaemonClient, event: dict[str, Any]) -> None:
     """Ask the person at the terminal; without a terminal, say how to answer from elsewhere."""
     request_id = event["id"]
     print(
-        f"\n  ! approval needed [{request_id}]: {event['tool']} {event['arguments']}\n"
+        f"\n  ! approval needed [{request_id}]: {event['tool']} {json.dumps(event['arguments'])}\n"
         f"    reason: {event['reason']}\n    expires: {event['expires_at']}",
         file=sys.stderr,
     )

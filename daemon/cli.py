@@ -84,6 +84,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.log_level:
         settings.runtime.log_level = args.log_level
     setup_logging(settings.runtime.log_level)
+    os.umask(0o077)  # the database, socket and lock are the owner's alone
     faulthandler.enable()  # a watchdog SIGABRT then prints where the loop was stuck
     from daemon.runtime import run_daemon
 

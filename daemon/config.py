@@ -308,7 +308,7 @@ class Settings(BaseSettings):
         if self.llm.api_key is None or not self.llm.api_key.get_secret_value():
             return False, (
                 "no LLM API key: set NIGHTSHIFT_LLM__API_KEY, [llm] api_key, or a credential "
-                "file llm__api_key; rules and notifications still work without it"
+                "file llm__api_key; the daemon keeps running with the agent off"
             )
         return True, "ready"
 

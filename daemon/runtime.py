@@ -188,7 +188,7 @@ class Runtime:
             self.supervisor.mark("agent", "running", f"model {self.settings.llm.model}")
         else:
             self.agent_reason = reason
-            self.supervisor.mark("agent", "stopped", reason)
+            self.supervisor.mark("agent", "off", reason)
             log.warning("agent off: %s", reason)
         services = ToolServices(
             facts=self.facts,
@@ -203,6 +203,7 @@ class Runtime:
             executor=executor,
             conversations=self.conversations,
             runs=self.runs,
+            store=self.store,
             clock=self.clock,
             services=services,
             disabled_reason=reason if not available else "",

@@ -14,7 +14,7 @@ from daemon.clock import Clock
 
 log = logging.getLogger(__name__)
 
-State = Literal["starting", "running", "backoff", "stopped", "failed"]
+State = Literal["starting", "running", "backoff", "stopped", "failed", "off"]
 STABLE_AFTER_SECONDS = 60.0
 
 
@@ -134,7 +134,7 @@ class Supervisor:
                     asyncio.gather(*tasks, return_exceptions=True), timeout=timeout
                 )
         for health in self.health.values():
-            if health.state != "failed":
+            if health.state not in ("failed", "off"):
                 health.state = "stopped"
         self._tasks.clear()
 

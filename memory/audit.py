@@ -73,27 +73,24 @@ class AuditRepo:
     async def record(self, entry: AuditEntry) -> int:
         """Store an entry as given (arguments that are not JSON are stored as str)."""
         arguments = dump_json(entry.arguments, lenient=True) or "{}"
-        async with (
-            self._store.write() as db,
-            db.execute(
-                "INSERT INTO audit_log (actor, action, tool, tier, reason, arguments, result, ok,"
-                " duration_ms, run_id, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    entry.actor,
-                    entry.action,
-                    entry.tool,
-                    entry.tier,
-                    entry.reason,
-                    arguments,
-                    entry.result,
-                    int(entry.ok),
-                    entry.duration_ms,
-                    entry.run_id,
-                    to_db_time(self._clock.now()),
-                ),
-            ) as cur,
-        ):
-            record_id = cur.lastrowid
+        cur = await self._store.execute_write(
+            "INSERT INTO audit_log (actor, action, tool, tier, reason, arguments, result, ok,"
+            " duration_ms, run_id, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                entry.actor,
+                entry.action,
+                entry.tool,
+                entry.tier,
+                entry.reason,
+                arguments,
+                entry.result,
+                int(entry.ok),
+                entry.duration_ms,
+                entry.run_id,
+                to_db_time(self._clock.now()),
+            ),
+        )
+        record_id = cur.lastrowid
         assert record_id is not None
         return record_id
 

@@ -49,15 +49,12 @@ class ComponentEventRepo:
 
     async def record(self, component: str, event: str, detail: str = "") -> int:
         """Store an event, timestamped now, and return its id."""
-        async with (
-            self._store.write() as db,
-            db.execute(
-                "INSERT INTO component_events (component, event, detail, created_at)"
-                " VALUES (?, ?, ?, ?)",
-                (component, event, detail, to_db_time(self._clock.now())),
-            ) as cur,
-        ):
-            event_id = cur.lastrowid
+        cur = await self._store.execute_write(
+            "INSERT INTO component_events (component, event, detail, created_at)"
+            " VALUES (?, ?, ?, ?)",
+            (component, event, detail, to_db_time(self._clock.now())),
+        )
+        event_id = cur.lastrowid
         assert event_id is not None
         return event_id
 

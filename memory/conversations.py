@@ -96,12 +96,16 @@ class ConversationRepo:
             return _conversation(rows[0])
         now = to_db_time(self._clock.now())
         async with self._store.write() as db:
-            await db.execute(
-                "INSERT INTO conversations (channel, key, title, created_at, updated_at)"
-                " VALUES (?, ?, ?, ?, ?) ON CONFLICT (channel, key) DO NOTHING",
-                (channel, key, title, now, now),
+            rows = list(
+                await db.execute_fetchall(
+                    "INSERT INTO conversations (channel, key, title, created_at, updated_at)"
+                    " VALUES (?, ?, ?, ?, ?) ON CONFLICT (channel, key) DO NOTHING"
+                    f" RETURNING {_CONVERSATION_COLUMNS}",
+                    (channel, key, title, now, now),
+                )
             )
-            rows = list(await db.execute_fetchall(sql, (channel, key)))
+            if not rows:  # created meanwhile by another writer
+                rows = list(await db.execute_fetchall(sql, (channel, key)))
         return _conversation(rows[0])
 
     async def get(self, conversation_id: int) -> Conversation:
@@ -132,17 +136,17 @@ class ConversationRepo:
         now = to_db_time(self._clock.now())
         calls = dump_json(tool_calls)
         async with self._store.write() as db:
-            async with db.execute(
+            cur = await db.execute(
                 "UPDATE conversations SET updated_at = ? WHERE id = ?", (now, conversation_id)
-            ) as cur:
-                if cur.rowcount == 0:
-                    raise RecordNotFound("conversation", conversation_id)
-            async with db.execute(
+            )
+            if cur.rowcount == 0:
+                raise RecordNotFound("conversation", conversation_id)
+            cur = await db.execute(
                 "INSERT INTO messages (conversation_id, role, content, reasoning_content,"
                 " tool_calls, tool_call_id, name, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (conversation_id, role, content, reasoning_content, calls, tool_call_id, name, now),
-            ) as cur:
-                message_id = cur.lastrowid
+            )
+            message_id = cur.lastrowid
         assert message_id is not None
         return message_id
 
@@ -172,17 +176,17 @@ class ConversationRepo:
         leave :meth:`recent`. Returns how many messages were marked.
         """
         async with self._store.write() as db:
-            async with db.execute(
+            cur = await db.execute(
                 "UPDATE conversations SET summary = ? WHERE id = ?", (summary, conversation_id)
-            ) as cur:
-                if cur.rowcount == 0:
-                    raise RecordNotFound("conversation", conversation_id)
-            async with db.execute(
+            )
+            if cur.rowcount == 0:
+                raise RecordNotFound("conversation", conversation_id)
+            cur = await db.execute(
                 "UPDATE messages SET summarized = 1"
                 " WHERE conversation_id = ? AND id <= ? AND summarized = 0",
                 (conversation_id, up_to_message_id),
-            ) as cur:
-                marked = cur.rowcount
+            )
+            marked = cur.rowcount
         log.info("conversation %d: summarized %d messages", conversation_id, marked)
         return marked
 

@@ -71,12 +71,17 @@ class FactRepo:
         if not text:
             raise ValueError("a fact needs some text")
         async with self._store.write() as db:
-            await db.execute(
-                "INSERT INTO facts (text, tags, source, created_at) VALUES (?, ?, ?, ?)"
-                " ON CONFLICT (text) DO NOTHING",
-                (text, tags, source, to_db_time(self._clock.now())),
+            rows = list(
+                await db.execute_fetchall(
+                    "INSERT INTO facts (text, tags, source, created_at) VALUES (?, ?, ?, ?)"
+                    " ON CONFLICT (text) DO NOTHING RETURNING id",
+                    (text, tags, source, to_db_time(self._clock.now())),
+                )
             )
-            rows = list(await db.execute_fetchall("SELECT id FROM facts WHERE text = ?", (text,)))
+            if not rows:  # already known
+                rows = list(
+                    await db.execute_fetchall("SELECT id FROM facts WHERE text = ?", (text,))
+                )
         fact_id: int = rows[0]["id"]
         return fact_id
 
@@ -123,12 +128,8 @@ class FactRepo:
 
     async def forget(self, fact_id: int) -> bool:
         """Delete a fact; False if there was none with this id."""
-        async with (
-            self._store.write() as db,
-            db.execute("DELETE FROM facts WHERE id = ?", (fact_id,)) as cur,
-        ):
-            deleted = cur.rowcount > 0
-        return deleted
+        cur = await self._store.execute_write("DELETE FROM facts WHERE id = ?", (fact_id,))
+        return cur.rowcount > 0
 
     async def count(self) -> int:
         """How many facts are stored."""

@@ -82,22 +82,21 @@ class OutboxRepo:
     ) -> int:
         """Queue a message, due now; a repeated ``dedupe_key`` returns the first one's id."""
         now = to_db_time(self._clock.now())
-        async with self._store.write() as db:
-            async with db.execute(
-                "INSERT INTO outbox (channel, target, thread, text, next_attempt_at, created_at,"
-                " dedupe_key) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (dedupe_key) DO NOTHING",
-                (channel, target, thread, text, now, now, dedupe_key),
-            ) as cur:
-                inserted = cur.rowcount > 0
-                message_id = cur.lastrowid
-            if not inserted:
+        cur = await self._store.execute_write(
+            "INSERT INTO outbox (channel, target, thread, text, next_attempt_at, created_at,"
+            " dedupe_key) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (dedupe_key) DO NOTHING",
+            (channel, target, thread, text, now, now, dedupe_key),
+        )
+        inserted = cur.rowcount > 0
+        message_id = cur.lastrowid
+        if not inserted:  # rows are never deleted, so the first one is still there
+            async with self._store.write() as db:
                 rows = list(
                     await db.execute_fetchall(
                         "SELECT id FROM outbox WHERE dedupe_key = ?", (dedupe_key,)
                     )
                 )
-                message_id = rows[0]["id"]
-        if not inserted:
+            message_id = rows[0]["id"]
             log.info("outbox: dedupe key %r already queued as %d", dedupe_key, message_id)
         assert message_id is not None
         return message_id
@@ -116,9 +115,9 @@ class OutboxRepo:
         return [_message(row) for row in rows]
 
     async def _update(self, message_id: int, sql: str, params: tuple[object, ...]) -> None:
-        async with self._store.write() as db, db.execute(sql, (*params, message_id)) as cur:
-            if cur.rowcount == 0:
-                raise RecordNotFound("outbox message", message_id)
+        cur = await self._store.execute_write(sql, (*params, message_id))
+        if cur.rowcount == 0:
+            raise RecordNotFound("outbox message", message_id)
 
     async def mark_delivered(self, message_id: int, platform_id: str | None) -> None:
         """The channel accepted the message; ``platform_id`` is its id there, if any."""

@@ -23,6 +23,12 @@ _STEP_COLUMNS = (
     "id, run_id, step_index, kind, name, input, output, error, duration_ms, tokens, created_at"
 )
 INTERRUPTED_ERROR = "the daemon stopped while this run was in progress"
+# Inserts nothing (rowcount 0) for an unknown run, so the existence check costs no statement.
+_INSERT_STEP = (
+    "INSERT INTO run_steps (run_id, step_index, kind, name, input, output, error, duration_ms,"
+    " tokens, created_at) SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?"
+    " WHERE EXISTS (SELECT 1 FROM agent_runs WHERE id = ?)"
+)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -96,15 +102,12 @@ class RunRepo:
 
     async def start(self, kind: str, trigger: str, conversation_id: int | None = None) -> int:
         """Record a new run with status "running" and return its id."""
-        async with (
-            self._store.write() as db,
-            db.execute(
-                "INSERT INTO agent_runs (kind, trigger, conversation_id, status, started_at)"
-                " VALUES (?, ?, ?, 'running', ?)",
-                (kind, trigger, conversation_id, to_db_time(self._clock.now())),
-            ) as cur,
-        ):
-            run_id = cur.lastrowid
+        cur = await self._store.execute_write(
+            "INSERT INTO agent_runs (kind, trigger, conversation_id, status, started_at)"
+            " VALUES (?, ?, ?, 'running', ?)",
+            (kind, trigger, conversation_id, to_db_time(self._clock.now())),
+        )
+        run_id = cur.lastrowid
         assert run_id is not None
         return run_id
 
@@ -125,43 +128,42 @@ class RunRepo:
         encoded_in = dump_json(input, lenient=True)
         encoded_out = dump_json(output, lenient=True)
         now = to_db_time(self._clock.now())
-        async with self._store.write() as db:
-            async with db.execute(
-                "UPDATE agent_runs SET tokens = tokens + ? WHERE id = ?", (tokens, run_id)
-            ) as cur:
-                if cur.rowcount == 0:
-                    raise RecordNotFound("run", run_id)
-            async with db.execute(
-                "INSERT INTO run_steps (run_id, step_index, kind, name, input, output, error,"
-                " duration_ms, tokens, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    run_id,
-                    index,
-                    kind,
-                    name,
-                    encoded_in,
-                    encoded_out,
-                    error,
-                    duration_ms,
-                    tokens,
-                    now,
-                ),
-            ) as cur:
-                step_id = cur.lastrowid
+        params = (
+            run_id,
+            index,
+            kind,
+            name,
+            encoded_in,
+            encoded_out,
+            error,
+            duration_ms,
+            tokens,
+            now,
+            run_id,
+        )
+        if not tokens:  # nothing to add to the run: one statement, atomic on its own
+            cur = await self._store.execute_write(_INSERT_STEP, params)
+        else:
+            async with self._store.write() as db:
+                cur = await db.execute(_INSERT_STEP, params)
+                if cur.rowcount:
+                    await db.execute(
+                        "UPDATE agent_runs SET tokens = tokens + ? WHERE id = ?", (tokens, run_id)
+                    )
+        if cur.rowcount == 0:
+            raise RecordNotFound("run", run_id)
+        step_id = cur.lastrowid
         assert step_id is not None
         return step_id
 
     async def finish(self, run_id: int, status: str, error: str | None = None) -> None:
         """Set the run's final status (e.g. "ok", "failed") and finish time."""
-        async with (
-            self._store.write() as db,
-            db.execute(
-                "UPDATE agent_runs SET status = ?, error = ?, finished_at = ? WHERE id = ?",
-                (status, error, to_db_time(self._clock.now()), run_id),
-            ) as cur,
-        ):
-            if cur.rowcount == 0:
-                raise RecordNotFound("run", run_id)
+        cur = await self._store.execute_write(
+            "UPDATE agent_runs SET status = ?, error = ?, finished_at = ? WHERE id = ?",
+            (status, error, to_db_time(self._clock.now()), run_id),
+        )
+        if cur.rowcount == 0:
+            raise RecordNotFound("run", run_id)
 
     async def get(self, run_id: int) -> AgentRun:
         """The run with this id; RecordNotFound if there is none."""
@@ -194,15 +196,12 @@ class RunRepo:
 
     async def mark_interrupted(self) -> int:
         """At startup: runs left "running" by a previous process become "interrupted"."""
-        async with (
-            self._store.write() as db,
-            db.execute(
-                "UPDATE agent_runs SET status = 'interrupted', finished_at = ?,"
-                " error = COALESCE(error, ?) WHERE status = 'running'",
-                (to_db_time(self._clock.now()), INTERRUPTED_ERROR),
-            ) as cur,
-        ):
-            count = cur.rowcount
+        cur = await self._store.execute_write(
+            "UPDATE agent_runs SET status = 'interrupted', finished_at = ?,"
+            " error = COALESCE(error, ?) WHERE status = 'running'",
+            (to_db_time(self._clock.now()), INTERRUPTED_ERROR),
+        )
+        count = cur.rowcount
         if count:
             log.warning("marked %d unfinished runs as interrupted", count)
         return count

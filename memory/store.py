@@ -1,8 +1,15 @@
 """The SQLite store: one writer and one reader connection (WAL), migrations, transactions.
 
-All writes go through :meth:`SqliteStore.write`, one at a time (``BEGIN IMMEDIATE``, commit on
-success, rollback on error). Reads use a separate connection, so under WAL they proceed while a
-write is in progress and see only committed data.
+All writes go through :meth:`SqliteStore.write`, one transaction at a time (``BEGIN IMMEDIATE``,
+commit on success, rollback on error), or :meth:`SqliteStore.execute_write` for a lone statement.
+Reads use a separate connection, so under WAL they proceed while a write is in progress and see
+only committed data.
+
+Every aiosqlite call is one hop to the connection's worker thread (tens of µs), so the write paths
+count them: one hop per statement. For a statement that returns no rows, ``cur = await
+db.execute(...)`` then ``cur.rowcount`` / ``cur.lastrowid`` (sqlite3 has already reset the
+statement, so the cursor needs no closing); not ``async with db.execute(...)``, whose close is a
+second hop. Statements that return rows (SELECT, RETURNING) go through ``execute_fetchall``.
 """
 
 from __future__ import annotations
@@ -10,10 +17,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 import aiosqlite
 
@@ -77,6 +85,7 @@ class SqliteStore:
         self._schema_version = schema_version
         self._lock = asyncio.Lock()
         self._write_owner: asyncio.Task[object] | None = None
+        self._write_failure: BaseException | None = None  # raised out of a nested write()
 
     @classmethod
     async def open(cls, path: Path, *, busy_timeout_ms: int = 5000) -> SqliteStore:
@@ -168,23 +177,45 @@ class SqliteStore:
             raise StoreError(f"database {self._path} is closed")
         return conn
 
+    def _holds_write(self) -> bool:
+        task = asyncio.current_task()
+        return task is not None and self._write_owner is task
+
     @asynccontextmanager
     async def write(self) -> AsyncIterator[aiosqlite.Connection]:
         """A write transaction (``BEGIN IMMEDIATE``): committed on success, else rolled back.
 
-        Writes are serialised; do not nest ``write()`` in the same task (it raises StoreError
-        rather than deadlock). Inside, read through the yielded connection to see your writes.
+        Writes are serialised: a write() in another task waits until this one has ended. Within a
+        task write() is re-entrant: a nested ``async with store.write()`` yields the same
+        connection without a BEGIN or COMMIT of its own, joining the outer transaction, so
+        everything commits together when the outermost block ends. An exception raised out of a
+        nested block rolls the whole transaction back: let it propagate (if it is caught and the
+        outer block ends normally, the outer block rolls back anyway and raises StoreError).
+        Inside, read through the yielded connection to see your writes. Do not wait, inside a
+        write block, for another task that writes: it would wait for this block forever.
         """
         conn = self._conn(self._writer)
         task = asyncio.current_task()
         if task is not None and self._write_owner is task:
-            raise StoreError("nested write() in the same task would deadlock")
+            try:
+                yield conn
+            except BaseException as exc:
+                if self._write_failure is None:
+                    self._write_failure = exc
+                raise
+            return
         async with self._lock:
             self._write_owner = task
+            self._write_failure = None
             try:
                 await conn.execute("BEGIN IMMEDIATE")
                 try:
                     yield conn
+                    if self._write_failure is not None:
+                        raise StoreError(
+                            f"write transaction on {self._path} rolled back: a nested write() "
+                            f"failed with {self._write_failure!r}"
+                        ) from self._write_failure
                     await conn.execute("COMMIT")
                 except BaseException:
                     if conn.in_transaction:
@@ -192,6 +223,22 @@ class SqliteStore:
                     raise
             finally:
                 self._write_owner = None
+                self._write_failure = None
+
+    async def execute_write(self, sql: str, parameters: Iterable[Any] = ()) -> aiosqlite.Cursor:
+        """Run one data-changing statement atomically, in one hop to the writer thread.
+
+        Inside this task's :meth:`write` block the statement joins that transaction (as a nested
+        write() would); otherwise it runs alone under the write lock in autocommit mode, which
+        SQLite makes atomic, saving the BEGIN and COMMIT hops. Read ``rowcount`` and
+        ``lastrowid`` from the returned cursor; it needs no closing. Not for statements that
+        return rows (SELECT, RETURNING): fetch those with ``execute_fetchall`` inside write().
+        """
+        if self._holds_write():
+            async with self.write() as db:
+                return await db.execute(sql, parameters)
+        async with self._lock:
+            return await self._conn(self._writer).execute(sql, parameters)
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[aiosqlite.Connection]:

@@ -86,29 +86,26 @@ class UsageRepo:
 
     async def record(self, usage: LlmUsage) -> int:
         """Store one call's usage, timestamped now."""
-        async with (
-            self._store.write() as db,
-            db.execute(
-                "INSERT INTO llm_usage (run_id, model, purpose, prompt_tokens, completion_tokens,"
-                " cached_tokens, total_tokens, cost_usd, latency_ms, ok, error, created_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    usage.run_id,
-                    usage.model,
-                    usage.purpose,
-                    usage.prompt_tokens,
-                    usage.completion_tokens,
-                    usage.cached_tokens,
-                    usage.total_tokens,
-                    usage.cost_usd,
-                    usage.latency_ms,
-                    int(usage.ok),
-                    usage.error,
-                    to_db_time(self._clock.now()),
-                ),
-            ) as cur,
-        ):
-            usage_id = cur.lastrowid
+        cur = await self._store.execute_write(
+            "INSERT INTO llm_usage (run_id, model, purpose, prompt_tokens, completion_tokens,"
+            " cached_tokens, total_tokens, cost_usd, latency_ms, ok, error, created_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                usage.run_id,
+                usage.model,
+                usage.purpose,
+                usage.prompt_tokens,
+                usage.completion_tokens,
+                usage.cached_tokens,
+                usage.total_tokens,
+                usage.cost_usd,
+                usage.latency_ms,
+                int(usage.ok),
+                usage.error,
+                to_db_time(self._clock.now()),
+            ),
+        )
+        usage_id = cur.lastrowid
         assert usage_id is not None
         return usage_id
 

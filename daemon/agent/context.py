@@ -64,16 +64,21 @@ class ContextKeeper:
         log.info("conversation %s: summarised %d older messages", conversation.id, len(old))
         return new_summary, recent
 
-    def shrink_in_run(self, messages: list[dict[str, Any]]) -> None:
-        """Within one long run, elide the oldest tool outputs until the prompt fits."""
+    def shrink_in_run(self, messages: list[dict[str, Any]]) -> int:
+        """Within one long run, elide the oldest tool outputs until the prompt fits.
+
+        Returns the token estimate of what is left.
+        """
         budget = self._budget()
-        if estimate_tokens(messages) <= budget:
-            return
+        estimate = estimate_tokens(messages)
         for message in messages[1:-2]:
-            if message.get("role") == "tool" and message.get("content") != ELIDED:
+            if estimate <= budget:
+                break
+            content = message.get("content")
+            if message.get("role") == "tool" and content != ELIDED:
                 message["content"] = ELIDED
-                if estimate_tokens(messages) <= budget:
-                    return
+                estimate -= (len(str(content)) - len(ELIDED)) // CHARS_PER_TOKEN
+        return estimate
 
     def _budget(self) -> int:
         # leave room for the answer and the tool schemas

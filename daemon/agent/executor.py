@@ -91,7 +91,8 @@ class ToolExecutor:
             )
         if self._approvals is None:
             raise PolicyDeniedError(f"{name} needs a person's approval and no channel can ask")
-        shown = redact_data(arguments, ctx.settings.policy.redact_patterns)
+        given = {key: value for key, value in arguments.items() if value not in (None, "")}
+        shown = redact_data(given, ctx.settings.policy.redact_patterns)
         answer = await self._approvals.request(
             tool=name,
             arguments=shown,

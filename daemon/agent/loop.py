@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING, Any, Literal
 
-from daemon.agent.context import ContextKeeper, estimate_tokens
+from daemon.agent.context import ContextKeeper
 from daemon.agent.executor import ToolExecutor
 from daemon.agent.prompts import STEP_CAP_NOTE, system_prompt
 from daemon.agent.tools.base import ToolContext
@@ -18,6 +20,7 @@ from daemon.config import Settings
 from daemon.errors import AgentDisabledError, BudgetExhaustedError, LlmUnavailableError
 from memory.conversations import ConversationRepo, StoredMessage
 from memory.runs import RunRepo
+from memory.store import SqliteStore
 
 if TYPE_CHECKING:
     from daemon.agent.llm import Completion, LlmClient
@@ -51,6 +54,31 @@ class AgentRequest:
     unattended: bool = False
 
 
+class WriteBehind:
+    """Persists a run's steps in order while the loop moves on; flush() waits for all of them.
+
+    Each step's write overlaps the next tool call or HTTP request instead of adding to it; the
+    run is marked finished only after every step is committed.
+    """
+
+    def __init__(self) -> None:
+        self._tail: asyncio.Task[None] | None = None
+
+    def submit(self, write: Callable[[], Awaitable[None]]) -> None:
+        previous = self._tail
+
+        async def chained() -> None:
+            if previous is not None:
+                await previous
+            await write()
+
+        self._tail = asyncio.create_task(chained())
+
+    async def flush(self) -> None:
+        if self._tail is not None:
+            await asyncio.shield(self._tail)
+
+
 class AgentLoop:
     """Drives one conversation turn to an answer."""
 
@@ -62,6 +90,7 @@ class AgentLoop:
         executor: ToolExecutor,
         conversations: ConversationRepo,
         runs: RunRepo,
+        store: SqliteStore,
         clock: Clock,
         services: Any = None,
         disabled_reason: str = "",
@@ -71,6 +100,7 @@ class AgentLoop:
         self._executor = executor
         self._conversations = conversations
         self._runs = runs
+        self._store = store
         self._clock = clock
         self._services = services
         self._disabled_reason = disabled_reason
@@ -100,6 +130,18 @@ class AgentLoop:
         return result
 
     async def _drive(self, request: AgentRequest, run_id: int, emit: EventSink) -> AgentResult:
+        writes = WriteBehind()
+        try:
+            result = await self._steps(request, run_id, emit, writes)
+        finally:
+            await writes.flush()
+        await self._runs.finish(run_id, result.status, None if result.status == "ok" else
+                                f"stopped after {self.settings.agent.max_steps} steps")
+        return result
+
+    async def _steps(
+        self, request: AgentRequest, run_id: int, emit: EventSink, writes: WriteBehind
+    ) -> AgentResult:
         assert self._llm is not None
         agent = self.settings.agent
         tools = self._executor.registry.schemas()
@@ -119,34 +161,35 @@ class AgentLoop:
         seen_calls: dict[str, int] = {}
         order = itertools.count(1)  # step numbers in the run, LLM and tool steps alike
         tokens = 0
+        conversation_id = request.conversation_id
         for step in range(1, agent.max_steps + 1):
-            self._context.shrink_in_run(messages)
-            completion = await self._call(messages, tools, request.mode, run_id, next(order))
+            completion = await self._call(messages, tools, request.mode, run_id)
             tokens += completion.usage.total_tokens
             reply = completion.as_message()
             if completion.tool_calls and "reasoning_content" not in reply:
                 reply["reasoning_content"] = completion.reasoning_content or ""
+            writes.submit(partial(self._record_llm, run_id, next(order), completion,
+                                  len(messages), reply, conversation_id))
             messages.append(reply)
-            await self._store(request.conversation_id, reply)
             if not completion.tool_calls:
-                await self._runs.finish(run_id, "ok")
                 return AgentResult(
                     text=completion.content, run_id=run_id, status="ok", steps=step, tokens=tokens
                 )
             for call in completion.tool_calls:
                 await emit({"type": "tool", "name": call.name, "arguments": call.arguments})
-                text, ok = await self._run_tool(
-                    call.name, call.arguments, ctx, seen_calls, run_id, next(order)
-                )
+                text, ok, tool_ms = await self._run_tool(call.name, call.arguments, ctx, seen_calls)
                 await emit({"type": "tool_result", "name": call.name, "ok": ok})
                 tool_message = {"role": "tool", "tool_call_id": call.id, "content": text}
+                writes.submit(partial(self._record_tool, run_id, next(order), call.name,
+                                      call.arguments, ok, tool_ms, tool_message,
+                                      conversation_id))
                 messages.append(tool_message)
-                await self._store(request.conversation_id, tool_message)
         messages.append({"role": "user", "content": STEP_CAP_NOTE.format(steps=agent.max_steps)})
-        completion = await self._call(messages, None, request.mode, run_id, next(order))
+        completion = await self._call(messages, None, request.mode, run_id)
         tokens += completion.usage.total_tokens
-        await self._store(request.conversation_id, completion.as_message())
-        await self._runs.finish(run_id, "step_cap", f"stopped after {agent.max_steps} steps")
+        reply = completion.as_message()
+        writes.submit(partial(self._record_llm, run_id, next(order), completion, len(messages),
+                              reply, conversation_id))
         return AgentResult(
             text=completion.content,
             run_id=run_id,
@@ -161,52 +204,81 @@ class AgentLoop:
         tools: list[dict[str, Any]] | None,
         mode: Mode,
         run_id: int,
-        step: int,
     ) -> Completion:
         assert self._llm is not None
-        completion = await self._llm.complete(
+        self._context.shrink_in_run(messages)
+        return await self._llm.complete(
             messages, tools=tools, mode=mode, purpose="agent", run_id=run_id
         )
-        await self._runs.add_step(
-            run_id,
-            index=step,
-            kind="llm",
-            name=completion.model,
-            input={"messages": len(messages), "estimated_tokens": estimate_tokens(messages)},
-            output={
-                "content": completion.content,
-                "reasoning_content": completion.reasoning_content,
-                "tool_calls": [
-                    {"id": c.id, "name": c.name, "arguments": c.arguments}
-                    for c in completion.tool_calls
-                ],
-                "finish_reason": completion.finish_reason,
-            },
-            duration_ms=completion.latency_ms,
-            tokens=completion.usage.total_tokens,
-        )
-        return completion
 
-    async def _run_tool(
+    async def _record_llm(
         self,
-        name: str,
-        arguments: str,
-        ctx: ToolContext,
-        seen: dict[str, int],
         run_id: int,
         index: int,
-    ) -> tuple[str, bool]:
+        completion: Completion,
+        message_count: int,
+        reply: dict[str, Any],
+        conversation_id: int,
+    ) -> None:
+        """Persist an LLM step and the assistant message in one transaction."""
+        async with self._store.write():
+            await self._runs.add_step(
+                run_id,
+                index=index,
+                kind="llm",
+                name=completion.model,
+                input={"messages": message_count},
+                output={
+                    "content": completion.content,
+                    "reasoning_content": completion.reasoning_content,
+                    "tool_calls": [
+                        {"id": c.id, "name": c.name, "arguments": c.arguments}
+                        for c in completion.tool_calls
+                    ],
+                    "finish_reason": completion.finish_reason,
+                },
+                duration_ms=completion.latency_ms,
+                tokens=completion.usage.total_tokens,
+            )
+            await self._append(conversation_id, reply)
+
+    async def _record_tool(
+        self,
+        run_id: int,
+        index: int,
+        name: str,
+        arguments: str,
+        ok: bool,
+        duration_ms: float,
+        message: dict[str, Any],
+        conversation_id: int,
+    ) -> None:
+        """Persist a tool step and the tool message in one transaction."""
+        text = message["content"]
+        async with self._store.write():
+            await self._runs.add_step(
+                run_id,
+                index=index,
+                kind="tool",
+                name=name,
+                input=arguments,
+                output=text if ok else None,
+                error=None if ok else text,
+                duration_ms=duration_ms,
+            )
+            await self._append(conversation_id, message)
+
+    async def _run_tool(
+        self, name: str, arguments: str, ctx: ToolContext, seen: dict[str, int]
+    ) -> tuple[str, bool, float]:
+        """Run one call (or refuse a repeat); returns the text for the model, success, ms."""
         key = f"{name}:{_canonical(arguments)}"
         seen[key] = seen.get(key, 0) + 1
         if seen[key] > self.settings.agent.repeated_call_limit:
-            text = (
+            return (
                 f"ERROR: {name} was already called {seen[key] - 1} times with exactly these "
                 "arguments; the result will not change. Use the earlier result or answer now."
-            )
-            await self._runs.add_step(
-                run_id, index=index, kind="tool", name=name, input=arguments, error="repeated call"
-            )
-            return text, False
+            ), False, 0.0
         outcome = await self._executor.execute(name, arguments, ctx)
         limit = self.settings.agent.tool_output_chars
         text = outcome.text
@@ -216,19 +288,9 @@ class AgentLoop:
                 + f"\n[output truncated: showing {limit} of {len(outcome.text)} characters; "
                 "ask for a narrower range if you need more]"
             )
-        await self._runs.add_step(
-            run_id,
-            index=index,
-            kind="tool",
-            name=name,
-            input=arguments,
-            output=text if outcome.ok else None,
-            error=None if outcome.ok else text,
-            duration_ms=outcome.duration_ms,
-        )
-        return text, outcome.ok
+        return text, outcome.ok, outcome.duration_ms
 
-    async def _store(self, conversation_id: int, message: dict[str, Any]) -> None:
+    async def _append(self, conversation_id: int, message: dict[str, Any]) -> None:
         await self._conversations.append(
             conversation_id,
             message["role"],
@@ -265,8 +327,6 @@ def _canonical(arguments: str) -> str:
 
 
 def _is_cancel(exc: BaseException) -> bool:
-    import asyncio
-
     return isinstance(exc, asyncio.CancelledError)
 
 

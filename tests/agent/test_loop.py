@@ -104,7 +104,7 @@ async def harness_factory(tmp_path: Path, fake_llm: FakeChatServer
         conversations, runs = ConversationRepo(store, clock), RunRepo(store, clock)
         loop = AgentLoop(settings=settings, llm=llm,
                          executor=ToolExecutor(registry, audit=audit, approvals=broker),
-                         conversations=conversations, runs=runs, clock=clock)
+                         conversations=conversations, runs=runs, store=store, clock=clock)
         return Harness(loop, store, broker, conversations, runs, audit)
 
     yield make

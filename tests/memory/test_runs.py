@@ -73,7 +73,9 @@ async def test_unknown_runs_are_lookup_errors(repo: RunRepo) -> None:
     with pytest.raises(RecordNotFound):
         await repo.get(404)
     with pytest.raises(RecordNotFound):
-        await repo.add_step(404, index=0, kind="llm")
+        await repo.add_step(404, index=0, kind="tool")
+    with pytest.raises(RecordNotFound):
+        await repo.add_step(404, index=1, kind="llm", tokens=10)
     with pytest.raises(RecordNotFound):
         await repo.finish(404, "ok")
     assert await repo.steps(404) == []

@@ -5,16 +5,23 @@ from __future__ import annotations
 import asyncio
 import os
 import sqlite3
+from collections.abc import Awaitable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 import memory.store
 from daemon.clock import ManualClock
 from memory._migrate import Migration, load_migrations, split_statements
+from memory.audit import AuditEntry, AuditRepo
 from memory.components import ComponentEventRepo
+from memory.conversations import ConversationRepo
 from memory.errors import SchemaTooNewError, StoreError
+from memory.outbox import OutboxRepo
+from memory.runs import RunRepo
 from memory.store import SqliteStore
+from memory.usage import LlmUsage, UsageRepo
 
 
 def _snapshot(directory: Path) -> dict[str, bytes]:
@@ -194,11 +201,160 @@ async def test_concurrent_writers_are_serialised(store: SqliteStore, clock: Manu
     assert len(await events.recent(limit=100)) == 50
 
 
-async def test_nested_write_raises_instead_of_deadlocking(store: SqliteStore) -> None:
-    async with store.write():
-        with pytest.raises(StoreError, match="nested"):
-            async with store.write():
+_INSERT_EVENT = (
+    "INSERT INTO component_events (component, event, created_at)"
+    " VALUES (?, ?, '2026-01-01T00:00:00.000000Z')"
+)
+
+
+async def _committed_events(store: SqliteStore) -> list[str]:
+    """Events as the read connection sees them, i.e. committed ones only."""
+    return [e.event for e in await ComponentEventRepo(store, ManualClock()).recent()]
+
+
+async def test_nested_writes_commit_together_with_the_outer_block(
+    store: SqliteStore, clock: ManualClock
+) -> None:
+    events = ComponentEventRepo(store, clock)
+    async with store.write() as outer:
+        await outer.execute(_INSERT_EVENT, ("a", "outer"))
+        async with store.write() as inner:
+            assert inner is outer
+            await inner.execute(_INSERT_EVENT, ("a", "inner"))
+            await events.record("a", "repo")  # a repository write joins as well
+        assert outer.in_transaction  # the nested blocks did not commit
+        assert await _committed_events(store) == []
+        rows = await outer.execute_fetchall("SELECT event FROM component_events ORDER BY id")
+        assert [r["event"] for r in rows] == ["outer", "inner", "repo"]
+    assert await _committed_events(store) == ["repo", "inner", "outer"]
+
+
+async def test_an_exception_in_a_nested_write_rolls_back_the_outer_block(
+    store: SqliteStore, clock: ManualClock
+) -> None:
+    events = ComponentEventRepo(store, clock)
+    with pytest.raises(RuntimeError, match="inner boom"):
+        async with store.write() as outer:
+            await outer.execute(_INSERT_EVENT, ("a", "outer"))
+            await events.record("a", "repo")
+            async with store.write() as inner:
+                await inner.execute(_INSERT_EVENT, ("a", "inner"))
+                raise RuntimeError("inner boom")
+    assert await _committed_events(store) == []
+    assert await events.record("a", "after") > 0  # the writer is usable again
+    assert await _committed_events(store) == ["after"]
+
+
+async def test_a_caught_nested_failure_still_rolls_back_the_outer_block(
+    store: SqliteStore, clock: ManualClock
+) -> None:
+    with pytest.raises(StoreError, match="nested write") as caught:
+        async with store.write() as outer:
+            await outer.execute(_INSERT_EVENT, ("a", "outer"))
+            try:
+                async with store.write() as inner:
+                    await inner.execute(_INSERT_EVENT, ("a", "half done"))
+                    raise RuntimeError("inner boom")
+            except RuntimeError:
                 pass
+            await outer.execute(_INSERT_EVENT, ("a", "later"))
+    assert isinstance(caught.value.__cause__, RuntimeError)
+    assert await _committed_events(store) == []
+    async with store.write() as db:  # the failure does not leak into the next transaction
+        await db.execute(_INSERT_EVENT, ("a", "next"))
+    assert await _committed_events(store) == ["next"]
+
+
+async def test_another_tasks_write_waits_until_the_outer_block_commits(
+    store: SqliteStore, clock: ManualClock
+) -> None:
+    events = ComponentEventRepo(store, clock)
+    async with store.write() as outer:
+        await outer.execute(_INSERT_EVENT, ("a", "outer"))
+        other = asyncio.create_task(events.record("b", "other task"))
+        await asyncio.sleep(0.05)
+        assert not other.done()
+        async with store.write() as inner:  # this task's nested write does not wait
+            await inner.execute(_INSERT_EVENT, ("a", "inner"))
+        await asyncio.sleep(0.05)
+        assert not other.done()
+        assert await _committed_events(store) == []
+    async with asyncio.timeout(1):
+        other_id = await other
+    rows = await ComponentEventRepo(store, clock).recent()
+    assert [e.event for e in rows] == ["other task", "inner", "outer"]
+    assert rows[0].id == other_id
+
+
+async def test_hot_write_paths_take_one_thread_hop_per_statement(
+    store: SqliteStore, clock: ManualClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    conversations, runs = ConversationRepo(store, clock), RunRepo(store, clock)
+    audit, usage, outbox = (
+        AuditRepo(store, clock),
+        UsageRepo(store, clock),
+        OutboxRepo(store, clock),
+    )
+    conversation = await conversations.get_or_create("slack", "C1")
+    run_id = await runs.start("chat", "alice", conversation.id)
+    message_id = await outbox.enqueue("slack", "C1", "hi")
+    writer = store._writer
+    assert writer is not None
+    hops = 0
+    real_execute = writer._execute  # aiosqlite: every call to the worker thread goes here
+
+    async def counting(*args: Any, **kwargs: Any) -> Any:
+        nonlocal hops
+        hops += 1
+        return await real_execute(*args, **kwargs)
+
+    monkeypatch.setattr(writer, "_execute", counting)
+
+    async def count(operation: Awaitable[object]) -> int:
+        nonlocal hops
+        hops = 0
+        await operation
+        return hops
+
+    async def loop_pair() -> None:  # what the agent loop does for each step
+        async with store.write():
+            await runs.add_step(run_id, index=2, kind="llm", tokens=7)
+            await conversations.append(conversation.id, "assistant", "hello")
+
+    entry = AuditEntry(
+        actor="alice",
+        action="call",
+        tool="echo",
+        tier="read_only",
+        reason="r",
+        arguments={},
+        result="ok",
+        ok=True,
+        duration_ms=1.0,
+        run_id=run_id,
+    )
+    llm_usage = LlmUsage(
+        run_id=run_id,
+        model="m",
+        purpose="agent",
+        prompt_tokens=1,
+        completion_tokens=1,
+        cached_tokens=0,
+        total_tokens=2,
+        cost_usd=0.0,
+        latency_ms=1.0,
+        ok=True,
+    )
+    assert await count(runs.add_step(run_id, index=1, kind="tool")) == 1
+    assert await count(runs.add_step(run_id, index=1, kind="llm", tokens=5)) == 4
+    assert await count(conversations.append(conversation.id, "user", "hi")) == 4
+    assert await count(audit.record(entry)) == 1
+    assert await count(usage.record(llm_usage)) == 1
+    assert await count(outbox.enqueue("slack", "C1", "hello")) == 1
+    assert await count(outbox.mark_delivered(message_id, "p1")) == 1
+    assert await count(runs.finish(run_id, "ok")) == 1
+    assert await count(loop_pair()) == 6  # BEGIN, 2 + 2 statements, COMMIT
+    assert (await runs.get(run_id)).tokens == 12
 
 
 async def test_check_reports_health(store: SqliteStore, db_path: Path) -> None:

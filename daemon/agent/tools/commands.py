@@ -27,11 +27,13 @@ __all__ = ["CommandResult", "TOOLS"]
 
 log = logging.getLogger(__name__)
 
-READ_CHUNK_BYTES = 64 * 1024
+# How long to wait for a killed command to be gone.
+STOP_GRACE_SECONDS = 5.0
 # Only these variables reach commands: the daemon's own environment may hold API keys.
 PASSED_ENVIRONMENT = ("PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "LC_CTYPE", "TZ")
 FIXED_ENVIRONMENT = {"SYSTEMD_PAGER": "", "PAGER": "cat", "SYSTEMD_COLORS": "0", "TERM": "dumb"}
 _PARTIAL_CHARS = 1000
+_PARTIAL_LINES = 20
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -47,32 +49,56 @@ class CommandResult:
     note: str | None
 
 
-class _Capture:
-    """Collects stdout and stderr under one shared byte budget, draining (and dropping) the rest
-    so a chatty command never blocks on a full pipe and memory stays bounded."""
+class _Capture(asyncio.Protocol):
+    """One output pipe of the command, read into ``data`` up to a byte budget shared with the
+    other pipe; the rest is dropped, so a chatty command never blocks and memory stays bounded.
+    We own the read end, so closing it never depends on the child's transport."""
 
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.remaining = limit
+    def __init__(self, budget: list[int]) -> None:
+        self.budget = budget  # [bytes left], shared by stdout and stderr
+        self.data = bytearray()
         self.total = 0
-        self.stdout = bytearray()
-        self.stderr = bytearray()
+        self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.write_fd: int | None = None
+        self.transport: asyncio.BaseTransport | None = None
 
-    async def drain(self, stream: asyncio.StreamReader | None, sink: bytearray) -> None:
-        if stream is None:
-            return
-        while chunk := await stream.read(READ_CHUNK_BYTES):
-            self.total += len(chunk)
-            keep = chunk[: self.remaining]
-            sink += keep
-            self.remaining -= len(keep)
+    @classmethod
+    async def open(cls, stack: contextlib.AsyncExitStack, budget: list[int]) -> _Capture:
+        capture = cls(budget)
+        stack.callback(capture.close)
+        read_fd, capture.write_fd = os.pipe()
+        reader = os.fdopen(read_fd, "rb", buffering=0)
+        try:
+            capture.transport, _ = await asyncio.get_running_loop().connect_read_pipe(
+                lambda: capture, reader
+            )
+        except BaseException:
+            reader.close()
+            raise
+        return capture
 
-    @property
-    def truncated(self) -> bool:
-        return self.total > self.limit
+    def close_write_end(self) -> None:
+        if self.write_fd is not None:
+            os.close(self.write_fd)
+            self.write_fd = None
 
-    def text(self, sink: bytearray) -> str:
-        return sink.decode("utf-8", errors="replace")
+    def close(self) -> None:
+        self.close_write_end()
+        if self.transport is not None:
+            self.transport.close()
+
+    def data_received(self, data: bytes) -> None:
+        self.total += len(data)
+        keep = data[: self.budget[0]]
+        self.data += keep
+        self.budget[0] -= len(keep)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+    def text(self) -> str:
+        return self.data.decode("utf-8", errors="replace")
 
 
 def _environment() -> dict[str, str]:
@@ -87,13 +113,14 @@ def _kill_group(pgid: int) -> None:
         os.killpg(pgid, signal.SIGKILL)
 
 
-async def _stop(proc: asyncio.subprocess.Process, readers: asyncio.Future[Any]) -> None:
-    """Kill the command's whole process group and collect what is left."""
+async def _reap(proc: asyncio.subprocess.Process) -> None:
+    """Kill the command's whole process group and wait (briefly) for the leader to go."""
     _kill_group(proc.pid)
-    readers.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await readers
-    await proc.wait()
+    try:
+        async with asyncio.timeout(STOP_GRACE_SECONDS):
+            await proc.wait()
+    except TimeoutError:
+        log.warning("pid %d did not exit %gs after SIGKILL", proc.pid, STOP_GRACE_SECONDS)
 
 
 def _classify(arguments: dict[str, Any], settings: Settings) -> Tier:
@@ -142,57 +169,73 @@ async def run_command(
         "run_command %r (%s) for %s: %s", redact(command), tier, ctx.actor, reason or ctx.reason
     )
     started = ctx.clock.monotonic()
-    try:
-        proc = await asyncio.create_subprocess_exec(
-            program,
-            *argv[1:],
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            start_new_session=True,  # its own process group, so a timeout kills its children
-            env=env,
-            cwd="/",
-        )
-    except OSError as exc:
-        raise ToolError(f"cannot start {argv[0]!r}: {exc.strerror or exc}") from None
-    capture = _Capture(policy.max_output_bytes)
-    readers = asyncio.gather(
-        capture.drain(proc.stdout, capture.stdout), capture.drain(proc.stderr, capture.stderr)
+    exit_code, out, err = await _execute(
+        command, program, argv, env, seconds=timeout, max_output=policy.max_output_bytes
     )
-    try:
-        async with asyncio.timeout(timeout):
-            await readers
-            exit_code = await proc.wait()
-    except TimeoutError:
-        await _stop(proc, readers)
-        raise ToolTimeoutError(_timeout_message(command, timeout, capture)) from None
-    finally:
-        if proc.returncode is None:  # cancelled from outside (e.g. the executor's timeout)
-            await _stop(proc, readers)
     duration = ctx.clock.monotonic() - started
     log.info("run_command %r exited %d after %.2fs", redact(command), exit_code, duration)
+    total = out.total + err.total
+    truncated = total > policy.max_output_bytes
     note = None
-    if capture.truncated:
+    if truncated:
         note = (
-            f"[output truncated: showing the first {capture.limit} of {capture.total} bytes "
+            f"[output truncated: showing the first {policy.max_output_bytes} of {total} bytes "
             "([policy] max_output_bytes)]"
         )
     return CommandResult(
         command=command,
         exit_code=exit_code,
-        stdout=redact(capture.text(capture.stdout), policy.redact_patterns),
-        stderr=redact(capture.text(capture.stderr), policy.redact_patterns),
+        stdout=redact(out.text(), policy.redact_patterns),
+        stderr=redact(err.text(), policy.redact_patterns),
         duration_seconds=round(duration, 3),
-        truncated=capture.truncated,
+        truncated=truncated,
         note=note,
     )
 
 
-def _timeout_message(command: str, timeout: float, capture: _Capture) -> str:
+async def _execute(
+    command: str, program: str, argv: list[str], env: dict[str, str], *, seconds: float,
+    max_output: int,
+) -> tuple[int, _Capture, _Capture]:
+    """Run argv in its own session; on timeout or cancellation kill the whole group."""
+    budget = [max_output]
+    async with contextlib.AsyncExitStack() as stack:
+        out = await _Capture.open(stack, budget)
+        err = await _Capture.open(stack, budget)
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                program,
+                *argv[1:],
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=out.write_fd,
+                stderr=err.write_fd,
+                start_new_session=True,  # its own process group: a timeout kills its children
+                env=env,
+                cwd="/",
+            )
+        except OSError as exc:
+            raise ToolError(f"cannot start {argv[0]!r}: {exc.strerror or exc}") from None
+        finally:
+            out.close_write_end()  # only the child writes now: EOF comes when it is done
+            err.close_write_end()
+        try:
+            async with asyncio.timeout(seconds):
+                exit_code = await proc.wait()
+                await asyncio.gather(out.closed, err.closed)  # the rest of the output
+        except TimeoutError:
+            await _reap(proc)
+            raise ToolTimeoutError(_timeout_message(command, seconds, out, err)) from None
+        finally:
+            if proc.returncode is None:  # cancelled from outside (e.g. the executor's timeout)
+                await _reap(proc)
+    return exit_code, out, err
+
+
+def _timeout_message(command: str, timeout: float, out: _Capture, err: _Capture) -> str:
     message = f"{command!r} ran past its {timeout:g}s timeout; its process group was killed"
-    for name, sink in (("stdout", capture.stdout), ("stderr", capture.stderr)):
-        if sink:
-            tail = capture.text(sink)[-_PARTIAL_CHARS:]
+    for name, capture in (("stdout", out), ("stderr", err)):
+        if capture.data:
+            tail = "\n".join(capture.text().splitlines()[-_PARTIAL_LINES:])[-_PARTIAL_CHARS:]
             message += f"\nlast {name} before the kill:\n{redact(tail)}"
     return message
 

@@ -60,12 +60,10 @@ def _open_regular(path: Path) -> tuple[int, int]:
     """Open a regular file for reading, never blocking on a FIFO; return (fd, size)."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except FileNotFoundError:
-        raise ToolError(f"{path}: no such file") from None
     except PermissionError:
         raise ToolError(f"{path}: permission denied for the nightshift service user") from None
     except OSError as exc:
-        raise ToolError(f"{path}: cannot open: {exc.strerror}") from None
+        raise ToolError(f"{path}: {exc.strerror or exc}") from None
     info = os.fstat(fd)
     if not stat.S_ISREG(info.st_mode):
         os.close(fd)
@@ -77,17 +75,16 @@ def _open_regular(path: Path) -> tuple[int, int]:
 def _read_at(fd: int, offset: int, count: int) -> bytes:
     parts: list[bytes] = []
     while count > 0:
-        chunk = os.pread(fd, min(count, 1024 * 1024), offset)
+        try:
+            chunk = os.pread(fd, min(count, 1024 * 1024), offset)
+        except OSError as exc:  # e.g. /proc/kmsg (would block) or /proc/<pid>/mem (EIO)
+            raise ToolError(f"cannot read this file: {exc.strerror or exc}") from None
         if not chunk:
             break
         parts.append(chunk)
         offset += len(chunk)
         count -= len(chunk)
     return b"".join(parts)
-
-
-def _escape(text: str) -> str:
-    return text.translate(_CONTROLS)
 
 
 def _looks_binary(data: bytes) -> bool:
@@ -132,7 +129,7 @@ async def read_file(
             f"{path} looks like a binary file ({size} bytes); read_file shows text only"
         )
     decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-    content = _escape(decoder.decode(data, final=not more))  # no half character at a cut
+    content = decoder.decode(data, final=not more).translate(_CONTROLS)  # no half char at a cut
     note = None
     if more:
         total = f"{size} bytes" if size else "more bytes (size unknown)"
@@ -186,7 +183,7 @@ def scan_backwards(
     carry, cut = b"", False
 
     def emit(raw: bytes, was_cut: bool) -> bool:
-        line = _escape(raw.decode("utf-8", errors="replace").removesuffix("\r"))
+        line = raw.decode("utf-8", errors="replace").removesuffix("\r").translate(_CONTROLS)
         if pattern is None or pattern.search(line):
             found.append(("…" if was_cut else "") + line)
         return len(found) >= want
@@ -214,7 +211,7 @@ def scan_backwards(
         carry, cut = parts[0], False
         if len(carry) > line_cap:
             carry, cut = carry[-line_cap:], True
-    if pos == 0 and (carry or size):
+    if pos == 0 and size:
         emit(carry, cut)
     return _Scan(found, scanned, pos == 0)
 
@@ -235,7 +232,10 @@ def _tail(
             def read(at: int, count: int) -> bytes:
                 return _read_at(fd, at, count)
 
-        return scan_backwards(read, size, want, pattern, line_cap=line_cap), size
+        scan = scan_backwards(
+            read, size, want, pattern, scan_limit=MAX_SCAN_BYTES, line_cap=line_cap
+        )
+        return scan, size
     finally:
         os.close(fd)
 
@@ -263,17 +263,17 @@ async def tail_log(
     want = min(lines, MAX_TAIL_LINES)
     scan, size = await asyncio.to_thread(_tail, resolved, want, pattern, policy.max_read_bytes)
     kept: list[str] = []
-    budget = policy.max_read_bytes
+    budget, capped = policy.max_read_bytes, False
     for line in scan.lines:  # newest first: keep the newest lines that fit in the budget
         cost = len(line.encode()) + 1
         if cost > budget:
-            if not kept:
-                kept.append("…" + line[-budget:])
+            if not kept:  # one huge line: keep its end
+                kept.append("…" + line.encode()[4 - budget :].decode("utf-8", "ignore"))
+            capped = True
             break
         kept.append(line)
         budget -= cost
     notes: list[str] = []
-    capped = len(kept) < len(scan.lines)
     stopped = len(scan.lines) < want and not scan.reached_start
     if capped:
         notes.append(

@@ -8,7 +8,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 import psutil
 
@@ -96,9 +96,9 @@ def _cmdline(parts: list[str] | None, name: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def _matches(info: dict[str, object], needle: str) -> bool:
+def _matches(info: dict[str, Any], needle: str) -> bool:
     name = str(info.get("name") or "").lower()
-    cmdline = " ".join(info.get("cmdline") or []).lower()  # type: ignore[arg-type]
+    cmdline = " ".join(info.get("cmdline") or []).lower()
     return needle in name or needle in cmdline
 
 
@@ -213,9 +213,10 @@ def _inspect(pid: int) -> ProcessDetails:
 
 def _child_name(child: psutil.Process) -> str | None:
     try:
-        return child.name()
+        name: str = child.name()
     except psutil.Error:
         return None
+    return name
 
 
 @tool(tier=Tier.READ_ONLY)
