@@ -79,6 +79,18 @@ def _settings(args: argparse.Namespace, config: Path | None = None) -> Any:
     return load_settings(path, state_dir=getattr(args, "state_dir", None)), path
 
 
+def _client_settings(args: argparse.Namespace) -> Any:
+    """Settings for finding a running daemon; a broken config file on disk must not stop that."""
+    from daemon.config import load_settings
+
+    try:
+        return _settings(args)[0]
+    except ConfigError as exc:
+        print(f"nightshift: warning: {exc}\nnightshift: looking for the daemon with the default "
+              "socket name in the state directory", file=sys.stderr)
+        return load_settings(None, state_dir=args.state_dir)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     settings, path = _settings(args)
     if args.log_level:
@@ -108,7 +120,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     from daemon.client import DaemonClient
 
-    settings, _ = _settings(args)
+    settings = _client_settings(args)
 
     async def fetch() -> Any:
         async with DaemonClient(settings.socket_path) as client:
@@ -127,7 +139,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_chat(args: argparse.Namespace) -> int:
     from daemon.chat_cli import run_chat
 
-    settings, _ = _settings(args)
+    settings = _client_settings(args)
     result = _call_daemon(lambda: run_chat(settings.socket_path, args.message, args.conversation))
     return 1 if result is None else int(result)
 
@@ -146,7 +158,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 def cmd_approvals(args: argparse.Namespace) -> int:
     from daemon.client import DaemonClient
 
-    settings, _ = _settings(args)
+    settings = _client_settings(args)
 
     async def fetch() -> Any:
         async with DaemonClient(settings.socket_path) as client:
@@ -166,7 +178,7 @@ def cmd_approvals(args: argparse.Namespace) -> int:
 def cmd_answer(args: argparse.Namespace) -> int:
     from daemon.client import ApiError, DaemonClient
 
-    settings, _ = _settings(args)
+    settings = _client_settings(args)
 
     async def answer() -> Any:
         async with DaemonClient(settings.socket_path) as client:
@@ -187,7 +199,7 @@ def cmd_answer(args: argparse.Namespace) -> int:
 def cmd_reload(args: argparse.Namespace) -> int:
     from daemon.client import DaemonClient
 
-    settings, _ = _settings(args)
+    settings = _client_settings(args)
 
     async def reload() -> Any:
         async with DaemonClient(settings.socket_path) as client:

@@ -40,6 +40,7 @@ class Notifications:
 
     def __post_init__(self) -> None:
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.path.unlink(missing_ok=True)
         self.sock.bind(str(self.path))
         self.sock.setblocking(False)
 
@@ -135,6 +136,7 @@ class DaemonProcess:
                 self.process.kill()
                 await self.process.wait()
         if self.notifications is not None:
+            self.notifications.drain()
             self.notifications.close()
         self._log.close()
         return self.process.returncode

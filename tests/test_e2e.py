@@ -24,9 +24,12 @@ async def daemon(tmp_path: Path, fake_llm: FakeChatServer):
 
 
 def rows(db: Path, sql: str) -> list[sqlite3.Row]:
-    with sqlite3.connect(db) as conn:
+    conn = sqlite3.connect(db)
+    try:
         conn.row_factory = sqlite3.Row
         return conn.execute(sql).fetchall()
+    finally:
+        conn.close()
 
 
 async def test_chat_runs_a_tool_and_everything_is_recorded(

@@ -133,8 +133,27 @@ def classify_command(command: str | Sequence[str], policy: PolicySettings) -> Ti
     if _matches_any(argv, policy.write_commands):
         return Tier.WRITE
     if _matches_any(argv, policy.read_only_commands):
-        return Tier.READ_ONLY
+        return Tier.READ_ONLY if _paths_allowed(argv, policy) else Tier.PRIVILEGED
     return Tier.PRIVILEGED
+
+
+# Read-only commands that open the files they are given: their path arguments must pass the
+# same read_paths / deny_paths policy as read_file, or `cat /etc/shadow` would walk around it.
+FILE_READERS = frozenset({"cat", "head", "tail", "wc", "less", "more", "grep", "zcat", "du", "ls"})
+
+
+def _paths_allowed(argv: list[str], policy: PolicySettings) -> bool:
+    if Path(argv[0]).name not in FILE_READERS:
+        return True
+    for arg in argv[1:]:
+        if arg.startswith("-") or arg.isdigit():  # options and their counts (`tail -n 50`)
+            continue
+        candidate = arg if arg.startswith("/") else str(Path("/") / arg)  # commands run in /
+        try:
+            check_read_path(candidate, policy)
+        except PolicyDeniedError:
+            return False
+    return True
 
 
 def is_auto_approved(command: str | Sequence[str], policy: PolicySettings) -> bool:

@@ -235,3 +235,20 @@ def test_auto_approve_is_an_exact_match_after_normalising_quotes_and_spaces() ->
 )
 def test_decide(tier: Tier, unattended: bool, auto: bool, decision: Decision) -> None:
     assert decide(tier, unattended=unattended, auto_approved=auto) is decision
+
+
+@pytest.mark.parametrize(
+    ("command", "tier"),
+    [
+        ("cat /etc/shadow", Tier.PRIVILEGED),
+        ("tail -n 50 /root/.bash_history", Tier.PRIVILEGED),
+        ("head /etc/ssh/sshd_config", Tier.PRIVILEGED),
+        ("ls /root", Tier.PRIVILEGED),
+        ("cat /var/log/syslog", Tier.READ_ONLY),
+        ("tail -n 50 /var/log/syslog", Tier.READ_ONLY),
+        ("ls -la /var/log", Tier.READ_ONLY),
+        ("df -h /root", Tier.READ_ONLY),  # df does not read the files it is given
+    ],
+)
+def test_file_reading_commands_obey_the_path_policy(command: str, tier: Tier) -> None:
+    assert classify_command(command, PolicySettings()) is tier
