@@ -13,8 +13,9 @@ ROOT = Path(__file__).resolve().parent.parent
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def start_daemon(workdir: Path, config: Path | None = None, env: dict[str, str] | None = None
-                 ) -> tuple[subprocess.Popen[bytes], float]:
+def start_daemon(
+    workdir: Path, config: Path | None = None, env: dict[str, str] | None = None
+) -> tuple[subprocess.Popen[bytes], float]:
     """Start the daemon; return it and the seconds until it sent READY=1."""
     notify = workdir / "notify.sock"
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)

@@ -57,7 +57,10 @@ async def main(steps: int, runs: int) -> None:
         script_path.write_text(json.dumps(script(steps, runs)))
         fake = subprocess.Popen(
             [sys.executable, "-m", "tests.fakes.chat_completions", "--script", str(script_path)],
-            cwd=ROOT, stdout=subprocess.PIPE, text=True)
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         assert fake.stdout is not None
         base_url = fake.stdout.readline().strip()
         try:
@@ -69,26 +72,41 @@ async def main(steps: int, runs: int) -> None:
     overhead = [(lp - bare) / calls for lp, bare in zip(loop_ms, bare_ms, strict=True)]
     print(f"{runs} runs of {steps} tool steps ({calls} LLM calls each), fake in its own process")
     print(f"agent loop per run:   median {statistics.median(loop_ms):.1f} ms")
-    print(f"bare calls per run:   median {statistics.median(bare_ms):.1f} ms "
-          f"({statistics.median(bare_ms) / calls:.2f} ms per HTTP round trip)")
-    print(f"loop overhead per step beyond the round trip: median {statistics.median(overhead):.2f} ms"
-          f", p90 {sorted(overhead)[int(len(overhead) * 0.9)]:.2f} ms")
+    print(
+        f"bare calls per run:   median {statistics.median(bare_ms):.1f} ms "
+        f"({statistics.median(bare_ms) / calls:.2f} ms per HTTP round trip)"
+    )
+    print(
+        f"loop overhead per step beyond the round trip: median {statistics.median(overhead):.2f} ms"
+        f", p90 {sorted(overhead)[int(len(overhead) * 0.9)]:.2f} ms"
+    )
 
 
-async def measure(base_url: str, tmp: Path, steps: int, runs: int
-                  ) -> tuple[list[float], list[float]]:
-    settings = load_settings(None, overrides={
-        "llm": {"base_url": base_url, "api_key": "sk-bench", "max_retries": 0},
-        "agent": {"max_steps": steps + 1, "repeated_call_limit": steps + 1},
-    }, environ_secrets=False)
+async def measure(
+    base_url: str, tmp: Path, steps: int, runs: int
+) -> tuple[list[float], list[float]]:
+    settings = load_settings(
+        None,
+        overrides={
+            "llm": {"base_url": base_url, "api_key": "sk-bench", "max_retries": 0},
+            "agent": {"max_steps": steps + 1, "repeated_call_limit": steps + 1},
+        },
+        environ_secrets=False,
+    )
     clock = SystemClock()
     store = await SqliteStore.open(tmp / "bench.db")
     llm = LlmClient(settings.llm, settings.agent.budget, usage=UsageRepo(store, clock), clock=clock)
     conversations, runs_repo = ConversationRepo(store, clock), RunRepo(store, clock)
     registry = ToolRegistry([echo])
-    loop = AgentLoop(settings=settings, llm=llm,
-                     executor=ToolExecutor(registry, audit=AuditRepo(store, clock), approvals=None),
-                     conversations=conversations, runs=runs_repo, store=store, clock=clock)
+    loop = AgentLoop(
+        settings=settings,
+        llm=llm,
+        executor=ToolExecutor(registry, audit=AuditRepo(store, clock), approvals=None),
+        conversations=conversations,
+        runs=runs_repo,
+        store=store,
+        clock=clock,
+    )
     sent: list[list[dict[str, Any]]] = []
     real_complete = llm.complete
 
@@ -102,8 +120,9 @@ async def measure(base_url: str, tmp: Path, steps: int, runs: int
         llm.complete = recording_complete  # type: ignore[method-assign]
         conversation = await conversations.get_or_create("bench", f"run{run}")
         started = time.perf_counter()
-        result = await loop.run(AgentRequest(conversation_id=conversation.id, text="go",
-                                             actor="bench"))
+        result = await loop.run(
+            AgentRequest(conversation_id=conversation.id, text="go", actor="bench")
+        )
         loop_ms.append((time.perf_counter() - started) * 1000)
         assert result.status == "ok", result
         llm.complete = real_complete  # type: ignore[method-assign]

@@ -23,8 +23,10 @@ def main(runs: int) -> None:
             proc, ready = start_daemon(Path(tmp))
             stop(proc)
             times.append(ready)
-    print(f"startup until READY=1 over {runs} runs (fresh state dir each): "
-          f"median {statistics.median(times):.3f} s, min {min(times):.3f} s, max {max(times):.3f} s")
+    print(
+        f"startup until READY=1 over {runs} runs (fresh state dir each): "
+        f"median {statistics.median(times):.3f} s, min {min(times):.3f} s, max {max(times):.3f} s"
+    )
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from daemon.approvals import ApprovalRequest
 from daemon.chat import DrainingError
 
 if TYPE_CHECKING:
@@ -156,11 +157,14 @@ async def chat(request: web.Request) -> web.StreamResponse:
     response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
     await response.prepare(request)
     send = _ndjson_writer(response)
-    unsubscribe = runtime.approvals.subscribe(
-        lambda item: asyncio.get_running_loop().create_task(
-            send({"type": "approval", **item.as_dict()})
-        )
-    )
+    pending_sends: set[asyncio.Task[None]] = set()
+
+    def show_approval(item: ApprovalRequest) -> None:
+        task = asyncio.ensure_future(send({"type": "approval", **item.as_dict()}))
+        pending_sends.add(task)
+        task.add_done_callback(pending_sends.discard)
+
+    unsubscribe = runtime.approvals.subscribe(show_approval)
     try:
         reply = await runtime.chat.handle(
             channel="console",
@@ -169,8 +173,15 @@ async def chat(request: web.Request) -> web.StreamResponse:
             actor=f"console:{user}",
             on_event=send,
         )
-        await send({"type": "reply", "text": reply.text, "status": reply.status,
-                    "run_id": reply.run_id, "tokens": reply.tokens})
+        await send(
+            {
+                "type": "reply",
+                "text": reply.text,
+                "status": reply.status,
+                "run_id": reply.run_id,
+                "tokens": reply.tokens,
+            }
+        )
     except DrainingError as exc:
         await send({"type": "error", "message": str(exc)})
     except Exception as exc:  # noqa: BLE001 - the client gets a message, the daemon keeps going

@@ -1,4 +1,4 @@
-"""Approval requests for privileged actions: asked in chat, answered by a person, expiring as deny."""
+"""Approval requests for privileged actions: asked in chat, answered by a person; expiry denies."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Turns a person's message into an agent run in the right conversation, and tracks runs in flight."""
+"""Turns a message from a person into an agent run, and tracks the runs in flight."""
 
 from __future__ import annotations
 

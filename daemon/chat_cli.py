@@ -62,8 +62,10 @@ async def _approval(client: DaemonClient, event: dict[str, Any]) -> None:
         file=sys.stderr,
     )
     if not sys.stdin.isatty():
-        print(f"    answer with `nightshift approve {request_id}` or "
-              f"`nightshift deny {request_id}`", file=sys.stderr)
+        print(
+            f"    answer with `nightshift approve {request_id}` or `nightshift deny {request_id}`",
+            file=sys.stderr,
+        )
         return
     answer = await asyncio.to_thread(input, "    approve? [y/N] ")
     approve = answer.strip().lower() in ("y", "yes")

@@ -86,8 +86,11 @@ def _client_settings(args: argparse.Namespace) -> Any:
     try:
         return _settings(args)[0]
     except ConfigError as exc:
-        print(f"nightshift: warning: {exc}\nnightshift: looking for the daemon with the default "
-              "socket name in the state directory", file=sys.stderr)
+        print(
+            f"nightshift: warning: {exc}\nnightshift: looking for the daemon with the default "
+            "socket name in the state directory",
+            file=sys.stderr,
+        )
         return load_settings(None, state_dir=args.state_dir)
 
 
@@ -100,8 +103,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     faulthandler.enable()  # a watchdog SIGABRT then prints where the loop was stuck
     from daemon.runtime import run_daemon
 
-    log.info("starting nightshift %s, config %s, state %s", __version__,
-             path or "(embedded defaults)", settings.state_dir)
+    log.info(
+        "starting nightshift %s, config %s, state %s",
+        __version__,
+        path or "(embedded defaults)",
+        settings.state_dir,
+    )
     return asyncio.run(run_daemon(settings, path))
 
 
@@ -170,8 +177,10 @@ def cmd_approvals(args: argparse.Namespace) -> int:
     if not pending:
         print("no pending approvals")
     for item in pending:
-        print(f"{item['id']}  {item['tool']} {json.dumps(item['arguments'])}  "
-              f"asked by {item['actor']}, expires {item['expires_at']}")
+        print(
+            f"{item['id']}  {item['tool']} {json.dumps(item['arguments'])}  "
+            f"asked by {item['actor']}, expires {item['expires_at']}"
+        )
     return 0
 
 
@@ -182,8 +191,9 @@ def cmd_answer(args: argparse.Namespace) -> int:
 
     async def answer() -> Any:
         async with DaemonClient(settings.socket_path) as client:
-            return await client.post(f"/v1/approvals/{args.id}",
-                                     {"approve": args.command == "approve"})
+            return await client.post(
+                f"/v1/approvals/{args.id}", {"approve": args.command == "approve"}
+            )
 
     try:
         result = _call_daemon(answer)
@@ -278,12 +288,13 @@ def render_toml(data: dict[str, Any], prefix: str = "") -> str:
 def render_status(report: dict[str, Any]) -> str:
     agent = report["agent"]
     budget = report["budget"]
+    agent_line = f"on, {agent['model']}" if agent["enabled"] else f"off: {agent['reason']}"
     lines = [
         f"nightshift {report['version']} (pid {report['pid']}) — {report['health']}, "
         f"up {report['uptime_seconds']}s",
         f"  config:    {report['config']}",
         f"  state:     {report['state_dir']}",
-        f"  agent:     {'on, ' + agent['model'] if agent['enabled'] else 'off: ' + agent['reason']}",
+        f"  agent:     {agent_line}",
         f"  budget:    {budget['used_today']:,} of {budget['daily_limit']:,} tokens today",
         f"  approvals: {report['approvals_pending']} pending",
         f"  outbox:    {report['outbox'] or 'empty'}",
@@ -297,7 +308,9 @@ def render_status(report: dict[str, Any]) -> str:
     if report["last_errors"]:
         lines.append("  recent events:")
         for event in report["last_errors"]:
-            lines.append(f"    {event['at']} {event['component']} {event['event']}: {event['detail']}")
+            lines.append(
+                f"    {event['at']} {event['component']} {event['event']}: {event['detail']}"
+            )
     return "\n".join(lines)
 
 

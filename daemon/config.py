@@ -110,10 +110,32 @@ class PolicySettings(Section):
     max_read_bytes: int = Field(default=262_144, ge=1024)
     read_only_commands: list[str] = Field(
         default_factory=lambda: [
-            "uptime", "df", "free", "ps", "top -b -n 1", "uname", "hostname", "whoami", "id",
-            "ss", "ip addr", "ip route", "systemctl status", "systemctl is-active",
-            "systemctl list-units", "journalctl", "du", "ls", "cat", "tail", "head", "wc",
-            "date", "lsblk", "mount", "dmesg",
+            "uptime",
+            "df",
+            "free",
+            "ps",
+            "top -b -n 1",
+            "uname",
+            "hostname",
+            "whoami",
+            "id",
+            "ss",
+            "ip addr",
+            "ip route",
+            "systemctl status",
+            "systemctl is-active",
+            "systemctl list-units",
+            "journalctl",
+            "du",
+            "ls",
+            "cat",
+            "tail",
+            "head",
+            "wc",
+            "date",
+            "lsblk",
+            "mount",
+            "dmesg",
         ]
     )
     write_commands: list[str] = Field(default_factory=list)
@@ -400,7 +422,9 @@ def _describe(exc: ValidationError, config_path: Path | None) -> str:
         if error["type"] == "extra_forbidden":
             message = "unknown key (check the spelling against config.example.toml)"
         given = error.get("input")
-        shown = "" if error["type"] == "extra_forbidden" or _looks_secret(key) else f" (got {given!r})"
+        shown = (
+            "" if error["type"] == "extra_forbidden" or _looks_secret(key) else f" (got {given!r})"
+        )
         if isinstance(given, dict | list):
             shown = ""
         lines.append(f"  {key}: {message}{shown}")
@@ -415,7 +439,9 @@ def _check_zone(value: str) -> str:
     try:
         ZoneInfo(value)
     except (ZoneInfoNotFoundError, ValueError):
-        raise ValueError(f"unknown time zone {value!r} (use an IANA name like 'Europe/Berlin')")
+        raise ValueError(
+            f"unknown time zone {value!r} (use an IANA name like 'Europe/Berlin')"
+        ) from None
     return value
 
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 from prometheus_client import Counter, Gauge
 
 AGENT_RUNS = Counter("nightshift_agent_runs_total", "Agent runs by final status", ["status"])
-TOOL_CALLS = Counter("nightshift_tool_calls_total", "Tool calls by tool and outcome", ["tool", "ok"])
+TOOL_CALLS = Counter(
+    "nightshift_tool_calls_total", "Tool calls by tool and outcome", ["tool", "ok"]
+)
 LLM_TOKENS_TODAY = Gauge("nightshift_llm_tokens_today", "LLM tokens used today")
 LLM_BUDGET = Gauge("nightshift_llm_daily_token_budget", "Hard daily LLM token budget")
 COMPONENT_UP = Gauge("nightshift_component_up", "1 when a component is running", ["component"])

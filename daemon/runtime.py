@@ -1,4 +1,4 @@
-"""Builds the components from config, runs them under the supervisor, handles signals and systemd."""
+"""Builds components from config, runs them under the supervisor; signals and systemd."""
 
 from __future__ import annotations
 
@@ -313,8 +313,12 @@ class Runtime:
             "outbox": await self.outbox.depth_by_channel(),
             "approvals_pending": len(self.approvals.pending()),
             "last_errors": [
-                {"component": e.component, "event": e.event, "detail": e.detail,
-                 "at": str(e.created_at)}
+                {
+                    "component": e.component,
+                    "event": e.event,
+                    "detail": e.detail,
+                    "at": str(e.created_at),
+                }
                 for e in events
             ],
             "host": self.host_watcher.summary() if self.host_watcher else None,
@@ -348,5 +352,3 @@ async def run_daemon(settings: Settings, config_path: Path | None) -> int:
     except AlreadyRunningError as exc:
         log.error("%s", exc)
         return 1
-
-

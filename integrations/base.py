@@ -1,4 +1,4 @@
-"""The channel contract every chat integration implements (console now; Slack, Telegram, Matrix next)."""
+"""The channel contract every chat integration implements (console now; Slack, IM next)."""
 
 from __future__ import annotations
 

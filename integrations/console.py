@@ -40,10 +40,14 @@ class ConsoleChannel:
 
     async def send(self, message: OutgoingMessage) -> str:
         platform_id = f"console-{next(self._ids)}"
-        log.info("message to console%s: %s", f" ({message.target})" if message.target else "",
-                 message.text)
-        self.publish({"type": "message", "id": platform_id, "target": message.target,
-                      "text": message.text})
+        log.info(
+            "message to console%s: %s",
+            f" ({message.target})" if message.target else "",
+            message.text,
+        )
+        self.publish(
+            {"type": "message", "id": platform_id, "target": message.target, "text": message.text}
+        )
         return platform_id
 
     def publish(self, event: dict[str, Any]) -> None:

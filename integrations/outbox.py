@@ -64,10 +64,12 @@ class OutboxWorker:
 
     async def _retry(self, message_id: int, attempts: int, exc: Exception) -> None:
         if attempts + 1 >= MAX_ATTEMPTS:
-            await self._repo.mark_failed(message_id, f"gave up after {MAX_ATTEMPTS} attempts: {exc}")
+            await self._repo.mark_failed(
+                message_id, f"gave up after {MAX_ATTEMPTS} attempts: {exc}"
+            )
             return
         delay = getattr(exc, "retry_after", None) or min(
-            MAX_BACKOFF_SECONDS, 2 ** attempts * (1 + random.random())
+            MAX_BACKOFF_SECONDS, 2**attempts * (1 + random.random())
         )
         log.warning("outbox %s: delivery failed (%s); retrying in %.0fs", message_id, exc, delay)
         await self._repo.mark_retry(

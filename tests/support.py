@@ -86,22 +86,39 @@ class DaemonProcess:
         env.pop("CREDENTIALS_DIRECTORY", None)
         self._log = self.log_path.open("ab")
         self.process = await asyncio.create_subprocess_exec(
-            *NIGHTSHIFT, "run", "--config", str(self.config), "--state-dir", str(self.state_dir),
-            env=env, stdout=self._log, stderr=asyncio.subprocess.STDOUT,
+            *NIGHTSHIFT,
+            "run",
+            "--config",
+            str(self.config),
+            "--state-dir",
+            str(self.state_dir),
+            env=env,
+            stdout=self._log,
+            stderr=asyncio.subprocess.STDOUT,
         )
         if wait_ready:
             try:
                 await self.notifications.wait_for("READY=1")
             except AssertionError:
                 await self.stop()
-                raise AssertionError(f"daemon never became ready; output:\n{await self.output()}")
+                output = await self.output()
+                raise AssertionError(f"daemon never became ready; output:\n{output}") from None
 
-    async def cli(self, *args: str, timeout: float = 60.0, stdin: bytes | None = None) -> tuple[int, str, str]:
+    async def cli(
+        self, *args: str, timeout: float = 60.0, stdin: bytes | None = None
+    ) -> tuple[int, str, str]:
         """Run a client command against this daemon; returns (exit code, stdout, stderr)."""
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
         proc = await asyncio.create_subprocess_exec(
-            *NIGHTSHIFT, *args, "--config", str(self.config), "--state-dir", str(self.state_dir),
-            env=env, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+            *NIGHTSHIFT,
+            *args,
+            "--config",
+            str(self.config),
+            "--state-dir",
+            str(self.state_dir),
+            env=env,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
         )
         out, err = await asyncio.wait_for(proc.communicate(stdin), timeout)

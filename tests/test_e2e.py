@@ -15,8 +15,9 @@ from tests.support import DaemonProcess, write_config
 
 @pytest.fixture
 async def daemon(tmp_path: Path, fake_llm: FakeChatServer):
-    config = write_config(tmp_path / "config.toml", fake_llm.base_url,
-                          **{"watchers.host": {"interval_seconds": 1.0}})
+    config = write_config(
+        tmp_path / "config.toml", fake_llm.base_url, **{"watchers.host": {"interval_seconds": 1.0}}
+    )
     process = DaemonProcess(config, tmp_path / "state")
     await process.start()
     yield process
@@ -55,7 +56,9 @@ async def test_chat_runs_a_tool_and_everything_is_recorded(
     assert [t["function"]["name"] for t in fake_llm.requests[0]["tools"]][:1] == ["host_metrics"]
 
     db = daemon.state_dir / "nightshift.db"
-    messages = rows(db, "SELECT role, content, reasoning_content, tool_calls FROM messages ORDER BY id")
+    messages = rows(
+        db, "SELECT role, content, reasoning_content, tool_calls FROM messages ORDER BY id"
+    )
     assert [m["role"] for m in messages] == ["user", "assistant", "tool", "assistant"]
     assert messages[0]["content"] == "how is the host doing?"
     assert json.loads(messages[1]["tool_calls"])[0]["function"]["name"] == "host_metrics"

@@ -67,8 +67,11 @@ def read_response(response: Any) -> Answer | None:
     return Answer(
         content=message.content or "",
         reasoning_content=extra_field(message, "reasoning_content"),
-        tool_calls=[(call.id, call.function.name, call.function.arguments)
-                    for call in message.tool_calls or () if call.type == "function"],
+        tool_calls=[
+            (call.id, call.function.name, call.function.arguments)
+            for call in message.tool_calls or ()
+            if call.type == "function"
+        ],
         finish_reason=choice.finish_reason or "",
         model=response.model or "",
         usage=usage_counts(response.usage),
@@ -132,8 +135,10 @@ class StreamAggregate:
         return Answer(
             content="".join(self.content),
             reasoning_content=None if self.reasoning is None else "".join(self.reasoning),
-            tool_calls=[(call.id, call.name, "".join(call.arguments))
-                        for _, call in sorted(self.calls.items())],
+            tool_calls=[
+                (call.id, call.name, "".join(call.arguments))
+                for _, call in sorted(self.calls.items())
+            ],
             finish_reason=self.finish_reason,
             model=self.model,
             usage=usage_counts(self.usage),

@@ -45,7 +45,9 @@ class ContextKeeper:
         """
         history = _from_first_user(history)
         summary = conversation.summary or None
-        rendered = [{"role": m.role, "content": m.content or "", "t": m.tool_calls} for m in history]
+        rendered = [
+            {"role": m.role, "content": m.content or "", "t": m.tool_calls} for m in history
+        ]
         if estimate_tokens(rendered) + len(summary or "") // 4 <= self._budget():
             return summary, history
         cut = _cut_point(history, self._settings.keep_recent_messages)

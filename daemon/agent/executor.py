@@ -61,7 +61,10 @@ class ToolExecutor:
             text, ok = render_result(result), True
         except TimeoutError:
             limit = ctx.settings.agent.tool_timeout_seconds
-            text, ok = str(ToolTimeoutError(f"{name} timed out after {limit:g}s and was cancelled")), False
+            text, ok = (
+                str(ToolTimeoutError(f"{name} timed out after {limit:g}s and was cancelled")),
+                False,
+            )
         except ToolError as exc:
             text, ok = f"ERROR: {exc}", False
         except asyncio.CancelledError:

@@ -54,8 +54,11 @@ class ToolCall:
 
     def as_dict(self) -> dict[str, Any]:
         """The OpenAI wire shape."""
-        return {"id": self.id, "type": "function",
-                "function": {"name": self.name, "arguments": self.arguments}}
+        return {
+            "id": self.id,
+            "type": "function",
+            "function": {"name": self.name, "arguments": self.arguments},
+        }
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -153,7 +156,9 @@ class LlmClient:
         return self
 
     async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
         await self.close()
@@ -215,7 +220,11 @@ class LlmClient:
     # -- one model, with retries -----------------------------------------------------------
 
     async def _try_model(
-        self, client: openai.AsyncOpenAI, args: dict[str, Any], mode: Mode, purpose: str,
+        self,
+        client: openai.AsyncOpenAI,
+        args: dict[str, Any],
+        mode: Mode,
+        purpose: str,
         run_id: int | None,
     ) -> Completion:
         model, attempts = args["model"], self._settings.max_retries + 1
@@ -233,12 +242,19 @@ class LlmClient:
                     latency_ms = (self._clock.monotonic() - started) * 1000
                     await self._record(model, purpose, run_id, Usage(), latency_ms, describe(exc))
                     raise self._give_up(model, exc, retryable) from exc
-                log.info("model %s attempt %d/%d failed (%s); retrying in %.1fs",
-                         model, attempt + 1, attempts, describe(exc), delay)
+                log.info(
+                    "model %s attempt %d/%d failed (%s); retrying in %.1fs",
+                    model,
+                    attempt + 1,
+                    attempts,
+                    describe(exc),
+                    delay,
+                )
                 await self._sleep(delay)
             else:
-                await self._record(model, purpose, run_id, completion.usage,
-                                   completion.latency_ms, None)
+                await self._record(
+                    model, purpose, run_id, completion.usage, completion.latency_ms, None
+                )
                 return completion
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -259,8 +275,10 @@ class LlmClient:
         if answer is None:
             raise _EmptyAnswer(f"{args['model']} returned no choices")
         reasoning = answer.reasoning_content
-        if answer.tool_calls and reasoning is None and (
-            mode == "thinking" and self._settings.thinking_style != "none"
+        if (
+            answer.tool_calls
+            and reasoning is None
+            and (mode == "thinking" and self._settings.thinking_style != "none")
         ):
             reasoning = ""  # the replay must carry the key, or thinking mode answers 400
         prompt, completion, cached, total = answer.usage
@@ -270,13 +288,20 @@ class LlmClient:
             tool_calls=tuple(ToolCall(id=i, name=n, arguments=a) for i, n, a in answer.tool_calls),
             finish_reason=answer.finish_reason,
             model=answer.model or args["model"],
-            usage=Usage(prompt_tokens=prompt, completion_tokens=completion,
-                        cached_tokens=cached, total_tokens=total),
+            usage=Usage(
+                prompt_tokens=prompt,
+                completion_tokens=completion,
+                cached_tokens=cached,
+                total_tokens=total,
+            ),
             latency_ms=(self._clock.monotonic() - started) * 1000,
         )
 
     def _request_args(
-        self, model: str, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None,
+        self,
+        model: str,
+        messages: list[dict[str, Any]],
+        tools: list[dict[str, Any]] | None,
         mode: Mode,
     ) -> dict[str, Any]:
         settings = self._settings
@@ -336,21 +361,40 @@ class LlmClient:
             raise BudgetExhaustedError(used, limit)
 
     async def _record(
-        self, model: str, purpose: str, run_id: int | None, usage: Usage, latency_ms: float,
+        self,
+        model: str,
+        purpose: str,
+        run_id: int | None,
+        usage: Usage,
+        latency_ms: float,
         error: str | None,
     ) -> None:
-        log.debug("llm call model=%s purpose=%s prompt=%d cached=%d completion=%d "
-                  "latency=%.0fms ok=%s", model, purpose, usage.prompt_tokens,
-                  usage.cached_tokens, usage.completion_tokens, latency_ms, error is None)
+        log.debug(
+            "llm call model=%s purpose=%s prompt=%d cached=%d completion=%d latency=%.0fms ok=%s",
+            model,
+            purpose,
+            usage.prompt_tokens,
+            usage.cached_tokens,
+            usage.completion_tokens,
+            latency_ms,
+            error is None,
+        )
         if self._day == self._clock.now().astimezone(self._zone).date():
             self._used += usage.total_tokens  # on a new day the store is re-read instead
         if self._usage is None:
             return
         row = LlmUsage(
-            run_id=run_id, model=model, purpose=purpose,
-            prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens,
-            cached_tokens=usage.cached_tokens, total_tokens=usage.total_tokens,
-            cost_usd=self._cost(usage), latency_ms=latency_ms, ok=error is None, error=error,
+            run_id=run_id,
+            model=model,
+            purpose=purpose,
+            prompt_tokens=usage.prompt_tokens,
+            completion_tokens=usage.completion_tokens,
+            cached_tokens=usage.cached_tokens,
+            total_tokens=usage.total_tokens,
+            cost_usd=self._cost(usage),
+            latency_ms=latency_ms,
+            ok=error is None,
+            error=error,
         )
         try:
             await self._usage.record(row)
@@ -387,8 +431,10 @@ class LlmClient:
                 "https://api.moonshot.cn/v1; check [llm] api_key and [llm] base_url"
             )
         if status == 403:
-            return AgentDisabledError(f"{base} refused access ({describe(exc)}); check that "
-                                      "the account may use this model and has balance")
+            return AgentDisabledError(
+                f"{base} refused access ({describe(exc)}); check that "
+                "the account may use this model and has balance"
+            )
         if retryable or status == 404:
             return _ModelFailed(describe(exc))
         return LlmUnavailableError(f"{model} rejected the request ({describe(exc)}), not retried")

@@ -120,8 +120,12 @@ class AgentLoop:
         try:
             result = await self._drive(request, run_id, emit)
         except BudgetExhaustedError as exc:
-            result = await self._stop(run_id, "budget", f"I can't think right now: {exc}. "
-                                      "Alerts and notifications keep working without me.")
+            result = await self._stop(
+                run_id,
+                "budget",
+                f"I can't think right now: {exc}. "
+                "Alerts and notifications keep working without me.",
+            )
         except LlmUnavailableError as exc:
             result = await self._stop(run_id, "error", f"The model API is unavailable: {exc}")
         except BaseException as exc:
@@ -135,8 +139,13 @@ class AgentLoop:
             result = await self._steps(request, run_id, emit, writes)
         finally:
             await writes.flush()
-        await self._runs.finish(run_id, result.status, None if result.status == "ok" else
-                                f"stopped after {self.settings.agent.max_steps} steps")
+        await self._runs.finish(
+            run_id,
+            result.status,
+            None
+            if result.status == "ok"
+            else f"stopped after {self.settings.agent.max_steps} steps",
+        )
         return result
 
     async def _steps(
@@ -168,8 +177,17 @@ class AgentLoop:
             reply = completion.as_message()
             if completion.tool_calls and "reasoning_content" not in reply:
                 reply["reasoning_content"] = completion.reasoning_content or ""
-            writes.submit(partial(self._record_llm, run_id, next(order), completion,
-                                  len(messages), reply, conversation_id))
+            writes.submit(
+                partial(
+                    self._record_llm,
+                    run_id,
+                    next(order),
+                    completion,
+                    len(messages),
+                    reply,
+                    conversation_id,
+                )
+            )
             messages.append(reply)
             if not completion.tool_calls:
                 return AgentResult(
@@ -180,16 +198,35 @@ class AgentLoop:
                 text, ok, tool_ms = await self._run_tool(call.name, call.arguments, ctx, seen_calls)
                 await emit({"type": "tool_result", "name": call.name, "ok": ok})
                 tool_message = {"role": "tool", "tool_call_id": call.id, "content": text}
-                writes.submit(partial(self._record_tool, run_id, next(order), call.name,
-                                      call.arguments, ok, tool_ms, tool_message,
-                                      conversation_id))
+                writes.submit(
+                    partial(
+                        self._record_tool,
+                        run_id,
+                        next(order),
+                        call.name,
+                        call.arguments,
+                        ok,
+                        tool_ms,
+                        tool_message,
+                        conversation_id,
+                    )
+                )
                 messages.append(tool_message)
         messages.append({"role": "user", "content": STEP_CAP_NOTE.format(steps=agent.max_steps)})
         completion = await self._call(messages, None, request.mode, run_id)
         tokens += completion.usage.total_tokens
         reply = completion.as_message()
-        writes.submit(partial(self._record_llm, run_id, next(order), completion, len(messages),
-                              reply, conversation_id))
+        writes.submit(
+            partial(
+                self._record_llm,
+                run_id,
+                next(order),
+                completion,
+                len(messages),
+                reply,
+                conversation_id,
+            )
+        )
         return AgentResult(
             text=completion.content,
             run_id=run_id,
@@ -276,9 +313,13 @@ class AgentLoop:
         seen[key] = seen.get(key, 0) + 1
         if seen[key] > self.settings.agent.repeated_call_limit:
             return (
-                f"ERROR: {name} was already called {seen[key] - 1} times with exactly these "
-                "arguments; the result will not change. Use the earlier result or answer now."
-            ), False, 0.0
+                (
+                    f"ERROR: {name} was already called {seen[key] - 1} times with exactly these "
+                    "arguments; the result will not change. Use the earlier result or answer now."
+                ),
+                False,
+                0.0,
+            )
         outcome = await self._executor.execute(name, arguments, ctx)
         limit = self.settings.agent.tool_output_chars
         text = outcome.text

@@ -22,8 +22,16 @@ from memory.usage import LlmUsage, UsageRepo
 from tests.fakes.chat_completions import DEFAULT_TEXT, FakeChatServer, Reply
 
 KEY = "sk-test-secret-key"
-TOOLS = [{"type": "function", "function": {"name": "disk_usage", "description": "Disk use.",
-                                            "parameters": {"type": "object", "properties": {}}}}]
+TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": "disk_usage",
+            "description": "Disk use.",
+            "parameters": {"type": "object", "properties": {}},
+        },
+    }
+]
 START = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
 
@@ -60,15 +68,21 @@ async def make_client(fake_llm: FakeChatServer) -> AsyncIterator[MakeClient]:
     made: list[LlmClient] = []
 
     def make(
-        *, budget: BudgetSettings | None = None, usage: Recorder | None = None,
-        usage_repo: UsageRepo | None = None, clock: ManualClock | None = None,
-        sleep: Sleeps | None = None, **llm: Any,
+        *,
+        budget: BudgetSettings | None = None,
+        usage: Recorder | None = None,
+        usage_repo: UsageRepo | None = None,
+        clock: ManualClock | None = None,
+        sleep: Sleeps | None = None,
+        **llm: Any,
     ) -> LlmClient:
-        llm = {"base_url": fake_llm.base_url, "api_key": KEY, "retry_initial_seconds": 0.5,
-               **llm}
+        llm = {"base_url": fake_llm.base_url, "api_key": KEY, "retry_initial_seconds": 0.5, **llm}
         client = LlmClient(
-            LlmSettings(**llm), budget or BudgetSettings(), usage=usage or usage_repo,
-            clock=clock or ManualClock(START), sleep=Sleeps() if sleep is None else sleep,
+            LlmSettings(**llm),
+            budget or BudgetSettings(),
+            usage=usage or usage_repo,
+            clock=clock or ManualClock(START),
+            sleep=Sleeps() if sleep is None else sleep,
         )
         made.append(client)
         return client
@@ -79,8 +93,10 @@ async def make_client(fake_llm: FakeChatServer) -> AsyncIterator[MakeClient]:
 
 
 def _user(text: str = "disk?") -> list[dict[str, Any]]:
-    return [{"role": "system", "content": "You are an ops agent."},
-            {"role": "user", "content": text}]
+    return [
+        {"role": "system", "content": "You are an ops agent."},
+        {"role": "user", "content": text},
+    ]
 
 
 # -- reasoning_content and modes --------------------------------------------------------------
@@ -97,10 +113,13 @@ async def test_tool_exchange_replays_reasoning_content(
     messages = _user()
     first = await client.complete(messages, tools=TOOLS, mode="thinking", purpose="chat")
     assert first.finish_reason == "tool_calls"
-    assert first.tool_calls == (ToolCall(id=first.tool_calls[0].id, name="disk_usage",
-                                         arguments='{"path": "/"}'),)
-    messages += [first.as_message(),
-                 {"role": "tool", "tool_call_id": first.tool_calls[0].id, "content": "91%"}]
+    assert first.tool_calls == (
+        ToolCall(id=first.tool_calls[0].id, name="disk_usage", arguments='{"path": "/"}'),
+    )
+    messages += [
+        first.as_message(),
+        {"role": "tool", "tool_call_id": first.tool_calls[0].id, "content": "91%"},
+    ]
     second = await client.complete(messages, tools=TOOLS, mode="thinking", purpose="chat")
     assert second.content == "/ is 91% full" and second.reasoning_content == "summarise"
     replayed = fake_llm.requests[1]["messages"][2]
@@ -116,8 +135,11 @@ async def test_missing_reasoning_is_replayed_as_empty_string(
     first = await client.complete(_user(), tools=TOOLS, mode="thinking", purpose="chat")
     assert first.reasoning_content == ""
     assert first.as_message()["reasoning_content"] == ""
-    messages = [*_user(), first.as_message(),
-                {"role": "tool", "tool_call_id": first.tool_calls[0].id, "content": "ok"}]
+    messages = [
+        *_user(),
+        first.as_message(),
+        {"role": "tool", "tool_call_id": first.tool_calls[0].id, "content": "ok"},
+    ]
     second = await client.complete(messages, tools=TOOLS, mode="thinking", purpose="chat")
     assert second.content == DEFAULT_TEXT
 
@@ -202,8 +224,17 @@ async def test_500_then_success_retries_with_jittered_backoff(
 
 
 async def test_400_is_not_retried(fake_llm: FakeChatServer, make_client: MakeClient) -> None:
-    fake_llm.script(Reply(status=400, error_body={"error": {
-        "message": "Invalid request: context too long", "type": "invalid_request_error"}}))
+    fake_llm.script(
+        Reply(
+            status=400,
+            error_body={
+                "error": {
+                    "message": "Invalid request: context too long",
+                    "type": "invalid_request_error",
+                }
+            },
+        )
+    )
     sleeps, usage = Sleeps(), Recorder()
     client = make_client(sleep=sleeps, usage=usage, fallback_models=["kimi-k2.5"])
     with pytest.raises(LlmUnavailableError, match="context too long") as caught:
@@ -234,8 +265,10 @@ async def test_fallback_model_is_used_when_primary_keeps_failing(
     completion = await client.complete(_user(), mode="instant", purpose="t")
     assert completion.content == "from fallback" and completion.model == "kimi-k2.5"
     assert [body["model"] for body in fake_llm.requests] == ["kimi-k2.6"] * 3 + ["kimi-k2.5"]
-    assert [(row.model, row.ok) for row in usage.rows] == [("kimi-k2.6", False),
-                                                          ("kimi-k2.5", True)]
+    assert [(row.model, row.ok) for row in usage.rows] == [
+        ("kimi-k2.6", False),
+        ("kimi-k2.5", True),
+    ]
 
 
 async def test_all_models_failing_raises_unavailable_with_last_cause(
@@ -309,20 +342,31 @@ async def test_budget_is_tracked_and_resets_at_local_midnight(
 async def test_usage_is_recorded_with_cached_tokens_and_cost(
     fake_llm: FakeChatServer, make_client: MakeClient
 ) -> None:
-    fake_llm.script(Reply(content="ok", prompt_tokens=2_000, cached_tokens=1_000,
-                          completion_tokens=400))
+    fake_llm.script(
+        Reply(content="ok", prompt_tokens=2_000, cached_tokens=1_000, completion_tokens=400)
+    )
     usage = Recorder()
     completion = await make_client(usage=usage).complete(
         _user(), mode="thinking", purpose="incident", run_id=42
     )
-    assert completion.usage == Usage(prompt_tokens=2_000, completion_tokens=400,
-                                     cached_tokens=1_000, total_tokens=2_400)
+    assert completion.usage == Usage(
+        prompt_tokens=2_000, completion_tokens=400, cached_tokens=1_000, total_tokens=2_400
+    )
     (row,) = usage.rows
     assert isinstance(row, LlmUsage)
     assert (row.run_id, row.model, row.purpose, row.ok, row.error) == (
-        42, "kimi-k2.6", "incident", True, None)
+        42,
+        "kimi-k2.6",
+        "incident",
+        True,
+        None,
+    )
     assert (row.prompt_tokens, row.cached_tokens, row.completion_tokens, row.total_tokens) == (
-        2_000, 1_000, 400, 2_400)
+        2_000,
+        1_000,
+        400,
+        2_400,
+    )
     # 1000 fresh input at $0.60, 1000 cached at $0.15, 400 output at $2.50 per million
     assert row.cost_usd == pytest.approx(0.00175)
     assert row.latency_ms >= 0
@@ -375,9 +419,14 @@ async def test_streaming_aggregates_reasoning_content_and_tool_calls(
     fake_llm: FakeChatServer, make_client: MakeClient
 ) -> None:
     fake_llm.script(
-        Reply(content="Checking both.", reasoning="disk first, then load",
-              tool_calls=[("disk_usage", '{"path": "/var/log"}'), ("uptime", "{}")],
-              prompt_tokens=300, cached_tokens=256, completion_tokens=50),
+        Reply(
+            content="Checking both.",
+            reasoning="disk first, then load",
+            tool_calls=[("disk_usage", '{"path": "/var/log"}'), ("uptime", "{}")],
+            prompt_tokens=300,
+            cached_tokens=256,
+            completion_tokens=50,
+        ),
     )
     usage = Recorder()
     client = make_client(stream=True, usage=usage)
@@ -387,15 +436,20 @@ async def test_streaming_aggregates_reasoning_content_and_tool_calls(
     assert completion.content == "Checking both."
     assert completion.reasoning_content == "disk first, then load"
     assert [(c.name, c.arguments) for c in completion.tool_calls] == [
-        ("disk_usage", '{"path": "/var/log"}'), ("uptime", "{}")]
+        ("disk_usage", '{"path": "/var/log"}'),
+        ("uptime", "{}"),
+    ]
     assert all(c.id for c in completion.tool_calls)
     assert completion.finish_reason == "tool_calls"
-    assert completion.usage == Usage(prompt_tokens=300, completion_tokens=50,
-                                     cached_tokens=256, total_tokens=350)
+    assert completion.usage == Usage(
+        prompt_tokens=300, completion_tokens=50, cached_tokens=256, total_tokens=350
+    )
     assert usage.rows[0].cached_tokens == 256
-    messages = [*_user(), completion.as_message(),
-                *({"role": "tool", "tool_call_id": c.id, "content": "ok"}
-                  for c in completion.tool_calls)]
+    messages = [
+        *_user(),
+        completion.as_message(),
+        *({"role": "tool", "tool_call_id": c.id, "content": "ok"} for c in completion.tool_calls),
+    ]
     await client.complete(messages, tools=TOOLS, mode="thinking", purpose="chat")
 
 

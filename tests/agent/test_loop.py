@@ -68,27 +68,40 @@ async def restart_service(ctx: ToolContext, name: str) -> str:
 
 
 class Harness:
-    def __init__(self, loop: AgentLoop, store: SqliteStore, broker: ApprovalBroker,
-                 conversations: ConversationRepo, runs: RunRepo, audit: AuditRepo) -> None:
+    def __init__(
+        self,
+        loop: AgentLoop,
+        store: SqliteStore,
+        broker: ApprovalBroker,
+        conversations: ConversationRepo,
+        runs: RunRepo,
+        audit: AuditRepo,
+    ) -> None:
         self.loop, self.store, self.broker = loop, store, broker
         self.conversations, self.runs, self.audit = conversations, runs, audit
 
     async def ask(self, text: str, *, unattended: bool = False, key: str = "c1"):
         conversation = await self.conversations.get_or_create("test", key)
-        return await self.loop.run(AgentRequest(conversation_id=conversation.id, text=text,
-                                                actor="test:ann", unattended=unattended))
+        return await self.loop.run(
+            AgentRequest(
+                conversation_id=conversation.id, text=text, actor="test:ann", unattended=unattended
+            )
+        )
 
 
 def settings_for(fake: FakeChatServer, **agent: Any) -> Settings:
-    return load_settings(None, overrides={
-        "llm": {"base_url": fake.base_url, "api_key": "sk-test", "max_retries": 0},
-        "agent": {"tool_timeout_seconds": 0.5, **agent},
-    }, environ_secrets=False)
+    return load_settings(
+        None,
+        overrides={
+            "llm": {"base_url": fake.base_url, "api_key": "sk-test", "max_retries": 0},
+            "agent": {"tool_timeout_seconds": 0.5, **agent},
+        },
+        environ_secrets=False,
+    )
 
 
 @pytest.fixture
-async def harness_factory(tmp_path: Path, fake_llm: FakeChatServer
-                          ) -> AsyncIterator[Any]:
+async def harness_factory(tmp_path: Path, fake_llm: FakeChatServer) -> AsyncIterator[Any]:
     opened: list[tuple[SqliteStore, LlmClient]] = []
 
     async def make(**agent: Any) -> Harness:
@@ -102,9 +115,15 @@ async def harness_factory(tmp_path: Path, fake_llm: FakeChatServer
         audit = AuditRepo(store, clock)
         registry = ToolRegistry([echo, explode, hang, flood, restart_service])
         conversations, runs = ConversationRepo(store, clock), RunRepo(store, clock)
-        loop = AgentLoop(settings=settings, llm=llm,
-                         executor=ToolExecutor(registry, audit=audit, approvals=broker),
-                         conversations=conversations, runs=runs, store=store, clock=clock)
+        loop = AgentLoop(
+            settings=settings,
+            llm=llm,
+            executor=ToolExecutor(registry, audit=audit, approvals=broker),
+            conversations=conversations,
+            runs=runs,
+            store=store,
+            clock=clock,
+        )
         return Harness(loop, store, broker, conversations, runs, audit)
 
     yield make
@@ -159,8 +178,9 @@ async def test_repeated_identical_calls_are_refused(
 ) -> None:
     h = await harness_factory(repeated_call_limit=2)
     same = Reply(tool_calls=[("echo", '{"text": "a"}')])
-    fake_llm.script(same, Reply(tool_calls=[("echo", '{ "text":"a" }')]), same,
-                    Reply(content="done"))
+    fake_llm.script(
+        same, Reply(tool_calls=[("echo", '{ "text":"a" }')]), same, Reply(content="done")
+    )
     await h.ask("loop")
     results = [tool_results(fake_llm.requests[i])[-1] for i in (1, 2, 3)]
     assert '"echo": "a"' in results[0] and '"echo": "a"' in results[1]
@@ -171,9 +191,11 @@ async def test_step_cap_forces_an_answer_without_tools(
     harness_factory: Any, fake_llm: FakeChatServer
 ) -> None:
     h = await harness_factory(max_steps=2, repeated_call_limit=10)
-    fake_llm.script(Reply(tool_calls=[("echo", '{"text": "1"}')]),
-                    Reply(tool_calls=[("echo", '{"text": "2"}')]),
-                    Reply(content="Here is what I have."))
+    fake_llm.script(
+        Reply(tool_calls=[("echo", '{"text": "1"}')]),
+        Reply(tool_calls=[("echo", '{"text": "2"}')]),
+        Reply(content="Here is what I have."),
+    )
     result = await h.ask("go")
     assert result.status == "step_cap" and result.text == "Here is what I have."
     final = fake_llm.requests[2]
@@ -187,8 +209,10 @@ async def test_unattended_privileged_call_is_denied_at_once(
 ) -> None:
     h = await harness_factory()
     restarts.clear()
-    fake_llm.script(Reply(tool_calls=[("restart_service", '{"name": "nginx"}')]),
-                    Reply(content="I could not restart it."))
+    fake_llm.script(
+        Reply(tool_calls=[("restart_service", '{"name": "nginx"}')]),
+        Reply(content="I could not restart it."),
+    )
     result = await asyncio.wait_for(h.ask("fix nginx", unattended=True), 5)
     assert result.text == "I could not restart it."
     assert restarts == [] and h.broker.pending() == []
@@ -203,8 +227,9 @@ async def test_privileged_call_runs_after_approval(
     h = await harness_factory()
     restarts.clear()
     h.broker.subscribe(lambda req: h.broker.resolve(req.id, approved=True, by="console:bob"))
-    fake_llm.script(Reply(tool_calls=[("restart_service", '{"name": "nginx"}')]),
-                    Reply(content="Restarted."))
+    fake_llm.script(
+        Reply(tool_calls=[("restart_service", '{"name": "nginx"}')]), Reply(content="Restarted.")
+    )
     result = await h.ask("restart nginx")
     assert restarts == ["nginx"] and result.text == "Restarted."
     assert tool_results(fake_llm.requests[1]) == ["restarted nginx"]
@@ -216,8 +241,9 @@ async def test_denied_approval_is_reported_to_the_model(
     h = await harness_factory()
     restarts.clear()
     h.broker.subscribe(lambda req: h.broker.resolve(req.id, approved=False, by="console:bob"))
-    fake_llm.script(Reply(tool_calls=[("restart_service", '{"name": "db"}')]),
-                    Reply(content="Not allowed."))
+    fake_llm.script(
+        Reply(tool_calls=[("restart_service", '{"name": "db"}')]), Reply(content="Not allowed.")
+    )
     await h.ask("restart db")
     assert restarts == []
     assert "not approved: denied by console:bob" in tool_results(fake_llm.requests[1])[0]
@@ -241,8 +267,9 @@ async def test_long_conversation_is_summarised_to_fit_the_context(
     for turn in range(6):
         fake_llm.script(Reply(content=f"answer {turn} " + "y" * 3000))
         await h.ask(f"question {turn} " + "z" * 3000)
-    summary_requests = [r for r in fake_llm.requests
-                        if "Condense the conversation" in r["messages"][0]["content"]]
+    summary_requests = [
+        r for r in fake_llm.requests if "Condense the conversation" in r["messages"][0]["content"]
+    ]
     assert summary_requests, "a long conversation must be summarised"
     assert summary_requests[0].get("thinking") == {"type": "disabled"}  # summaries are instant
     last = fake_llm.requests[-1]["messages"]

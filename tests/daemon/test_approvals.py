@@ -12,9 +12,15 @@ async def test_approval_granted_by_a_person() -> None:
     broker = ApprovalBroker(SystemClock())
     seen: list[ApprovalRequest] = []
     broker.subscribe(seen.append)
-    waiting = asyncio.create_task(broker.request(
-        tool="run_command", arguments={"command": "systemctl restart nginx"}, actor="console:ann",
-        reason="nginx down", ttl_seconds=5))
+    waiting = asyncio.create_task(
+        broker.request(
+            tool="run_command",
+            arguments={"command": "systemctl restart nginx"},
+            actor="console:ann",
+            reason="nginx down",
+            ttl_seconds=5,
+        )
+    )
     await asyncio.sleep(0)
     assert [r.tool for r in broker.pending()] == ["run_command"]
     assert broker.resolve(seen[0].id, approved=True, by="console:bob")
@@ -26,16 +32,18 @@ async def test_approval_granted_by_a_person() -> None:
 
 async def test_expiry_is_a_denial() -> None:
     broker = ApprovalBroker(SystemClock())
-    decision = await broker.request(tool="run_command", arguments={}, actor="a", reason="r",
-                                    ttl_seconds=0.05)
+    decision = await broker.request(
+        tool="run_command", arguments={}, actor="a", reason="r", ttl_seconds=0.05
+    )
     assert not decision.approved and decision.by == "timeout"
     assert broker.pending() == []
 
 
 async def test_shutdown_denies_open_requests() -> None:
     broker = ApprovalBroker(SystemClock())
-    waiting = asyncio.create_task(broker.request(tool="t", arguments={}, actor="a", reason="r",
-                                                 ttl_seconds=60))
+    waiting = asyncio.create_task(
+        broker.request(tool="t", arguments={}, actor="a", reason="r", ttl_seconds=60)
+    )
     await asyncio.sleep(0)
     assert broker.deny_all(by="shutdown") == 1
     decision = await waiting

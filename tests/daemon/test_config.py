@@ -20,8 +20,13 @@ def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Complet
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("NIGHTSHIFT_")}
     full_env.pop("CREDENTIALS_DIRECTORY", None)
     full_env.update(env or {}, PYTHONPATH=str(ROOT))
-    return subprocess.run([sys.executable, "-m", "daemon.cli", *args], capture_output=True,
-                          text=True, env=full_env, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "daemon.cli", *args],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        timeout=60,
+    )
 
 
 @pytest.fixture(autouse=True)
@@ -53,8 +58,11 @@ def test_example_config_documents_every_option() -> None:
                 out.append(key)
         return out
 
-    missing = [key for key in keys(defaults)
-               if f"{key} =" not in text and not re.search(rf"\[\[(\w+\.)?{key}\]\]", text)]
+    missing = [
+        key
+        for key in keys(defaults)
+        if f"{key} =" not in text and not re.search(rf"\[\[(\w+\.)?{key}\]\]", text)
+    ]
     assert missing == []
 
 
@@ -62,8 +70,10 @@ def test_precedence_flags_over_env_over_secrets_over_toml(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     config = tmp_path / "c.toml"
-    config.write_text('[llm]\nmodel = "from-toml"\napi_key = "toml-key"\nbase_url = "http://toml"\n'
-                      '[agent]\nmax_steps = 3\n')
+    config.write_text(
+        '[llm]\nmodel = "from-toml"\napi_key = "toml-key"\nbase_url = "http://toml"\n'
+        "[agent]\nmax_steps = 3\n"
+    )
     creds = tmp_path / "creds"
     creds.mkdir()
     (creds / "llm__api_key").write_text("cred-key")

@@ -27,8 +27,14 @@ async def test_second_instance_on_the_same_state_dir_is_refused(tmp_path: Path) 
     await first.start()
     try:
         proc = await asyncio.create_subprocess_exec(
-            *NIGHTSHIFT, "run", "--config", str(config), "--state-dir", str(tmp_path / "state"),
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            *NIGHTSHIFT,
+            "run",
+            "--config",
+            str(config),
+            "--state-dir",
+            str(tmp_path / "state"),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
             env={**os.environ, "PYTHONPATH": str(ROOT)},
         )
         _, err = await asyncio.wait_for(proc.communicate(), 30)
@@ -49,8 +55,10 @@ async def test_database_from_a_newer_release_is_refused_untouched(tmp_path: Path
     db = state / "nightshift.db"
     conn = sqlite3.connect(db)
     with conn:
-        conn.execute("INSERT INTO schema_version (version, name, applied_at) "
-                     "VALUES (999, 'future', '2030-01-01T00:00:00.000000Z')")
+        conn.execute(
+            "INSERT INTO schema_version (version, name, applied_at) "
+            "VALUES (999, 'future', '2030-01-01T00:00:00.000000Z')"
+        )
     conn.close()  # checkpoints the WAL into the main file
     before = db.read_bytes()
     again = DaemonProcess(config, state)
@@ -67,8 +75,10 @@ async def test_sighup_applies_safe_changes_and_rejects_a_broken_config(tmp_path:
     daemon = DaemonProcess(config, tmp_path / "state")
     await daemon.start()
     try:
-        config.write_text(config.read_text().replace("max_steps = 5", "max_steps = 9")
-                          + '[api]\nsocket = "other.sock"\n')
+        config.write_text(
+            config.read_text().replace("max_steps = 5", "max_steps = 9")
+            + '[api]\nsocket = "other.sock"\n'
+        )
         daemon.signal(signal.SIGHUP)
         assert daemon.notifications is not None
         await daemon.notifications.wait_for("RELOADING=1")

@@ -17,7 +17,9 @@ class Recorder:
         return len(self.events)
 
 
-async def test_crashing_component_restarts_with_exponential_backoff_and_others_keep_running() -> None:
+async def test_crashing_component_restarts_with_exponential_backoff_and_others_keep_running() -> (
+    None
+):
     clock = ManualClock()
     delays: list[float] = []
     crashes = 0
@@ -43,7 +45,9 @@ async def test_crashing_component_restarts_with_exponential_backoff_and_others_k
             await asyncio.sleep(0)
 
     events = Recorder()
-    supervisor = Supervisor(clock, events=events, initial_backoff=1, max_backoff=5, sleep=fake_sleep)
+    supervisor = Supervisor(
+        clock, events=events, initial_backoff=1, max_backoff=5, sleep=fake_sleep
+    )
     supervisor.start("flaky", flaky)
     supervisor.start("steady", steady)
     await asyncio.wait_for(done.wait(), 5)

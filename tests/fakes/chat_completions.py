@@ -114,7 +114,9 @@ class FakeChatServer:
         return self
 
     async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
         await self.stop()
@@ -180,8 +182,9 @@ class FakeChatServer:
             }
             return web.json_response(payload, status=reply.status, headers=reply.headers)
         thinking = _thinking_on(body)
-        calls = [(f"functions.{name}:{next(self._ids)}", name, args)
-                 for name, args in reply.tool_calls]
+        calls = [
+            (f"functions.{name}:{next(self._ids)}", name, args) for name, args in reply.tool_calls
+        ]
         if body.get("stream"):
             return await self._stream(request, body, reply, calls, thinking)
         message: dict[str, Any] = {"role": "assistant", "content": reply.content}
@@ -200,12 +203,19 @@ class FakeChatServer:
         return web.json_response(payload, headers=reply.headers)
 
     async def _stream(
-        self, request: web.Request, body: dict[str, Any], reply: Reply,
-        calls: list[tuple[str, str, str]], thinking: bool,
+        self,
+        request: web.Request,
+        body: dict[str, Any],
+        reply: Reply,
+        calls: list[tuple[str, str, str]],
+        thinking: bool,
     ) -> web.StreamResponse:
         response = web.StreamResponse(
-            headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
-                     **reply.headers}
+            headers={
+                "Content-Type": "text/event-stream",
+                "Cache-Control": "no-cache",
+                **reply.headers,
+            }
         )
         await response.prepare(request)
         base = self._envelope(body, "chat.completion.chunk")
@@ -221,8 +231,18 @@ class FakeChatServer:
         for piece in _pieces(reply.content):
             await send({"content": piece})
         for index, (cid, name, args) in enumerate(calls):
-            await send({"tool_calls": [{"index": index, "id": cid, "type": "function",
-                                        "function": {"name": name, "arguments": ""}}]})
+            await send(
+                {
+                    "tool_calls": [
+                        {
+                            "index": index,
+                            "id": cid,
+                            "type": "function",
+                            "function": {"name": name, "arguments": ""},
+                        }
+                    ]
+                }
+            )
             for piece in _pieces(args, 3):
                 await send({"tool_calls": [{"index": index, "function": {"arguments": piece}}]})
         await send({}, _finish(reply, calls))
@@ -241,8 +261,12 @@ class FakeChatServer:
         return Reply(content=DEFAULT_TEXT)
 
     def _envelope(self, body: dict[str, Any], obj: str) -> dict[str, Any]:
-        return {"id": f"chatcmpl-{next(self._ids)}", "object": obj, "created": int(time.time()),
-                "model": str(body.get("model", "kimi-k2.6"))}
+        return {
+            "id": f"chatcmpl-{next(self._ids)}",
+            "object": obj,
+            "created": int(time.time()),
+            "model": str(body.get("model", "kimi-k2.6")),
+        }
 
     def _check_auth(self, request: web.Request) -> web.Response | None:
         if self.api_key is None or request.headers.get("Authorization") == f"Bearer {self.api_key}":
@@ -272,8 +296,11 @@ def check_kimi_rules(body: dict[str, Any]) -> str | None:
     thinking = _thinking_on(body)
     expected = THINKING_TEMPERATURE if thinking else INSTANT_TEMPERATURE
     fixed: list[tuple[str, float]] = [
-        ("temperature", expected), ("top_p", TOP_P), ("n", 1),
-        ("presence_penalty", 0.0), ("frequency_penalty", 0.0),
+        ("temperature", expected),
+        ("top_p", TOP_P),
+        ("n", 1),
+        ("presence_penalty", 0.0),
+        ("frequency_penalty", 0.0),
     ]
     for key, value in fixed:
         if body.get(key) is not None and body[key] != value:
@@ -327,9 +354,12 @@ def _pieces(text: str, parts: int = 4) -> list[str]:
 
 
 def _kind(status: int) -> str:
-    return {401: "invalid_authentication_error", 403: "permission_denied_error",
-            404: "resource_not_found_error", 429: "rate_limit_reached_error"}.get(
-        status, "invalid_request_error" if status < 500 else "server_error")
+    return {
+        401: "invalid_authentication_error",
+        403: "permission_denied_error",
+        404: "resource_not_found_error",
+        429: "rate_limit_reached_error",
+    }.get(status, "invalid_request_error" if status < 500 else "server_error")
 
 
 def _error(status: int, message: str, *, kind: str = "invalid_request_error") -> web.Response:

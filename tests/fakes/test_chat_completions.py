@@ -15,8 +15,15 @@ import pytest
 from tests.fakes.chat_completions import DEFAULT_TEXT, FakeChatServer, Reply
 
 THINKING_OFF = {"thinking": {"type": "disabled"}}
-TOOLS = [{"type": "function", "function": {"name": "disk_usage", "parameters": {
-    "type": "object", "properties": {"path": {"type": "string"}}}}}]
+TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": "disk_usage",
+            "parameters": {"type": "object", "properties": {"path": {"type": "string"}}},
+        },
+    }
+]
 
 
 @pytest.fixture
@@ -32,9 +39,15 @@ def _chat(client: openai.AsyncOpenAI) -> Any:
 
 def _tool_exchange(*, with_reasoning: bool) -> list[dict[str, Any]]:
     assistant: dict[str, Any] = {
-        "role": "assistant", "content": "",
-        "tool_calls": [{"id": "functions.disk_usage:0", "type": "function",
-                        "function": {"name": "disk_usage", "arguments": '{"path": "/"}'}}],
+        "role": "assistant",
+        "content": "",
+        "tool_calls": [
+            {
+                "id": "functions.disk_usage:0",
+                "type": "function",
+                "function": {"name": "disk_usage", "arguments": '{"path": "/"}'},
+            }
+        ],
     }
     if with_reasoning:
         assistant["reasoning_content"] = "check the disk"
@@ -72,8 +85,9 @@ async def test_default_reply_with_reasoning_and_usage(
 async def test_scripted_tool_calls_and_cached_tokens(
     fake_llm: FakeChatServer, client: openai.AsyncOpenAI
 ) -> None:
-    fake_llm.script(Reply(tool_calls=[("disk_usage", '{"path": "/"}')], prompt_tokens=100,
-                          cached_tokens=80))
+    fake_llm.script(
+        Reply(tool_calls=[("disk_usage", '{"path": "/"}')], prompt_tokens=100, cached_tokens=80)
+    )
     response = await _chat(client).create(
         model="kimi-k2.6", messages=[{"role": "user", "content": "disk?"}], tools=TOOLS
     )
@@ -99,17 +113,17 @@ async def test_missing_reasoning_content_is_rejected_with_index(
 
 
 async def test_replayed_reasoning_content_is_accepted(client: openai.AsyncOpenAI) -> None:
-    await _chat(client).create(
-        model="kimi-k2.6", messages=_tool_exchange(with_reasoning=True)
-    )
+    await _chat(client).create(model="kimi-k2.6", messages=_tool_exchange(with_reasoning=True))
 
 
 async def test_instant_mode_needs_no_reasoning_content(
     fake_llm: FakeChatServer, client: openai.AsyncOpenAI
 ) -> None:
     response = await _chat(client).create(
-        model="kimi-k2.6", messages=_tool_exchange(with_reasoning=False),
-        temperature=0.6, extra_body=THINKING_OFF,
+        model="kimi-k2.6",
+        messages=_tool_exchange(with_reasoning=False),
+        temperature=0.6,
+        extra_body=THINKING_OFF,
     )
     assert "reasoning_content" not in (response.choices[0].message.model_extra or {})
 
@@ -138,15 +152,26 @@ async def test_allowed_values_and_required_tools_without_thinking(
     client: openai.AsyncOpenAI,
 ) -> None:
     await _chat(client).create(
-        model="kimi-k2.6", messages=[{"role": "user", "content": "hi"}], temperature=1.0,
-        top_p=0.95, n=1, presence_penalty=0, frequency_penalty=0,
+        model="kimi-k2.6",
+        messages=[{"role": "user", "content": "hi"}],
+        temperature=1.0,
+        top_p=0.95,
+        n=1,
+        presence_penalty=0,
+        frequency_penalty=0,
     )
     await _chat(client).create(
-        model="kimi-k2.6", messages=[{"role": "user", "content": "hi"}], temperature=0.6,
-        tools=TOOLS, tool_choice="required", extra_body=THINKING_OFF,
+        model="kimi-k2.6",
+        messages=[{"role": "user", "content": "hi"}],
+        temperature=0.6,
+        tools=TOOLS,
+        tool_choice="required",
+        extra_body=THINKING_OFF,
     )
     await _chat(client).create(  # vLLM's switch is honoured too
-        model="kimi-k2.6", messages=[{"role": "user", "content": "hi"}], temperature=0.6,
+        model="kimi-k2.6",
+        messages=[{"role": "user", "content": "hi"}],
+        temperature=0.6,
         extra_body={"chat_template_kwargs": {"thinking": False}},
     )
 
@@ -162,16 +187,13 @@ async def test_scripted_error_status_body_and_headers(
 ) -> None:
     fake_llm.script(Reply(status=429, headers={"Retry-After": "3"}))
     with pytest.raises(openai.RateLimitError) as caught:
-        await _chat(client).create(
-            model="kimi-k2.6", messages=[{"role": "user", "content": "hi"}]
-        )
+        await _chat(client).create(model="kimi-k2.6", messages=[{"role": "user", "content": "hi"}])
     assert caught.value.response.headers["retry-after"] == "3"
-    fake_llm.script(Reply(status=503, error_body={"error": {"message": "overloaded",
-                                                             "type": "server_error"}}))
+    fake_llm.script(
+        Reply(status=503, error_body={"error": {"message": "overloaded", "type": "server_error"}})
+    )
     with pytest.raises(openai.InternalServerError, match="overloaded"):
-        await _chat(client).create(
-            model="kimi-k2.6", messages=[{"role": "user", "content": "hi"}]
-        )
+        await _chat(client).create(model="kimi-k2.6", messages=[{"role": "user", "content": "hi"}])
 
 
 async def test_responder_answers_when_script_is_empty(
@@ -191,11 +213,18 @@ async def test_responder_answers_when_script_is_empty(
 async def test_streaming_splits_reasoning_content_and_tool_calls(
     fake_llm: FakeChatServer, client: openai.AsyncOpenAI
 ) -> None:
-    fake_llm.script(Reply(content="looking", reasoning="the disk may be full",
-                          tool_calls=[("disk_usage", '{"path": "/var"}'), ("uptime", "{}")],
-                          cached_tokens=4))
+    fake_llm.script(
+        Reply(
+            content="looking",
+            reasoning="the disk may be full",
+            tool_calls=[("disk_usage", '{"path": "/var"}'), ("uptime", "{}")],
+            cached_tokens=4,
+        )
+    )
     stream = await _chat(client).create(
-        model="kimi-k2.6", messages=[{"role": "user", "content": "disk?"}], stream=True,
+        model="kimi-k2.6",
+        messages=[{"role": "user", "content": "disk?"}],
+        stream=True,
         stream_options={"include_usage": True},
     )
     reasoning, content, args, chunks, usage = [], [], {0: "", 1: ""}, 0, None
@@ -221,8 +250,9 @@ async def test_models_and_api_key() -> None:
         async with openai.AsyncOpenAI(base_url=fake.base_url, api_key="right") as good:
             page = await good.models.list()
             assert [model.id for model in page.data] == ["kimi-k2.6"]
-        async with openai.AsyncOpenAI(base_url=fake.base_url, api_key="wrong",
-                                      max_retries=0) as bad:
+        async with openai.AsyncOpenAI(
+            base_url=fake.base_url, api_key="wrong", max_retries=0
+        ) as bad:
             with pytest.raises(openai.AuthenticationError):
                 await bad.models.list()
 
@@ -233,9 +263,7 @@ async def test_delay_and_in_flight_count(
     fake_llm.responder = lambda body: Reply(content="slow", delay=0.05)
 
     async def one() -> None:
-        await _chat(client).create(
-            model="kimi-k2.6", messages=[{"role": "user", "content": "hi"}]
-        )
+        await _chat(client).create(model="kimi-k2.6", messages=[{"role": "user", "content": "hi"}])
 
     await asyncio.gather(*(one() for _ in range(3)))
     assert fake_llm.max_in_flight == 3 and fake_llm.in_flight == 0
@@ -245,8 +273,15 @@ async def test_standalone_process_serves_a_script(tmp_path: Path) -> None:
     script = tmp_path / "script.json"
     script.write_text(json.dumps([{"content": "from file", "tool_calls": [["uptime", "{}"]]}]))
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "tests.fakes.chat_completions", "--port", "0", "--script",
-        str(script), stdout=asyncio.subprocess.PIPE, cwd=Path(__file__).parents[2],
+        sys.executable,
+        "-m",
+        "tests.fakes.chat_completions",
+        "--port",
+        "0",
+        "--script",
+        str(script),
+        stdout=asyncio.subprocess.PIPE,
+        cwd=Path(__file__).parents[2],
     )
     try:
         assert process.stdout is not None

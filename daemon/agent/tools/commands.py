@@ -194,7 +194,12 @@ async def run_command(
 
 
 async def _execute(
-    command: str, program: str, argv: list[str], env: dict[str, str], *, seconds: float,
+    command: str,
+    program: str,
+    argv: list[str],
+    env: dict[str, str],
+    *,
+    seconds: float,
     max_output: int,
 ) -> tuple[int, _Capture, _Capture]:
     """Run argv in its own session; on timeout or cancellation kill the whole group."""

@@ -34,8 +34,7 @@ async def recall_facts(ctx: ToolContext, query: str, limit: int = 5) -> list[dic
     """
     facts = await ctx.services.facts.recall(query, limit=max(1, min(limit, 20)))
     return [
-        {"id": f.id, "text": f.text, "tags": f.tags, "created_at": str(f.created_at)}
-        for f in facts
+        {"id": f.id, "text": f.text, "tags": f.tags, "created_at": str(f.created_at)} for f in facts
     ]
 
 
