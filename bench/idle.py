@@ -15,15 +15,18 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._daemon import cpu_seconds, memory_kb, start_daemon, stop  # noqa: E402
+from bench._daemon import CLOCK_TICKS, cpu_seconds, memory_kb, start_daemon, stop  # noqa: E402
 from tests.fakes.chat_completions import FakeChatServer  # noqa: E402
 
 
-async def main(seconds: float, warmup: float) -> None:
+async def main(seconds: float, warmup: float, agent: bool) -> None:
     async with FakeChatServer() as fake:
         with tempfile.TemporaryDirectory() as tmp:
             work = Path(tmp)
-            env = {"NIGHTSHIFT_LLM__BASE_URL": fake.base_url, "NIGHTSHIFT_LLM__API_KEY": "sk-bench"}
+            env = {"NIGHTSHIFT_LLM__BASE_URL": fake.base_url}
+            if agent:
+                env["NIGHTSHIFT_LLM__API_KEY"] = "sk-bench"
+            print(f"agent: {'on (API key set, fake LLM)' if agent else 'off (no API key)'}")
             proc, ready = await asyncio.to_thread(start_daemon, work, None, env)
             try:
                 await asyncio.sleep(warmup)
@@ -37,7 +40,10 @@ async def main(seconds: float, warmup: float) -> None:
             print(f"startup until READY=1: {ready:.2f} s")
             print(f"idle window: {t1 - t0:.0f} s after {warmup:.0f} s warm-up")
             print(f"PSS: {mem['pss_kb'] / 1024:.1f} MB   RSS: {mem['rss_kb'] / 1024:.1f} MB")
-            print(f"CPU: {per_minute:.3f} CPU-seconds per idle minute")
+            print(
+                f"CPU: {per_minute:.4f} CPU-seconds per idle minute "
+                f"({cpu1 - cpu0:.2f} s of {cpu1:.2f} s total; clock tick {1 / CLOCK_TICKS:.2f} s)"
+            )
             print(f"LLM calls while idle: {fake.calls}")
             print(f"exit code after SIGTERM: {code}")
 
@@ -46,5 +52,6 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--warmup", type=float, default=5.0)
+    parser.add_argument("--no-agent", action="store_true", help="run without an API key")
     args = parser.parse_args()
-    asyncio.run(main(args.seconds, args.warmup))
+    asyncio.run(main(args.seconds, args.warmup, not args.no_agent))

@@ -15,6 +15,7 @@ from zoneinfo import ZoneInfo
 
 from daemon import __version__, metrics
 from daemon.agent.executor import ToolExecutor
+from daemon.agent.lazy_llm import LazyLlmClient
 from daemon.agent.loop import AgentLoop
 from daemon.agent.services import ToolServices
 from daemon.agent.tools.registry import default_registry
@@ -119,7 +120,7 @@ class Runtime:
         self.console = ConsoleChannel()
         self.started_at = self.clock.now()
         self.stopping = False
-        self.llm: LlmClient | None = None
+        self.llm: LazyLlmClient | None = None
         self.agent_reason = ""
         self._stop_event = asyncio.Event()
         self._lock = StateLock(settings.state_dir)
@@ -180,11 +181,7 @@ class Runtime:
     def _build_agent(self) -> None:
         available, reason = self.settings.agent_available
         if available:
-            from daemon.agent.llm import LlmClient  # imported only when used: openai is heavy
-
-            self.llm = LlmClient(
-                self.settings.llm, self.settings.agent.budget, usage=self.usage, clock=self.clock
-            )
+            self.llm = LazyLlmClient(self._make_llm)
             self.supervisor.mark("agent", "running", f"model {self.settings.llm.model}")
         else:
             self.agent_reason = reason
@@ -209,6 +206,13 @@ class Runtime:
             disabled_reason=reason if not available else "",
         )
         self.chat = ChatService(self.agent, self.conversations)
+
+    def _make_llm(self) -> LlmClient:
+        from daemon.agent.llm import LlmClient  # imported at first use: openai is heavy
+
+        return LlmClient(
+            self.settings.llm, self.settings.agent.budget, usage=self.usage, clock=self.clock
+        )
 
     @staticmethod
     def _run_channel(channel: ConsoleChannel) -> Any:
@@ -285,7 +289,7 @@ class Runtime:
         return {"status": overall, "unhealthy": bad}
 
     async def budget(self) -> tuple[int, int]:
-        if self.llm is not None:
+        if self.llm is not None and self.llm.built:
             return await self.llm.budget_status()
         budget = self.settings.agent.budget
         midnight = start_of_day(self.clock.now(), budget.timezone)

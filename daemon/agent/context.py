@@ -11,7 +11,7 @@ from daemon.config import AgentSettings
 from memory.conversations import Conversation, ConversationRepo, StoredMessage
 
 if TYPE_CHECKING:
-    from daemon.agent.llm import LlmClient
+    from daemon.agent.model import ChatModel
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +28,7 @@ class ContextKeeper:
     """Decides what of a conversation goes into the next prompt."""
 
     def __init__(
-        self, settings: AgentSettings, llm: LlmClient | None, conversations: ConversationRepo
+        self, settings: AgentSettings, llm: ChatModel | None, conversations: ConversationRepo
     ) -> None:
         self._settings = settings
         self._llm = llm

@@ -23,7 +23,8 @@ from memory.runs import RunRepo
 from memory.store import SqliteStore
 
 if TYPE_CHECKING:
-    from daemon.agent.llm import Completion, LlmClient
+    from daemon.agent.llm import Completion
+    from daemon.agent.model import ChatModel
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +87,7 @@ class AgentLoop:
         self,
         *,
         settings: Settings,
-        llm: LlmClient | None,
+        llm: ChatModel | None,
         executor: ToolExecutor,
         conversations: ConversationRepo,
         runs: RunRepo,

@@ -1,0 +1,49 @@
+"""Builds the LLM client on first use, so an idle daemon never imports openai (~16 MB, ~0.6 s)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from daemon.agent.llm import Completion, LlmClient
+
+
+class LazyLlmClient:
+    """Same calls as LlmClient; the real client (and openai) load at the first completion."""
+
+    def __init__(self, factory: Callable[[], LlmClient]) -> None:
+        self._factory = factory
+        self._client: LlmClient | None = None
+
+    @property
+    def built(self) -> bool:
+        return self._client is not None
+
+    def _get(self) -> LlmClient:
+        if self._client is None:
+            self._client = self._factory()
+        return self._client
+
+    async def complete(
+        self,
+        messages: list[dict[str, Any]],
+        *,
+        tools: list[dict[str, Any]] | None = None,
+        mode: Literal["thinking", "instant"],
+        purpose: str,
+        run_id: int | None = None,
+    ) -> Completion:
+        return await self._get().complete(
+            messages, tools=tools, mode=mode, purpose=purpose, run_id=run_id
+        )
+
+    async def ping(self) -> str:
+        return await self._get().ping()
+
+    async def budget_status(self) -> tuple[int, int]:
+        return await self._get().budget_status()
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.close()
