@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 import random
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 from daemon.clock import Clock
 from integrations.base import Channel, DeliveryError, OutgoingMessage, PermanentDeliveryError
@@ -17,6 +17,7 @@ log = logging.getLogger(__name__)
 IDLE_POLL_SECONDS = 60.0
 MAX_BACKOFF_SECONDS = 600.0
 MAX_ATTEMPTS = 50
+FAR_FUTURE = datetime(9999, 1, 1, tzinfo=UTC)
 
 
 class OutboxWorker:
@@ -27,6 +28,7 @@ class OutboxWorker:
         self._channel = channel
         self._clock = clock
         self._wake = asyncio.Event()
+        self._retry_at: datetime | None = None
 
     def wake(self) -> None:
         self._wake.set()
@@ -34,19 +36,29 @@ class OutboxWorker:
     async def run(self) -> None:
         """Deliver forever; sleeps until woken or the next retry is due."""
         while True:
+            self._wake.clear()  # before flushing, so a wake during the flush is not lost
             await self.flush()
-            self._wake.clear()
+            timeout = IDLE_POLL_SECONDS
+            if self._retry_at is not None:
+                until_retry = (self._retry_at - self._clock.now()).total_seconds()
+                timeout = max(0.0, min(timeout, until_retry))
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=IDLE_POLL_SECONDS)
+                await asyncio.wait_for(self._wake.wait(), timeout=timeout)
 
     async def flush(self) -> int:
         """Send everything due now, in order; stop at the first transient failure."""
+        self._retry_at = None
         sent = 0
         while True:
-            batch = await self._repo.due(self._channel.name, self._clock.now(), limit=50)
+            # every pending message in order, due or not: a message waiting for its retry holds
+            # back the ones behind it, so people read them in the order they were written
+            batch = await self._repo.due(self._channel.name, FAR_FUTURE, limit=50)
             if not batch:
                 return sent
             for row in batch:
+                if row.next_attempt_at is not None and row.next_attempt_at > self._clock.now():
+                    self._retry_at = row.next_attempt_at
+                    return sent
                 message = OutgoingMessage(
                     outbox_id=row.id, target=row.target, text=row.text, thread=row.thread
                 )
@@ -72,6 +84,5 @@ class OutboxWorker:
             MAX_BACKOFF_SECONDS, 2**attempts * (1 + random.random())
         )
         log.warning("outbox %s: delivery failed (%s); retrying in %.0fs", message_id, exc, delay)
-        await self._repo.mark_retry(
-            message_id, str(exc), self._clock.now() + timedelta(seconds=delay)
-        )
+        self._retry_at = self._clock.now() + timedelta(seconds=delay)
+        await self._repo.mark_retry(message_id, str(exc), self._retry_at)

@@ -1,0 +1,109 @@
+"""Outbox worker: rows first, delivered in order, retried after a transient failure, once."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from daemon.clock import ManualClock
+from integrations.base import ChannelHealth, DeliveryError, OutgoingMessage, PermanentDeliveryError
+from integrations.console import ConsoleChannel
+from integrations.outbox import OutboxWorker
+from memory.outbox import OutboxRepo
+from memory.store import SqliteStore
+
+
+class FlakyChannel:
+    """A channel that is down until told otherwise."""
+
+    name = "flaky"
+
+    def __init__(self) -> None:
+        self.up = False
+        self.delivered: list[str] = []
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    def health(self) -> ChannelHealth:
+        return ChannelHealth(state="up" if self.up else "down")
+
+    async def send(self, message: OutgoingMessage) -> str:
+        if message.text == "poison":
+            raise PermanentDeliveryError("rejected by the platform")
+        if not self.up:
+            raise DeliveryError("connection refused", retry_after=30)
+        self.delivered.append(message.text)
+        return f"m{len(self.delivered)}"
+
+
+@pytest.fixture
+async def repo(tmp_path: Path) -> AsyncIterator[tuple[OutboxRepo, ManualClock]]:
+    clock = ManualClock()
+    store = await SqliteStore.open(tmp_path / "o.db")
+    yield OutboxRepo(store, clock), clock
+    await store.close()
+
+
+async def test_messages_wait_while_the_channel_is_down_then_arrive_in_order_once(
+    repo: tuple[OutboxRepo, ManualClock],
+) -> None:
+    outbox, clock = repo
+    channel = FlakyChannel()
+    worker = OutboxWorker(outbox, channel, clock)
+    ids = [await outbox.enqueue("flaky", "ops", f"message {n}") for n in range(3)]
+
+    assert await worker.flush() == 0
+    assert (await outbox.depth_by_channel())["flaky"] == 3
+    first = await outbox.get(ids[0])
+    assert first.attempts == 1 and "connection refused" in (first.error or "")
+
+    channel.up = True
+    assert await worker.flush() == 0  # not due yet: Retry-After is honoured
+    clock.advance(31)
+    assert await worker.flush() == 3
+    assert await worker.flush() == 0
+    assert channel.delivered == ["message 0", "message 1", "message 2"]
+    assert [(await outbox.get(i)).platform_id for i in ids] == ["m1", "m2", "m3"]
+    assert (await outbox.depth_by_channel()).get("flaky", 0) == 0
+
+
+async def test_a_permanently_rejected_message_does_not_block_the_rest(
+    repo: tuple[OutboxRepo, ManualClock],
+) -> None:
+    outbox, clock = repo
+    channel = FlakyChannel()
+    channel.up = True
+    worker = OutboxWorker(outbox, channel, clock)
+    bad = await outbox.enqueue("flaky", "ops", "poison")
+    await outbox.enqueue("flaky", "ops", "fine")
+    assert await worker.flush() == 1
+    assert (await outbox.get(bad)).status == "failed"
+    assert channel.delivered == ["fine"]
+
+
+async def test_console_delivery_reaches_attached_chat_sessions(
+    repo: tuple[OutboxRepo, ManualClock],
+) -> None:
+    outbox, clock = repo
+    console = ConsoleChannel()
+    await console.start()
+    session, detach = console.attach()
+    worker = OutboxWorker(outbox, console, clock)
+    runner = asyncio.create_task(worker.run())
+    message_id = await outbox.enqueue("console", "", "disk almost full on /srv")
+    worker.wake()
+    event = await asyncio.wait_for(session.get(), 5)
+    assert event["type"] == "message" and event["text"] == "disk almost full on /srv"
+    for _ in range(100):
+        delivered = await outbox.get(message_id)
+        if delivered.status == "delivered":
+            break
+        await asyncio.sleep(0.01)
+    runner.cancel()
+    detach()
+    assert delivered.status == "delivered" and delivered.platform_id == event["id"]
