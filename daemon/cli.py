@@ -125,15 +125,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from daemon.client import DaemonClient
-
-    settings = _client_settings(args)
-
-    async def fetch() -> Any:
-        async with DaemonClient(settings.socket_path) as client:
-            return await client.get("/v1/status")
-
-    report = _call_daemon(fetch)
+    report = _ask_daemon(args, "GET", "/v1/status")
     if report is None:
         return 3  # LSB: program is not running
     if args.json:
@@ -163,15 +155,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 
 def cmd_approvals(args: argparse.Namespace) -> int:
-    from daemon.client import DaemonClient
-
-    settings = _client_settings(args)
-
-    async def fetch() -> Any:
-        async with DaemonClient(settings.socket_path) as client:
-            return await client.get("/v1/approvals")
-
-    pending = _call_daemon(fetch)
+    pending = _ask_daemon(args, "GET", "/v1/approvals")
     if pending is None:
         return 3
     if not pending:
@@ -185,18 +169,11 @@ def cmd_approvals(args: argparse.Namespace) -> int:
 
 
 def cmd_answer(args: argparse.Namespace) -> int:
-    from daemon.client import ApiError, DaemonClient
+    from daemon.client import ApiError
 
-    settings = _client_settings(args)
-
-    async def answer() -> Any:
-        async with DaemonClient(settings.socket_path) as client:
-            return await client.post(
-                f"/v1/approvals/{args.id}", {"approve": args.command == "approve"}
-            )
-
+    body = {"approve": args.command == "approve"}
     try:
-        result = _call_daemon(answer)
+        result = _ask_daemon(args, "POST", f"/v1/approvals/{args.id}", body)
     except ApiError as exc:
         print(f"nightshift: {exc}", file=sys.stderr)
         return 1
@@ -207,15 +184,7 @@ def cmd_answer(args: argparse.Namespace) -> int:
 
 
 def cmd_reload(args: argparse.Namespace) -> int:
-    from daemon.client import DaemonClient
-
-    settings = _client_settings(args)
-
-    async def reload() -> Any:
-        async with DaemonClient(settings.socket_path) as client:
-            return await client.post("/v1/reload")
-
-    result = _call_daemon(reload)
+    result = _ask_daemon(args, "POST", "/v1/reload")
     if result is None:
         return 3
     if not result["ok"]:
@@ -241,6 +210,23 @@ def _call_daemon(factory: Any) -> Any:
     except DaemonNotRunning as exc:
         print(f"nightshift: {exc}", file=sys.stderr)
         return None
+
+
+def _ask_daemon(
+    args: argparse.Namespace, method: str, path: str, body: dict[str, Any] | None = None
+) -> Any:
+    """One request to the running daemon; None (after saying why) when it is not running."""
+    from daemon.client import DaemonClient
+
+    settings = _client_settings(args)
+
+    async def ask() -> Any:
+        async with DaemonClient(settings.socket_path) as client:
+            if method == "GET":
+                return await client.get(path)
+            return await client.post(path, body)
+
+    return _call_daemon(ask)
 
 
 HANDLERS = {

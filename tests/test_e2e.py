@@ -124,3 +124,36 @@ async def test_without_api_key_the_daemon_runs_and_says_why(tmp_path: Path) -> N
         assert [r["content"] for r in stored] == ["hello?"]  # accepted input is never lost
     finally:
         assert await process.stop() == 0
+
+
+async def test_privileged_command_runs_only_after_approval_from_the_console(
+    daemon: DaemonProcess, fake_llm: FakeChatServer, tmp_path: Path
+) -> None:
+    import asyncio
+
+    marker = tmp_path / "restarted"
+    command = json.dumps({"command": f"touch {marker}"})
+    fake_llm.script(
+        Reply(tool_calls=[("run_command", command)]),
+        Reply(content="Done: the marker exists."),
+    )
+    chat = asyncio.create_task(daemon.cli("chat", "-m", "please touch the marker"))
+    pending: list[str] = []
+    for _ in range(300):
+        code, out, _ = await daemon.cli("approvals")
+        pending = [line.split()[0] for line in out.splitlines() if "run_command" in line]
+        if pending:
+            break
+        await asyncio.sleep(0.05)
+    assert pending, "the privileged call never asked for approval"
+    assert not marker.exists()  # nothing runs before a person says yes
+    code, out, _ = await daemon.cli("approve", pending[0])
+    assert code == 0 and "approved by console:" in out
+    code, out, err = await chat
+    assert code == 0 and "Done: the marker exists." in out
+    assert "approval needed" in err and f"nightshift approve {pending[0]}" in err
+    assert marker.exists()
+    audit = rows(daemon.state_dir / "nightshift.db", "SELECT tool, tier, ok FROM audit_log")
+    assert [(a["tool"], a["tier"], a["ok"]) for a in audit] == [("run_command", "privileged", 1)]
+    code, out, _ = await daemon.cli("approve", pending[0])
+    assert code == 1  # answered already

@@ -172,38 +172,38 @@ class AgentLoop:
         order = itertools.count(1)  # step numbers in the run, LLM and tool steps alike
         tokens = 0
         conversation_id = request.conversation_id
-        for step in range(1, agent.max_steps + 1):
-            completion = await self._call(messages, tools, request.mode, run_id)
+        for step in range(1, agent.max_steps + 2):
+            capped = step > agent.max_steps  # one last call, without tools, for an answer
+            if capped:
+                note = STEP_CAP_NOTE.format(steps=agent.max_steps)
+                messages.append({"role": "user", "content": note})
+            completion = await self._call(messages, None if capped else tools, request.mode, run_id)
             tokens += completion.usage.total_tokens
             reply = completion.as_message()
             if completion.tool_calls and "reasoning_content" not in reply:
                 reply["reasoning_content"] = completion.reasoning_content or ""
-            writes.submit(
-                partial(
-                    self._record_llm,
-                    run_id,
-                    next(order),
-                    completion,
-                    len(messages),
-                    reply,
-                    conversation_id,
-                )
-            )
+            record = partial(self._record_llm, run_id, next(order), completion, len(messages))
+            writes.submit(partial(record, reply, conversation_id))
             messages.append(reply)
-            if not completion.tool_calls:
+            if capped or not completion.tool_calls:
                 return AgentResult(
-                    text=completion.content, run_id=run_id, status="ok", steps=step, tokens=tokens
+                    text=completion.content,
+                    run_id=run_id,
+                    status="step_cap" if capped else "ok",
+                    steps=min(step, agent.max_steps),
+                    tokens=tokens,
                 )
             for call in completion.tool_calls:
                 await emit({"type": "tool", "name": call.name, "arguments": call.arguments})
                 text, ok, tool_ms = await self._run_tool(call.name, call.arguments, ctx, seen_calls)
                 await emit({"type": "tool_result", "name": call.name, "ok": ok})
                 tool_message = {"role": "tool", "tool_call_id": call.id, "content": text}
+                step_number = next(order)
                 writes.submit(
                     partial(
                         self._record_tool,
                         run_id,
-                        next(order),
+                        step_number,
                         call.name,
                         call.arguments,
                         ok,
@@ -213,28 +213,7 @@ class AgentLoop:
                     )
                 )
                 messages.append(tool_message)
-        messages.append({"role": "user", "content": STEP_CAP_NOTE.format(steps=agent.max_steps)})
-        completion = await self._call(messages, None, request.mode, run_id)
-        tokens += completion.usage.total_tokens
-        reply = completion.as_message()
-        writes.submit(
-            partial(
-                self._record_llm,
-                run_id,
-                next(order),
-                completion,
-                len(messages),
-                reply,
-                conversation_id,
-            )
-        )
-        return AgentResult(
-            text=completion.content,
-            run_id=run_id,
-            status="step_cap",
-            steps=agent.max_steps,
-            tokens=tokens,
-        )
+        raise AssertionError("unreachable: the last iteration always returns")
 
     async def _call(
         self,
