@@ -269,6 +269,8 @@ class Runtime:
         applied = [key for key in changed if key in RELOADABLE]
         for key in applied:
             setattr(self.settings, key, getattr(fresh, key))
+        if self.llm is not None and "agent" in applied:
+            self.llm.set_budget(self.settings.agent.budget)
         logging.getLogger().setLevel(self.settings.runtime.log_level)
         if needs_restart:
             log.warning("reload: %s changed and need a restart", ", ".join(needs_restart))

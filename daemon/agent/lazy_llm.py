@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
     from daemon.agent.llm import Completion, LlmClient
+    from daemon.config import BudgetSettings
 
 
 class LazyLlmClient:
@@ -43,6 +44,10 @@ class LazyLlmClient:
 
     async def budget_status(self) -> tuple[int, int]:
         return await self._get().budget_status()
+
+    def set_budget(self, budget: BudgetSettings) -> None:
+        if self._client is not None:  # an unbuilt client reads the current settings when built
+            self._client.set_budget(budget)
 
     async def close(self) -> None:
         if self._client is not None:

@@ -355,6 +355,12 @@ class LlmClient:
                     self._day, self._used = today, used
         return self._used
 
+    def set_budget(self, budget: BudgetSettings) -> None:
+        """Apply a reloaded budget (SIGHUP); today's usage is re-read for the new time zone."""
+        self._budget = budget
+        self._zone = ZoneInfo(budget.timezone)
+        self._day = None
+
     async def _check_budget(self) -> None:
         used, limit = await self._used_today(), self._budget.daily_tokens
         if used >= limit:

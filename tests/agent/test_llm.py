@@ -318,6 +318,18 @@ async def test_zero_budget_means_no_calls(
     assert fake_llm.calls == 0
 
 
+async def test_a_reloaded_budget_takes_effect_at_once(
+    fake_llm: FakeChatServer, make_client: MakeClient
+) -> None:
+    client = make_client(budget=BudgetSettings(daily_tokens=0))
+    with pytest.raises(BudgetExhaustedError):
+        await client.complete(_user(), mode="instant", purpose="t")
+    client.set_budget(BudgetSettings(daily_tokens=10_000))
+    fake_llm.script(Reply(content="back"))
+    assert (await client.complete(_user(), mode="instant", purpose="t")).content == "back"
+    assert (await client.budget_status())[1] == 10_000
+
+
 async def test_budget_is_tracked_and_resets_at_local_midnight(
     fake_llm: FakeChatServer, make_client: MakeClient
 ) -> None:
