@@ -53,6 +53,7 @@ class _Pending:
 
 
 Listener = Callable[[ApprovalRequest], None]
+ResolvedListener = Callable[[ApprovalRequest, "ApprovalDecision"], None]
 
 
 class ApprovalBroker:
@@ -62,11 +63,16 @@ class ApprovalBroker:
         self._clock = clock
         self._pending: dict[str, _Pending] = {}
         self._listeners: list[Listener] = []
+        self._resolved_listeners: list[ResolvedListener] = []
 
     def subscribe(self, listener: Listener) -> Callable[[], None]:
         """Call ``listener`` for every new request; returns an unsubscribe function."""
         self._listeners.append(listener)
         return lambda: self._listeners.remove(listener) if listener in self._listeners else None
+
+    def on_resolved(self, listener: ResolvedListener) -> None:
+        """Call ``listener`` with each request once it is decided (approved, denied, expired)."""
+        self._resolved_listeners.append(listener)
 
     async def request(
         self,
@@ -97,11 +103,19 @@ class ApprovalBroker:
             except Exception:  # noqa: BLE001 - a broken listener must not block the request
                 log.exception("approval listener failed")
         try:
-            return await asyncio.wait_for(asyncio.shield(future), timeout=ttl_seconds)
+            decision = await asyncio.wait_for(asyncio.shield(future), timeout=ttl_seconds)
         except TimeoutError:
-            return ApprovalDecision(approved=False, by="timeout", note="no answer before expiry")
+            decision = ApprovalDecision(
+                approved=False, by="timeout", note="no answer before expiry"
+            )
         finally:
             self._pending.pop(request.id, None)
+        for resolved in list(self._resolved_listeners):
+            try:
+                resolved(request, decision)
+            except Exception:  # noqa: BLE001 - a broken listener must not change the decision
+                log.exception("approval resolved-listener failed")
+        return decision
 
     def resolve(self, request_id: str, *, approved: bool, by: str, note: str = "") -> bool:
         """Answer a request; False when it is unknown or already answered/expired."""

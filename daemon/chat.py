@@ -49,6 +49,7 @@ class ChatService:
         text: str,
         actor: str,
         on_event: EventSink | None = None,
+        origin: str | None = None,
     ) -> ChatReply:
         """Store the message, run the agent, return its answer (or why there is none)."""
         if not self.accepting:
@@ -59,6 +60,7 @@ class ChatService:
             text=text,
             actor=actor,
             mode=self.agent.settings.agent.chat_mode,
+            origin=origin,
         )
         task = asyncio.create_task(self.agent.run(request, on_event))
         self._in_flight.add(task)

@@ -284,6 +284,11 @@ def render_status(report: dict[str, Any]) -> str:
         f"  budget:    {budget['used_today']:,} of {budget['daily_limit']:,} tokens today",
         f"  approvals: {report['approvals_pending']} pending",
         f"  outbox:    {report['outbox'] or 'empty'}",
+        "  channels:  "
+        + ", ".join(
+            f"{name} {info['state']}" + (f" ({info['detail']})" if info["detail"] else "")
+            for name, info in report.get("channels", {}).items()
+        ),
         "  components:",
     ]
     for component in report["components"]:

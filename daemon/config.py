@@ -14,7 +14,15 @@ from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     NestedSecretsSettingsSource,
@@ -168,15 +176,49 @@ class ConsoleChannelSettings(Section):
     enabled: bool = True
 
 
+Role = Literal["viewer", "operator", "admin"]
+
+
 class SlackChannelSettings(Section):
+    """Slack through Socket Mode (no public URL needed)."""
+
     enabled: bool = False
-    bot_token: SecretStr | None = None
-    app_token: SecretStr | None = None
+    bot_token: SecretStr | None = None  # xoxb-…
+    app_token: SecretStr | None = None  # xapp-… with connections:write
+    api_url: str = "https://slack.com/api/"
+    default_channel: str = ""  # where notifications go, e.g. "C0123456789"
+    users: dict[str, Role] = Field(default_factory=dict)  # Slack user id -> role
+    liveness_seconds: float = Field(default=30.0, ge=5)
+
+    @model_validator(mode="after")
+    def _tokens_when_enabled(self) -> SlackChannelSettings:
+        if self.enabled and (self.bot_token is None or self.app_token is None):
+            raise ValueError(
+                "Slack is enabled but bot_token (xoxb-…) and app_token (xapp-…) are not both "
+                "set; give them as credential files channels__slack__bot_token / "
+                "channels__slack__app_token or env NIGHTSHIFT_CHANNELS__SLACK__BOT_TOKEN"
+            )
+        return self
 
 
 class TelegramChannelSettings(Section):
+    """Telegram through long polling."""
+
     enabled: bool = False
     bot_token: SecretStr | None = None
+    api_url: str = "https://api.telegram.org/bot"
+    default_chat: str = ""  # chat id for notifications
+    users: dict[str, Role] = Field(default_factory=dict)  # Telegram user id -> role
+    require_mention_in_groups: bool = True
+
+    @model_validator(mode="after")
+    def _token_when_enabled(self) -> TelegramChannelSettings:
+        if self.enabled and self.bot_token is None:
+            raise ValueError(
+                "Telegram is enabled but bot_token is not set; give it as the credential file "
+                "channels__telegram__bot_token or env NIGHTSHIFT_CHANNELS__TELEGRAM__BOT_TOKEN"
+            )
+        return self
 
 
 class MatrixChannelSettings(Section):
@@ -184,6 +226,8 @@ class MatrixChannelSettings(Section):
     homeserver: str = ""
     user_id: str = ""
     access_token: SecretStr | None = None
+    default_room: str = ""
+    users: dict[str, Role] = Field(default_factory=dict)  # Matrix user id -> role
 
 
 class ChannelsSettings(Section):

@@ -14,6 +14,7 @@ from typing import IO, TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 from daemon import __version__, metrics
+from daemon.access import AccessControl
 from daemon.agent.executor import ToolExecutor
 from daemon.agent.lazy_llm import LazyLlmClient
 from daemon.agent.loop import AgentLoop
@@ -21,15 +22,16 @@ from daemon.agent.services import ToolServices
 from daemon.agent.tools.registry import default_registry
 from daemon.api import ApiServer
 from daemon.approvals import ApprovalBroker
+from daemon.channels import ChannelSet, build_channels
 from daemon.chat import ChatService
 from daemon.clock import Clock, SystemClock
 from daemon.config import Settings, load_settings
 from daemon.errors import EXIT_CONFIG, AlreadyRunningError, ConfigError, StoreError
+from daemon.hub import ChannelHub
 from daemon.sdnotify import SystemdNotifier
 from daemon.supervisor import Supervisor
 from daemon.watchers.host import HostMetricsWatcher
 from integrations.console import ConsoleChannel
-from integrations.outbox import OutboxWorker
 from memory.audit import AuditRepo
 from memory.components import ComponentEventRepo
 from memory.conversations import ConversationRepo
@@ -163,11 +165,22 @@ class Runtime:
         if interrupted:
             log.warning("%d agent run(s) were interrupted by the last shutdown", interrupted)
 
+        self.channel_set = ChannelSet(
+            build_channels(settings.channels, self.console), self.outbox, self.clock
+        )
         self._build_agent()
-        await self.console.start()
-        self.outbox_worker = OutboxWorker(self.outbox, self.console, self.clock)
-        self.supervisor.start("channel.console", self._run_channel(self.console), detail="local")
-        self.supervisor.start("outbox.console", self.outbox_worker.run)
+        self.hub = ChannelHub(
+            access=AccessControl.from_settings(settings.channels),
+            chat=self.chat,
+            approvals=self.approvals,
+            outbox=self.outbox,
+            audit=self.audit,
+            clock=self.clock,
+            status_text=self.status_text,
+        )
+        for name, channel in self.channel_set.channels.items():
+            self.hub.register(channel, self.channel_set.workers[name])
+        self.channel_set.start(self.supervisor, self.hub)
         self.host_watcher: HostMetricsWatcher | None = None
         if settings.watchers.host.enabled:
             self.host_watcher = HostMetricsWatcher(settings.watchers.host)
@@ -190,8 +203,8 @@ class Runtime:
         services = ToolServices(
             facts=self.facts,
             outbox=self.outbox,
-            channels=("console",),
-            wake_outbox=lambda: self.outbox_worker.wake(),
+            channels=self.channel_set.names,
+            wake_outbox=self.channel_set.wake_all,
         )
         executor = ToolExecutor(default_registry(), audit=self.audit, approvals=self.approvals)
         self.agent = AgentLoop(
@@ -214,13 +227,6 @@ class Runtime:
             self.settings.llm, self.settings.agent.budget, usage=self.usage, clock=self.clock
         )
 
-    @staticmethod
-    def _run_channel(channel: ConsoleChannel) -> Any:
-        async def run() -> None:
-            await asyncio.Event().wait()  # the console channel has no loop of its own
-
-        return run
-
     def _install_signals(self) -> None:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
@@ -237,7 +243,7 @@ class Runtime:
         cancelled = await self.chat.drain(timeout)
         if denied or cancelled:
             log.warning("shutdown denied %d approval(s), cancelled %d run(s)", denied, cancelled)
-        sent = await self.outbox_worker.flush()
+        sent = await self.channel_set.flush()
         log.info("stopped cleanly (flushed %d outbox message(s))", sent)
 
     async def _close(self) -> None:
@@ -317,6 +323,7 @@ class Runtime:
             "budget": {"used_today": used, "daily_limit": limit},
             "components": self.supervisor.snapshot(),
             "outbox": await self.outbox.depth_by_channel(),
+            "channels": self.channel_set.health(),
             "approvals_pending": len(self.approvals.pending()),
             "last_errors": [
                 {
@@ -329,6 +336,18 @@ class Runtime:
             ],
             "host": self.host_watcher.summary() if self.host_watcher else None,
         }
+
+    async def status_text(self) -> str:
+        """A short status for the `status` chat command."""
+        report = await self.status()
+        channels = ", ".join(f"{n} {c['state']}" for n, c in report["channels"].items())
+        agent = "on" if report["agent"]["enabled"] else f"off ({report['agent']['reason']})"
+        budget = report["budget"]
+        return (
+            f"nightshift {report['version']}: {report['health']}, up {report['uptime_seconds']}s; "
+            f"agent {agent}; {budget['used_today']:,}/{budget['daily_limit']:,} tokens today; "
+            f"channels: {channels}; approvals pending: {report['approvals_pending']}"
+        )
 
     async def refresh_metrics(self) -> None:
         used, limit = await self.budget()

@@ -8,7 +8,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from integrations.base import ChannelHealth, OutgoingMessage
+from integrations.base import ApprovalPrompt, ChannelHealth, InboundSink, OutgoingMessage
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +25,8 @@ class ConsoleChannel:
         self._ids = itertools.count(1)
         self._running = False
 
-    async def start(self) -> None:
+    async def start(self, sink: InboundSink | None = None) -> None:
+        """Console input arrives through the local API, not through the sink."""
         self._running = True
 
     async def stop(self) -> None:
@@ -49,6 +50,18 @@ class ConsoleChannel:
             {"type": "message", "id": platform_id, "target": message.target, "text": message.text}
         )
         return platform_id
+
+    async def edit(self, target: str, platform_id: str, text: str) -> None:
+        self.publish({"type": "edit", "id": platform_id, "target": target, "text": text})
+
+    async def ask_approval(self, prompt: ApprovalPrompt) -> str:
+        """Attached sessions see the prompt (the chat API also streams it to its requester)."""
+        platform_id = f"console-{next(self._ids)}"
+        self.publish({"type": "approval_prompt", "id": prompt.approval_id, "text": prompt.text})
+        return platform_id
+
+    async def close_approval(self, prompt: ApprovalPrompt, platform_id: str, outcome: str) -> None:
+        self.publish({"type": "approval_closed", "id": prompt.approval_id, "outcome": outcome})
 
     def publish(self, event: dict[str, Any]) -> None:
         """Push an event to every attached session; a slow session drops, never blocks us."""

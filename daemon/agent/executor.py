@@ -102,6 +102,7 @@ class ToolExecutor:
             actor=ctx.actor,
             reason=ctx.reason,
             ttl_seconds=ctx.settings.policy.approval_timeout_seconds,
+            conversation=ctx.origin,
         )
         if not answer.approved:
             why = f" ({answer.note})" if answer.note else ""

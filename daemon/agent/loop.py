@@ -53,6 +53,7 @@ class AgentRequest:
     kind: str = "chat"
     mode: Mode = "thinking"
     unattended: bool = False
+    origin: str | None = None  # "channel|room|thread", where approval prompts are posted
 
 
 class WriteBehind:
@@ -162,6 +163,7 @@ class AgentLoop:
             clock=self._clock,
             run_id=run_id,
             unattended=request.unattended,
+            origin=request.origin,
             services=self._services,
         )
         conversation = await self._conversations.get(request.conversation_id)

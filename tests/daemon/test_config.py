@@ -103,6 +103,8 @@ def test_state_dir_flag_and_derived_paths(tmp_path: Path) -> None:
         ('[[rules]]\nname = "x"\nmetric = "bogus"\nthreshold = 1\n', "rules.0.metric"),
         ('[policy]\nredact_patterns = ["("]\n', "invalid regular expression"),
         ("[llm\n", "invalid TOML"),
+        ("[channels.slack]\nenabled = true\n", "channels.slack: Value error, Slack is enabled"),
+        ('[channels.telegram.users]\n"42" = "boss"\n', "channels.telegram.users.42"),
     ],
 )
 def test_bad_config_names_the_key(tmp_path: Path, toml: str, expected: str) -> None:

@@ -46,6 +46,7 @@ class ToolContext:
     clock: Clock
     run_id: int | None = None
     unattended: bool = False
+    origin: str | None = None  # "channel|room|thread" the request came from (approvals go there)
     services: Any = None  # daemon.agent.services.ToolServices; loose to keep tools testable
 
 

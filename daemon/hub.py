@@ -1,0 +1,224 @@
+"""The inbound side of every chat channel: access control, plain commands, the agent, approvals.
+
+Replies never go straight to a platform: they are outbox rows first, delivered by the channel's
+outbox worker, so a channel outage delays them instead of losing them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from daemon.access import AccessControl
+from daemon.approvals import ApprovalBroker, ApprovalDecision, ApprovalRequest
+from daemon.chat import ChatService, DrainingError
+from daemon.clock import Clock
+from integrations.base import ApprovalAnswer, ApprovalPrompt, Channel, InboundMessage
+from integrations.outbox import OutboxWorker
+from memory.audit import AuditEntry, AuditRepo
+from memory.outbox import OutboxRepo
+
+log = logging.getLogger(__name__)
+
+DENIED_TEXT = (
+    "Sorry, I only take requests from people my operators have allowed. "
+    "Ask an admin to add your user id ({user_id}) to [channels.{channel}.users]."
+)
+HELP_TEXT = (
+    "Commands (no AI needed): status · approve ID · deny ID · help. "
+    "Anything else is a question for the agent."
+)
+StatusText = Callable[[], Awaitable[str]]
+
+
+@dataclass(slots=True)
+class _OpenPrompt:
+    channel: Channel
+    prompt: ApprovalPrompt
+    platform_id: str
+
+
+class ChannelHub:
+    """Implements the InboundSink every channel is started with."""
+
+    def __init__(
+        self,
+        *,
+        access: AccessControl,
+        chat: ChatService,
+        approvals: ApprovalBroker,
+        outbox: OutboxRepo,
+        audit: AuditRepo,
+        clock: Clock,
+        status_text: StatusText,
+    ) -> None:
+        self._access = access
+        self._chat = chat
+        self._approvals = approvals
+        self._outbox = outbox
+        self._audit = audit
+        self._clock = clock
+        self._status_text = status_text
+        self._channels: dict[str, Channel] = {}
+        self._workers: dict[str, OutboxWorker] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._prompts: dict[str, _OpenPrompt] = {}
+        approvals.subscribe(self._on_approval_requested)
+        approvals.on_resolved(self._on_approval_resolved)
+
+    def register(self, channel: Channel, worker: OutboxWorker) -> None:
+        self._channels[channel.name] = channel
+        self._workers[channel.name] = worker
+
+    # -- InboundSink ---------------------------------------------------------------------------
+
+    async def on_message(self, message: InboundMessage) -> None:
+        """Answer commands at once; hand questions to the agent without blocking the channel."""
+        text = message.text.strip()
+        if not text:
+            return
+        if not self._access.allows(message.channel, message.sender_id, "ask"):
+            await self._deny(message, "message")
+            return
+        word, _, rest = text.partition(" ")
+        command = word.lower()
+        if command in ("help", "status"):
+            reply = HELP_TEXT if command == "help" else await self._status_text()
+            await self.reply(message, reply)
+        elif command in ("approve", "deny") and rest.strip():
+            await self._answer_by_text(message, command == "approve", rest.strip().split()[0])
+        else:
+            self._spawn(self._ask_agent(message))
+
+    async def on_approval(self, answer: ApprovalAnswer) -> None:
+        """A button press: only operators and admins may decide."""
+        if not self._access.allows(answer.channel, answer.user_id, "approve"):
+            await self._record_denial(answer.channel, answer.user_id, "approval answer")
+            return
+        self._approvals.resolve(
+            answer.approval_id, approved=answer.approved, by=f"{answer.channel}:{answer.user_name}"
+        )
+
+    # -- replies -------------------------------------------------------------------------------
+
+    async def reply(self, message: InboundMessage, text: str) -> None:
+        """Queue a reply in the same room and thread as ``message``."""
+        await self._outbox.enqueue(message.channel, message.room, text, thread=message.thread)
+        worker = self._workers.get(message.channel)
+        if worker is not None:
+            worker.wake()
+
+    async def _ask_agent(self, message: InboundMessage) -> None:
+        origin = f"{message.channel}|{message.room}|{message.thread or ''}"
+        try:
+            answer = await self._chat.handle(
+                channel=message.channel,
+                conversation_key=message.conversation_key,
+                text=message.text,
+                actor=f"{message.channel}:{message.sender_id}",
+                origin=origin,
+            )
+            text = answer.text
+        except DrainingError as exc:
+            text = str(exc)
+        except Exception as exc:  # noqa: BLE001 - the person still gets an answer
+            log.exception("agent failed on a %s message", message.channel)
+            text = f"Something went wrong while answering: {type(exc).__name__}: {exc}"
+        await self.reply(message, text)
+
+    async def _answer_by_text(self, message: InboundMessage, approve: bool, ident: str) -> None:
+        if not self._access.allows(message.channel, message.sender_id, "approve"):
+            await self.reply(message, "Only operators and admins can approve or deny actions.")
+            await self._record_denial(message.channel, message.sender_id, "approval command")
+            return
+        who = f"{message.channel}:{message.sender_name}"
+        done = self._approvals.resolve(ident, approved=approve, by=who)
+        verdict = "approved" if approve else "denied"
+        text = f"{ident} {verdict}." if done else f"No pending approval {ident} (expired?)."
+        await self.reply(message, text)
+
+    async def _deny(self, message: InboundMessage, what: str) -> None:
+        await self._record_denial(message.channel, message.sender_id, what)
+        if self._access.should_tell(message.channel, message.sender_id, self._clock.now()):
+            text = DENIED_TEXT.format(user_id=message.sender_id, channel=message.channel)
+            await self.reply(message, text)
+
+    async def _record_denial(self, channel: str, user_id: str, what: str) -> None:
+        log.warning("denied %s from unknown or unauthorised %s user %s", what, channel, user_id)
+        await self._audit.record(
+            AuditEntry(
+                actor=f"{channel}:{user_id}",
+                action="access_denied",
+                tool="",
+                tier="",
+                reason=what,
+                arguments={},
+                result="denied: no role for this user",
+                ok=False,
+                duration_ms=0.0,
+                run_id=None,
+            )
+        )
+
+    # -- approval prompts on chat platforms ----------------------------------------------------
+
+    def _on_approval_requested(self, request: ApprovalRequest) -> None:
+        channel_name, room, thread = _parse_origin(request.conversation)
+        channel = self._channels.get(channel_name or "")
+        if channel is None:
+            return
+        prompt = ApprovalPrompt(
+            approval_id=request.id,
+            text=_prompt_text(request),
+            target=room,
+            thread=thread,
+        )
+        self._spawn(self._post_prompt(channel, prompt))
+
+    async def _post_prompt(self, channel: Channel, prompt: ApprovalPrompt) -> None:
+        try:
+            platform_id = await channel.ask_approval(prompt)
+        except Exception:  # noqa: BLE001 - `nightshift approvals` still shows the request
+            log.exception("could not post approval %s to %s", prompt.approval_id, channel.name)
+            return
+        self._prompts[prompt.approval_id] = _OpenPrompt(channel, prompt, platform_id)
+
+    def _on_approval_resolved(self, request: ApprovalRequest, decision: ApprovalDecision) -> None:
+        open_prompt = self._prompts.pop(request.id, None)
+        if open_prompt is None:
+            return
+        verdict = "approved" if decision.approved else "denied"
+        outcome = f"{request.tool}: {verdict} by {decision.by}"
+        self._spawn(self._close_prompt(open_prompt, outcome))
+
+    async def _close_prompt(self, open_prompt: _OpenPrompt, outcome: str) -> None:
+        try:
+            await open_prompt.channel.close_approval(
+                open_prompt.prompt, open_prompt.platform_id, outcome
+            )
+        except Exception:  # noqa: BLE001
+            log.exception("could not update approval message %s", open_prompt.platform_id)
+
+    def _spawn(self, coroutine: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+
+def _parse_origin(origin: str | None) -> tuple[str | None, str, str | None]:
+    if not origin or origin.count("|") != 2:
+        return None, "", None
+    channel, room, thread = origin.split("|")
+    return channel, room, thread or None
+
+
+def _prompt_text(request: ApprovalRequest) -> str:
+    arguments = ", ".join(f"{key}={value!r}" for key, value in request.arguments.items())
+    return (
+        f"Approval needed [{request.id}]: {request.tool}({arguments})\n"
+        f"Asked by {request.actor} for: {request.reason[:300]}\n"
+        f"Expires {request.expires_at:%H:%M} UTC; no answer means deny. "
+        f"Reply `approve {request.id}` or `deny {request.id}`, or use the buttons."
+    )

@@ -1,0 +1,199 @@
+"""The channel hub: default deny, plain commands, replies through the outbox, chat approvals."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from daemon.access import AccessControl
+from daemon.agent.executor import ToolExecutor
+from daemon.agent.loop import AgentLoop
+from daemon.agent.tools.base import ToolRegistry
+from daemon.approvals import ApprovalBroker
+from daemon.chat import ChatService
+from daemon.clock import ManualClock
+from daemon.config import Settings
+from daemon.hub import ChannelHub
+from integrations.base import (
+    ApprovalAnswer,
+    ApprovalPrompt,
+    ChannelHealth,
+    InboundMessage,
+    InboundSink,
+    OutgoingMessage,
+)
+from integrations.outbox import OutboxWorker
+from memory.audit import AuditRepo
+from memory.conversations import ConversationRepo
+from memory.outbox import OutboxRepo
+from memory.runs import RunRepo
+from memory.store import SqliteStore
+
+
+@dataclass
+class RecordingChannel:
+    name: str = "chat"
+    sent: list[OutgoingMessage] = field(default_factory=list)
+    prompts: list[ApprovalPrompt] = field(default_factory=list)
+    closed: list[str] = field(default_factory=list)
+
+    async def start(self, sink: InboundSink) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    def health(self) -> ChannelHealth:
+        return ChannelHealth(state="up")
+
+    async def send(self, message: OutgoingMessage) -> str:
+        self.sent.append(message)
+        return f"p{len(self.sent)}"
+
+    async def edit(self, target: str, platform_id: str, text: str) -> None: ...
+
+    async def ask_approval(self, prompt: ApprovalPrompt) -> str:
+        self.prompts.append(prompt)
+        return "prompt-1"
+
+    async def close_approval(self, prompt: ApprovalPrompt, platform_id: str, outcome: str) -> None:
+        self.closed.append(outcome)
+
+
+@dataclass
+class Rig:
+    hub: ChannelHub
+    channel: RecordingChannel
+    worker: OutboxWorker
+    broker: ApprovalBroker
+    audit: AuditRepo
+    clock: ManualClock
+
+    async def say(self, user: str, text: str, thread: str | None = None) -> list[str]:
+        before = len(self.channel.sent)
+        await self.hub.on_message(
+            InboundMessage(
+                channel="chat",
+                sender_id=user,
+                sender_name=user.lower(),
+                room="R1",
+                text=text,
+                thread=thread,
+            )
+        )
+        for _ in range(50):  # agent answers are produced in the background
+            await asyncio.sleep(0.01)
+            await self.worker.flush()
+        return [m.text for m in self.channel.sent[before:]]
+
+
+@pytest.fixture
+async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
+    clock = ManualClock()
+    store = await SqliteStore.open(tmp_path / "hub.db")
+    access = AccessControl({"chat": {"VIEW": "viewer", "OPS": "operator"}})
+    conversations, outbox, audit = (
+        ConversationRepo(store, clock),
+        OutboxRepo(store, clock),
+        AuditRepo(store, clock),
+    )
+    broker = ApprovalBroker(clock)
+    agent = AgentLoop(
+        settings=Settings(),
+        llm=None,
+        executor=ToolExecutor(ToolRegistry(), audit=audit, approvals=broker),
+        conversations=conversations,
+        runs=RunRepo(store, clock),
+        store=store,
+        clock=clock,
+        disabled_reason="no API key (test)",
+    )
+
+    async def status_text() -> str:
+        return "all good"
+
+    hub = ChannelHub(
+        access=access,
+        chat=ChatService(agent, conversations),
+        approvals=broker,
+        outbox=outbox,
+        audit=audit,
+        clock=clock,
+        status_text=status_text,
+    )
+    channel = RecordingChannel()
+    worker = OutboxWorker(outbox, channel, clock)
+    hub.register(channel, worker)
+    yield Rig(hub, channel, worker, broker, audit, clock)
+    await store.close()
+
+
+async def test_a_stranger_is_refused_politely_once_an_hour_and_audited(rig: Rig) -> None:
+    first = await rig.say("EVE", "run rm -rf / please")
+    assert len(first) == 1 and "only take requests" in first[0] and "EVE" in first[0]
+    assert await rig.say("EVE", "hello??") == []  # no second notice within the hour
+    rig.clock.advance(3601)
+    assert len(await rig.say("EVE", "still there?")) == 1
+    denied = [a for a in await rig.audit.recent() if a.action == "access_denied"]
+    assert len(denied) == 3 and denied[0].actor == "chat:EVE"
+
+
+async def test_commands_work_without_the_llm(rig: Rig) -> None:
+    assert await rig.say("VIEW", "status") == ["all good"]
+    assert "approve ID" in (await rig.say("VIEW", "help"))[0]
+
+
+async def test_questions_go_to_the_agent_and_the_answer_comes_back_in_the_thread(
+    rig: Rig,
+) -> None:
+    replies = await rig.say("VIEW", "why is the disk full?", thread="T9")
+    assert replies == ["The agent is off: no API key (test). Your message was saved."]
+    assert rig.channel.sent[-1].target == "R1" and rig.channel.sent[-1].thread == "T9"
+
+
+async def test_only_operators_may_approve_and_the_prompt_is_updated(rig: Rig) -> None:
+    waiting = asyncio.create_task(
+        rig.broker.request(
+            tool="run_command",
+            arguments={"command": "systemctl restart nginx"},
+            actor="chat:VIEW",
+            reason="nginx down",
+            ttl_seconds=30,
+            conversation="chat|R1|T9",
+        )
+    )
+    for _ in range(20):
+        await asyncio.sleep(0.01)
+    prompt = rig.channel.prompts[0]
+    assert prompt.target == "R1" and prompt.thread == "T9"
+    assert f"approve {prompt.approval_id}" in prompt.text
+
+    refused = await rig.say("VIEW", f"approve {prompt.approval_id}")
+    assert refused == ["Only operators and admins can approve or deny actions."]
+    await rig.hub.on_approval(
+        ApprovalAnswer(
+            channel="chat",
+            approval_id=prompt.approval_id,
+            approved=True,
+            user_id="VIEW",
+            user_name="view",
+        )
+    )
+    assert not waiting.done()
+
+    await rig.hub.on_approval(
+        ApprovalAnswer(
+            channel="chat",
+            approval_id=prompt.approval_id,
+            approved=True,
+            user_id="OPS",
+            user_name="ops",
+        )
+    )
+    decision = await asyncio.wait_for(waiting, 5)
+    assert decision.approved and decision.by == "chat:ops"
+    for _ in range(20):
+        await asyncio.sleep(0.01)
+    assert rig.channel.closed == ["run_command: approved by chat:ops"]
