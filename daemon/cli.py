@@ -51,6 +51,11 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("id", help="approval id (see `nightshift approvals`)")
     with_location(commands.add_parser("reload", help="re-read the config (same as SIGHUP)"))
 
+    slack = commands.add_parser("slack", help="Slack helpers")
+    slack_commands = slack.add_subparsers(dest="slack_command", metavar="SUBCOMMAND", required=True)
+    manifest = slack_commands.add_parser("manifest", help="print the Slack app manifest")
+    manifest.add_argument("--name", default="nightshift", help="the app's display name")
+
     install = commands.add_parser("install-service", help="install the systemd unit")
     install.add_argument("--dry-run", action="store_true", help="print the unit, write nothing")
     install.add_argument("--unit-dir", type=Path, default=Path("/etc/systemd/system"))
@@ -196,6 +201,13 @@ def cmd_reload(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_slack(args: argparse.Namespace) -> int:
+    from integrations.slack_manifest import slack_manifest
+
+    print(slack_manifest(args.name))
+    return 0
+
+
 def cmd_install_service(args: argparse.Namespace) -> int:
     from daemon.service import install_service
 
@@ -240,6 +252,7 @@ HANDLERS = {
     "deny": cmd_answer,
     "reload": cmd_reload,
     "install-service": cmd_install_service,
+    "slack": cmd_slack,
 }
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from daemon.access import AccessControl
 from daemon.approvals import ApprovalBroker, ApprovalDecision, ApprovalRequest
@@ -31,6 +31,7 @@ HELP_TEXT = (
     "Anything else is a question for the agent."
 )
 StatusText = Callable[[], Awaitable[str]]
+MAX_INBOUND_CHARS = 16_000  # longer messages are cut (with a note) before they reach the agent
 
 
 @dataclass(slots=True)
@@ -79,6 +80,10 @@ class ChannelHub:
         text = message.text.strip()
         if not text:
             return
+        if len(text) > MAX_INBOUND_CHARS:
+            cut = len(text) - MAX_INBOUND_CHARS
+            text = text[:MAX_INBOUND_CHARS] + f"\n[message truncated: {cut} more characters]"
+            message = replace(message, text=text)
         if not self._access.allows(message.channel, message.sender_id, "ask"):
             await self._deny(message, "message")
             return

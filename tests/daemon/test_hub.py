@@ -70,6 +70,7 @@ class Rig:
     broker: ApprovalBroker
     audit: AuditRepo
     clock: ManualClock
+    conversations: ConversationRepo
 
     async def say(self, user: str, text: str, thread: str | None = None) -> list[str]:
         before = len(self.channel.sent)
@@ -126,7 +127,7 @@ async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
     channel = RecordingChannel()
     worker = OutboxWorker(outbox, channel, clock)
     hub.register(channel, worker)
-    yield Rig(hub, channel, worker, broker, audit, clock)
+    yield Rig(hub, channel, worker, broker, audit, clock, conversations)
     await store.close()
 
 
@@ -197,3 +198,11 @@ async def test_only_operators_may_approve_and_the_prompt_is_updated(rig: Rig) ->
     for _ in range(20):
         await asyncio.sleep(0.01)
     assert rig.channel.closed == ["run_command: approved by chat:ops"]
+
+
+async def test_a_huge_message_is_cut_before_it_reaches_the_agent(rig: Rig) -> None:
+    await rig.say("VIEW", "x" * 100_000)
+    conversation = await rig.conversations.get_or_create("chat", "R1")
+    messages = await rig.conversations.recent(conversation.id)
+    assert len(messages[0].content or "") < 16_100
+    assert "message truncated: 84000 more characters" in (messages[0].content or "")
