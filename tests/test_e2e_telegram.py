@@ -1,0 +1,101 @@
+"""End to end over Telegram: `nightshift run` with the real python-telegram-bot against a loopback
+Bot API, and the fake Kimi server: answers, default deny, and an approval round trip."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from tests.fakes.chat_completions import FakeChatServer, Reply
+from tests.fakes.telegram import FakeTelegram
+from tests.support import DaemonProcess, write_config
+
+TOKEN = "123456:TEST-token-for-nightshift-e2e-000000"
+ANN = 111  # operator
+EVE = 999  # stranger
+
+
+@pytest.fixture
+async def telegram() -> AsyncIterator[FakeTelegram]:
+    async with FakeTelegram(TOKEN) as fake:
+        yield fake
+
+
+@pytest.fixture
+async def daemon(
+    tmp_path: Path, fake_llm: FakeChatServer, telegram: FakeTelegram
+) -> AsyncIterator[DaemonProcess]:
+    config = write_config(tmp_path / "config.toml", fake_llm.base_url)
+    config.write_text(
+        config.read_text() + f'[channels.telegram]\nenabled = true\nbot_token = "{TOKEN}"\n'
+        f'api_url = "{telegram.api_url}"\n'
+        f'[channels.telegram.users]\n"{ANN}" = "operator"\n'
+    )
+    process = DaemonProcess(config, tmp_path / "state")
+    await process.start()
+    yield process
+    await process.stop()
+
+
+async def wait_for_text(telegram: FakeTelegram, chat: int, needle: str, timeout: float = 20) -> str:
+    for _ in range(int(timeout / 0.05)):
+        for text in telegram.sent_texts(chat):
+            if needle in text:
+                return text
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{needle!r} never sent to {chat}: {telegram.sent_texts(chat)}")
+
+
+async def test_an_allowed_user_gets_an_answer_and_a_stranger_is_refused(
+    daemon: DaemonProcess, telegram: FakeTelegram, fake_llm: FakeChatServer
+) -> None:
+    fake_llm.script(Reply(content="All quiet on this host."))
+    telegram.push_private("how is the host?", user_id=ANN)
+    await wait_for_text(telegram, ANN, "All quiet on this host.")
+
+    telegram.push_private("run rm -rf / now", user_id=EVE, first_name="Eve", username="eve")
+    refusal = await wait_for_text(telegram, EVE, "only take requests")
+    assert str(EVE) in refusal
+    assert fake_llm.calls == 1  # the stranger's message never reached the model
+    code, out, _ = await daemon.cli("status", "--json")
+    report = json.loads(out)
+    assert report["channels"]["telegram"]["state"] == "up"
+    assert report["outbox"].get("telegram", 0) == 0
+
+
+async def test_an_approval_round_trip_in_telegram_runs_the_action(
+    daemon: DaemonProcess, telegram: FakeTelegram, fake_llm: FakeChatServer, tmp_path: Path
+) -> None:
+    marker = tmp_path / "restarted"
+    fake_llm.script(
+        Reply(tool_calls=[("run_command", json.dumps({"command": f"touch {marker}"}))]),
+        Reply(content="Done, the service was restarted."),
+    )
+    telegram.push_private("please restart it", user_id=ANN)
+    await telegram.wait_for("sendMessage", 1, timeout=20)
+    prompt = next(
+        params for params in telegram.calls_to("sendMessage") if params.get("reply_markup")
+    )
+    assert "Approval needed" in prompt["text"]
+    assert not marker.exists()
+    prompt_id = next(
+        message_id
+        for (chat, message_id), message in telegram.messages.items()
+        if chat == ANN and "Approval needed" in message["text"]
+    )
+    keyboard = (
+        json.loads(prompt["reply_markup"])
+        if isinstance(prompt["reply_markup"], str)
+        else prompt["reply_markup"]
+    )
+    approve = keyboard["inline_keyboard"][0][0]["callback_data"]
+    telegram.push_callback(ANN, prompt_id, approve, user_id=ANN)
+
+    await wait_for_text(telegram, ANN, "Done, the service was restarted.")
+    assert marker.exists()
+    closed = telegram.messages[(ANN, prompt_id)]["text"]
+    assert "approved by telegram:" in closed
