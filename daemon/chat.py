@@ -52,16 +52,40 @@ class ChatService:
         origin: str | None = None,
     ) -> ChatReply:
         """Store the message, run the agent, return its answer (or why there is none)."""
+        request = await self.accept(
+            channel=channel,
+            conversation_key=conversation_key,
+            text=text,
+            actor=actor,
+            origin=origin,
+        )
+        return await self.answer(request, on_event)
+
+    async def accept(
+        self,
+        *,
+        channel: str,
+        conversation_key: str,
+        text: str,
+        actor: str,
+        origin: str | None = None,
+    ) -> AgentRequest:
+        """Commit the message to its conversation; only then may the channel acknowledge it."""
         if not self.accepting:
             raise DrainingError("nightshift is shutting down; try again in a moment")
         conversation = await self._conversations.get_or_create(channel, conversation_key)
-        request = AgentRequest(
+        await self._conversations.append(conversation.id, "user", text)
+        return AgentRequest(
             conversation_id=conversation.id,
             text=text,
             actor=actor,
             mode=self.agent.settings.agent.chat_mode,
             origin=origin,
+            stored=True,
         )
+
+    async def answer(self, request: AgentRequest, on_event: EventSink | None = None) -> ChatReply:
+        """Run the agent on an accepted message; the run survives the caller going away."""
         task = asyncio.create_task(self.agent.run(request, on_event))
         self._in_flight.add(task)
         task.add_done_callback(self._in_flight.discard)
@@ -73,14 +97,14 @@ class ChatService:
                 text=f"The agent is off: {exc}. Your message was saved.",
                 status="disabled",
                 run_id=None,
-                conversation_id=conversation.id,
+                conversation_id=request.conversation_id,
             )
         metrics.AGENT_RUNS.labels(status=result.status).inc()
         return ChatReply(
             text=result.text,
             status=result.status,
             run_id=result.run_id,
-            conversation_id=conversation.id,
+            conversation_id=request.conversation_id,
             tokens=result.tokens,
         )
 

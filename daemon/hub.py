@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 
 from daemon.access import AccessControl
+from daemon.agent.loop import AgentRequest
 from daemon.approvals import ApprovalBroker, ApprovalDecision, ApprovalRequest
 from daemon.chat import ChatService, DrainingError
 from daemon.clock import Clock
@@ -95,7 +96,7 @@ class ChannelHub:
         elif command in ("approve", "deny") and rest.strip():
             await self._answer_by_text(message, command == "approve", rest.strip().split()[0])
         else:
-            self._spawn(self._ask_agent(message))
+            await self._accept(message)
 
     async def on_approval(self, answer: ApprovalAnswer) -> None:
         """A button press: only operators and admins may decide."""
@@ -115,19 +116,25 @@ class ChannelHub:
         if worker is not None:
             worker.wake()
 
-    async def _ask_agent(self, message: InboundMessage) -> None:
+    async def _accept(self, message: InboundMessage) -> None:
+        """Commit the message before the channel acknowledges it; answer in the background."""
         origin = f"{message.channel}|{message.room}|{message.thread or ''}"
         try:
-            answer = await self._chat.handle(
+            request = await self._chat.accept(
                 channel=message.channel,
                 conversation_key=message.conversation_key,
                 text=message.text,
                 actor=f"{message.channel}:{message.sender_id}",
                 origin=origin,
             )
-            text = answer.text
         except DrainingError as exc:
-            text = str(exc)
+            await self.reply(message, str(exc))
+            return
+        self._spawn(self._answer(message, request))
+
+    async def _answer(self, message: InboundMessage, request: AgentRequest) -> None:
+        try:
+            text = (await self._chat.answer(request)).text
         except Exception as exc:  # noqa: BLE001 - the person still gets an answer
             log.exception("agent failed on a %s message", message.channel)
             text = f"Something went wrong while answering: {type(exc).__name__}: {exc}"

@@ -54,6 +54,7 @@ class AgentRequest:
     mode: Mode = "thinking"
     unattended: bool = False
     origin: str | None = None  # "channel|room|thread", where approval prompts are posted
+    stored: bool = False  # the user message is already committed to the conversation
 
 
 class WriteBehind:
@@ -114,7 +115,8 @@ class AgentLoop:
 
     async def run(self, request: AgentRequest, on_event: EventSink | None = None) -> AgentResult:
         """Answer ``request.text``; the user message is stored before anything else happens."""
-        await self._conversations.append(request.conversation_id, "user", request.text)
+        if not request.stored:
+            await self._conversations.append(request.conversation_id, "user", request.text)
         if self._llm is None:
             raise AgentDisabledError(self._disabled_reason or "the agent is off")
         run_id = await self._runs.start(request.kind, request.actor, request.conversation_id)

@@ -206,3 +206,18 @@ async def test_a_huge_message_is_cut_before_it_reaches_the_agent(rig: Rig) -> No
     messages = await rig.conversations.recent(conversation.id)
     assert len(messages[0].content or "") < 16_100
     assert "message truncated: 84000 more characters" in (messages[0].content or "")
+
+
+async def test_a_message_is_committed_before_the_channel_may_acknowledge_it(rig: Rig) -> None:
+    await rig.hub.on_message(
+        InboundMessage(
+            channel="chat",
+            sender_id="VIEW",
+            sender_name="view",
+            room="R7",
+            text="is the backup done?",
+        )
+    )
+    conversation = await rig.conversations.get_or_create("chat", "R7")
+    stored = await rig.conversations.recent(conversation.id)
+    assert [m.content for m in stored][:1] == ["is the backup done?"]
