@@ -19,7 +19,9 @@ from daemon.clock import Clock
 from integrations.base import ApprovalAnswer, ApprovalPrompt, Channel, InboundMessage
 from integrations.outbox import OutboxWorker
 from memory.audit import AuditEntry, AuditRepo
+from memory.channels import InboundRepo
 from memory.outbox import OutboxRepo
+from memory.store import SqliteStore
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +55,8 @@ class ChannelHub:
         approvals: ApprovalBroker,
         outbox: OutboxRepo,
         audit: AuditRepo,
+        inbound: InboundRepo,
+        store: SqliteStore,
         clock: Clock,
         status_text: StatusText,
     ) -> None:
@@ -61,6 +65,8 @@ class ChannelHub:
         self._approvals = approvals
         self._outbox = outbox
         self._audit = audit
+        self._inbound = inbound
+        self._store = store
         self._clock = clock
         self._status_text = status_text
         self._channels: dict[str, Channel] = {}
@@ -77,6 +83,19 @@ class ChannelHub:
     # -- InboundSink ---------------------------------------------------------------------------
 
     async def on_message(self, message: InboundMessage) -> None:
+        """Take a message exactly once: everything it causes commits in one transaction."""
+        async with self._store.write():
+            if message.message_id and not await self._inbound.first_time(
+                message.channel, message.room, message.message_id
+            ):
+                log.info(
+                    "ignoring %s message %s: already taken", message.channel, message.message_id
+                )
+                return
+            await self._take(message)
+        self._wake(message.channel)  # replies queued above are committed only now
+
+    async def _take(self, message: InboundMessage) -> None:
         """Answer commands at once; hand questions to the agent without blocking the channel."""
         text = message.text.strip()
         if not text:
@@ -112,7 +131,10 @@ class ChannelHub:
     async def reply(self, message: InboundMessage, text: str) -> None:
         """Queue a reply in the same room and thread as ``message``."""
         await self._outbox.enqueue(message.channel, message.room, text, thread=message.thread)
-        worker = self._workers.get(message.channel)
+        self._wake(message.channel)
+
+    def _wake(self, channel: str) -> None:
+        worker = self._workers.get(channel)
         if worker is not None:
             worker.wake()
 

@@ -33,6 +33,7 @@ from daemon.supervisor import Supervisor
 from daemon.watchers.host import HostMetricsWatcher
 from integrations.console import ConsoleChannel
 from memory.audit import AuditRepo
+from memory.channels import InboundRepo
 from memory.components import ComponentEventRepo
 from memory.conversations import ConversationRepo
 from memory.facts import FactRepo
@@ -175,6 +176,8 @@ class Runtime:
             approvals=self.approvals,
             outbox=self.outbox,
             audit=self.audit,
+            inbound=InboundRepo(self.store, self.clock),
+            store=self.store,
             clock=self.clock,
             status_text=self.status_text,
         )

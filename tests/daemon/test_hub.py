@@ -28,6 +28,7 @@ from integrations.base import (
 )
 from integrations.outbox import OutboxWorker
 from memory.audit import AuditRepo
+from memory.channels import InboundRepo
 from memory.conversations import ConversationRepo
 from memory.outbox import OutboxRepo
 from memory.runs import RunRepo
@@ -116,6 +117,8 @@ async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
         return "all good"
 
     hub = ChannelHub(
+        inbound=InboundRepo(store, clock),
+        store=store,
         access=access,
         chat=ChatService(agent, conversations),
         approvals=broker,
@@ -221,3 +224,18 @@ async def test_a_message_is_committed_before_the_channel_may_acknowledge_it(rig:
     conversation = await rig.conversations.get_or_create("chat", "R7")
     stored = await rig.conversations.recent(conversation.id)
     assert [m.content for m in stored][:1] == ["is the backup done?"]
+
+
+async def test_a_redelivered_message_is_taken_once(rig: Rig) -> None:
+    message = InboundMessage(
+        channel="chat",
+        sender_id="VIEW",
+        sender_name="view",
+        room="R2",
+        text="status",
+        message_id="m-77",
+    )
+    await rig.hub.on_message(message)
+    await rig.hub.on_message(message)  # the platform sends it again after a crash
+    await rig.worker.flush()
+    assert [m.text for m in rig.channel.sent] == ["all good"]

@@ -1,0 +1,475 @@
+"""Matrix through the client-server API, with matrix-nio's ``AsyncClient`` and our own sync loop.
+
+We log in with an access token (``whoami`` gives the device id), then long-poll ``/sync``
+ourselves rather than ``sync_forever``: our loop retries with backoff, records the last good
+sync for ``health()``, and persists ``next_batch`` through a :class:`SyncTokenStore` only after
+the sink has stored the batch, so a restart neither replays history nor loses what came while we
+were away. The very first start (no token) skips the backlog. nio's own retries are off
+(``max_limit_exceeded=0``, ``max_timeouts=0``): the outbox decides when to retry.
+
+Inbound: ``m.text`` messages from others (DMs: every message; rooms with more than two members:
+only messages that mention us, mention stripped), invites (joined only when the inviter is in
+``channels.matrix.users``, otherwise rejected), and reactions on our approval prompts
+(👍 / ✅ approve, 👎 / ❌ deny). No end-to-end encryption: use unencrypted rooms.
+
+Errors, mapped onto the channel contract::
+
+    M_LIMIT_EXCEEDED (429)           DeliveryError(retry_after=retry_after_ms / 1000)
+    connection errors, timeouts, 5xx DeliveryError
+    M_UNKNOWN_TOKEN (401)            DeliveryError + health "down": rotate the token
+    M_FORBIDDEN, unknown room, 4xx   PermanentDeliveryError
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections import OrderedDict
+from typing import Any, Literal
+
+import aiohttp
+from nio import (
+    AsyncClient,
+    AsyncClientConfig,
+    ErrorResponse,
+    InviteMemberEvent,
+    ReactionEvent,
+    RoomGetEventResponse,
+    RoomMemberEvent,
+    RoomMessageText,
+    RoomSendResponse,
+    SyncResponse,
+    WhoamiResponse,
+)
+from nio.rooms import MatrixRoom
+
+from daemon.config import MatrixChannelSettings
+from integrations._matrix_events import (
+    APPROVAL_KEY,
+    CHANNEL,
+    TOKEN_DETAIL,
+    FileSyncTokenStore,
+    RecentIds,
+    SyncTokenStore,
+    addressed_text,
+    approval_content,
+    describe,
+    edit_content,
+    error_kind,
+    is_edit,
+    quiet_library_loggers,
+    reaction_content,
+    reaction_vote,
+    text_content,
+    thread_of,
+)
+from integrations.base import (
+    ApprovalAnswer,
+    ApprovalPrompt,
+    ChannelHealth,
+    DeliveryError,
+    InboundMessage,
+    InboundSink,
+    OutgoingMessage,
+    PermanentDeliveryError,
+)
+
+__all__ = ["TOKEN_DETAIL", "FileSyncTokenStore", "MatrixChannel", "SyncTokenStore"]
+
+log = logging.getLogger(__name__)
+
+NO_TOKEN_DETAIL = "no access token: set channels.matrix.access_token"
+SYNC_TIMEOUT_SECONDS = 30.0
+START_TIMEOUT_SECONDS = 10.0
+REQUEST_TIMEOUT_SECONDS = 15.0
+SYNC_SLACK_SECONDS = 20.0  # a long poll may take its timeout plus this before we call it dead
+BACKOFF_INITIAL_SECONDS = 1.0
+BACKOFF_MAX_SECONDS = 60.0
+TIMELINE_LIMIT = 100  # events per room per sync; more while we were away is logged as a gap
+MAX_HANDLE_ATTEMPTS = 5
+PROMPTS_KEPT = 1000
+State = Literal["up", "down", "starting", "stopped"]
+_NETWORK_ERRORS = (aiohttp.ClientError, TimeoutError, OSError)
+
+
+class _SyncFailed(Exception):
+    def __init__(self, response: ErrorResponse) -> None:
+        super().__init__(describe(response))
+        self.response = response
+
+
+class MatrixChannel:
+    """The Matrix chat transport (DMs and group rooms, reaction approvals)."""
+
+    name = CHANNEL
+
+    def __init__(
+        self,
+        settings: MatrixChannelSettings,
+        *,
+        sync_token_store: SyncTokenStore | None = None,
+        sync_timeout: float = SYNC_TIMEOUT_SECONDS,
+        start_timeout: float = START_TIMEOUT_SECONDS,
+        backoff_initial: float = BACKOFF_INITIAL_SECONDS,
+        backoff_max: float = BACKOFF_MAX_SECONDS,
+    ) -> None:
+        self._settings = settings
+        self._store = sync_token_store
+        self._sync_timeout = sync_timeout
+        self._start_timeout = start_timeout
+        self._backoff = (backoff_initial, backoff_max)
+        self._token = settings.access_token.get_secret_value() if settings.access_token else ""
+        self._client: AsyncClient | None = None
+        self._me = settings.user_id
+        self._logged_in = False
+        self._sink: InboundSink | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._since: str | None = None
+        self._first_sync = True
+        self._seen = RecentIds()
+        self._attempts: dict[str, int] = {}
+        self._prompts: OrderedDict[str, str] = OrderedDict()  # prompt event id -> approval id
+        self._txns: OrderedDict[int, str] = OrderedDict()  # outbox id -> transaction id
+        self._state: State = "stopped"
+        self._detail = ""
+        self._last_sync: float | None = None
+        self._settled = asyncio.Event()
+
+    async def start(self, sink: InboundSink) -> None:
+        """Begin syncing; returns once connected, or after ``start_timeout`` with health down
+        (the sync loop keeps retrying with backoff in the background)."""
+        if self._task is not None:
+            return
+        quiet_library_loggers()
+        self._sink = sink
+        if not self._token or not self._settings.homeserver:
+            self._set_state("down", NO_TOKEN_DETAIL if not self._token else "no homeserver set")
+            return
+        config = AsyncClientConfig(
+            max_limit_exceeded=0,
+            max_timeouts=0,
+            request_timeout=REQUEST_TIMEOUT_SECONDS,
+            encryption_enabled=False,
+        )
+        self._client = AsyncClient(self._settings.homeserver, self._me, config=config)
+        self._client.access_token = self._token
+        self._logged_in = False
+        self._first_sync = True
+        self._since = None
+        self._settled.clear()
+        self._set_state("starting", f"connecting to {self._settings.homeserver}")
+        self._task = asyncio.create_task(self._sync_forever(), name="matrix-sync")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._settled.wait(), self._start_timeout)
+
+    async def stop(self) -> None:
+        """Stop syncing and close the HTTP session (the sync token is saved after every batch)."""
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            await asyncio.wait([task])
+        client, self._client = self._client, None
+        if client is not None:
+            await client.close()
+        self._set_state("stopped", "")
+
+    def health(self) -> ChannelHealth:
+        task = self._task
+        if task is not None and task.done():
+            reason = "cancelled" if task.cancelled() else repr(task.exception())
+            return ChannelHealth(state="down", detail=f"sync loop stopped: {reason}")
+        if self._state == "up" and self._last_sync is not None:
+            silent = time.monotonic() - self._last_sync
+            if silent > self._sync_timeout + SYNC_SLACK_SECONDS:
+                return ChannelHealth(state="down", detail=f"no successful sync for {silent:.0f} s")
+        return ChannelHealth(state=self._state, detail=self._detail)
+
+    async def send(self, message: OutgoingMessage) -> str:
+        """Send ``message`` as one m.text event; a retry reuses the transaction id, so the
+        homeserver does not post it twice."""
+        txn = self._txns.get(message.outbox_id) or f"ns{message.outbox_id}-{uuid.uuid4().hex}"
+        self._txns[message.outbox_id] = txn
+        while len(self._txns) > PROMPTS_KEPT:
+            self._txns.popitem(last=False)
+        content = text_content(message.text, thread=message.thread)
+        event_id = await self._room_send(message.target, "m.room.message", content, txn=txn)
+        self._txns.pop(message.outbox_id, None)
+        return event_id
+
+    async def edit(self, target: str, platform_id: str, text: str) -> None:
+        await self._room_send(target, "m.room.message", edit_content(platform_id, text))
+
+    async def ask_approval(self, prompt: ApprovalPrompt) -> str:
+        """Post the prompt, then react 👍 and 👎 to it so people can answer with one click."""
+        content = approval_content(prompt.approval_id, prompt.text, thread=prompt.thread)
+        event_id = await self._room_send(prompt.target, "m.room.message", content)
+        self._remember_prompt(event_id, prompt.approval_id)
+        for key in ("👍", "👎"):
+            try:
+                await self._room_send(prompt.target, "m.reaction", reaction_content(event_id, key))
+            except (DeliveryError, PermanentDeliveryError) as exc:
+                log.info("could not add the %s reaction to an approval prompt: %s", key, exc)
+        return event_id
+
+    async def close_approval(self, prompt: ApprovalPrompt, platform_id: str, outcome: str) -> None:
+        """Edit the prompt to its text plus the outcome."""
+        await self.edit(prompt.target, platform_id, f"{prompt.text}\n\n{outcome}")
+
+    async def _room_send(
+        self, target: str, event_type: str, content: dict[str, Any], *, txn: str | None = None
+    ) -> str:
+        client = self._require_client()
+        room = target or self._settings.default_room
+        if not room:
+            raise PermanentDeliveryError(
+                "no target room and no channels.matrix.default_room configured"
+            )
+        try:
+            response = await client.room_send(room, event_type, content, tx_id=txn)
+        except _NETWORK_ERRORS as exc:
+            raise DeliveryError(f"sending to Matrix failed: {exc!r}") from None
+        if isinstance(response, RoomSendResponse):
+            return str(response.event_id)
+        assert isinstance(response, ErrorResponse)
+        self._raise_delivery_error(response, f"{event_type} to {room}")
+
+    def _raise_delivery_error(self, response: ErrorResponse, what: str) -> Any:
+        kind, detail = error_kind(response), describe(response)
+        if kind == "rate_limited":
+            seconds = (response.retry_after_ms or 5000) / 1000
+            log.warning("Matrix rate limit on %s: retry after %.1f s", what, seconds)
+            raise DeliveryError(f"Matrix rate limit: {detail}", retry_after=seconds)
+        if kind == "token":
+            self._set_state("down", TOKEN_DETAIL)
+            raise DeliveryError(TOKEN_DETAIL)
+        if kind == "permanent":
+            raise PermanentDeliveryError(f"Matrix refused {what}: {detail}")
+        raise DeliveryError(f"Matrix failed {what}: {detail}")
+
+    def _require_client(self) -> AsyncClient:
+        if self._client is None:
+            raise DeliveryError(f"Matrix channel not running: {self._detail or 'stopped'}")
+        return self._client
+
+    def _remember_prompt(self, event_id: str, approval_id: str) -> None:
+        self._prompts[event_id] = approval_id
+        while len(self._prompts) > PROMPTS_KEPT:
+            self._prompts.popitem(last=False)
+
+    async def _sync_forever(self) -> None:
+        """Log in (whoami) and long-poll /sync until cancelled; every failure is retried."""
+        backoff = self._backoff[0]
+        sync_filter = {"room": {"timeline": {"limit": TIMELINE_LIMIT}}}
+        while True:
+            client = self._client
+            assert client is not None
+            try:
+                if not self._logged_in:
+                    await self._login(client)
+                since = self._since
+                # not up yet: a short poll, so start() learns at once that the server answers
+                timeout = int(self._sync_timeout * 1000) if self._state == "up" else 0
+                response = await client.sync(
+                    timeout=timeout,
+                    sync_filter=sync_filter,
+                    since=since,
+                    full_state=True if self._first_sync else None,
+                )
+                if not isinstance(response, SyncResponse):
+                    assert isinstance(response, ErrorResponse)
+                    raise _SyncFailed(response)
+            except Exception as exc:  # the loop must survive everything
+                delay = self._sync_failed(exc, backoff)
+                backoff = min(backoff * 2, self._backoff[1])
+                self._settled.set()
+                await asyncio.sleep(delay)
+                continue
+            self._last_sync = time.monotonic()
+            if self._state != "up":
+                log.info("Matrix syncing as %s", self._me)
+            self._set_state("up", f"syncing as {self._me}")
+            self._settled.set()
+            backoff = self._backoff[0]
+            if not await self._handle_sync(client, response, replay=since is not None):
+                await asyncio.sleep(backoff)
+                continue
+            self._first_sync = False
+            self._since = response.next_batch
+            if self._store is not None:
+                try:
+                    await self._store.save(response.next_batch)
+                except Exception:  # noqa: BLE001 - a restart may see this batch again
+                    log.exception("could not save the Matrix sync token")
+
+    async def _login(self, client: AsyncClient) -> None:
+        response = await client.whoami()
+        if not isinstance(response, WhoamiResponse):
+            assert isinstance(response, ErrorResponse)
+            raise _SyncFailed(response)
+        if self._me and response.user_id != self._me:
+            log.warning(
+                "the Matrix access token belongs to %s, not channels.matrix.user_id %s",
+                response.user_id,
+                self._me,
+            )
+        self._me = client.user_id = response.user_id
+        client.device_id = response.device_id or ""
+        if self._store is not None and self._since is None:
+            self._since = await self._store.load()
+        self._logged_in = True
+
+    def _sync_failed(self, exc: Exception, backoff: float) -> float:
+        """Record why syncing failed; return how long to wait before the next try."""
+        if isinstance(exc, _SyncFailed):
+            kind, detail = error_kind(exc.response), describe(exc.response)
+            if kind == "token":
+                detail = TOKEN_DETAIL
+                self._logged_in = False
+            elif kind == "rate_limited":
+                backoff = max(backoff, (exc.response.retry_after_ms or 0) / 1000)
+        elif isinstance(exc, _NETWORK_ERRORS):
+            detail = f"cannot reach {self._settings.homeserver}: {exc!r}"
+        else:
+            detail = f"sync failed: {exc!r}"
+            log.error("Matrix sync loop error", exc_info=True)
+        if detail != self._detail:
+            log.warning("Matrix channel down: %s (retrying in %.1f s)", detail, backoff)
+        self._set_state("down", detail)
+        return backoff
+
+    async def _handle_sync(self, client: AsyncClient, response: SyncResponse, *, replay: bool) -> bool:
+        """Answer invites, then hand the new events to the sink in order; False when the sink
+        failed (the same batch comes again). Without a saved token (``replay`` False) the
+        timeline is the backlog: skipped."""
+        for room_id, info in response.rooms.invite.items():
+            await self._answer_invite(client, room_id, info.invite_state)
+        if not replay:
+            return True
+        for room_id, joined in response.rooms.join.items():
+            room = client.rooms.get(room_id)
+            if room is None:
+                continue
+            if joined.timeline.limited and not self._first_sync:
+                log.warning("Matrix room %s: more than %d events since the last sync, older "
+                            "ones skipped", room_id, TIMELINE_LIMIT)  # fmt: skip
+            for event in self._fresh(joined.timeline.events):
+                event_id = getattr(event, "event_id", None)
+                if not event_id or event_id in self._seen:
+                    continue
+                try:
+                    await self._handle_event(client, room, event)
+                except Exception:
+                    attempts = self._attempts.get(event_id, 0) + 1
+                    if attempts < MAX_HANDLE_ATTEMPTS:
+                        self._attempts[event_id] = attempts
+                        log.warning("Matrix event %s failed; will retry", event_id)
+                        return False
+                    log.exception("dropping Matrix event %s after %d tries", event_id, attempts)
+                self._attempts.pop(event_id, None)
+                self._seen.add(event_id)
+        return True
+
+    def _fresh(self, events: list[Any]) -> list[Any]:
+        """The events after our own invite (or join) when the batch has one: a room we just
+        joined shows its history, of which only what came since we were invited is for us."""
+        cut = 0
+        for index, event in enumerate(events):
+            if isinstance(event, RoomMemberEvent) and event.state_key == self._me:
+                fresh_join = event.membership == "join" and event.prev_membership != "join"
+                if event.membership == "invite" or (fresh_join and cut == 0):
+                    cut = index + 1
+        return events[cut:]
+
+    async def _answer_invite(self, client: AsyncClient, room_id: str, state: list[Any]) -> None:
+        inviter = next(
+            (
+                event.sender
+                for event in state
+                if isinstance(event, InviteMemberEvent)
+                and event.state_key == self._me
+                and event.membership == "invite"
+            ),
+            None,
+        )
+        if inviter is None:
+            return
+        allowed = inviter in self._settings.users
+        response = await (client.join(room_id) if allowed else client.room_leave(room_id))
+        if isinstance(response, ErrorResponse):
+            log.warning("could not answer the invite to %s: %s", room_id, describe(response))
+        elif allowed:
+            log.info("joined Matrix room %s on the invite of %s", room_id, inviter)
+        else:
+            log.info("rejected an invite to %s from %s (not in channels.matrix.users)",
+                     room_id, inviter)  # fmt: skip
+
+    async def _handle_event(self, client: AsyncClient, room: MatrixRoom, event: Any) -> None:
+        sink = self._sink
+        assert sink is not None
+        if event.sender == self._me:
+            return
+        if isinstance(event, RoomMessageText):
+            inbound = self._inbound(room, event)
+            if inbound is not None:
+                await sink.on_message(inbound)
+        elif isinstance(event, ReactionEvent):
+            vote = reaction_vote(event.key)
+            if vote is None:
+                return
+            approval_id = await self._approval_of(client, room.room_id, event.reacts_to)
+            if approval_id is not None:
+                answer = ApprovalAnswer(
+                    channel=CHANNEL,
+                    approval_id=approval_id,
+                    approved=vote,
+                    user_id=event.sender,
+                    user_name=room.user_name(event.sender) or event.sender,
+                )
+                await sink.on_approval(answer)
+
+    def _inbound(self, room: MatrixRoom, event: RoomMessageText) -> InboundMessage | None:
+        content: dict[str, Any] = event.source.get("content", {})
+        if is_edit(content):
+            return None  # an edit of an earlier message: the original was handled already
+        direct = room.member_count <= 2
+        text: str | None = event.body
+        if not direct:
+            names = [name for name in (room.user_name(self._me), _localpart(self._me)) if name]
+            text = addressed_text(event.body, content, self._me, names)
+        if not text:
+            return None
+        return InboundMessage(
+            channel=CHANNEL,
+            sender_id=event.sender,
+            sender_name=room.user_name(event.sender) or event.sender,
+            room=room.room_id,
+            text=text,
+            thread=thread_of(content),
+            direct=direct,
+            message_id=event.event_id,
+        )
+
+    async def _approval_of(self, client: AsyncClient, room_id: str, event_id: str) -> str | None:
+        """The approval a prompt event asks for: remembered, else read from the event itself
+        (prompts carry their id, so reactions still count after a restart)."""
+        if event_id in self._prompts:
+            return self._prompts[event_id]
+        response = await client.room_get_event(room_id, event_id)
+        if not isinstance(response, RoomGetEventResponse):
+            return None
+        event = response.event
+        approval_id = event.source.get("content", {}).get(APPROVAL_KEY)
+        if event.sender != self._me or not isinstance(approval_id, str):
+            return None
+        self._remember_prompt(event_id, approval_id)
+        return approval_id
+
+    def _set_state(self, state: State, detail: str) -> None:
+        self._state, self._detail = state, detail
+
+
+def _localpart(user_id: str) -> str:
+    return user_id[1:].split(":", 1)[0] if user_id.startswith("@") else user_id

@@ -1,0 +1,1 @@
+"""Real peers (homeservers, alert managers) run as child processes for contract tests."""
