@@ -35,6 +35,7 @@ class AccessControl:
     def __init__(self, users: dict[str, dict[str, str]]) -> None:
         """``users`` maps channel name -> platform user id -> role name."""
         self._users = users
+        self._paired: dict[str, dict[str, str]] = {}
         self._last_notice: dict[tuple[str, str], datetime] = {}
 
     @classmethod
@@ -47,10 +48,16 @@ class AccessControl:
             }
         )
 
+    def grant(self, channel: str, user_id: str, role: str) -> None:
+        """Add a paired user; a role written in the config file is never overridden."""
+        self._paired.setdefault(channel, {})[user_id] = role
+
     def role_of(self, channel: str, user_id: str) -> Role | None:
         if channel == "console":
             return Role.ADMIN  # the socket is 0600: only the daemon's own user can reach it
-        name = self._users.get(channel, {}).get(user_id)
+        name = self._users.get(channel, {}).get(user_id) or self._paired.get(channel, {}).get(
+            user_id
+        )
         return Role[name.upper()] if name else None
 
     def allows(self, channel: str, user_id: str, action: Action) -> bool:

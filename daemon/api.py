@@ -40,6 +40,7 @@ def build_local_app(runtime: Runtime) -> web.Application:
     app.router.add_get("/v1/approvals", list_approvals)
     app.router.add_post("/v1/approvals/{id}", answer_approval)
     app.router.add_post("/v1/reload", reload)
+    app.router.add_post("/v1/pair", pair)
     return app
 
 
@@ -122,6 +123,18 @@ async def status(request: web.Request) -> web.Response:
 
 async def reload(request: web.Request) -> web.Response:
     return web.json_response(await _runtime(request).reload())
+
+
+async def pair(request: web.Request) -> web.Response:
+    body = await _json_body(request)
+    role = body.get("role")
+    if role not in ("viewer", "operator", "admin"):
+        raise web.HTTPBadRequest(text='body must be {"role": "viewer" | "operator" | "admin"}')
+    code = _runtime(request).pairing.issue(role)
+    log.info("pairing code issued for role %s by %s", role, peer_name(request))
+    return web.json_response(
+        {"code": code.code, "role": role, "expires_at": code.expires_at.isoformat()}
+    )
 
 
 async def list_approvals(request: web.Request) -> web.Response:

@@ -50,6 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
         sub = with_location(commands.add_parser(verb, help=f"{verb} a pending privileged action"))
         sub.add_argument("id", help="approval id (see `nightshift approvals`)")
     with_location(commands.add_parser("reload", help="re-read the config (same as SIGHUP)"))
+    pair = with_location(commands.add_parser("pair", help="a one-time code that binds a chat user"))
+    pair.add_argument("--role", choices=["viewer", "operator", "admin"], default="viewer")
 
     slack = commands.add_parser("slack", help="Slack helpers")
     slack_commands = slack.add_subparsers(dest="slack_command", metavar="SUBCOMMAND", required=True)
@@ -208,6 +210,17 @@ def cmd_slack(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_pair(args: argparse.Namespace) -> int:
+    result = _ask_daemon(args, "POST", "/v1/pair", {"role": args.role})
+    if result is None:
+        return 3
+    print(
+        f"Send this to the bot from the chat account to bind, within 10 minutes:\n\n"
+        f"    pair {result['code']}\n\nIt grants the role {result['role']} and works once."
+    )
+    return 0
+
+
 def cmd_install_service(args: argparse.Namespace) -> int:
     from daemon.service import install_service
 
@@ -253,6 +266,7 @@ HANDLERS = {
     "reload": cmd_reload,
     "install-service": cmd_install_service,
     "slack": cmd_slack,
+    "pair": cmd_pair,
 }
 
 

@@ -16,10 +16,11 @@ from daemon.agent.loop import AgentRequest
 from daemon.approvals import ApprovalBroker, ApprovalDecision, ApprovalRequest
 from daemon.chat import ChatService, DrainingError
 from daemon.clock import Clock
+from daemon.pairing import PairingCodes
 from integrations.base import ApprovalAnswer, ApprovalPrompt, Channel, InboundMessage
 from integrations.outbox import OutboxWorker
 from memory.audit import AuditEntry, AuditRepo
-from memory.channels import InboundRepo
+from memory.channels import ChannelStateRepo, InboundRepo
 from memory.outbox import OutboxRepo
 from memory.store import SqliteStore
 
@@ -30,7 +31,7 @@ DENIED_TEXT = (
     "Ask an admin to add your user id ({user_id}) to [channels.{channel}.users]."
 )
 HELP_TEXT = (
-    "Commands (no AI needed): status · approve ID · deny ID · help. "
+    "Commands (no AI needed): status · approve ID · deny ID · pair CODE · help. "
     "Anything else is a question for the agent."
 )
 StatusText = Callable[[], Awaitable[str]]
@@ -56,6 +57,8 @@ class ChannelHub:
         outbox: OutboxRepo,
         audit: AuditRepo,
         inbound: InboundRepo,
+        state: ChannelStateRepo,
+        pairing: PairingCodes,
         store: SqliteStore,
         clock: Clock,
         status_text: StatusText,
@@ -66,6 +69,8 @@ class ChannelHub:
         self._outbox = outbox
         self._audit = audit
         self._inbound = inbound
+        self._state = state
+        self._pairing = pairing
         self._store = store
         self._clock = clock
         self._status_text = status_text
@@ -104,11 +109,14 @@ class ChannelHub:
             cut = len(text) - MAX_INBOUND_CHARS
             text = text[:MAX_INBOUND_CHARS] + f"\n[message truncated: {cut} more characters]"
             message = replace(message, text=text)
+        word, _, rest = text.partition(" ")
+        command = word.lower()
+        if command == "pair" and rest.strip():
+            await self._pair(message, rest.strip())
+            return
         if not self._access.allows(message.channel, message.sender_id, "ask"):
             await self._deny(message, "message")
             return
-        word, _, rest = text.partition(" ")
-        command = word.lower()
         if command in ("help", "status"):
             reply = HELP_TEXT if command == "help" else await self._status_text()
             await self.reply(message, reply)
@@ -161,6 +169,30 @@ class ChannelHub:
             log.exception("agent failed on a %s message", message.channel)
             text = f"Something went wrong while answering: {type(exc).__name__}: {exc}"
         await self.reply(message, text)
+
+    async def _pair(self, message: InboundMessage, code: str) -> None:
+        role = self._pairing.redeem(code)
+        if role is None:
+            await self._deny(message, "pairing with an unknown or expired code")
+            return
+        self._access.grant(message.channel, message.sender_id, role)
+        await self._state.set(message.channel, f"role:{message.sender_id}", role)
+        await self._audit.record(
+            AuditEntry(
+                actor=f"{message.channel}:{message.sender_id}",
+                action="paired",
+                tool="",
+                tier="",
+                reason=f"paired as {role} with a one-time code",
+                arguments={"name": message.sender_name},
+                result=f"granted {role}",
+                ok=True,
+                duration_ms=0.0,
+            )
+        )
+        await self.reply(
+            message, f"Paired: {message.sender_name} is now {role} on {message.channel}."
+        )
 
     async def _answer_by_text(self, message: InboundMessage, approve: bool, ident: str) -> None:
         if not self._access.allows(message.channel, message.sender_id, "approve"):

@@ -28,12 +28,13 @@ from daemon.clock import Clock, SystemClock
 from daemon.config import Settings, load_settings
 from daemon.errors import EXIT_CONFIG, AlreadyRunningError, ConfigError, StoreError
 from daemon.hub import ChannelHub
+from daemon.pairing import PairingCodes
 from daemon.sdnotify import SystemdNotifier
 from daemon.supervisor import Supervisor
 from daemon.watchers.host import HostMetricsWatcher
 from integrations.console import ConsoleChannel
 from memory.audit import AuditRepo
-from memory.channels import InboundRepo
+from memory.channels import ChannelStateRepo, InboundRepo
 from memory.components import ComponentEventRepo
 from memory.conversations import ConversationRepo
 from memory.facts import FactRepo
@@ -170,13 +171,20 @@ class Runtime:
             build_channels(settings.channels, self.console), self.outbox, self.clock
         )
         self._build_agent()
+        self.pairing = PairingCodes(self.clock)
+        self.channel_state = ChannelStateRepo(self.store, self.clock)
+        access = AccessControl.from_settings(settings.channels)
+        for channel_name, key, role in await self.channel_state.items(prefix="role:"):
+            access.grant(channel_name, key.removeprefix("role:"), role)
         self.hub = ChannelHub(
-            access=AccessControl.from_settings(settings.channels),
+            access=access,
             chat=self.chat,
             approvals=self.approvals,
             outbox=self.outbox,
             audit=self.audit,
             inbound=InboundRepo(self.store, self.clock),
+            state=self.channel_state,
+            pairing=self.pairing,
             store=self.store,
             clock=self.clock,
             status_text=self.status_text,

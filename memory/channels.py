@@ -48,3 +48,16 @@ class ChannelStateRepo:
             " updated_at = excluded.updated_at",
             (channel, key, value, to_db_time(self._clock.now())),
         )
+
+    async def items(
+        self, channel: str | None = None, prefix: str = ""
+    ) -> list[tuple[str, str, str]]:
+        """(channel, key, value) rows, optionally for one channel and a key prefix."""
+        query = "SELECT channel, key, value FROM channel_state WHERE substr(key, 1, ?) = ?"
+        params: list[object] = [len(prefix), prefix]
+        if channel is not None:
+            query += " AND channel = ?"
+            params.append(channel)
+        async with self._store.read() as db:
+            rows = await db.execute_fetchall(query + " ORDER BY channel, key", params)
+        return [(str(r[0]), str(r[1]), str(r[2])) for r in rows]

@@ -99,3 +99,18 @@ async def test_an_approval_round_trip_in_telegram_runs_the_action(
     assert marker.exists()
     closed = telegram.messages[(ANN, prompt_id)]["text"]
     assert "approved by telegram:" in closed
+
+
+async def test_nightshift_pair_binds_a_new_telegram_user(
+    daemon: DaemonProcess, telegram: FakeTelegram, fake_llm: FakeChatServer
+) -> None:
+    code, out, _ = await daemon.cli("pair", "--role", "viewer")
+    assert code == 0
+    pairing_code = next(
+        line.split()[1] for line in out.splitlines() if line.strip().startswith("pair ")
+    )
+    telegram.push_private(f"pair {pairing_code}", user_id=EVE, first_name="Eve", username="eve")
+    await wait_for_text(telegram, EVE, "is now viewer on telegram")
+    fake_llm.script(Reply(content="Hello Eve."))
+    telegram.push_private("hi", user_id=EVE, first_name="Eve", username="eve")
+    await wait_for_text(telegram, EVE, "Hello Eve.")

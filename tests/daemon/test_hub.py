@@ -18,6 +18,7 @@ from daemon.chat import ChatService
 from daemon.clock import ManualClock
 from daemon.config import Settings
 from daemon.hub import ChannelHub
+from daemon.pairing import PairingCodes
 from integrations.base import (
     ApprovalAnswer,
     ApprovalPrompt,
@@ -28,7 +29,7 @@ from integrations.base import (
 )
 from integrations.outbox import OutboxWorker
 from memory.audit import AuditRepo
-from memory.channels import InboundRepo
+from memory.channels import ChannelStateRepo, InboundRepo
 from memory.conversations import ConversationRepo
 from memory.outbox import OutboxRepo
 from memory.runs import RunRepo
@@ -72,6 +73,8 @@ class Rig:
     audit: AuditRepo
     clock: ManualClock
     conversations: ConversationRepo
+    state: ChannelStateRepo
+    pairing: PairingCodes
 
     async def say(self, user: str, text: str, thread: str | None = None) -> list[str]:
         before = len(self.channel.sent)
@@ -116,8 +119,11 @@ async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
     async def status_text() -> str:
         return "all good"
 
+    state, pairing = ChannelStateRepo(store, clock), PairingCodes(clock)
     hub = ChannelHub(
         inbound=InboundRepo(store, clock),
+        state=state,
+        pairing=pairing,
         store=store,
         access=access,
         chat=ChatService(agent, conversations),
@@ -130,7 +136,7 @@ async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
     channel = RecordingChannel()
     worker = OutboxWorker(outbox, channel, clock)
     hub.register(channel, worker)
-    yield Rig(hub, channel, worker, broker, audit, clock, conversations)
+    yield Rig(hub, channel, worker, broker, audit, clock, conversations, state, pairing)
     await store.close()
 
 
@@ -239,3 +245,16 @@ async def test_a_redelivered_message_is_taken_once(rig: Rig) -> None:
     await rig.hub.on_message(message)  # the platform sends it again after a crash
     await rig.worker.flush()
     assert [m.text for m in rig.channel.sent] == ["all good"]
+
+
+async def test_pairing_binds_the_sender_once_and_survives_in_memory(rig: Rig) -> None:
+    code = rig.pairing.issue("operator").code  # what `nightshift pair` asks the daemon for
+    assert "only take requests" in (await rig.say("NEWBIE", "hello"))[0]
+    assert (await rig.say("NEWBIE", f"pair {code.lower()}")) == [
+        "Paired: newbie is now operator on chat."
+    ]
+    assert await rig.say("NEWBIE", "status") == ["all good"]
+    assert await rig.state.items(prefix="role:") == [("chat", "role:NEWBIE", "operator")]
+    rig.clock.advance(3601)
+    replies = await rig.say("MALLORY", f"pair {code}")  # used up: a second person gets nothing
+    assert "only take requests" in replies[0]
