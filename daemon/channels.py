@@ -13,6 +13,7 @@ from daemon.supervisor import Supervisor
 from integrations.base import Channel, InboundSink
 from integrations.console import ConsoleChannel
 from integrations.outbox import OutboxWorker
+from memory.channels import ChannelStateRepo
 from memory.outbox import OutboxRepo
 
 log = logging.getLogger(__name__)
@@ -20,7 +21,23 @@ log = logging.getLogger(__name__)
 FLUSH_TIMEOUT_SECONDS = 10.0
 
 
-def build_channels(settings: ChannelsSettings, console: ConsoleChannel) -> list[Channel]:
+class StoredSyncToken:
+    """Keeps a channel's sync position (Matrix ``next_batch``) in the database."""
+
+    def __init__(self, state: ChannelStateRepo, channel: str) -> None:
+        self._state = state
+        self._channel = channel
+
+    async def load(self) -> str | None:
+        return await self._state.get(self._channel, "sync_token")
+
+    async def save(self, token: str) -> None:
+        await self._state.set(self._channel, "sync_token", token)
+
+
+def build_channels(
+    settings: ChannelsSettings, console: ConsoleChannel, state: ChannelStateRepo
+) -> list[Channel]:
     """The console plus every enabled platform; platform libraries are imported only if used."""
     channels: list[Channel] = [console]
     if settings.slack.enabled:
@@ -31,6 +48,11 @@ def build_channels(settings: ChannelsSettings, console: ConsoleChannel) -> list[
         from integrations.telegram import TelegramChannel
 
         channels.append(TelegramChannel(settings.telegram))
+    if settings.matrix.enabled:
+        from integrations.matrix import MatrixChannel
+
+        store = StoredSyncToken(state, "matrix")
+        channels.append(MatrixChannel(settings.matrix, sync_token_store=store))
     return channels
 
 

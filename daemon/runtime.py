@@ -167,12 +167,14 @@ class Runtime:
         if interrupted:
             log.warning("%d agent run(s) were interrupted by the last shutdown", interrupted)
 
+        self.channel_state = ChannelStateRepo(self.store, self.clock)
         self.channel_set = ChannelSet(
-            build_channels(settings.channels, self.console), self.outbox, self.clock
+            build_channels(settings.channels, self.console, self.channel_state),
+            self.outbox,
+            self.clock,
         )
         self._build_agent()
         self.pairing = PairingCodes(self.clock)
-        self.channel_state = ChannelStateRepo(self.store, self.clock)
         access = AccessControl.from_settings(settings.channels)
         for channel_name, key, role in await self.channel_state.items(prefix="role:"):
             access.grant(channel_name, key.removeprefix("role:"), role)

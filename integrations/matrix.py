@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 import time
 import uuid
 from collections import OrderedDict
@@ -35,10 +36,7 @@ from nio import (
     AsyncClient,
     AsyncClientConfig,
     ErrorResponse,
-    InviteMemberEvent,
     ReactionEvent,
-    RoomGetEventResponse,
-    RoomMemberEvent,
     RoomMessageText,
     RoomSendResponse,
     SyncResponse,
@@ -48,30 +46,30 @@ from nio.rooms import MatrixRoom
 
 from daemon.config import MatrixChannelSettings
 from integrations._matrix_events import (
-    APPROVAL_KEY,
     CHANNEL,
     TOKEN_DETAIL,
     FileSyncTokenStore,
     RecentIds,
     SyncTokenStore,
-    addressed_text,
     approval_content,
     describe,
     edit_content,
     error_kind,
-    is_edit,
     quiet_library_loggers,
     reaction_content,
-    reaction_vote,
     text_content,
-    thread_of,
+)
+from integrations._matrix_inbound import (
+    Prompts,
+    approval_answer,
+    fresh_events,
+    inbound_message,
+    inviter_of,
 )
 from integrations.base import (
-    ApprovalAnswer,
     ApprovalPrompt,
     ChannelHealth,
     DeliveryError,
-    InboundMessage,
     InboundSink,
     OutgoingMessage,
     PermanentDeliveryError,
@@ -90,7 +88,11 @@ BACKOFF_INITIAL_SECONDS = 1.0
 BACKOFF_MAX_SECONDS = 60.0
 TIMELINE_LIMIT = 100  # events per room per sync; more while we were away is logged as a gap
 MAX_HANDLE_ATTEMPTS = 5
-PROMPTS_KEPT = 1000
+TXNS_KEPT = 1000
+# Synapse caches a sync answer for 2 minutes keyed on (device, since, timeout, filter,
+# full_state): a restart within that time would get the previous process's first answer, with
+# an old next_batch, and replay what followed. A random timeout on the first sync avoids it.
+CACHE_BUSTER_MS = 60_000
 State = Literal["up", "down", "starting", "stopped"]
 _NETWORK_ERRORS = (aiohttp.ClientError, TimeoutError, OSError)
 
@@ -131,7 +133,7 @@ class MatrixChannel:
         self._first_sync = True
         self._seen = RecentIds()
         self._attempts: dict[str, int] = {}
-        self._prompts: OrderedDict[str, str] = OrderedDict()  # prompt event id -> approval id
+        self._prompts = Prompts()  # our prompt event ids -> approval ids
         self._txns: OrderedDict[int, str] = OrderedDict()  # outbox id -> transaction id
         self._state: State = "stopped"
         self._detail = ""
@@ -192,7 +194,7 @@ class MatrixChannel:
         homeserver does not post it twice."""
         txn = self._txns.get(message.outbox_id) or f"ns{message.outbox_id}-{uuid.uuid4().hex}"
         self._txns[message.outbox_id] = txn
-        while len(self._txns) > PROMPTS_KEPT:
+        while len(self._txns) > TXNS_KEPT:
             self._txns.popitem(last=False)
         content = text_content(message.text, thread=message.thread)
         event_id = await self._room_send(message.target, "m.room.message", content, txn=txn)
@@ -206,7 +208,7 @@ class MatrixChannel:
         """Post the prompt, then react 👍 and 👎 to it so people can answer with one click."""
         content = approval_content(prompt.approval_id, prompt.text, thread=prompt.thread)
         event_id = await self._room_send(prompt.target, "m.room.message", content)
-        self._remember_prompt(event_id, prompt.approval_id)
+        self._prompts.add(event_id, prompt.approval_id)
         for key in ("👍", "👎"):
             try:
                 await self._room_send(prompt.target, "m.reaction", reaction_content(event_id, key))
@@ -234,30 +236,25 @@ class MatrixChannel:
         if isinstance(response, RoomSendResponse):
             return str(response.event_id)
         assert isinstance(response, ErrorResponse)
-        self._raise_delivery_error(response, f"{event_type} to {room}")
+        raise self._delivery_error(response, f"{event_type} to {room}")
 
-    def _raise_delivery_error(self, response: ErrorResponse, what: str) -> Any:
+    def _delivery_error(self, response: ErrorResponse, what: str) -> Exception:
         kind, detail = error_kind(response), describe(response)
         if kind == "rate_limited":
             seconds = (response.retry_after_ms or 5000) / 1000
             log.warning("Matrix rate limit on %s: retry after %.1f s", what, seconds)
-            raise DeliveryError(f"Matrix rate limit: {detail}", retry_after=seconds)
+            return DeliveryError(f"Matrix rate limit: {detail}", retry_after=seconds)
         if kind == "token":
             self._set_state("down", TOKEN_DETAIL)
-            raise DeliveryError(TOKEN_DETAIL)
+            return DeliveryError(TOKEN_DETAIL)
         if kind == "permanent":
-            raise PermanentDeliveryError(f"Matrix refused {what}: {detail}")
-        raise DeliveryError(f"Matrix failed {what}: {detail}")
+            return PermanentDeliveryError(f"Matrix refused {what}: {detail}")
+        return DeliveryError(f"Matrix failed {what}: {detail}")
 
     def _require_client(self) -> AsyncClient:
         if self._client is None:
             raise DeliveryError(f"Matrix channel not running: {self._detail or 'stopped'}")
         return self._client
-
-    def _remember_prompt(self, event_id: str, approval_id: str) -> None:
-        self._prompts[event_id] = approval_id
-        while len(self._prompts) > PROMPTS_KEPT:
-            self._prompts.popitem(last=False)
 
     async def _sync_forever(self) -> None:
         """Log in (whoami) and long-poll /sync until cancelled; every failure is retried."""
@@ -272,6 +269,8 @@ class MatrixChannel:
                 since = self._since
                 # not up yet: a short poll, so start() learns at once that the server answers
                 timeout = int(self._sync_timeout * 1000) if self._state == "up" else 0
+                if self._first_sync:  # full_state: answered at once, whatever the timeout
+                    timeout = 1 + secrets.randbelow(CACHE_BUSTER_MS)
                 response = await client.sync(
                     timeout=timeout,
                     sync_filter=sync_filter,
@@ -293,7 +292,7 @@ class MatrixChannel:
             self._set_state("up", f"syncing as {self._me}")
             self._settled.set()
             backoff = self._backoff[0]
-            if not await self._handle_sync(client, response, replay=since is not None):
+            if not await self._handle_sync(client, response, deliver=since is not None):
                 await asyncio.sleep(backoff)
                 continue
             self._first_sync = False
@@ -340,22 +339,25 @@ class MatrixChannel:
         self._set_state("down", detail)
         return backoff
 
-    async def _handle_sync(self, client: AsyncClient, response: SyncResponse, *, replay: bool) -> bool:
+    async def _handle_sync(
+        self, client: AsyncClient, response: SyncResponse, *, deliver: bool
+    ) -> bool:
         """Answer invites, then hand the new events to the sink in order; False when the sink
-        failed (the same batch comes again). Without a saved token (``replay`` False) the
-        timeline is the backlog: skipped."""
+        failed (the same batch comes again). The first sync without a saved token
+        (``deliver`` False) is the backlog: skipped."""
         for room_id, info in response.rooms.invite.items():
             await self._answer_invite(client, room_id, info.invite_state)
-        if not replay:
+        if not deliver:
             return True
         for room_id, joined in response.rooms.join.items():
             room = client.rooms.get(room_id)
             if room is None:
                 continue
-            if joined.timeline.limited and not self._first_sync:
+            events = fresh_events(joined.timeline.events, self._me)
+            if joined.timeline.limited and len(events) == len(joined.timeline.events):
                 log.warning("Matrix room %s: more than %d events since the last sync, older "
                             "ones skipped", room_id, TIMELINE_LIMIT)  # fmt: skip
-            for event in self._fresh(joined.timeline.events):
+            for event in events:
                 event_id = getattr(event, "event_id", None)
                 if not event_id or event_id in self._seen:
                     continue
@@ -372,28 +374,8 @@ class MatrixChannel:
                 self._seen.add(event_id)
         return True
 
-    def _fresh(self, events: list[Any]) -> list[Any]:
-        """The events after our own invite (or join) when the batch has one: a room we just
-        joined shows its history, of which only what came since we were invited is for us."""
-        cut = 0
-        for index, event in enumerate(events):
-            if isinstance(event, RoomMemberEvent) and event.state_key == self._me:
-                fresh_join = event.membership == "join" and event.prev_membership != "join"
-                if event.membership == "invite" or (fresh_join and cut == 0):
-                    cut = index + 1
-        return events[cut:]
-
     async def _answer_invite(self, client: AsyncClient, room_id: str, state: list[Any]) -> None:
-        inviter = next(
-            (
-                event.sender
-                for event in state
-                if isinstance(event, InviteMemberEvent)
-                and event.state_key == self._me
-                and event.membership == "invite"
-            ),
-            None,
-        )
+        inviter = inviter_of(state, self._me)
         if inviter is None:
             return
         allowed = inviter in self._settings.users
@@ -412,64 +394,13 @@ class MatrixChannel:
         if event.sender == self._me:
             return
         if isinstance(event, RoomMessageText):
-            inbound = self._inbound(room, event)
+            inbound = inbound_message(room, event, self._me)
             if inbound is not None:
                 await sink.on_message(inbound)
         elif isinstance(event, ReactionEvent):
-            vote = reaction_vote(event.key)
-            if vote is None:
-                return
-            approval_id = await self._approval_of(client, room.room_id, event.reacts_to)
-            if approval_id is not None:
-                answer = ApprovalAnswer(
-                    channel=CHANNEL,
-                    approval_id=approval_id,
-                    approved=vote,
-                    user_id=event.sender,
-                    user_name=room.user_name(event.sender) or event.sender,
-                )
+            answer = await approval_answer(client, room, event, self._prompts)
+            if answer is not None:
                 await sink.on_approval(answer)
-
-    def _inbound(self, room: MatrixRoom, event: RoomMessageText) -> InboundMessage | None:
-        content: dict[str, Any] = event.source.get("content", {})
-        if is_edit(content):
-            return None  # an edit of an earlier message: the original was handled already
-        direct = room.member_count <= 2
-        text: str | None = event.body
-        if not direct:
-            names = [name for name in (room.user_name(self._me), _localpart(self._me)) if name]
-            text = addressed_text(event.body, content, self._me, names)
-        if not text:
-            return None
-        return InboundMessage(
-            channel=CHANNEL,
-            sender_id=event.sender,
-            sender_name=room.user_name(event.sender) or event.sender,
-            room=room.room_id,
-            text=text,
-            thread=thread_of(content),
-            direct=direct,
-            message_id=event.event_id,
-        )
-
-    async def _approval_of(self, client: AsyncClient, room_id: str, event_id: str) -> str | None:
-        """The approval a prompt event asks for: remembered, else read from the event itself
-        (prompts carry their id, so reactions still count after a restart)."""
-        if event_id in self._prompts:
-            return self._prompts[event_id]
-        response = await client.room_get_event(room_id, event_id)
-        if not isinstance(response, RoomGetEventResponse):
-            return None
-        event = response.event
-        approval_id = event.source.get("content", {}).get(APPROVAL_KEY)
-        if event.sender != self._me or not isinstance(approval_id, str):
-            return None
-        self._remember_prompt(event_id, approval_id)
-        return approval_id
 
     def _set_state(self, state: State, detail: str) -> None:
         self._state, self._detail = state, detail
-
-
-def _localpart(user_id: str) -> str:
-    return user_id[1:].split(":", 1)[0] if user_id.startswith("@") else user_id
