@@ -306,6 +306,37 @@ class SchedulerSettings(Section):
         return _check_zone(value)
 
 
+CHANNEL_NAMES = ("console", "slack", "telegram", "matrix")
+
+
+class RouteSettings(Section):
+    """Where notifications with matching severity/labels go (first match wins unless continue)."""
+
+    match: dict[str, str] = Field(default_factory=dict)  # exact values, e.g. severity = "critical"
+    match_re: dict[str, str] = Field(default_factory=dict)  # regular expressions (full match)
+    to: list[str] = Field(default_factory=list)  # "slack" (its default target) or "slack:C0OPS"
+    continue_matching: bool = False  # also try the routes below
+
+    @field_validator("match_re")
+    @classmethod
+    def _valid_regexes(cls, patterns: dict[str, str]) -> dict[str, str]:
+        for pattern in patterns.values():
+            _check_regex(pattern)
+        return patterns
+
+    @field_validator("to")
+    @classmethod
+    def _known_channels(cls, targets: list[str]) -> list[str]:
+        for target in targets:
+            channel = target.split(":", 1)[0]
+            if channel not in CHANNEL_NAMES:
+                raise ValueError(
+                    f"unknown channel {channel!r} in {target!r}; use one of "
+                    f"{', '.join(CHANNEL_NAMES)}, optionally with ':target' (e.g. 'slack:C0OPS')"
+                )
+        return targets
+
+
 class RuntimeSettings(Section):
     """Process lifecycle."""
 
@@ -335,6 +366,21 @@ class Settings(BaseSettings):
     rules: list[RuleSettings] = Field(default_factory=list)
     scheduler: SchedulerSettings = Field(default_factory=SchedulerSettings)
     runtime: RuntimeSettings = Field(default_factory=RuntimeSettings)
+    routes: list[RouteSettings] = Field(default_factory=list)
+    default_route: list[str] = Field(default_factory=lambda: ["console"])
+
+    @model_validator(mode="after")
+    def _routes_use_enabled_channels(self) -> Settings:
+        enabled = {name for name in CHANNEL_NAMES if getattr(self.channels, name).enabled}
+        for index, route in enumerate(self.routes):
+            for target in route.to:
+                channel = target.split(":", 1)[0]
+                if channel not in enabled:
+                    raise ValueError(
+                        f"routes.{index}.to: channel {channel!r} is not enabled "
+                        f"(set [channels.{channel}] enabled = true, or remove {target!r})"
+                    )
+        return self
 
     @classmethod
     def settings_customise_sources(
