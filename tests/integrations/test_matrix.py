@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,33 +23,12 @@ from integrations.base import (
     ApprovalPrompt,
     Channel,
     DeliveryError,
-    InboundMessage,
     OutgoingMessage,
     PermanentDeliveryError,
 )
 from integrations.matrix import TOKEN_DETAIL, MatrixChannel
+from tests.integrations.sink import RecordingSink, eventually
 from tests.peers.synapse import MatrixUser, Synapse, free_port, synapse_available
-
-
-class RecordingSink:
-    """Stores what the channel hands over; ``fail`` makes the next calls raise."""
-
-    def __init__(self) -> None:
-        self.messages: list[InboundMessage] = []
-        self.answers: list[ApprovalAnswer] = []
-        self.fail = 0
-
-    async def on_message(self, message: InboundMessage) -> None:
-        if self.fail:
-            self.fail -= 1
-            raise RuntimeError("store unavailable")
-        self.messages.append(message)
-
-    async def on_approval(self, answer: ApprovalAnswer) -> None:
-        self.answers.append(answer)
-
-    def texts(self) -> list[str]:
-        return [message.text for message in self.messages]
 
 
 class DictTokenStore:
@@ -69,14 +48,6 @@ class Peers:
         self.bot = server.register("bot")
         self.ann = server.register("ann")
         self.eve = server.register("eve")
-
-
-async def eventually(check: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.02)
 
 
 @pytest.fixture(scope="module")

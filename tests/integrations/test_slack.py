@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -17,36 +17,13 @@ from integrations.base import (
     ApprovalPrompt,
     Channel,
     DeliveryError,
-    InboundMessage,
     OutgoingMessage,
     PermanentDeliveryError,
 )
 from integrations.slack import SlackChannel
 from integrations.slack_manifest import slack_manifest
 from tests.fakes.slack import APP_TOKEN, BOT_TOKEN, FakeSlack
-
-
-class RecordingSink:
-    """Stores what the channel hands over and lets a test wait for it."""
-
-    def __init__(self) -> None:
-        self.messages: list[InboundMessage] = []
-        self.answers: list[ApprovalAnswer] = []
-        self._changed = asyncio.Condition()
-
-    async def on_message(self, message: InboundMessage) -> None:
-        async with self._changed:
-            self.messages.append(message)
-            self._changed.notify_all()
-
-    async def on_approval(self, answer: ApprovalAnswer) -> None:
-        async with self._changed:
-            self.answers.append(answer)
-            self._changed.notify_all()
-
-    async def wait(self, predicate: Callable[[], bool], timeout: float = 5.0) -> None:
-        async with asyncio.timeout(timeout), self._changed:
-            await self._changed.wait_for(predicate)
+from tests.integrations.sink import RecordingSink
 
 
 def settings(slack: FakeSlack, **overrides: Any) -> SlackChannelSettings:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 
 import pytest
 from pydantic import SecretStr
@@ -23,39 +23,11 @@ from integrations.base import (
 )
 from integrations.telegram import TOKEN_DETAIL, TelegramChannel
 from tests.fakes.telegram import FakeTelegram
+from tests.integrations.sink import RecordingSink, eventually
 
 TOKEN = "123456:AAH-test-token-value"
 GROUP = -1001234
 ANN = 42
-
-
-class RecordingSink:
-    """Stores what the channel hands over; ``fail`` makes the next calls raise."""
-
-    def __init__(self) -> None:
-        self.messages: list[InboundMessage] = []
-        self.answers: list[ApprovalAnswer] = []
-        self.fail = 0
-        self.after_store: Callable[[], None] | None = None
-
-    async def on_message(self, message: InboundMessage) -> None:
-        if self.fail:
-            self.fail -= 1
-            raise RuntimeError("store unavailable")
-        self.messages.append(message)
-        if self.after_store is not None:
-            self.after_store()
-
-    async def on_approval(self, answer: ApprovalAnswer) -> None:
-        self.answers.append(answer)
-
-
-async def eventually(check: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.01)
 
 
 def make_channel(api_url: str, token: str = TOKEN, **settings: object) -> TelegramChannel:
