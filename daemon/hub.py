@@ -267,6 +267,11 @@ class ChannelHub:
         except Exception:  # noqa: BLE001
             log.exception("could not update approval message %s", open_prompt.platform_id)
 
+    async def drain(self, timeout: float) -> None:
+        """Let answers whose runs finished reach the outbox before it is flushed at shutdown."""
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=timeout)
+
     def _spawn(self, coroutine: Awaitable[None]) -> None:
         task = asyncio.ensure_future(coroutine)
         self._tasks.add(task)

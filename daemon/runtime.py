@@ -254,6 +254,7 @@ class Runtime:
         log.info("stopping: draining in-flight work (up to %.0fs)", timeout)
         denied = self.approvals.deny_all(by="shutdown")
         cancelled = await self.chat.drain(timeout)
+        await self.hub.drain(timeout=5.0)
         if denied or cancelled:
             log.warning("shutdown denied %d approval(s), cancelled %d run(s)", denied, cancelled)
         sent = await self.channel_set.flush()

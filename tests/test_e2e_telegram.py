@@ -114,3 +114,19 @@ async def test_nightshift_pair_binds_a_new_telegram_user(
     fake_llm.script(Reply(content="Hello Eve."))
     telegram.push_private("hi", user_id=EVE, first_name="Eve", username="eve")
     await wait_for_text(telegram, EVE, "Hello Eve.")
+
+
+async def test_sigterm_while_answering_still_delivers_the_answer(
+    daemon: DaemonProcess, telegram: FakeTelegram, fake_llm: FakeChatServer
+) -> None:
+    import signal
+
+    fake_llm.script(Reply(content="Answer that outlives the shutdown.", delay=1.0))
+    telegram.push_private("slow question", user_id=ANN)
+    for _ in range(200):
+        if fake_llm.calls:
+            break
+        await asyncio.sleep(0.02)
+    daemon.signal(signal.SIGTERM)
+    assert await daemon.wait() == 0
+    assert any("outlives the shutdown" in text for text in telegram.sent_texts(ANN))
