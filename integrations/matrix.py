@@ -23,13 +23,11 @@ Errors, mapped onto the channel contract::
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import secrets
-import time
 import uuid
 from collections import OrderedDict
-from typing import Any, Literal
+from typing import Any
 
 import aiohttp
 from nio import (
@@ -66,6 +64,7 @@ from integrations._matrix_inbound import (
     inbound_message,
     inviter_of,
 )
+from integrations._receive_loop import ReceiveLoop
 from integrations.base import (
     ApprovalPrompt,
     ChannelHealth,
@@ -93,7 +92,6 @@ TXNS_KEPT = 1000
 # full_state): a restart within that time would get the previous process's first answer, with
 # an old next_batch, and replay what followed. A random timeout on the first sync avoids it.
 CACHE_BUSTER_MS = 60_000
-State = Literal["up", "down", "starting", "stopped"]
 _NETWORK_ERRORS = (aiohttp.ClientError, TimeoutError, OSError)
 
 
@@ -128,27 +126,23 @@ class MatrixChannel:
         self._me = settings.user_id
         self._logged_in = False
         self._sink: InboundSink | None = None
-        self._task: asyncio.Task[None] | None = None
         self._since: str | None = None
         self._first_sync = True
         self._seen = RecentIds()
         self._attempts: dict[str, int] = {}
         self._prompts = Prompts()  # our prompt event ids -> approval ids
         self._txns: OrderedDict[int, str] = OrderedDict()  # outbox id -> transaction id
-        self._state: State = "stopped"
-        self._detail = ""
-        self._last_sync: float | None = None
-        self._settled = asyncio.Event()
+        self._loop = ReceiveLoop("sync", sync_timeout + SYNC_SLACK_SECONDS)
 
     async def start(self, sink: InboundSink) -> None:
         """Begin syncing; returns once connected, or after ``start_timeout`` with health down
         (the sync loop keeps retrying with backoff in the background)."""
-        if self._task is not None:
+        if self._loop.running:
             return
         quiet_library_loggers()
         self._sink = sink
         if not self._token or not self._settings.homeserver:
-            self._set_state("down", NO_TOKEN_DETAIL if not self._token else "no homeserver set")
+            self._loop.set("down", NO_TOKEN_DETAIL if not self._token else "no homeserver set")
             return
         config = AsyncClientConfig(
             max_limit_exceeded=0,
@@ -161,33 +155,23 @@ class MatrixChannel:
         self._logged_in = False
         self._first_sync = True
         self._since = None
-        self._settled.clear()
-        self._set_state("starting", f"connecting to {self._settings.homeserver}")
-        self._task = asyncio.create_task(self._sync_forever(), name="matrix-sync")
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._settled.wait(), self._start_timeout)
+        await self._loop.launch(
+            self._sync_forever(),
+            name="matrix-sync",
+            detail=f"connecting to {self._settings.homeserver}",
+            start_timeout=self._start_timeout,
+        )
 
     async def stop(self) -> None:
         """Stop syncing and close the HTTP session (the sync token is saved after every batch)."""
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            await asyncio.wait([task])
+        await self._loop.cancel()
         client, self._client = self._client, None
         if client is not None:
             await client.close()
-        self._set_state("stopped", "")
+        self._loop.set("stopped", "")
 
     def health(self) -> ChannelHealth:
-        task = self._task
-        if task is not None and task.done():
-            reason = "cancelled" if task.cancelled() else repr(task.exception())
-            return ChannelHealth(state="down", detail=f"sync loop stopped: {reason}")
-        if self._state == "up" and self._last_sync is not None:
-            silent = time.monotonic() - self._last_sync
-            if silent > self._sync_timeout + SYNC_SLACK_SECONDS:
-                return ChannelHealth(state="down", detail=f"no successful sync for {silent:.0f} s")
-        return ChannelHealth(state=self._state, detail=self._detail)
+        return self._loop.health()
 
     async def send(self, message: OutgoingMessage) -> str:
         """Send ``message`` as one m.text event; a retry reuses the transaction id, so the
@@ -245,7 +229,7 @@ class MatrixChannel:
             log.warning("Matrix rate limit on %s: retry after %.1f s", what, seconds)
             return DeliveryError(f"Matrix rate limit: {detail}", retry_after=seconds)
         if kind == "token":
-            self._set_state("down", TOKEN_DETAIL)
+            self._loop.set("down", TOKEN_DETAIL)
             return DeliveryError(TOKEN_DETAIL)
         if kind == "permanent":
             return PermanentDeliveryError(f"Matrix refused {what}: {detail}")
@@ -253,7 +237,7 @@ class MatrixChannel:
 
     def _require_client(self) -> AsyncClient:
         if self._client is None:
-            raise DeliveryError(f"Matrix channel not running: {self._detail or 'stopped'}")
+            raise DeliveryError(f"Matrix channel not running: {self._loop.detail or 'stopped'}")
         return self._client
 
     async def _sync_forever(self) -> None:
@@ -268,7 +252,7 @@ class MatrixChannel:
                     await self._login(client)
                 since = self._since
                 # not up yet: a short poll, so start() learns at once that the server answers
-                timeout = int(self._sync_timeout * 1000) if self._state == "up" else 0
+                timeout = int(self._sync_timeout * 1000) if self._loop.up else 0
                 if self._first_sync:  # full_state: answered at once, whatever the timeout
                     timeout = 1 + secrets.randbelow(CACHE_BUSTER_MS)
                 response = await client.sync(
@@ -283,14 +267,11 @@ class MatrixChannel:
             except Exception as exc:  # the loop must survive everything
                 delay = self._sync_failed(exc, backoff)
                 backoff = min(backoff * 2, self._backoff[1])
-                self._settled.set()
                 await asyncio.sleep(delay)
                 continue
-            self._last_sync = time.monotonic()
-            if self._state != "up":
+            if not self._loop.up:
                 log.info("Matrix syncing as %s", self._me)
-            self._set_state("up", f"syncing as {self._me}")
-            self._settled.set()
+            self._loop.succeeded(f"syncing as {self._me}")
             backoff = self._backoff[0]
             if not await self._handle_sync(client, response, deliver=since is not None):
                 await asyncio.sleep(backoff)
@@ -334,9 +315,9 @@ class MatrixChannel:
         else:
             detail = f"sync failed: {exc!r}"
             log.error("Matrix sync loop error", exc_info=True)
-        if detail != self._detail:
+        if detail != self._loop.detail:
             log.warning("Matrix channel down: %s (retrying in %.1f s)", detail, backoff)
-        self._set_state("down", detail)
+        self._loop.failed(detail)
         return backoff
 
     async def _handle_sync(
@@ -401,6 +382,3 @@ class MatrixChannel:
             answer = await approval_answer(client, room, event, self._prompts)
             if answer is not None:
                 await sink.on_approval(answer)
-
-    def _set_state(self, state: State, detail: str) -> None:
-        self._state, self._detail = state, detail

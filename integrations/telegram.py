@@ -25,10 +25,8 @@ import asyncio
 import contextlib
 import logging
 import os
-import time
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
-from typing import Literal
 
 from telegram import InlineKeyboardMarkup, Message, Update
 from telegram.error import (
@@ -43,6 +41,7 @@ from telegram.ext import AIORateLimiter, ExtBot
 from telegram.request import HTTPXRequest
 
 from daemon.config import TelegramChannelSettings
+from integrations._receive_loop import ReceiveLoop
 from integrations._telegram_updates import (
     TOKEN_DETAIL,
     BotIdentity,
@@ -85,7 +84,6 @@ POLL_READ_SLACK_SECONDS = 10.0  # a getUpdates may take its timeout plus PTB's r
 MAX_HANDLE_ATTEMPTS = 5  # the sink failing on one update this often: drop it, log an error
 PARTIAL_SENDS_KEPT = 1000
 ALLOWED_UPDATES = [Update.MESSAGE, Update.CALLBACK_QUERY]
-State = Literal["up", "down", "starting", "stopped"]
 
 
 class TelegramChannel:
@@ -111,7 +109,6 @@ class TelegramChannel:
         self._bot: ExtBot[int] | None = None
         self._me: BotIdentity | None = None
         self._sink: InboundSink | None = None
-        self._task: asyncio.Task[None] | None = None
         self._offset: int | None = None
         self._confirmed: int | None = None
         self._seen = RecentIds()
@@ -120,20 +117,17 @@ class TelegramChannel:
         self._attempts: dict[int, int] = {}
         self._partial: OrderedDict[int, list[str]] = OrderedDict()
         self._migrated: dict[str, int] = {}
-        self._state: State = "stopped"
-        self._detail = ""
-        self._last_poll: float | None = None
-        self._settled = asyncio.Event()
+        self._loop = ReceiveLoop("poll", poll_timeout + POLL_READ_SLACK_SECONDS, call="getUpdates")
 
     async def start(self, sink: InboundSink) -> None:
         """Begin polling; returns once connected, or after ``start_timeout`` with health down
         (polling keeps retrying with backoff in the background)."""
-        if self._task is not None:
+        if self._loop.running:
             return
         quiet_library_loggers()
         self._sink = sink
         if not self._token:
-            self._set_state("down", NO_TOKEN_DETAIL)
+            self._loop.set("down", NO_TOKEN_DETAIL)
             return
         self._bot = ExtBot(
             self._token,
@@ -145,18 +139,16 @@ class TelegramChannel:
             get_updates_request=HTTPXRequest(connection_pool_size=1),
         )
         self._offset = self._confirmed = None  # like a new process: Telegram knows the offset
-        self._settled.clear()
-        self._set_state("starting", "connecting to Telegram")
-        self._task = asyncio.create_task(self._poll_forever(), name="telegram-poll")
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._settled.wait(), self._start_timeout)
+        await self._loop.launch(
+            self._poll_forever(),
+            name="telegram-poll",
+            detail="connecting to Telegram",
+            start_timeout=self._start_timeout,
+        )
 
     async def stop(self) -> None:
         """Stop polling, confirm the handled updates to Telegram, close the HTTP clients."""
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            await asyncio.wait([task])
+        await self._loop.cancel()
         bot, self._bot = self._bot, None
         if bot is not None:
             if self._offset is not None and self._offset != self._confirmed:
@@ -172,20 +164,10 @@ class TelegramChannel:
                     )
             await bot.shutdown()
         self._me = None
-        self._set_state("stopped", "")
+        self._loop.set("stopped", "")
 
     def health(self) -> ChannelHealth:
-        task = self._task
-        if task is not None and task.done():
-            reason = "cancelled" if task.cancelled() else repr(task.exception())
-            return ChannelHealth(state="down", detail=f"poll loop stopped: {reason}")
-        if self._state == "up" and self._last_poll is not None:
-            silent = time.monotonic() - self._last_poll
-            if silent > self._poll_timeout + POLL_READ_SLACK_SECONDS:
-                return ChannelHealth(
-                    state="down", detail=f"no successful getUpdates for {silent:.0f} s"
-                )
-        return ChannelHealth(state=self._state, detail=self._detail)
+        return self._loop.health()
 
     async def send(self, message: OutgoingMessage) -> str:
         """Send ``message`` as one or more plain-text messages (4,096 characters each), in
@@ -268,7 +250,7 @@ class TelegramChannel:
 
     def _require_bot(self) -> ExtBot[int]:
         if self._bot is None:
-            raise DeliveryError(f"Telegram channel not running: {self._detail or 'stopped'}")
+            raise DeliveryError(f"Telegram channel not running: {self._loop.detail or 'stopped'}")
         return self._bot
 
     def _target(self, target: str) -> int | str:
@@ -294,7 +276,7 @@ class TelegramChannel:
             log.warning("Telegram rate limit on %s: retry after %.0f s", method, seconds)
             raise DeliveryError(f"Telegram rate limit on {method}", retry_after=seconds) from None
         except InvalidToken:
-            self._set_state("down", TOKEN_DETAIL)
+            self._loop.set("down", TOKEN_DETAIL)
             raise DeliveryError(TOKEN_DETAIL) from None
         except (Forbidden, BadRequest) as exc:
             raise PermanentDeliveryError(f"Telegram refused {method}: {exc.message}") from None
@@ -314,22 +296,19 @@ class TelegramChannel:
                     await bot.delete_webhook()  # getUpdates answers 409 while a webhook is set
                 offset = self._offset
                 # not up yet: a short poll, so start() learns at once that Telegram answers
-                timeout = self._poll_timeout if self._state == "up" else 0
+                timeout = self._poll_timeout if self._loop.up else 0
                 updates = await bot.get_updates(
                     offset=offset, timeout=timeout, allowed_updates=ALLOWED_UPDATES
                 )
             except Exception as exc:  # the loop must survive everything
                 delay = self._poll_failed(exc, backoff)
                 backoff = min(backoff * 2, self._backoff[1])
-                self._settled.set()
                 await asyncio.sleep(delay)
                 continue
             self._confirmed = offset
-            self._last_poll = time.monotonic()
-            if self._state != "up":
+            if not self._loop.up:
                 log.info("Telegram polling as @%s", self._me.username)
-            self._set_state("up", f"polling as @{self._me.username}")
-            self._settled.set()
+            self._loop.succeeded(f"polling as @{self._me.username}")
             backoff = self._backoff[0]
             if not await self._handle_batch(updates):
                 await asyncio.sleep(backoff)
@@ -339,9 +318,9 @@ class TelegramChannel:
         detail, delay = poll_failure(exc, backoff, self._token)
         if not isinstance(exc, TelegramError | OSError):
             log.error("Telegram poll loop error", exc_info=True)
-        if detail != self._detail:
+        if detail != self._loop.detail:
             log.warning("Telegram channel down: %s (retrying in %.1f s)", detail, delay)
-        self._set_state("down", detail)
+        self._loop.failed(detail)
         return delay
 
     async def _handle_batch(self, updates: Sequence[Update]) -> bool:
@@ -387,9 +366,6 @@ class TelegramChannel:
             await bot.answer_callback_query(query.id, text=note)
         except TelegramError as exc:  # e.g. "query is too old": the answer is stored anyway
             log.info("answerCallbackQuery failed: %s", describe_error(exc, self._token))
-
-    def _set_state(self, state: State, detail: str) -> None:
-        self._state, self._detail = state, detail
 
     @property
     def handled_update_ids(self) -> list[int]:

@@ -363,15 +363,15 @@ async def test_wrong_token_at_start(
 
 
 async def test_dead_poll_loop_is_reported(channel: TelegramChannel) -> None:
-    assert channel._task is not None
-    channel._task.cancel()
+    assert channel._loop._task is not None
+    channel._loop._task.cancel()
     await asyncio.sleep(0.05)
     assert channel.health().state == "down"
     assert "poll loop stopped" in channel.health().detail
 
 
 async def test_silent_poll_shows_down(channel: TelegramChannel) -> None:
-    channel._last_poll = time.monotonic() - 120  # a poll that hangs past its read timeout
+    channel._loop._last_ok = time.monotonic() - 120  # a poll that hangs past its read timeout
     assert channel.health().state == "down"
     assert "no successful getUpdates for 120 s" in channel.health().detail
 
