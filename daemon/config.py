@@ -15,8 +15,6 @@ from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
     SecretStr,
     ValidationError,
@@ -31,17 +29,12 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from daemon._section import Section, check_regex
 from daemon.errors import ConfigError
 
 __all__ = ["Settings", "default_config_path", "default_state_dir", "load_settings"]
 
 Mode = Literal["thinking", "instant"]
-
-
-class Section(BaseModel):
-    """Base for config sections: unknown keys are errors, values are validated on assignment."""
-
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
 class LlmSettings(Section):
@@ -157,7 +150,7 @@ class PolicySettings(Section):
     @classmethod
     def _valid_regexes(cls, patterns: list[str]) -> list[str]:
         for pattern in patterns:
-            _check_regex(pattern)
+            check_regex(pattern)
         return patterns
 
 
@@ -321,7 +314,7 @@ class RouteSettings(Section):
     @classmethod
     def _valid_regexes(cls, patterns: dict[str, str]) -> dict[str, str]:
         for pattern in patterns.values():
-            _check_regex(pattern)
+            check_regex(pattern)
         return patterns
 
     @field_validator("to")
@@ -542,13 +535,6 @@ def _check_zone(value: str) -> str:
             f"unknown time zone {value!r} (use an IANA name like 'Europe/Berlin')"
         ) from None
     return value
-
-
-def _check_regex(pattern: str) -> None:
-    try:
-        re.compile(pattern)
-    except re.error as exc:
-        raise ValueError(f"invalid regular expression {pattern!r}: {exc}") from None
 
 
 def masked_dump(settings: Settings) -> dict[str, Any]:
