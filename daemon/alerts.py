@@ -50,6 +50,8 @@ METRIC_CATALOGUE: dict[str, tuple[str, ...]] = {
 }
 METRICS: frozenset[str] = frozenset(m for names in METRIC_CATALOGUE.values() for m in names)
 TEXT_METRICS = frozenset({"file_changed", "log_line", "command_output"})
+# Metrics that are events (a match now, silence otherwise): their alerts end after a quiet time.
+EVENT_METRICS = frozenset({"file_changed", "log_line"})
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -29,6 +29,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from daemon._alerting_settings import IncidentSettings, RuleSettings
 from daemon._section import Section, check_regex
 from daemon.errors import ConfigError
 
@@ -245,34 +246,11 @@ class HostWatcherSettings(Section):
     enabled: bool = True
     interval_seconds: float = Field(default=30.0, ge=1.0)
     history: int = Field(default=120, ge=1)
+    mounts: list[str] = Field(default_factory=list)  # watch these even if tmpfs; [] = all disks
 
 
 class WatchersSettings(Section):
     host: HostWatcherSettings = Field(default_factory=HostWatcherSettings)
-
-
-METRICS = frozenset(
-    {"cpu_percent", "memory_percent", "swap_percent", "load1", "load5", "load15", "disk_percent"}
-)
-
-
-class RuleSettings(Section):
-    """A threshold rule on a host metric."""
-
-    name: str = Field(min_length=1)
-    metric: str
-    op: Literal[">", ">=", "<", "<="] = ">"
-    threshold: float
-    for_seconds: float = Field(default=0.0, ge=0, le=7 * 86400)
-    severity: Literal["info", "warning", "critical"] = "warning"
-    summary: str = ""
-
-    @field_validator("metric")
-    @classmethod
-    def _known_metric(cls, value: str) -> str:
-        if value not in METRICS:
-            raise ValueError(f"unknown metric {value!r}; known: {', '.join(sorted(METRICS))}")
-        return value
 
 
 class TaskSettings(Section):
@@ -357,6 +335,7 @@ class Settings(BaseSettings):
     channels: ChannelsSettings = Field(default_factory=ChannelsSettings)
     watchers: WatchersSettings = Field(default_factory=WatchersSettings)
     rules: list[RuleSettings] = Field(default_factory=list)
+    incidents: IncidentSettings = Field(default_factory=IncidentSettings)
     scheduler: SchedulerSettings = Field(default_factory=SchedulerSettings)
     runtime: RuntimeSettings = Field(default_factory=RuntimeSettings)
     routes: list[RouteSettings] = Field(default_factory=list)

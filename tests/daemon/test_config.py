@@ -61,7 +61,7 @@ def test_example_config_documents_every_option() -> None:
     missing = [
         key
         for key in keys(defaults)
-        if f"{key} =" not in text and not re.search(rf"\[\[(\w+\.)?{key}\]\]", text)
+        if f"{key} =" not in text and not re.search(rf"\[\[(\w+\.)*{key}\]\]", text)
     ]
     assert missing == []
 

@@ -1,0 +1,247 @@
+"""Config models for rules, incidents, silences, maintenance, inhibition and remediation."""
+
+from __future__ import annotations
+
+import re
+import string
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from daemon._section import Section, check_regex
+from daemon.alerts import EVENT_METRICS, METRICS, TEXT_METRICS
+
+Severity = Literal["info", "warning", "critical"]
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*")
+_LABEL = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def check_template(text: str) -> str:
+    """Reject annotation templates Python's str.format cannot parse (e.g. an unclosed brace)."""
+    try:
+        list(string.Formatter().parse(text))
+    except ValueError as exc:
+        raise ValueError(
+            f"bad template {text!r}: {exc}; use {{value}}, {{threshold}} or a label like "
+            "{mount}, and double braces {{{{ }}}} for literal ones"
+        ) from None
+    return text
+
+
+class RuleSettings(Section):
+    """One alerting rule: a condition on a watcher metric, with timing and presentation."""
+
+    name: str = Field(min_length=1)  # the alertname
+    metric: str
+    where: dict[str, str] = Field(default_factory=dict)  # observation labels, exact
+    where_re: dict[str, str] = Field(default_factory=dict)  # observation labels, regex
+    op: Literal[">", ">=", "<", "<=", "==", "!="] | None = None
+    threshold: float | None = None
+    match: str | None = None  # regex searched in the observation text (log line, output…)
+    clear_threshold: float | None = None  # hysteresis: stays firing until past this value
+    for_seconds: float = Field(default=0.0, ge=0, le=7 * 86400)
+    times: int = Field(default=1, ge=1, le=1_000_000)  # "X times within Y"
+    within_seconds: float | None = Field(default=None, gt=0, le=7 * 86400)
+    keep_firing_for_seconds: float | None = Field(default=None, ge=0, le=7 * 86400)
+    severity: Severity = "warning"
+    labels: dict[str, str] = Field(default_factory=dict)
+    capture_labels: list[str] = Field(default_factory=list)  # named regex groups → labels
+    summary: str = ""
+    description: str = ""
+    runbook: str = ""  # a file in incidents.runbooks_dir, or a URL
+    enabled: bool = True
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not _NAME.fullmatch(value):
+            raise ValueError(f"rule name {value!r} must be letters, digits, '_', '.', '-'")
+        return value
+
+    @field_validator("metric")
+    @classmethod
+    def _known_metric(cls, value: str) -> str:
+        if value not in METRICS:
+            raise ValueError(f"unknown metric {value!r}; known: {', '.join(sorted(METRICS))}")
+        return value
+
+    @field_validator("where_re")
+    @classmethod
+    def _where_re(cls, patterns: dict[str, str]) -> dict[str, str]:
+        for pattern in patterns.values():
+            check_regex(pattern)
+        return patterns
+
+    @field_validator("match")
+    @classmethod
+    def _match(cls, value: str | None) -> str | None:
+        return None if value is None else check_regex(value)
+
+    @field_validator("labels")
+    @classmethod
+    def _labels(cls, labels: dict[str, str]) -> dict[str, str]:
+        for key in labels:
+            if not _LABEL.fullmatch(key) or key in ("alertname", "severity"):
+                raise ValueError(
+                    f"label {key!r}: use letters, digits and '_' (alertname and severity are set "
+                    "from the rule's name and severity)"
+                )
+        return labels
+
+    @field_validator("summary", "description")
+    @classmethod
+    def _templates(cls, value: str) -> str:
+        return check_template(value)
+
+    @model_validator(mode="after")
+    def _coherent(self) -> RuleSettings:
+        numeric = self.op is not None or self.threshold is not None
+        if numeric and (self.op is None or self.threshold is None):
+            raise ValueError('give both op and threshold (e.g. op = ">", threshold = 90)')
+        if numeric == (self.match is not None):
+            raise ValueError(
+                'give exactly one condition: op + threshold for a number, or match = "regex" '
+                "for text"
+            )
+        if self.match is not None and self.metric not in TEXT_METRICS:
+            raise ValueError(
+                f"match needs a text metric ({', '.join(sorted(TEXT_METRICS))}); "
+                f"{self.metric!r} is a number: use op and threshold"
+            )
+        if self.op is not None and self.metric in EVENT_METRICS:
+            raise ValueError(f'{self.metric!r} carries text: use match = "regex"')
+        if self.clear_threshold is not None:
+            self._check_clear()
+        if self.times > 1 and self.within_seconds is None:
+            raise ValueError(f"times = {self.times} needs within_seconds (the window Y)")
+        if self.capture_labels:
+            groups = re.compile(self.match or "").groupindex
+            missing = [name for name in self.capture_labels if name not in groups]
+            if missing:
+                raise ValueError(
+                    f"capture_labels {missing} are not named groups of match (use (?P<name>…))"
+                )
+        return self
+
+    def _check_clear(self) -> None:
+        assert self.threshold is not None and self.clear_threshold is not None
+        if self.op in (">", ">=") and self.clear_threshold > self.threshold:
+            raise ValueError(
+                f"clear_threshold {self.clear_threshold:g} must be at or below threshold "
+                f"{self.threshold:g} for op {self.op!r}"
+            )
+        if self.op in ("<", "<=") and self.clear_threshold < self.threshold:
+            raise ValueError(
+                f"clear_threshold {self.clear_threshold:g} must be at or above threshold "
+                f"{self.threshold:g} for op {self.op!r}"
+            )
+        if self.op in ("==", "!="):
+            raise ValueError("clear_threshold works with <, <=, > and >= only")
+
+
+def _check_matchers(texts: list[str]) -> list[str]:
+    from daemon.matchers import parse_matchers
+
+    parse_matchers(texts)
+    return texts
+
+
+class InhibitSettings(Section):
+    """While a source alert fires, mute target alerts that share the ``equal`` labels."""
+
+    source: list[str] = Field(min_length=1)  # matchers, e.g. ["alertname=HostDown"]
+    target: list[str] = Field(min_length=1)  # matchers, e.g. ["severity=~warning|info"]
+    equal: list[str] = Field(default_factory=list)  # labels that must be the same on both
+
+    _matchers = field_validator("source", "target")(_check_matchers)
+
+
+_WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+_HHMM = re.compile(r"([01]\d|2[0-3]):[0-5]\d")
+
+
+class MaintenanceSettings(Section):
+    """A recurring window during which matching alerts are recorded but not notified."""
+
+    name: str = Field(min_length=1)
+    matchers: list[str] = Field(min_length=1)
+    days: list[str] = Field(default_factory=lambda: list(_WEEKDAYS))  # mon…sun
+    start: str  # "HH:MM" local time
+    duration_minutes: int = Field(gt=0, le=7 * 24 * 60)
+    timezone: str = "UTC"
+
+    _matchers = field_validator("matchers")(_check_matchers)
+
+    @field_validator("days")
+    @classmethod
+    def _days(cls, days: list[str]) -> list[str]:
+        bad = [day for day in days if day.lower() not in _WEEKDAYS]
+        if bad:
+            raise ValueError(f"unknown day(s) {bad}; use {', '.join(_WEEKDAYS)}")
+        return [day.lower() for day in days]
+
+    @field_validator("start")
+    @classmethod
+    def _start(cls, value: str) -> str:
+        if not _HHMM.fullmatch(value):
+            raise ValueError(f'start {value!r} must be HH:MM (24-hour), e.g. "02:30"')
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r} (use an IANA name)") from None
+        return value
+
+
+class AutoRemediationSettings(Section):
+    """An exact action that may run without asking a person, for alerts matching ``matchers``."""
+
+    matchers: list[str] = Field(min_length=1)
+    tool: str = Field(min_length=1)  # e.g. "restart_service"
+    arguments: dict[str, str | int | float | bool] = Field(default_factory=dict)
+
+    _matchers = field_validator("matchers")(_check_matchers)
+
+
+class RemediationSettings(Section):
+    """Fixes proposed by investigations: approval, allowlist, loop breaker, verification."""
+
+    enabled: bool = True
+    approval_ttl_seconds: float = Field(default=900.0, gt=0, le=86400)  # expiry means deny
+    max_actions: int = Field(default=3, ge=1)  # per alert name …
+    window_minutes: float = Field(default=60.0, gt=0)  # … within this many minutes
+    verify_seconds: float = Field(default=300.0, gt=0)  # does the incident resolve in time?
+    auto: list[AutoRemediationSettings] = Field(default_factory=list)
+
+
+class IncidentSettings(Section):
+    """How alerts become incidents and notifications (Alertmanager's discipline)."""
+
+    group_by: list[str] = Field(default_factory=lambda: ["alertname"])
+    group_wait_seconds: float = Field(default=30.0, ge=0, le=86400)
+    group_interval_seconds: float = Field(default=300.0, gt=0, le=7 * 86400)
+    repeat_interval_seconds: float = Field(default=4 * 3600.0, gt=0, le=30 * 86400)
+    send_resolved: bool = True
+    investigate: list[Severity] = Field(default_factory=lambda: ["warning", "critical"])
+    runbooks_dir: Path | None = None  # markdown runbooks; default: <state dir>/runbooks
+    postmortems: bool = True
+    inhibit: list[InhibitSettings] = Field(default_factory=list)
+    maintenance: list[MaintenanceSettings] = Field(default_factory=list)
+    remediation: RemediationSettings = Field(default_factory=RemediationSettings)
+
+    @model_validator(mode="after")
+    def _intervals(self) -> IncidentSettings:
+        if self.repeat_interval_seconds < self.group_interval_seconds:
+            raise ValueError(
+                f"repeat_interval_seconds ({self.repeat_interval_seconds:g}) is shorter than "
+                f"group_interval_seconds ({self.group_interval_seconds:g}); a reminder cannot "
+                "come sooner than an update"
+            )
+        return self

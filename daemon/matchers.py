@@ -1,0 +1,69 @@
+"""Label matchers in Alertmanager's syntax: ``name=value``, ``name!=value``, ``name=~re``, ``name!~re``.
+
+Used by silences, maintenance windows and inhibition. Regexes match the whole value.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+_MATCHER = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(=~|!~|!=|=)\s*(.*?)\s*$")
+
+
+@dataclass(frozen=True, slots=True)
+class Matcher:
+    """One condition on one label; a missing label counts as the empty string."""
+
+    name: str
+    op: str
+    value: str
+
+    @classmethod
+    def parse(cls, text: str) -> Matcher:
+        """Parse ``name=value`` and friends, or raise ValueError saying what is expected."""
+        found = _MATCHER.match(text)
+        if found is None:
+            raise ValueError(
+                f"bad matcher {text!r}: write label=value, label!=value, label=~regex or "
+                "label!~regex (e.g. alertname=DiskFull, mount=~/var.*)"
+            )
+        name, op, value = found.groups()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
+            value = value[1:-1]
+        if op in ("=~", "!~"):
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"bad regex in matcher {text!r}: {exc}") from None
+        return cls(name, op, value)
+
+    def matches(self, labels: Mapping[str, str]) -> bool:
+        actual = labels.get(self.name, "")
+        if self.op == "=":
+            return actual == self.value
+        if self.op == "!=":
+            return actual != self.value
+        hit = re.fullmatch(self.value, actual) is not None
+        return hit if self.op == "=~" else not hit
+
+    def __str__(self) -> str:
+        return f"{self.name}{self.op}{self.value}"
+
+
+def parse_matchers(texts: Iterable[str]) -> list[Matcher]:
+    """Parse several matchers; at least one is required (an empty silence would mute all)."""
+    matchers = [Matcher.parse(text) for text in texts]
+    if not matchers:
+        raise ValueError("give at least one matcher, e.g. alertname=DiskFull")
+    if all(m.op in ("!=", "!~") or (m.op == "=~" and re.fullmatch(m.value, "")) for m in matchers):
+        raise ValueError(
+            "these matchers would match every alert; add one that names what to match, "
+            "e.g. alertname=DiskFull"
+        )
+    return matchers
+
+
+def match_all(matchers: Iterable[Matcher], labels: Mapping[str, str]) -> bool:
+    return all(matcher.matches(labels) for matcher in matchers)
