@@ -229,7 +229,7 @@ class IncidentSettings(Section):
     group_interval_seconds: float = Field(default=300.0, gt=0, le=7 * 86400)
     repeat_interval_seconds: float = Field(default=4 * 3600.0, gt=0, le=30 * 86400)
     send_resolved: bool = True
-    investigate: list[Severity] = Field(default_factory=lambda: ["warning", "critical"])
+    investigate: list[Severity] = Field(default_factory=lambda: ["warning", "critical"])  # type: ignore[arg-type]
     runbooks_dir: Path | None = None  # markdown runbooks; default: <state dir>/runbooks
     postmortems: bool = True
     inhibit: list[InhibitSettings] = Field(default_factory=list)

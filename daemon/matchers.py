@@ -1,4 +1,4 @@
-"""Label matchers in Alertmanager's syntax: ``name=value``, ``name!=value``, ``name=~re``, ``name!~re``.
+"""Label matchers in Alertmanager syntax: name=value, name!=value, name=~re, name!~re.
 
 Used by silences, maintenance windows and inhibition. Regexes match the whole value.
 """
