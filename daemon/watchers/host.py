@@ -143,8 +143,10 @@ class HostMetricsWatcher:
             try:
                 reading = await asyncio.to_thread(read_host, self.mounts)
             except (OSError, psutil.Error) as exc:
-                log.warning("host metrics unreadable: %s", exc)
-                errors.failed(f"cannot read host metrics: {exc}")
+                reason = f"cannot read host metrics: {exc}"
+                if errors.failing.get("") != reason:
+                    log.warning("%s", reason)
+                errors.failed(reason)
             else:
                 errors.ok()
                 self.history.append(reading.sample)
@@ -172,6 +174,8 @@ class HostMetricsWatcher:
             if usage.inode_percent is not None:
                 out("inode_percent", usage.inode_percent, {"mount": usage.mount})
         for mount, reason in reading.unreadable:
+            if errors.failing.get(mount) != reason:
+                log.warning("mount %s: %s", mount, reason)
             errors.failed(reason, target=mount)
         for interface, rate in self._net_rates(reading.net_errors).items():
             out("net_errors", rate, {"interface": interface})

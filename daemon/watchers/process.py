@@ -1,0 +1,213 @@
+"""Watches one named process, matched by exact name, command-line regex or pidfile.
+
+Each interval emits, labelled ``process=<name>``: process_up (1/0), process_count,
+process_restarts (restarts seen since the watcher started: the matched processes vanished and
+came back, or were all replaced between two samples), process_rss_mb and process_cpu_percent
+(sums over the matched processes; CPU is measured against this watcher's own per-pid baseline,
+so it reads 0 for a process's first sample).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Self
+
+import psutil
+from pydantic import Field, field_validator, model_validator
+
+from daemon._section import Section, check_regex
+from daemon.alerts import Observation
+from daemon.clock import Clock, SystemClock
+from daemon.watchers.base import Emit, ErrorReporter
+
+log = logging.getLogger(__name__)
+
+PIDFILE_MAX_BYTES = 64  # a pidfile holds one number; anything longer is garbage
+
+ProcessKey = tuple[int, float]  # (pid, create time): a reused pid is a different process
+
+
+class ProcessWatchSettings(Section):
+    """A process to watch, matched by exactly one of process, cmdline or pidfile."""
+
+    name: str = Field(min_length=1)  # the label value: process=<name>
+    process: str | None = Field(default=None, min_length=1)  # exact process name, e.g. "nginx"
+    cmdline: str | None = Field(default=None, min_length=1)  # regex searched in the command line
+    pidfile: Path | None = None  # a file holding the pid, e.g. /run/nginx.pid
+    interval_seconds: float = Field(default=10.0, ge=0.05)  # how often to look
+
+    @field_validator("cmdline")
+    @classmethod
+    def _cmdline_compiles(cls, value: str | None) -> str | None:
+        return None if value is None else check_regex(value)
+
+    @model_validator(mode="after")
+    def _one_matcher(self) -> Self:
+        given = [key for key in ("process", "cmdline", "pidfile") if getattr(self, key) is not None]
+        if len(given) != 1:
+            found = ", ".join(given) if given else "none"
+            raise ValueError(
+                f"process watch {self.name!r} needs exactly one of process, cmdline or pidfile "
+                f"(found: {found})"
+            )
+        return self
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ProcessSample:
+    """The processes matched by one scan and their summed resource use."""
+
+    keys: frozenset[ProcessKey]
+    rss_bytes: int
+    cpu_percent: float
+
+
+class PidfileUnreadable(OSError):
+    """The pidfile exists but cannot be read (permissions, a directory…)."""
+
+
+def read_pidfile(path: Path) -> int | None:
+    """The pid in ``path``; None when the file is missing or holds no valid pid."""
+    try:
+        with path.open("rb") as handle:
+            raw = handle.read(PIDFILE_MAX_BYTES + 1)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise PidfileUnreadable(
+            f"cannot read pidfile: {reason} (check the path and that the "
+            "nightshift user may read it)"
+        ) from exc
+    if len(raw) > PIDFILE_MAX_BYTES:
+        return None
+    try:
+        pid = int(raw.decode("ascii", errors="strict").strip())
+    except (UnicodeDecodeError, ValueError):
+        return None
+    return pid if pid > 0 else None
+
+
+class ProcessScanner:
+    """Finds the matching processes and measures them (blocking; one thread at a time).
+
+    Keeps its own ``psutil.Process`` objects: psutil's shared ``process_iter`` cache would mix
+    the CPU baselines of every watcher looking at the same pid.
+    """
+
+    def __init__(self, settings: ProcessWatchSettings) -> None:
+        self._settings = settings
+        self._regex = re.compile(settings.cmdline) if settings.cmdline is not None else None
+        self._tracked: dict[ProcessKey, psutil.Process] = {}
+
+    def scan(self) -> ProcessSample:
+        found: dict[ProcessKey, psutil.Process] = {}
+        for pid in self._matching_pids():
+            try:
+                proc = psutil.Process(pid)
+                key = (pid, proc.create_time())
+                found[key] = self._tracked.get(key, proc)
+            except psutil.Error:  # gone since it was listed
+                continue
+        self._tracked = found
+        rss = 0
+        cpu = 0.0
+        alive: set[ProcessKey] = set()
+        for key, proc in found.items():
+            try:
+                with proc.oneshot():
+                    if proc.status() == psutil.STATUS_ZOMBIE:
+                        continue
+                    cpu += proc.cpu_percent(interval=None)
+                    rss += proc.memory_info().rss
+            except psutil.AccessDenied:
+                pass  # counted as running; its usage is not ours to read
+            except psutil.Error:  # exited during the scan
+                continue
+            alive.add(key)
+        return ProcessSample(keys=frozenset(alive), rss_bytes=rss, cpu_percent=cpu)
+
+    def _matching_pids(self) -> list[int]:
+        settings = self._settings
+        if settings.pidfile is not None:
+            pid = read_pidfile(settings.pidfile)
+            return [pid] if pid is not None and psutil.pid_exists(pid) else []
+        pids: list[int] = []
+        for proc in psutil.process_iter(["name", "cmdline", "status"]):
+            info = proc.info
+            if info["status"] == psutil.STATUS_ZOMBIE:
+                continue
+            if self._regex is not None:
+                if self._regex.search(" ".join(info["cmdline"] or ())):
+                    pids.append(proc.pid)
+            elif info["name"] == settings.process:
+                pids.append(proc.pid)
+        return pids
+
+
+class RestartCounter:
+    """Counts restarts: matched processes that vanished and came back, or were all replaced."""
+
+    def __init__(self) -> None:
+        self.restarts = 0
+        self._previous: frozenset[ProcessKey] | None = None
+        self._was_up = False
+
+    def update(self, keys: frozenset[ProcessKey]) -> int:
+        previous, self._previous = self._previous, keys
+        if keys and previous is not None and self._was_up and previous.isdisjoint(keys):
+            self.restarts += 1  # back after an absence (empty is disjoint), or all replaced
+        self._was_up = self._was_up or bool(keys)
+        return self.restarts
+
+
+def _discard(observation: Observation) -> None:
+    """Emit into nothing."""
+
+
+class ProcessWatcher:
+    """Emits process_up, process_count, process_restarts, process_rss_mb, process_cpu_percent."""
+
+    def __init__(self, settings: ProcessWatchSettings, clock: Clock | None = None) -> None:
+        self.settings = settings
+        self.source = f"process:{settings.name}"
+        self.name = f"watcher.{self.source}"
+        self._clock: Clock = clock or SystemClock()
+        self._scanner = ProcessScanner(settings)
+        self._restarts = RestartCounter()
+
+    async def run(self, emit: Emit | None = None) -> None:
+        """Scan every ``interval_seconds`` until cancelled; psutil runs in a worker thread."""
+        emit = emit or _discard
+        errors = ErrorReporter(self.source, self._clock, emit)
+        target = str(self.settings.pidfile) if self.settings.pidfile is not None else ""
+        while True:
+            started = self._clock.monotonic()
+            try:
+                sample = await asyncio.to_thread(self._scanner.scan)
+            except (OSError, psutil.Error) as exc:
+                if errors.failing.get(target) != str(exc):
+                    log.warning("%s: %s", self.name, exc)
+                errors.failed(str(exc), target=target)
+            else:
+                errors.ok(target=target)
+                self._emit(sample, emit)
+            elapsed = self._clock.monotonic() - started
+            await asyncio.sleep(max(0.0, self.settings.interval_seconds - elapsed))
+
+    def _emit(self, sample: ProcessSample, emit: Emit) -> None:
+        at = self._clock.now()
+        labels = {"process": self.settings.name}
+        restarts = self._restarts.update(sample.keys)
+        for metric, value in (
+            ("process_up", 1.0 if sample.keys else 0.0),
+            ("process_count", float(len(sample.keys))),
+            ("process_restarts", float(restarts)),
+            ("process_rss_mb", round(sample.rss_bytes / 1_048_576, 2)),
+            ("process_cpu_percent", round(sample.cpu_percent, 1)),
+        ):
+            emit(Observation(source=self.source, metric=metric, at=at, value=value, labels=labels))
