@@ -147,6 +147,13 @@ def _check_matchers(texts: list[str]) -> list[str]:
     return texts
 
 
+def _check_any_matchers(texts: list[str]) -> list[str]:
+    from daemon.matchers import parse_matchers
+
+    parse_matchers(texts, narrow=False)
+    return texts
+
+
 class InhibitSettings(Section):
     """While a source alert fires, mute target alerts that share the ``equal`` labels."""
 
@@ -154,7 +161,8 @@ class InhibitSettings(Section):
     target: list[str] = Field(min_length=1)  # matchers, e.g. ["severity=~warning|info"]
     equal: list[str] = Field(default_factory=list)  # labels that must be the same on both
 
-    _matchers = field_validator("source", "target")(_check_matchers)
+    _source = field_validator("source")(_check_matchers)
+    _target = field_validator("target")(_check_any_matchers)
 
 
 _WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")

@@ -52,12 +52,14 @@ class Matcher:
         return f"{self.name}{self.op}{self.value}"
 
 
-def parse_matchers(texts: Iterable[str]) -> list[Matcher]:
-    """Parse several matchers; at least one is required (an empty silence would mute all)."""
+def parse_matchers(texts: Iterable[str], *, narrow: bool = True) -> list[Matcher]:
+    """Parse several matchers; with ``narrow`` (silences) they may not match every alert."""
     matchers = [Matcher.parse(text) for text in texts]
     if not matchers:
         raise ValueError("give at least one matcher, e.g. alertname=DiskFull")
-    if all(m.op in ("!=", "!~") or (m.op == "=~" and re.fullmatch(m.value, "")) for m in matchers):
+    if narrow and all(
+        m.op in ("!=", "!~") or (m.op == "=~" and re.fullmatch(m.value, "")) for m in matchers
+    ):
         raise ValueError(
             "these matchers would match every alert; add one that names what to match, "
             "e.g. alertname=DiskFull"

@@ -1,0 +1,317 @@
+"""Alert events → incidents and notifications, with Alertmanager's discipline.
+
+Events are committed to ``alert_events`` before anything else (``accept``), then handled in
+order: each firing alert joins the open incident of its group (``group_by`` labels) or opens
+one. Notifications are decided per incident at its ``flush_at``:
+
+* a new incident waits ``group_wait`` to collect its alerts, then notifies once;
+* a change (an alert added or resolved) notifies at most once per ``group_interval``;
+* an unchanged, still-firing incident is repeated every ``repeat_interval``;
+* when every alert has resolved, a resolved notice is sent (if the incident was ever notified)
+  and the incident closes.
+
+Silenced, in-maintenance and inhibited alerts are recorded but not notified.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta
+from typing import Protocol
+
+import aiosqlite
+
+from daemon import incident_text
+from daemon._alerting_settings import IncidentSettings
+from daemon.alerts import AlertEvent
+from daemon.clock import Clock
+from daemon.muting import Muter
+from daemon.routing import Router
+from daemon.runbooks import Runbook, RunbookLibrary
+from memory._codec import from_db_time
+from memory.alerts import AlertRepo, StoredAlertEvent
+from memory.incidents import Incident, IncidentAlert, IncidentRepo, SilenceRepo
+from memory.outbox import OutboxRepo
+from memory.store import SqliteStore
+
+log = logging.getLogger(__name__)
+
+BATCH = 500
+MUTED_RECHECK_SECONDS = 60.0
+
+
+class Responder(Protocol):
+    """What happens beside notifications: investigation on the first one, postmortem at the end."""
+
+    def first_notified(self, incident_id: int) -> None: ...
+
+    def resolved(self, incident_id: int) -> None: ...
+
+
+class IncidentManager:
+    """Owns incidents; the only writer of the incidents tables besides timeline notes."""
+
+    def __init__(
+        self,
+        settings: IncidentSettings,
+        *,
+        store: SqliteStore,
+        alerts: AlertRepo,
+        incidents: IncidentRepo,
+        silences: SilenceRepo,
+        outbox: OutboxRepo,
+        router: Router,
+        runbooks: RunbookLibrary,
+        clock: Clock,
+        wake_outbox: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.alert_repo = alerts
+        self.repo = incidents
+        self.silences = silences
+        self.outbox = outbox
+        self.router = router
+        self.runbooks = runbooks
+        self.clock = clock
+        self.muter = Muter(settings.inhibit, settings.maintenance)
+        self.responder: Responder | None = None
+        self._wake_outbox = wake_outbox
+        self._wake = asyncio.Event()
+        self.notifications_sent = 0
+
+    # -- intake ---------------------------------------------------------------------------------
+
+    async def accept(self, events: Sequence[AlertEvent]) -> None:
+        """Commit events from outside the rule engine (Alertmanager); handled soon after."""
+        await self.alert_repo.accept(events)
+        self.wake()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    # -- the loop -------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Handle events and due notifications forever; sleeps until there is something to do."""
+        while True:
+            self._wake.clear()
+            await self.step()
+            deadline = await self.repo.next_flush()
+            timeout = None
+            if deadline is not None:
+                timeout = max((deadline - self.clock.now()).total_seconds(), 0.0)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout)
+
+    async def step(self) -> None:
+        """One pass: take every unhandled event, then send what is due. Tests call this."""
+        while batch := await self.alert_repo.unhandled(BATCH):
+            await self._handle(batch)
+            if len(batch) < BATCH:
+                break
+        for incident in await self.repo.due(self.clock.now()):
+            await self._flush(incident)
+
+    # -- events ---------------------------------------------------------------------------------
+
+    async def _handle(self, batch: Sequence[StoredAlertEvent]) -> None:
+        now = self.clock.now()
+        async with self.store.write() as db:  # one transaction per batch
+            for stored in batch:
+                await self._apply(db, stored.event, now)
+            await AlertRepo.mark_handled(db, [s.id for s in batch])
+
+    async def _apply(self, db: aiosqlite.Connection, event: AlertEvent, now: datetime) -> None:
+        incident_id = await IncidentRepo.open_for_fingerprint(db, event.fingerprint)
+        previous = await _alert_status(db, incident_id, event.fingerprint)
+        if event.status == "resolved":
+            if incident_id is None or previous != "firing":
+                return  # unknown or already resolved: a snapshot repeat, nothing new
+            await IncidentRepo.put_alert(db, incident_id, event)
+            await IncidentRepo.add_event(db, incident_id, now, "alert resolved", _label(event))
+            await IncidentRepo.set_flush(
+                db, incident_id, await self._update_due(db, incident_id, now)
+            )
+            return
+        if incident_id is None:
+            key, group_labels = self._group(event)
+            incident_id = await IncidentRepo.open_for_group(db, key)
+            if incident_id is None:
+                incident_id = await IncidentRepo.create(
+                    db,
+                    group_key=key,
+                    title=_title(event, group_labels),
+                    severity=event.severity,
+                    labels=group_labels,
+                    opened_at=now,
+                    flush_at=now + timedelta(seconds=self.settings.group_wait_seconds),
+                )
+                await IncidentRepo.add_event(
+                    db, incident_id, now, "opened", _title(event, group_labels)
+                )
+        await IncidentRepo.put_alert(db, incident_id, event)
+        if previous == "firing":
+            return  # a repeat of a firing alert (Alertmanager resends snapshots)
+        await IncidentRepo.raise_severity(db, incident_id, event.severity)
+        await IncidentRepo.add_event(db, incident_id, now, "alert firing", _label(event))
+        await IncidentRepo.set_flush(db, incident_id, await self._update_due(db, incident_id, now))
+
+    async def _update_due(
+        self, db: aiosqlite.Connection, incident_id: int, now: datetime
+    ) -> datetime:
+        rows = list(
+            await db.execute_fetchall(
+                "SELECT notified_at, opened_at FROM incidents WHERE id = ?", (incident_id,)
+            )
+        )
+        notified_at, opened_at = rows[0][0], rows[0][1]
+        if notified_at is None:
+            wait = timedelta(seconds=self.settings.group_wait_seconds)
+            return max(now, from_db_time(opened_at) + wait)
+        interval = timedelta(seconds=self.settings.group_interval_seconds)
+        return max(now, from_db_time(notified_at) + interval)
+
+    def _group(self, event: AlertEvent) -> tuple[str, dict[str, str]]:
+        labels = {name: event.labels.get(name, "") for name in self.settings.group_by}
+        key = "\x1f".join(f"{name}={value}" for name, value in labels.items())
+        return key, {k: v for k, v in labels.items() if v}
+
+    # -- notifications --------------------------------------------------------------------------
+
+    async def _flush(self, incident: Incident) -> None:
+        now = self.clock.now()
+        alerts = await self.repo.alerts(incident.id)
+        muted = await self._muted(alerts, now)
+        visible = [a for a in alerts if a.fingerprint not in muted]
+        firing = [a for a in visible if a.status == "firing"]
+        digest = _digest(visible)
+        resolved = all(a.status == "resolved" for a in alerts)
+        first = False
+        async with self.store.write() as db:
+            if resolved:
+                if incident.notifications and self.settings.send_resolved:
+                    await self._send(
+                        db,
+                        incident,
+                        incident_text.resolved_notice(incident, alerts, now),
+                        "resolved",
+                    )
+                await IncidentRepo.resolve(db, incident.id, now)
+                await IncidentRepo.add_event(
+                    db, incident.id, now, "resolved", "every alert resolved"
+                )
+            elif not firing:
+                if incident.notified_digest != "muted:" + digest:
+                    reasons = sorted(set(muted.values()))
+                    await IncidentRepo.add_event(
+                        db, incident.id, now, "not notified", "; ".join(reasons)
+                    )
+                    await db.execute(
+                        "UPDATE incidents SET notified_digest = ? WHERE id = ?",
+                        ("muted:" + digest, incident.id),
+                    )
+                await IncidentRepo.replace_flush(
+                    db, incident.id, now + timedelta(seconds=MUTED_RECHECK_SECONDS)
+                )
+            else:
+                repeat = timedelta(seconds=self.settings.repeat_interval_seconds)
+                changed = digest != incident.notified_digest
+                due_repeat = (
+                    incident.notified_at is not None and incident.notified_at + repeat <= now
+                )
+                if changed or due_repeat:
+                    first = incident.notifications == 0
+                    runbook = self._runbook(firing)
+                    text = incident_text.notification(
+                        incident, alerts, muted=muted, runbook=runbook, reminder=not changed
+                    )
+                    await self._send(db, incident, text, "reminder" if not changed else "notified")
+                    await IncidentRepo.mark_notified(db, incident.id, now, digest)
+                    await IncidentRepo.replace_flush(db, incident.id, now + repeat)
+                else:
+                    assert incident.notified_at is not None
+                    await IncidentRepo.replace_flush(db, incident.id, incident.notified_at + repeat)
+        self._wake_outbox()
+        if self.responder is not None:
+            if resolved:
+                self.responder.resolved(incident.id)
+            elif first:
+                self.responder.first_notified(incident.id)
+
+    async def _muted(self, alerts: Sequence[IncidentAlert], now: datetime) -> dict[str, str]:
+        firing = [a for a in alerts if a.status == "firing"]
+        if not firing:
+            return {}
+        silences = await self.silences.active()
+        if not silences and not self.muter.windows and not self.muter.inhibitions:
+            return {}
+        others = (
+            [a.labels for a in await self.repo.firing_alerts()] if self.muter.inhibitions else []
+        )
+        found = {}
+        for alert in firing:
+            reason = self.muter.reason(alert.labels, now=now, silences=silences, firing=others)
+            if reason is not None:
+                found[alert.fingerprint] = reason
+        return found
+
+    def _runbook(self, firing: Sequence[IncidentAlert]) -> Runbook | None:
+        for alert in firing:
+            found = self.runbooks.find(alert.labels, alert.annotations)
+            if found is not None:
+                return found
+        return None
+
+    async def _send(
+        self, db: aiosqlite.Connection, incident: Incident, text: str, kind: str
+    ) -> None:
+        labels = {**incident.labels, "severity": incident.severity}
+        destinations = self.router.destinations(labels)
+        sequence = incident.notifications + 1
+        for dest in destinations:
+            await self.outbox.enqueue(
+                dest.channel,
+                dest.target,
+                text,
+                dedupe_key=f"incident:{incident.id}:{kind}:{sequence}:{dest.channel}:{dest.target}",
+            )
+        self.notifications_sent += 1
+        where = ", ".join(f"{d.channel}{':' + d.target if d.target else ''}" for d in destinations)
+        await IncidentRepo.add_event(
+            db, incident.id, self.clock.now(), kind, f"to {where or 'nobody (no route)'}"
+        )
+
+
+async def _alert_status(
+    db: aiosqlite.Connection, incident_id: int | None, fingerprint: str
+) -> str | None:
+    if incident_id is None:
+        return None
+    rows = list(
+        await db.execute_fetchall(
+            "SELECT status FROM incident_alerts WHERE incident_id = ? AND fingerprint = ?",
+            (incident_id, fingerprint),
+        )
+    )
+    return str(rows[0][0]) if rows else None
+
+
+def _label(event: AlertEvent) -> str:
+    summary = event.annotations.get("summary") or event.name
+    return f"{event.name}: {summary}" if summary != event.name else summary
+
+
+def _title(event: AlertEvent, group_labels: dict[str, str]) -> str:
+    extra = [f"{k}={v}" for k, v in group_labels.items() if k != "alertname"]
+    name = group_labels.get("alertname") or event.name
+    return name + (f" ({', '.join(extra)})" if extra else "")
+
+
+def _digest(alerts: Sequence[IncidentAlert]) -> str:
+    text = ",".join(sorted(f"{a.fingerprint}:{a.status}" for a in alerts))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]

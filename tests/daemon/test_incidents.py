@@ -1,0 +1,270 @@
+"""Incidents: grouping, group_wait/interval/repeat, resolved notices, silences, maintenance,
+inhibition, Alertmanager snapshot repeats and restarts — on a real SQLite file, manual clock."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from daemon._alerting_settings import IncidentSettings, RuleSettings
+from daemon.alerting import AlertPipeline
+from daemon.alerts import AlertEvent, Observation, fingerprint
+from daemon.clock import ManualClock
+from daemon.incidents import IncidentManager
+from daemon.routing import Router
+from daemon.runbooks import RunbookLibrary
+from memory.alerts import AlertRepo
+from memory.incidents import IncidentRepo, SilenceRepo
+from memory.outbox import OutboxRepo
+from memory.store import SqliteStore
+
+START = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)  # a Monday
+
+
+class World:
+    def __init__(self, store: SqliteStore, clock: ManualClock, tmp: Path, **settings: Any) -> None:
+        self.store, self.clock = store, clock
+        self.outbox = OutboxRepo(store, clock)
+        self.incidents = IncidentRepo(store, clock)
+        self.silences = SilenceRepo(store, clock)
+        self.alerts = AlertRepo(store)
+        base = {
+            "group_wait_seconds": 30,
+            "group_interval_seconds": 300,
+            "repeat_interval_seconds": 3600,
+        }
+        self.manager = IncidentManager(
+            IncidentSettings(**{**base, **settings}),
+            store=store, alerts=self.alerts, incidents=self.incidents, silences=self.silences,
+            outbox=self.outbox, router=Router([], ["console"]),
+            runbooks=RunbookLibrary(tmp / "runbooks"), clock=clock,
+        )  # fmt: skip
+        self.seen = 0
+
+    async def fire(self, name: str, **labels: str) -> str:
+        return await self._event("firing", name, labels)
+
+    async def resolve(self, name: str, **labels: str) -> str:
+        return await self._event("resolved", name, labels)
+
+    async def _event(self, status: str, name: str, labels: dict[str, str]) -> str:
+        full = {"alertname": name, "severity": labels.pop("severity", "warning"), **labels}
+        now = self.clock.now()
+        await self.manager.accept([
+            AlertEvent(fingerprint=fingerprint(full), status=status, labels=full,  # type: ignore[arg-type]
+                       annotations={"summary": f"{name} on {labels}"}, starts_at=now, at=now,
+                       ends_at=now if status == "resolved" else None, source="alertmanager")
+        ])  # fmt: skip
+        await self.manager.step()
+        return fingerprint(full)
+
+    async def after(self, seconds: float) -> list[str]:
+        """Advance the clock, run the manager, return the messages queued since last time."""
+        self.clock.advance(seconds)
+        await self.manager.step()
+        return await self.new_messages()
+
+    async def new_messages(self) -> list[str]:
+        async with self.store.read() as db:
+            rows = await db.execute_fetchall(
+                "SELECT id, text FROM outbox WHERE id > ? ORDER BY id", (self.seen,)
+            )
+        rows = list(rows)
+        if rows:
+            self.seen = rows[-1][0]
+        return [row[1] for row in rows]
+
+
+@pytest.fixture
+async def world(tmp_path: Path) -> AsyncIterator[World]:
+    store = await SqliteStore.open(tmp_path / "n.db")
+    try:
+        yield World(store, ManualClock(START), tmp_path)
+    finally:
+        await store.close()
+
+
+async def test_group_wait_collects_alerts_into_one_notification(world: World) -> None:
+    await world.fire("DiskFull", mount="/var")
+    assert await world.after(10) == []
+    await world.fire("DiskFull", mount="/srv")
+    [text] = await world.after(20)
+    assert text.startswith("[FIRING:2] DiskFull — incident #1 (warning)")
+    assert "mount=/srv" in text and "mount=/var" in text
+    assert await world.after(3000) == []  # nothing new, repeat not due yet
+
+
+async def test_changes_wait_for_group_interval_and_unchanged_repeats(world: World) -> None:
+    await world.fire("DiskFull", mount="/var")
+    assert len(await world.after(30)) == 1
+    await world.fire("DiskFull", mount="/srv")
+    assert await world.after(100) == []  # group_interval (300 s) since the last notification
+    [update] = await world.after(200)
+    assert update.startswith("[FIRING:2]")
+    [reminder] = await world.after(3600)
+    assert reminder.startswith("[Reminder: still firing:2]")
+
+
+async def test_snapshot_repeats_are_not_news(world: World) -> None:
+    await world.fire("HostDown", instance="a")
+    assert len(await world.after(30)) == 1
+    for _ in range(5):  # Alertmanager resends its whole group every group_interval
+        await world.fire("HostDown", instance="a")
+        assert await world.after(300) == []
+    [incident] = await world.incidents.listing()
+    timeline = await world.incidents.timeline(incident.id)
+    assert [e.kind for e in timeline] == ["opened", "alert firing", "notified"]
+
+
+async def test_resolution_sends_one_resolved_notice_and_closes(world: World) -> None:
+    await world.fire("HostDown", instance="a")
+    await world.after(30)
+    await world.resolve("HostDown", instance="a")
+    [notice] = await world.after(300)
+    assert notice.startswith("[RESOLVED] HostDown — incident #1")
+    await world.resolve("HostDown", instance="a")  # repeated resolve: ignored
+    assert await world.after(300) == []
+    [incident] = await world.incidents.listing()
+    assert incident.state == "resolved"
+    # the same alert firing again opens a new incident
+    await world.fire("HostDown", instance="a")
+    [text] = await world.after(30)
+    assert "incident #2" in text
+
+
+async def test_an_alert_resolved_within_group_wait_is_never_announced(world: World) -> None:
+    await world.fire("Blip")
+    await world.resolve("Blip")
+    assert await world.after(60) == []
+    [incident] = await world.incidents.listing()
+    assert incident.state == "resolved" and incident.notifications == 0
+
+
+async def test_grouping_by_labels_separates_incidents(world: World, tmp_path: Path) -> None:
+    world.manager.settings = IncidentSettings(group_by=["instance"], group_wait_seconds=10)
+    await world.fire("HighCpu", instance="a")
+    await world.fire("HighLoad", instance="a")
+    await world.fire("HighCpu", instance="b")
+    texts = await world.after(10)
+    assert len(texts) == 2
+    assert sorted(t.split(" — ")[0] for t in texts) == [
+        "[FIRING:1] HighCpu (instance=b)",
+        "[FIRING:2] HighCpu (instance=a)",
+    ]
+
+
+async def test_silence_mutes_until_it_expires(world: World) -> None:
+    await world.silences.add(
+        ["alertname=DiskFull", "mount=~/v.*"], START + timedelta(hours=1), "ann"
+    )
+    await world.fire("DiskFull", mount="/var")
+    assert await world.after(30) == []
+    [incident] = await world.incidents.listing()
+    assert "silenced by #1" in (await world.incidents.timeline(incident.id))[-1].detail
+    [text] = await world.after(3600)  # the silence ended
+    assert text.startswith("[FIRING:1] DiskFull")
+
+
+async def test_expiring_a_silence_early_lets_notifications_through(world: World) -> None:
+    silence = await world.silences.add(["alertname=DiskFull"], START + timedelta(days=1), "ann")
+    await world.fire("DiskFull")
+    assert await world.after(30) == []
+    assert await world.silences.expire(silence.id)
+    assert len(await world.after(60)) == 1
+
+
+async def test_maintenance_window_mutes_only_inside_it(world: World) -> None:
+    world.manager.settings = IncidentSettings(group_wait_seconds=0)
+    from daemon._alerting_settings import MaintenanceSettings
+    from daemon.muting import Muter
+
+    window = MaintenanceSettings(
+        name="backup",
+        matchers=["alertname=HighLoad"],
+        days=["mon"],
+        start="11:30",
+        duration_minutes=60,
+    )
+    world.manager.muter = Muter([], [window])
+    await world.fire("HighLoad")  # Monday 12:00: inside 11:30–12:30
+    assert await world.after(0) == []
+    [text] = await world.after(30 * 60 + 60)
+    assert text.startswith("[FIRING:1] HighLoad")
+
+
+async def test_inhibition_mutes_dependents_while_the_source_fires(world: World) -> None:
+    from daemon._alerting_settings import InhibitSettings
+    from daemon.muting import Muter
+
+    world.manager.settings = IncidentSettings(group_by=["alertname"], group_wait_seconds=0)
+    world.manager.muter = Muter(
+        [
+            InhibitSettings(
+                source=["alertname=HostDown"], target=["alertname!=HostDown"], equal=["instance"]
+            )
+        ],
+        [],
+    )
+    await world.fire("HostDown", instance="a", severity="critical")
+    await world.fire("HttpDown", instance="a")
+    await world.fire("HttpDown2", instance="b")
+    texts = await world.after(0)
+    assert sorted(t.split(" — ")[0] for t in texts) == [
+        "[FIRING:1] HostDown",
+        "[FIRING:1] HttpDown2",
+    ]
+
+
+async def test_severity_rises_with_a_critical_alert(world: World) -> None:
+    await world.fire("DiskFull", mount="/var")
+    await world.fire("DiskFull", mount="/", severity="critical")
+    [text] = await world.after(30)
+    assert "(critical)" in text.splitlines()[0]
+
+
+async def test_runbook_is_attached_to_the_notification(world: World, tmp_path: Path) -> None:
+    (tmp_path / "runbooks").mkdir()
+    (tmp_path / "runbooks" / "disk-full.md").write_text("# Disk full\n1. du -xh /var | sort -h\n")
+    await world.fire("DiskFull")
+    [text] = await world.after(30)
+    assert "Runbook: disk-full.md" in text and "du -xh /var" in text
+
+
+async def test_rule_events_flow_through_the_pipeline_and_survive_a_restart(
+    world: World,
+) -> None:
+    rules = [RuleSettings(name="HighCpu", metric="cpu_percent", op=">", threshold=90)]
+    pipeline = AlertPipeline(rules, world.alerts, world.clock, on_events=world.manager.wake)
+
+    def cpu(value: float) -> Observation:
+        return Observation(source="host", metric="cpu_percent", at=world.clock.now(), value=value)
+
+    pipeline.emit(cpu(95))
+    await pipeline.flush()
+    await world.manager.step()
+    assert len(await world.after(30)) == 1
+    # a restart: a new pipeline restores the firing alert without announcing it again
+    again = AlertPipeline(rules, world.alerts, world.clock)
+    assert await again.restore() == 1
+    again.emit(cpu(97))
+    await again.flush()
+    assert await world.after(300) == []
+    again.emit(cpu(10))
+    await again.flush()
+    [notice] = await world.after(300)
+    assert notice.startswith("[RESOLVED] HighCpu")
+
+
+async def test_events_committed_before_a_crash_are_handled_after_it(world: World) -> None:
+    full = {"alertname": "A", "severity": "warning"}
+    event = AlertEvent(fingerprint="x", status="firing", labels=full, annotations={},
+                       starts_at=START, at=START)  # fmt: skip
+    await world.alerts.accept([event])  # committed, then the process "dies" before handling
+    assert len(await world.alerts.unhandled()) == 1
+    await world.manager.step()
+    assert await world.alerts.unhandled() == []
+    assert len(await world.after(30)) == 1
