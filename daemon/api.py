@@ -41,15 +41,27 @@ def build_local_app(runtime: Runtime) -> web.Application:
     app.router.add_post("/v1/approvals/{id}", answer_approval)
     app.router.add_post("/v1/reload", reload)
     app.router.add_post("/v1/pair", pair)
+    app.router.add_post("/v1/command", command)
     return app
 
 
 def build_probe_app(runtime: Runtime) -> web.Application:
-    """Only /healthz and /metrics, for the optional TCP listener."""
+    """/healthz, /metrics and the Alertmanager webhook (bearer token), for the TCP listener."""
+    from daemon.webhooks import alertmanager_routes
+
     app = web.Application()
     app[RUNTIME_KEY] = runtime
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics_endpoint)
+    token = runtime.settings.api.webhook_token
+    app.router.add_routes(
+        alertmanager_routes(
+            runtime.incident_manager,
+            token.get_secret_value() if token else None,
+            clock=runtime.clock,
+            stats=runtime.webhook_stats,
+        )
+    )
     return app
 
 
@@ -135,6 +147,20 @@ async def pair(request: web.Request) -> web.Response:
     return web.json_response(
         {"code": code.code, "role": role, "expires_at": code.expires_at.isoformat()}
     )
+
+
+async def command(request: web.Request) -> web.Response:
+    """A chat command (incidents, silence …) from the local CLI, run as its unix user."""
+    body = await _json_body(request)
+    text = body.get("text")
+    if not isinstance(text, str) or not text.strip():
+        raise web.HTTPBadRequest(text='body must be {"text": "incidents" | "silence …" | …}')
+    word, _, rest = text.strip().partition(" ")
+    runtime = _runtime(request)
+    if runtime.commands.required(word.lower()) is None:
+        raise web.HTTPBadRequest(text=f"unknown command {word!r}")
+    reply = await runtime.commands.run(word.lower(), rest, f"console:{peer_name(request)}")
+    return web.json_response({"text": reply})
 
 
 async def list_approvals(request: web.Request) -> web.Response:

@@ -53,6 +53,23 @@ def build_parser() -> argparse.ArgumentParser:
     pair = with_location(commands.add_parser("pair", help="a one-time code that binds a chat user"))
     pair.add_argument("--role", choices=["viewer", "operator", "admin"], default="viewer")
 
+    incidents = with_location(commands.add_parser("incidents", help="list incidents, or show one"))
+    incidents.add_argument("action", nargs="?", choices=["list", "show"], default="list")
+    incidents.add_argument("id", nargs="?", help="incident number (with show)")
+    silence = with_location(commands.add_parser("silence", help="add, list or expire silences"))
+    silence_commands = silence.add_subparsers(
+        dest="silence_command", metavar="ACTION", required=True
+    )
+    add = silence_commands.add_parser("add", help="silence matching alerts for a while")
+    add.add_argument("what", nargs="+", help="an incident number, or matchers like alertname=X")
+    add.add_argument("--for", dest="duration", required=True, help="e.g. 30m, 2h, 1d")
+    add.add_argument("-c", "--comment", default="", help="why (shown in `silence list`)")
+    with_location(silence_commands.add_parser("list", help="active and recent silences"))
+    expire = silence_commands.add_parser("expire", help="end a silence now")
+    expire.add_argument("id", help="silence number")
+    for sub in (add, expire):
+        with_location(sub)
+
     slack = commands.add_parser("slack", help="Slack helpers")
     slack_commands = slack.add_subparsers(dest="slack_command", metavar="SUBCOMMAND", required=True)
     manifest = slack_commands.add_parser("manifest", help="print the Slack app manifest")
@@ -221,6 +238,33 @@ def cmd_pair(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_incidents(args: argparse.Namespace) -> int:
+    if args.action == "show" and not args.id:
+        print("nightshift incidents show ID: give the incident number", file=sys.stderr)
+        return 2
+    text = "incidents" + (f" show {args.id}" if args.action == "show" else "")
+    return _run_command(args, text)
+
+
+def cmd_silence(args: argparse.Namespace) -> int:
+    if args.silence_command == "list":
+        return _run_command(args, "silences")
+    if args.silence_command == "expire":
+        return _run_command(args, f"unsilence {args.id}")
+    return _run_command(args, " ".join([*args.what, args.duration, args.comment]).strip())
+
+
+def _run_command(args: argparse.Namespace, text: str) -> int:
+    word = text.split()[0]
+    if word not in ("incidents", "silences", "unsilence"):
+        text = "silence " + text
+    result = _ask_daemon(args, "POST", "/v1/command", {"text": text})
+    if result is None:
+        return 3
+    print(result["text"])
+    return 0
+
+
 def cmd_install_service(args: argparse.Namespace) -> int:
     from daemon.service import install_service
 
@@ -267,6 +311,8 @@ HANDLERS = {
     "install-service": cmd_install_service,
     "slack": cmd_slack,
     "pair": cmd_pair,
+    "incidents": cmd_incidents,
+    "silence": cmd_silence,
 }
 
 

@@ -16,6 +16,7 @@ from daemon.agent.loop import AgentRequest
 from daemon.approvals import ApprovalBroker, ApprovalDecision, ApprovalRequest
 from daemon.chat import ChatService, DrainingError
 from daemon.clock import Clock
+from daemon.commands import IncidentCommands
 from daemon.pairing import PairingCodes
 from integrations.base import ApprovalAnswer, ApprovalPrompt, Channel, InboundMessage
 from integrations.outbox import OutboxWorker
@@ -31,7 +32,8 @@ DENIED_TEXT = (
     "Ask an admin to add your user id ({user_id}) to [channels.{channel}.users]."
 )
 HELP_TEXT = (
-    "Commands (no AI needed): status · approve ID · deny ID · pair CODE · help. "
+    "Commands (no AI needed): status · incidents · incidents show ID · silence ID 2h · "
+    "silences · unsilence ID · approve ID · deny ID · pair CODE · help. "
     "Anything else is a question for the agent."
 )
 StatusText = Callable[[], Awaitable[str]]
@@ -62,6 +64,7 @@ class ChannelHub:
         store: SqliteStore,
         clock: Clock,
         status_text: StatusText,
+        commands: IncidentCommands | None = None,
     ) -> None:
         self._access = access
         self._chat = chat
@@ -74,6 +77,7 @@ class ChannelHub:
         self._store = store
         self._clock = clock
         self._status_text = status_text
+        self._commands = commands
         self._channels: dict[str, Channel] = {}
         self._workers: dict[str, OutboxWorker] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -120,6 +124,15 @@ class ChannelHub:
         if command in ("help", "status"):
             reply = HELP_TEXT if command == "help" else await self._status_text()
             await self.reply(message, reply)
+        elif self._commands is not None and (needed := self._commands.required(command)):
+            if not self._access.allows(message.channel, message.sender_id, needed):
+                role = self._access.role_of(message.channel, message.sender_id)
+                await self._record_denial(message.channel, message.sender_id, f"{command} command")
+                name = role.name.lower() if role else "none"
+                await self.reply(message, f"Your role ({name}) cannot {command}; ask an operator.")
+                return
+            actor = f"{message.channel}:{message.sender_name or message.sender_id}"
+            await self.reply(message, await self._commands.run(command, rest, actor))
         elif command in ("approve", "deny") and rest.strip():
             await self._answer_by_text(message, command == "approve", rest.strip().split()[0])
         else:

@@ -20,24 +20,32 @@ from daemon.agent.lazy_llm import LazyLlmClient
 from daemon.agent.loop import AgentLoop
 from daemon.agent.services import ToolServices
 from daemon.agent.tools.registry import default_registry
+from daemon.alerting import AlertPipeline
 from daemon.api import ApiServer
 from daemon.approvals import ApprovalBroker
 from daemon.channels import ChannelSet, build_channels
 from daemon.chat import ChatService
 from daemon.clock import Clock, SystemClock
+from daemon.commands import IncidentCommands
 from daemon.config import Settings, load_settings
 from daemon.errors import EXIT_CONFIG, AlreadyRunningError, ConfigError, StoreError
 from daemon.hub import ChannelHub
+from daemon.incidents import IncidentManager
 from daemon.pairing import PairingCodes
+from daemon.routing import Router
+from daemon.runbooks import RunbookLibrary
 from daemon.sdnotify import SystemdNotifier
 from daemon.supervisor import Supervisor
 from daemon.watchers.host import HostMetricsWatcher
+from daemon.webhooks import WebhookStats
 from integrations.console import ConsoleChannel
+from memory.alerts import AlertRepo
 from memory.audit import AuditRepo
 from memory.channels import ChannelStateRepo, InboundRepo
 from memory.components import ComponentEventRepo
 from memory.conversations import ConversationRepo
 from memory.facts import FactRepo
+from memory.incidents import IncidentRepo, SilenceRepo
 from memory.outbox import OutboxRepo
 from memory.runs import RunRepo
 from memory.store import SqliteStore
@@ -174,6 +182,7 @@ class Runtime:
             self.clock,
         )
         self._build_agent()
+        self._build_alerting()
         self.pairing = PairingCodes(self.clock)
         access = AccessControl.from_settings(settings.channels)
         for channel_name, key, role in await self.channel_state.items(prefix="role:"):
@@ -190,19 +199,53 @@ class Runtime:
             store=self.store,
             clock=self.clock,
             status_text=self.status_text,
+            commands=self.commands,
         )
         for name, channel in self.channel_set.channels.items():
             self.hub.register(channel, self.channel_set.workers[name])
         self.channel_set.start(self.supervisor, self.hub)
+        await self.alerting.restore()
+        self.supervisor.start("alerting", self.alerting.run)
+        self.supervisor.start("incidents", self.incident_manager.run)
         self.host_watcher: HostMetricsWatcher | None = None
         if settings.watchers.host.enabled:
-            self.host_watcher = HostMetricsWatcher(settings.watchers.host)
-            self.supervisor.start(self.host_watcher.name, self.host_watcher.run)
+            self.host_watcher = HostMetricsWatcher(settings.watchers.host, self.clock)
+            self._start_watcher(self.host_watcher)
         if self.notifier.watchdog_interval():
             self.supervisor.start("systemd.watchdog", self.notifier.run_watchdog)
         self.api = ApiServer(self, settings.socket_path)
         await self.api.start()
         self.supervisor.mark("api", "running", str(settings.socket_path))
+
+    def _build_alerting(self) -> None:
+        settings = self.settings
+        self.alert_repo = AlertRepo(self.store)
+        self.incidents = IncidentRepo(self.store, self.clock)
+        self.silences = SilenceRepo(self.store, self.clock)
+        runbooks_dir = settings.incidents.runbooks_dir or settings.state_dir / "runbooks"
+        self.incident_manager = IncidentManager(
+            settings.incidents,
+            store=self.store,
+            alerts=self.alert_repo,
+            incidents=self.incidents,
+            silences=self.silences,
+            outbox=self.outbox,
+            router=Router(settings.routes, settings.default_route),
+            runbooks=RunbookLibrary(runbooks_dir),
+            clock=self.clock,
+            wake_outbox=self.channel_set.wake_all,
+        )
+        self.alerting = AlertPipeline(
+            settings.rules, self.alert_repo, self.clock, on_events=self.incident_manager.wake
+        )
+        self.commands = IncidentCommands(
+            self.incidents, self.silences, self.clock, self.incident_manager.wake
+        )
+        self.webhook_stats = WebhookStats()
+
+    def _start_watcher(self, watcher: Any) -> None:
+        emit = self.alerting.emit
+        self.supervisor.start(watcher.name, lambda: watcher.run(emit))
 
     def _build_agent(self) -> None:
         available, reason = self.settings.agent_available
@@ -349,6 +392,8 @@ class Runtime:
                 for e in events
             ],
             "host": self.host_watcher.summary() if self.host_watcher else None,
+            "alerting": self.alerting.summary(),
+            "incidents_open": len(await self.incidents.listing(state="open", limit=1000)),
         }
 
     async def status_text(self) -> str:
@@ -360,7 +405,9 @@ class Runtime:
         return (
             f"nightshift {report['version']}: {report['health']}, up {report['uptime_seconds']}s; "
             f"agent {agent}; {budget['used_today']:,}/{budget['daily_limit']:,} tokens today; "
-            f"channels: {channels}; approvals pending: {report['approvals_pending']}"
+            f"channels: {channels}; approvals pending: {report['approvals_pending']}; "
+            f"open incidents: {report['incidents_open']}, alerts firing: "
+            f"{report['alerting']['firing']}"
         )
 
     async def refresh_metrics(self) -> None:
