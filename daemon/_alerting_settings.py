@@ -226,6 +226,10 @@ class RemediationSettings(Section):
     max_actions: int = Field(default=3, ge=1)  # per alert name …
     window_minutes: float = Field(default=60.0, gt=0)  # … within this many minutes
     verify_seconds: float = Field(default=300.0, gt=0)  # does the incident resolve in time?
+    restart_command: list[str] = Field(  # how restart_service restarts; {service} is replaced
+        default_factory=lambda: ["systemctl", "restart", "{service}"], min_length=1
+    )
+    clean_dirs: list[Path] = Field(default_factory=list)  # directories clean_directory may prune
     auto: list[AutoRemediationSettings] = Field(default_factory=list)
 
 

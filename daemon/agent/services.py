@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from memory.facts import FactRepo
 from memory.outbox import OutboxRepo
@@ -17,3 +18,5 @@ class ToolServices:
     outbox: OutboxRepo
     channels: tuple[str, ...] = ("console",)
     wake_outbox: Callable[[], None] = field(default=lambda: None)
+    # Recent HostSample readings of the host watcher, oldest first (evidence for investigations).
+    host_history: Callable[[], Sequence[Any]] = field(default=lambda: ())
