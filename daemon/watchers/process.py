@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import re
+import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Self
@@ -27,6 +30,7 @@ from daemon.watchers.base import Emit, ErrorReporter
 log = logging.getLogger(__name__)
 
 PIDFILE_MAX_BYTES = 64  # a pidfile holds one number; anything longer is garbage
+MAX_SNAPSHOT_AGE_SECONDS = 1.0  # process watchers waking within this share one /proc walk
 
 ProcessKey = tuple[int, float]  # (pid, create time): a reused pid is a different process
 
@@ -92,6 +96,47 @@ def read_pidfile(path: Path) -> int | None:
     return pid if pid > 0 else None
 
 
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ProcessEntry:
+    """One row of the process table."""
+
+    pid: int
+    name: str
+    cmdline: str  # arguments joined by spaces; empty for kernel threads and zombies
+
+
+class ProcessTable:
+    """A snapshot of /proc shared by every process watcher (thread-safe).
+
+    Walking /proc is most of a scan's cost; watchers on the same interval wake together, so
+    a snapshot younger than the caller's ``max_age`` is reused instead of walking it again —
+    unless it was taken before ``newer_than`` (the caller's previous snapshot or start).
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._taken = -math.inf
+        self._entries: tuple[ProcessEntry, ...] = ()
+
+    def snapshot(self, max_age: float, newer_than: float) -> tuple[float, tuple[ProcessEntry, ...]]:
+        """(when it was taken, the entries) — fresh unless the last one is recent enough."""
+        with self._lock:
+            if self._taken <= newer_than or time.monotonic() - self._taken > max_age:
+                self._entries = tuple(
+                    ProcessEntry(
+                        pid=proc.pid,
+                        name=proc.info["name"] or "",
+                        cmdline=" ".join(proc.info["cmdline"] or ()),
+                    )
+                    for proc in psutil.process_iter(["name", "cmdline"])
+                )
+                self._taken = time.monotonic()
+            return self._taken, self._entries
+
+
+SHARED_TABLE = ProcessTable()
+
+
 class ProcessScanner:
     """Finds the matching processes and measures them (blocking; one thread at a time).
 
@@ -99,8 +144,12 @@ class ProcessScanner:
     the CPU baselines of every watcher looking at the same pid.
     """
 
-    def __init__(self, settings: ProcessWatchSettings) -> None:
+    def __init__(self, settings: ProcessWatchSettings, table: ProcessTable | None = None) -> None:
         self._settings = settings
+        self._table = table or SHARED_TABLE
+        # a snapshot may be this old: shared by watchers waking together, never a scan behind
+        self._max_age = min(MAX_SNAPSHOT_AGE_SECONDS, settings.interval_seconds / 2)
+        self._last_snapshot = time.monotonic()  # never use a snapshot from before we started
         self._regex = re.compile(settings.cmdline) if settings.cmdline is not None else None
         self._tracked: dict[ProcessKey, psutil.Process] = {}
 
@@ -136,17 +185,10 @@ class ProcessScanner:
         if settings.pidfile is not None:
             pid = read_pidfile(settings.pidfile)
             return [pid] if pid is not None and psutil.pid_exists(pid) else []
-        pids: list[int] = []
-        for proc in psutil.process_iter(["name", "cmdline", "status"]):
-            info = proc.info
-            if info["status"] == psutil.STATUS_ZOMBIE:
-                continue
-            if self._regex is not None:
-                if self._regex.search(" ".join(info["cmdline"] or ())):
-                    pids.append(proc.pid)
-            elif info["name"] == settings.process:
-                pids.append(proc.pid)
-        return pids
+        self._last_snapshot, entries = self._table.snapshot(self._max_age, self._last_snapshot)
+        if self._regex is not None:
+            return [e.pid for e in entries if self._regex.search(e.cmdline)]
+        return [e.pid for e in entries if e.name == settings.process]  # zombies: dropped later
 
 
 class RestartCounter:
