@@ -32,6 +32,12 @@ from pydantic_settings import (
 from daemon._alerting_settings import IncidentSettings, RuleSettings
 from daemon._section import Section, check_regex
 from daemon.errors import ConfigError
+from daemon.watchers.command import CommandCheckSettings
+from daemon.watchers.files import FileWatchSettings
+from daemon.watchers.http import HttpCheckSettings
+from daemon.watchers.logs import LogWatchSettings
+from daemon.watchers.port import PortCheckSettings
+from daemon.watchers.process import ProcessWatchSettings
 
 __all__ = ["Settings", "default_config_path", "default_state_dir", "load_settings"]
 
@@ -251,6 +257,23 @@ class HostWatcherSettings(Section):
 
 class WatchersSettings(Section):
     host: HostWatcherSettings = Field(default_factory=HostWatcherSettings)
+    processes: list[ProcessWatchSettings] = Field(default_factory=list)
+    ports: list[PortCheckSettings] = Field(default_factory=list)
+    http: list[HttpCheckSettings] = Field(default_factory=list)
+    commands: list[CommandCheckSettings] = Field(default_factory=list)
+    files: list[FileWatchSettings] = Field(default_factory=list)
+    logs: list[LogWatchSettings] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> WatchersSettings:
+        for kind in ("processes", "ports", "http", "commands", "files", "logs"):
+            names = [item.name for item in getattr(self, kind)]
+            repeated = sorted({name for name in names if names.count(name) > 1})
+            if repeated:
+                raise ValueError(
+                    f"[[watchers.{kind}]] names must be unique; repeated: {', '.join(repeated)}"
+                )
+        return self
 
 
 class TaskSettings(Section):
@@ -487,8 +510,14 @@ def _check_toml(path: Path) -> None:
 def _describe(exc: ValidationError, config_path: Path | None) -> str:
     where = f"{config_path}" if config_path else "configuration"
     lines = [f"{where}: {exc.error_count()} problem(s):"]
+    raw: Any = None
+    if config_path is not None:
+        try:
+            raw = tomllib.loads(config_path.read_text())
+        except (OSError, tomllib.TOMLDecodeError):
+            raw = None
     for error in exc.errors():
-        key = ".".join(str(part) for part in error["loc"]) or "(top level)"
+        key = _key_path(error["loc"], raw)
         message = error["msg"]
         if error["type"] == "extra_forbidden":
             message = "unknown key (check the spelling against config.example.toml)"
@@ -500,6 +529,24 @@ def _describe(exc: ValidationError, config_path: Path | None) -> str:
             shown = ""
         lines.append(f"  {key}: {message}{shown}")
     return "\n".join(lines)
+
+
+def _key_path(loc: tuple[Any, ...], raw: Any) -> str:
+    """``rules.1.metric`` → ``rules.1 (DiskFull).metric``: list items named by their name."""
+    parts: list[str] = []
+    node = raw
+    for part in loc:
+        text = str(part)
+        if isinstance(node, dict):
+            node = node.get(part)
+        elif isinstance(node, list) and isinstance(part, int) and part < len(node):
+            node = node[part]
+            if isinstance(node, dict) and isinstance(node.get("name"), str):
+                text += f" ({node['name']})"
+        else:
+            node = None
+        parts.append(text)
+    return ".".join(parts) or "(top level)"
 
 
 def _looks_secret(key: str) -> bool:

@@ -100,7 +100,7 @@ def test_state_dir_flag_and_derived_paths(tmp_path: Path) -> None:
         ('[llm]\nmodle = "x"\n', "llm.modle: unknown key"),
         ('[agent]\nmax_steps = "many"\n', "agent.max_steps: Input should be a valid integer"),
         ('[agent.budget]\ntimezone = "Mars/Base"\n', "agent.budget.timezone"),
-        ('[[rules]]\nname = "x"\nmetric = "bogus"\nthreshold = 1\n', "rules.0.metric"),
+        ('[[rules]]\nname = "x"\nmetric = "bogus"\nthreshold = 1\n', "rules.0 (x).metric"),
         ('[policy]\nredact_patterns = ["("]\n', "invalid regular expression"),
         ("[llm\n", "invalid TOML"),
         ("[channels.slack]\nenabled = true\n", "channels.slack: Value error, Slack is enabled"),
@@ -159,3 +159,14 @@ def test_unusable_state_dir_exits_78(tmp_path: Path) -> None:
     result = run_cli("run", "--state-dir", str(blocker / "state"))
     assert result.returncode == 78
     assert "state directory" in result.stderr
+
+
+def test_an_invalid_rule_is_named_in_the_error(tmp_path: Path) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(
+        '[[rules]]\nname = "DiskFull"\nmetric = "disk_percent"\nop = ">"\nthreshold = 90\n\n'
+        '[[rules]]\nname = "HotCpu"\nmetric = "cpu_temp"\nop = ">"\nthreshold = 80\n'
+    )
+    result = run_cli("check-config", str(path))
+    assert result.returncode == 78
+    assert "rules.1 (HotCpu).metric: Value error, unknown metric 'cpu_temp'" in result.stderr
