@@ -1,0 +1,212 @@
+"""Tailing one log file by path: rotation by rename and by copytruncate, partial and huge lines.
+
+`Tail` is synchronous and blocking (the watcher calls it from a worker thread, one call at a
+time). Each `Tail.read` reads at most ``limit`` bytes, so a burst is handed over in bounded chunks.
+
+What it guarantees, for a writer that appends whole or partial lines:
+
+- rename rotation (the path gets a new inode): the old file is read to its end, a last line
+  without a newline is delivered as it is, then the new file is read from its start. Lines the
+  writer still appends to the old file after the new one appeared and was drained are lost.
+- copytruncate (the file shrinks below the offset read, or the bytes just before that offset
+  changed, which catches a truncate followed by writes past the old offset before we looked):
+  reading restarts at 0. Lines already read are never delivered again; lines written after the
+  truncate arrive exactly once; lines written after our last read but before the copy was taken
+  are only in the copy and are not delivered. A partial line read before the truncate is kept and
+  joined with what follows (right for an O_APPEND writer that was mid-line).
+- a line longer than ``max_line_bytes`` is cut to that many bytes and marked
+  `` …[truncated N bytes]``; no more than ``max_line_bytes`` of one line is ever held.
+- bytes are decoded with ``errors="replace"``; NUL becomes U+FFFD; a trailing CR is dropped.
+- a deleted file (no links left) is read to its end and closed (the disk space is not pinned).
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from dataclasses import dataclass, field
+
+_FINGERPRINT = 64  # bytes before the offset remembered to detect a rewritten file
+_NO_FILE = (-1, -1)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class TailRead:
+    """What one `Tail.read` call produced."""
+
+    lines: list[str] = field(default_factory=list)
+    more: bool = False  # call again at once: the byte budget ran out or the file was switched
+    missing: bool = False  # the path does not exist right now
+    notes: tuple[str, ...] = ()  # "opened", "rotated", "truncated", "deleted" (for logging)
+
+
+class Tail:
+    """Follows the file at ``path`` across rotations; see the module docstring."""
+
+    def __init__(
+        self, path: str, *, from_end: bool, max_line_bytes: int, encoding: str = "utf-8"
+    ) -> None:
+        self.path = path
+        self._from_end = from_end  # until the first attempt to open: a file missing then is new
+        self._max = max_line_bytes
+        self._encoding = encoding
+        self._fd: int | None = None
+        self._id = _NO_FILE  # (st_dev, st_ino) of the open file
+        self._offset = 0
+        self._fingerprint = b""  # the bytes just before _offset
+        self._partial = bytearray()  # the start of a line whose newline has not arrived
+        self._dropped = 0  # bytes of that line beyond max_line_bytes, thrown away
+        self._skip = False  # discard up to the next newline (started inside a line)
+
+    @property
+    def offset(self) -> int:
+        return self._offset
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+            self._id = _NO_FILE
+
+    def read(self, limit: int) -> TailRead:
+        """Read up to ``limit`` bytes; raises OSError when the file cannot be opened or read."""
+        lines: list[str] = []
+        notes: list[str] = []
+        if self._fd is None and not self._open(notes):
+            return TailRead(missing=True)
+        assert self._fd is not None
+        fd = self._fd
+        if self._rewritten(fd):
+            self._offset, self._fingerprint = 0, b""
+            notes.append("truncated")
+        got = self._read_into(fd, limit, lines)
+        if got == limit:
+            return TailRead(lines=lines, more=True, notes=tuple(notes))
+        # At the end of the file: has the path moved on to another file, or gone?
+        current = _stat_id(self.path)
+        if current == self._id:
+            return TailRead(lines=lines, notes=tuple(notes))
+        gone = os.fstat(fd).st_nlink == 0
+        if current is None and not gone:
+            # Renamed and not replaced yet: keep following the old file (writers may still use it).
+            return TailRead(lines=lines, missing=True, notes=tuple(notes))
+        # Drain what was appended between our last read and the switch, then let go of it.
+        got += self._read_into(fd, limit - got, lines)
+        if got == limit:
+            return TailRead(lines=lines, more=True, notes=tuple(notes))
+        self._flush(lines)
+        self.close()
+        notes.append("deleted" if gone else "rotated")
+        return TailRead(
+            lines=lines, more=current is not None, missing=current is None, notes=tuple(notes)
+        )
+
+    def _open(self, notes: list[str]) -> bool:
+        try:
+            fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            self._from_end = False
+            return False
+        from_end, self._from_end = self._from_end, False
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            os.close(fd)
+            raise OSError(f"{self.path} is not a regular file")
+        self._fd, self._id = fd, (info.st_dev, info.st_ino)
+        self._offset, self._fingerprint = 0, b""
+        if from_end:
+            self._start_at_end(fd, info.st_size)
+        notes.append("opened")
+        return True
+
+    def _start_at_end(self, fd: int, size: int) -> None:
+        """Start after the last newline, so a line being written now arrives whole."""
+        back = min(size, self._max)
+        block = os.pread(fd, back, size - back)
+        newline = block.rfind(b"\n")
+        if newline >= 0:
+            self._offset = size - back + newline + 1
+        else:  # deep inside a long line (or no newline at all): skip to its end
+            self._offset, self._skip = size, size > 0
+        keep = min(self._offset, _FINGERPRINT)
+        self._fingerprint = os.pread(fd, keep, self._offset - keep)
+
+    def _rewritten(self, fd: int) -> bool:
+        """True when the file was truncated (and maybe written again) since the last read."""
+        if self._offset == 0:
+            return False
+        if os.fstat(fd).st_size < self._offset:
+            return True
+        size = len(self._fingerprint)
+        return bool(size) and os.pread(fd, size, self._offset - size) != self._fingerprint
+
+    def _read_into(self, fd: int, limit: int, lines: list[str]) -> int:
+        """Read up to ``limit`` bytes from the offset, appending complete lines; bytes read."""
+        total = 0
+        while total < limit:
+            data = os.pread(fd, limit - total, self._offset)
+            if not data:
+                break
+            total += len(data)
+            self._offset += len(data)
+            if len(data) >= _FINGERPRINT:
+                self._fingerprint = data[-_FINGERPRINT:]
+            else:
+                self._fingerprint = (self._fingerprint + data)[-_FINGERPRINT:]
+            self._feed(data, lines)
+        return total
+
+    def _feed(self, data: bytes, out: list[str]) -> None:
+        parts = data.split(b"\n")
+        rest = parts.pop()
+        start = 0
+        if parts and (self._skip or self._partial or self._dropped):
+            start = 1
+            if self._skip:
+                self._skip = False
+            else:
+                self._keep(parts[0])
+                self._flush(out)
+        limit = self._max
+        for index in range(start, len(parts)):
+            part = parts[index]
+            if len(part) > limit:
+                out.append(self._decode(part[:limit], len(part) - limit))
+            else:
+                out.append(self._decode(part))
+        if rest and not self._skip:
+            self._keep(rest)
+
+    def _keep(self, data: bytes) -> None:
+        room = self._max - len(self._partial)
+        if len(data) > room:
+            self._partial += data[:room]
+            self._dropped += len(data) - room
+        else:
+            self._partial += data
+
+    def _flush(self, out: list[str]) -> None:
+        """Deliver the buffered partial line (if any) as a line."""
+        if self._partial or self._dropped:
+            out.append(self._decode(bytes(self._partial), self._dropped))
+        self._partial.clear()
+        self._dropped = 0
+        self._skip = False
+
+    def _decode(self, raw: bytes, dropped: int = 0) -> str:
+        if raw.endswith(b"\r") and not dropped:
+            raw = raw[:-1]
+        text = raw.decode(self._encoding, "replace")
+        if "\x00" in text:
+            text = text.replace("\x00", "\ufffd")
+        if dropped:
+            text += f" …[truncated {dropped} bytes]"
+        return text
+
+
+def _stat_id(path: str) -> tuple[int, int] | None:
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return info.st_dev, info.st_ino
