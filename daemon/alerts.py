@@ -1,7 +1,7 @@
 """The alert model shared by watchers, rules, the Alertmanager receiver and incidents.
 
-    watcher ── Observation ──▶ rules ── AlertEvent ──▶ incidents
-    Alertmanager webhook ───────────── AlertEvent ──▶ incidents
+watcher ── Observation ──▶ rules ── AlertEvent ──▶ incidents
+Alertmanager webhook ───────────── AlertEvent ──▶ incidents
 """
 
 from __future__ import annotations

@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 
 BATCH = 500
 MUTED_RECHECK_SECONDS = 60.0
+FOLLOW_UPS = ("findings", "remediation", "postmortem")  # not tied to a notification sequence
 
 
 class Responder(Protocol):
@@ -83,6 +84,12 @@ class IncidentManager:
         self._wake_outbox = wake_outbox
         self._wake = asyncio.Event()
         self.notifications_sent = 0
+
+    def configure(self, settings: IncidentSettings) -> None:
+        """Apply reloaded settings (timings, inhibition, maintenance, remediation)."""
+        self.settings = settings
+        self.muter = Muter(settings.inhibit, settings.maintenance)
+        self.wake()
 
     # -- intake ---------------------------------------------------------------------------------
 
@@ -243,6 +250,21 @@ class IncidentManager:
             elif first:
                 self.responder.first_notified(incident.id)
 
+    async def post(self, incident_id: int, text: str, kind: str) -> None:
+        """Send a follow-up (findings, remediation, postmortem) where the incident's notices go."""
+        incident = await self.repo.get(incident_id)
+        async with self.store.write() as db:
+            await self._send(db, incident, text, kind)
+        self._wake_outbox()
+
+    def origin(self, incident: Incident) -> str | None:
+        """Where approval prompts for this incident go ("channel|target|"), if anywhere."""
+        destinations = self.router.destinations({**incident.labels, "severity": incident.severity})
+        if not destinations:
+            return None
+        first = destinations[0]
+        return f"{first.channel}|{first.target}|"
+
     async def _muted(self, alerts: Sequence[IncidentAlert], now: datetime) -> dict[str, str]:
         firing = [a for a in alerts if a.status == "firing"]
         if not firing:
@@ -274,11 +296,12 @@ class IncidentManager:
         destinations = self.router.destinations(labels)
         sequence = incident.notifications + 1
         for dest in destinations:
+            key = f"incident:{incident.id}:{kind}:{sequence}:{dest.channel}:{dest.target}"
             await self.outbox.enqueue(
                 dest.channel,
                 dest.target,
                 text,
-                dedupe_key=f"incident:{incident.id}:{kind}:{sequence}:{dest.channel}:{dest.target}",
+                dedupe_key=None if kind in FOLLOW_UPS else key,
             )
         self.notifications_sent += 1
         where = ", ".join(f"{d.channel}{':' + d.target if d.target else ''}" for d in destinations)

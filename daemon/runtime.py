@@ -36,6 +36,7 @@ from daemon.routing import Router
 from daemon.runbooks import RunbookLibrary
 from daemon.sdnotify import SystemdNotifier
 from daemon.supervisor import Supervisor
+from daemon.watchers import build_watchers
 from daemon.watchers.host import HostMetricsWatcher
 from daemon.webhooks import WebhookStats
 from integrations.console import ConsoleChannel
@@ -57,7 +58,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 LOCK_NAME = "nightshift.lock"
-RELOADABLE = ("agent", "policy", "runtime", "watchers")
+RELOADABLE = ("agent", "policy", "runtime", "incidents")
 
 
 class StateLock:
@@ -181,8 +182,9 @@ class Runtime:
             self.outbox,
             self.clock,
         )
-        self._build_agent()
+        self.host_watcher: HostMetricsWatcher | None = None
         self._build_alerting()
+        self._build_agent()
         self.pairing = PairingCodes(self.clock)
         access = AccessControl.from_settings(settings.channels)
         for channel_name, key, role in await self.channel_state.items(prefix="role:"):
@@ -207,10 +209,11 @@ class Runtime:
         await self.alerting.restore()
         self.supervisor.start("alerting", self.alerting.run)
         self.supervisor.start("incidents", self.incident_manager.run)
-        self.host_watcher: HostMetricsWatcher | None = None
         if settings.watchers.host.enabled:
             self.host_watcher = HostMetricsWatcher(settings.watchers.host, self.clock)
             self._start_watcher(self.host_watcher)
+        for watcher in build_watchers(settings.watchers, self.clock):
+            self._start_watcher(watcher)
         if self.notifier.watchdog_interval():
             self.supervisor.start("systemd.watchdog", self.notifier.run_watchdog)
         self.api = ApiServer(self, settings.socket_path)
@@ -245,7 +248,8 @@ class Runtime:
 
     def _start_watcher(self, watcher: Any) -> None:
         emit = self.alerting.emit
-        self.supervisor.start(watcher.name, lambda: watcher.run(emit))
+        name = watcher.name if watcher.name.startswith("watcher.") else f"watcher.{watcher.name}"
+        self.supervisor.start(name, lambda: watcher.run(emit))
 
     def _build_agent(self) -> None:
         available, reason = self.settings.agent_available
@@ -275,6 +279,57 @@ class Runtime:
             disabled_reason=reason if not available else "",
         )
         self.chat = ChatService(self.agent, self.conversations)
+        self._build_response(reason if not available else "")
+
+    def _build_response(self, disabled_reason: str) -> None:
+        """Investigations (read-only agent), remediation (approved tools) and postmortems."""
+        from daemon.agent.tools.registry import evidence_tools, remediation_registry
+        from daemon.investigation import InvestigationServices, investigation_registry
+        from daemon.remediation import Remediator
+        from daemon.response import IncidentResponder
+
+        remediation_tools = remediation_registry()
+        services = InvestigationServices(
+            facts=self.facts,
+            outbox=self.outbox,
+            channels=self.channel_set.names,
+            wake_outbox=self.channel_set.wake_all,
+            host_history=lambda: tuple(self.host_watcher.history) if self.host_watcher else (),
+            remediation_tools=tuple(remediation_tools.names()),
+        )
+        investigator = AgentLoop(
+            settings=self.settings,
+            llm=self.llm,
+            executor=ToolExecutor(
+                investigation_registry(evidence_tools()), audit=self.audit, approvals=None
+            ),
+            conversations=self.conversations,
+            runs=self.runs,
+            store=self.store,
+            clock=self.clock,
+            services=services,
+            disabled_reason=disabled_reason,
+        )
+        remediator = Remediator(
+            lambda: self.settings,
+            executor=ToolExecutor(remediation_tools, audit=self.audit, approvals=self.approvals),
+            approvals=self.approvals,
+            incidents=self.incidents,
+            manager=self.incident_manager,
+            clock=self.clock,
+        )
+        self.responder = IncidentResponder(
+            lambda: self.settings.incidents,
+            manager=self.incident_manager,
+            incidents=self.incidents,
+            conversations=self.conversations,
+            facts=self.facts,
+            agent=investigator if self.llm is not None else None,
+            services=services,
+            remediator=remediator,
+            clock=self.clock,
+        )
+        self.incident_manager.responder = self.responder
 
     def _make_llm(self) -> LlmClient:
         from daemon.agent.llm import LlmClient  # imported at first use: openai is heavy
@@ -297,6 +352,7 @@ class Runtime:
         log.info("stopping: draining in-flight work (up to %.0fs)", timeout)
         denied = self.approvals.deny_all(by="shutdown")
         cancelled = await self.chat.drain(timeout)
+        await self.responder.drain(timeout=5.0)
         await self.hub.drain(timeout=5.0)
         if denied or cancelled:
             log.warning("shutdown denied %d approval(s), cancelled %d run(s)", denied, cancelled)
@@ -332,6 +388,8 @@ class Runtime:
         applied = [key for key in changed if key in RELOADABLE]
         for key in applied:
             setattr(self.settings, key, getattr(fresh, key))
+        if "incidents" in applied:
+            self.incident_manager.configure(self.settings.incidents)
         if self.llm is not None and "agent" in applied:
             self.llm.set_budget(self.settings.agent.budget)
         logging.getLogger().setLevel(self.settings.runtime.log_level)

@@ -44,8 +44,14 @@ class ToolExecutor:
         self._audit = audit
         self._approvals = approvals
 
-    async def execute(self, name: str, raw_arguments: str, ctx: ToolContext) -> ToolOutcome:
-        """Run a call the model asked for; errors come back as text for the model, never raise."""
+    async def execute(
+        self, name: str, raw_arguments: str, ctx: ToolContext, *, approved_by: str | None = None
+    ) -> ToolOutcome:
+        """Run a call the model asked for; errors come back as text for the model, never raise.
+
+        ``approved_by`` names who already approved exactly this call (remediation asks before
+        it calls); the policy is then not asked again.
+        """
         started = ctx.clock.monotonic()
         arguments: dict[str, Any] = {}
         tier = "unknown"
@@ -54,7 +60,8 @@ class ToolExecutor:
             tool = self.registry.get(name)
             arguments = tool.validate(arguments)
             tier = tool.tier_for(arguments, ctx.settings).value
-            await self._authorise(name, tier, arguments, ctx)
+            if approved_by is None:
+                await self._authorise(name, tier, arguments, ctx)
             result = await asyncio.wait_for(
                 tool.invoke(ctx, arguments), timeout=ctx.settings.agent.tool_timeout_seconds
             )

@@ -122,16 +122,26 @@ class ProcessTable:
         """(when it was taken, the entries) — fresh unless the last one is recent enough."""
         with self._lock:
             if self._taken <= newer_than or time.monotonic() - self._taken > max_age:
-                self._entries = tuple(
-                    ProcessEntry(
-                        pid=proc.pid,
-                        name=proc.info["name"] or "",
-                        cmdline=" ".join(proc.info["cmdline"] or ()),
-                    )
-                    for proc in psutil.process_iter(["name", "cmdline"])
-                )
+                self._entries = tuple(_entries())
                 self._taken = time.monotonic()
             return self._taken, self._entries
+
+
+def _entries() -> list[ProcessEntry]:
+    """Every process's name and command line. ``as_dict``, not ``process_iter(attrs).info``:
+    psutil shares cached Process objects, and another thread's scan would rewrite ``.info``."""
+    found = []
+    for proc in psutil.process_iter():
+        try:
+            info = proc.as_dict(["name", "cmdline"])
+        except psutil.NoSuchProcess:
+            continue
+        found.append(
+            ProcessEntry(
+                pid=proc.pid, name=info["name"] or "", cmdline=" ".join(info["cmdline"] or ())
+            )
+        )
+    return found
 
 
 SHARED_TABLE = ProcessTable()

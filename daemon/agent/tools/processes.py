@@ -102,22 +102,30 @@ def _matches(info: dict[str, Any], needle: str) -> bool:
     return needle in name or needle in cmdline
 
 
-def _prime() -> list[psutil.Process]:
-    """Start CPU measurement for every process (psutil needs a baseline reading)."""
-    procs = list(psutil.process_iter(_ATTRS))
-    for proc in procs:
+def _prime() -> list[tuple[psutil.Process, dict[str, Any]]]:
+    """Read every process and start its CPU measurement (psutil needs a baseline reading).
+
+    ``as_dict`` rather than ``process_iter(attrs).info``: psutil shares cached Process objects
+    between threads, and another caller's process_iter would overwrite ``.info`` under us.
+    """
+    procs = []
+    for proc in psutil.process_iter():
         with contextlib.suppress(psutil.Error):
+            info = proc.as_dict(_ATTRS)  # AccessDenied fields are None
             proc.cpu_percent(None)
+            procs.append((proc, info))
     return procs
 
 
 def _collect(
-    procs: list[psutil.Process], sort_by: str, limit: int, name_filter: str | None
+    procs: list[tuple[psutil.Process, dict[str, Any]]],
+    sort_by: str,
+    limit: int,
+    name_filter: str | None,
 ) -> ProcessList:
     needle = name_filter.lower() if name_filter else None
     rows: list[ProcessInfo] = []
-    for proc in procs:
-        info = proc.info  # filled by process_iter; AccessDenied fields are None
+    for proc, info in procs:
         if needle and not _matches(info, needle):
             continue
         try:
@@ -130,7 +138,7 @@ def _collect(
         name = info.get("name") or "?"
         rows.append(
             ProcessInfo(
-                pid=info["pid"],
+                pid=proc.pid,
                 name=name,
                 user=info.get("username"),
                 cpu_percent=cpu,

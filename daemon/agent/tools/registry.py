@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from daemon.agent.tools import commands, facts, files, host, messaging, processes
-from daemon.agent.tools.base import ToolRegistry
+from daemon.agent.tools.base import Tool, ToolRegistry
 
 
 def default_registry() -> ToolRegistry:
@@ -18,3 +18,24 @@ def default_registry() -> ToolRegistry:
             *messaging.TOOLS,
         ]
     )
+
+
+def evidence_tools() -> list[Tool]:
+    """Read-only tools for incident investigations (commands run unattended: reads only)."""
+    from daemon.agent.tools import evidence
+
+    return [
+        *host.TOOLS,
+        *processes.TOOLS,
+        *files.TOOLS,
+        *evidence.TOOLS,
+        *commands.TOOLS,
+        facts.recall_facts,
+    ]
+
+
+def remediation_registry() -> ToolRegistry:
+    """The tools a remediation may run once a person (or the allowlist) approved the call."""
+    from daemon.agent.tools import remediation
+
+    return ToolRegistry([*remediation.TOOLS, *commands.TOOLS])
