@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import shlex
 import shutil
 import signal
 from dataclasses import dataclass
@@ -23,7 +24,7 @@ from daemon.redact import redact
 if TYPE_CHECKING:
     from daemon.config import Settings
 
-__all__ = ["CommandResult", "TOOLS"]
+__all__ = ["CommandResult", "TOOLS", "run_argv"]
 
 log = logging.getLogger(__name__)
 
@@ -153,8 +154,30 @@ async def run_command(
         argv = parse_command(command)
     except ValueError as exc:
         raise ToolError(f"cannot parse command {command!r}: {exc}") from None
+    return await run_argv(
+        ctx, argv, command=command, tier=tier, timeout_seconds=timeout_seconds, reason=reason
+    )
+
+
+async def run_argv(
+    ctx: ToolContext,
+    argv: list[str],
+    *,
+    command: str | None = None,
+    tier: Tier = Tier.PRIVILEGED,
+    timeout_seconds: float | None = None,
+    reason: str = "",
+) -> CommandResult:
+    """Run ``argv`` as run_command does (no shell, own process group, scrubbed environment,
+    capped output), without its unattended guard: for callers whose call the executor has
+    already authorised (e.g. remediation tools run after a person's approval).
+
+    ``command`` is how the call is shown (default: ``shlex.join(argv)``).
+    """
     if not argv:
         raise ToolError("command is empty")
+    shown = command if command is not None else shlex.join(argv)
+    policy = ctx.settings.policy
     limit = policy.command_timeout_seconds
     timeout = limit if timeout_seconds is None else min(timeout_seconds, limit)
     if timeout <= 0:
@@ -165,15 +188,13 @@ async def run_command(
         raise ToolError(
             f"command not found: {argv[0]!r} is not an executable file on PATH ({env['PATH']})"
         )
-    log.info(
-        "run_command %r (%s) for %s: %s", redact(command), tier, ctx.actor, reason or ctx.reason
-    )
+    log.info("run_command %r (%s) for %s: %s", redact(shown), tier, ctx.actor, reason or ctx.reason)
     started = ctx.clock.monotonic()
     exit_code, out, err = await _execute(
-        command, program, argv, env, seconds=timeout, max_output=policy.max_output_bytes
+        shown, program, argv, env, seconds=timeout, max_output=policy.max_output_bytes
     )
     duration = ctx.clock.monotonic() - started
-    log.info("run_command %r exited %d after %.2fs", redact(command), exit_code, duration)
+    log.info("run_command %r exited %d after %.2fs", redact(shown), exit_code, duration)
     total = out.total + err.total
     truncated = total > policy.max_output_bytes
     note = None
@@ -183,7 +204,7 @@ async def run_command(
             "([policy] max_output_bytes)]"
         )
     return CommandResult(
-        command=command,
+        command=shown,
         exit_code=exit_code,
         stdout=redact(out.text(), policy.redact_patterns),
         stderr=redact(err.text(), policy.redact_patterns),
