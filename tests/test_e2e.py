@@ -157,3 +157,20 @@ async def test_privileged_command_runs_only_after_approval_from_the_console(
     assert [(a["tool"], a["tier"], a["ok"]) for a in audit] == [("run_command", "privileged", 1)]
     code, out, _ = await daemon.cli("approve", pending[0])
     assert code == 1  # answered already
+
+
+async def test_incidents_and_silences_from_the_cli(daemon: DaemonProcess) -> None:
+    code, out, _ = await daemon.cli("incidents")
+    assert code == 0 and out.strip() == "No open incidents."
+    code, out, _ = await daemon.cli(
+        "silence", "add", "alertname=DiskFull", "mount=~/var.*", "--for", "2h", "-c", "resize"
+    )
+    assert code == 0 and out.startswith("Silence #1: alertname=DiskFull, mount=~/var.* until")
+    code, out, _ = await daemon.cli("silence", "list")
+    assert "#1 active" in out and "resize" in out and "console:" in out
+    code, out, _ = await daemon.cli("silence", "add", "severity!=x", "--for", "1h")
+    assert "would match every alert" in out
+    code, out, _ = await daemon.cli("silence", "expire", "1")
+    assert code == 0 and out.strip() == "Silence #1 expired."
+    code, out, _ = await daemon.cli("incidents", "show", "42")
+    assert "no incident with id 42" in out

@@ -16,6 +16,7 @@ from daemon.agent.tools.base import ToolRegistry
 from daemon.approvals import ApprovalBroker
 from daemon.chat import ChatService
 from daemon.clock import ManualClock
+from daemon.commands import IncidentCommands
 from daemon.config import Settings
 from daemon.hub import ChannelHub
 from daemon.pairing import PairingCodes
@@ -31,6 +32,7 @@ from integrations.outbox import OutboxWorker
 from memory.audit import AuditRepo
 from memory.channels import ChannelStateRepo, InboundRepo
 from memory.conversations import ConversationRepo
+from memory.incidents import IncidentRepo, SilenceRepo
 from memory.outbox import OutboxRepo
 from memory.runs import RunRepo
 from memory.store import SqliteStore
@@ -120,7 +122,15 @@ async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
         return "all good"
 
     state, pairing = ChannelStateRepo(store, clock), PairingCodes(clock)
+    incidents = IncidentRepo(store, clock)
+    async with store.write() as db:  # one open incident to talk about
+        incident_id = await IncidentRepo.create(
+            db, group_key="alertname=DiskFull", title="DiskFull", severity="warning",
+            labels={"alertname": "DiskFull"}, opened_at=clock.now(), flush_at=clock.now(),
+        )  # fmt: skip
+        await IncidentRepo.add_event(db, incident_id, clock.now(), "opened", "DiskFull")
     hub = ChannelHub(
+        commands=IncidentCommands(incidents, SilenceRepo(store, clock), clock),
         inbound=InboundRepo(store, clock),
         state=state,
         pairing=pairing,
@@ -153,6 +163,26 @@ async def test_a_stranger_is_refused_politely_once_an_hour_and_audited(rig: Rig)
 async def test_commands_work_without_the_llm(rig: Rig) -> None:
     assert await rig.say("VIEW", "status") == ["all good"]
     assert "approve ID" in (await rig.say("VIEW", "help"))[0]
+
+
+async def test_incident_commands_answer_viewers_but_only_operators_silence(rig: Rig) -> None:
+    [listing] = await rig.say("VIEW", "incidents")
+    assert listing.startswith("#1 open") and "DiskFull" in listing
+    [details] = await rig.say("VIEW", "incidents show 1")
+    assert "Incident #1: DiskFull" in details and "opened: DiskFull" in details
+    [refused] = await rig.say("VIEW", "silence 1 2h")
+    assert refused == "Your role (viewer) cannot silence; ask an operator."
+    [done] = await rig.say("OPS", "silence 1 2h noisy during the migration")
+    assert done.startswith("Silence #1: alertname=DiskFull until 2026-01-01 02:00 UTC")
+    [listed] = await rig.say("VIEW", "silences")
+    assert "#1 active  alertname=DiskFull" in listed and "by chat:ops" in listed
+    [details] = await rig.say("VIEW", "incidents show 1")
+    assert "silenced (chat:ops): #1 until 02:00 UTC" in details
+    assert await rig.say("OPS", "unsilence 1") == ["Silence #1 expired."]
+    [bad] = await rig.say("OPS", "silence alertname=DiskFull forever")
+    assert "give a duration" in bad and "Usage:" in bad
+    [stranger] = await rig.say("EVE", "incidents")
+    assert "only take requests" in stranger
 
 
 async def test_questions_go_to_the_agent_and_the_answer_comes_back_in_the_thread(
