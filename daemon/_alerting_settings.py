@@ -232,6 +232,16 @@ class RemediationSettings(Section):
     clean_dirs: list[Path] = Field(default_factory=list)  # directories clean_directory may prune
     auto: list[AutoRemediationSettings] = Field(default_factory=list)
 
+    @field_validator("restart_command")
+    @classmethod
+    def _has_placeholder(cls, argv: list[str]) -> list[str]:
+        if not any("{service}" in part for part in argv):
+            raise ValueError(
+                f"restart_command {argv} has no {{service}} placeholder; e.g. "
+                '["systemctl", "restart", "{service}"]'
+            )
+        return argv
+
 
 class IncidentSettings(Section):
     """How alerts become incidents and notifications (Alertmanager's discipline)."""

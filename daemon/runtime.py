@@ -452,7 +452,20 @@ class Runtime:
             "host": self.host_watcher.summary() if self.host_watcher else None,
             "alerting": self.alerting.summary(),
             "incidents_open": len(await self.incidents.listing(state="open", limit=1000)),
+            "webhook": self._webhook_state(),
         }
+
+    def _webhook_state(self) -> str:
+        api = self.settings.api
+        if not api.tcp_port:
+            return "off (set [api] tcp_port and webhook_token)"
+        if api.webhook_token is None:
+            return "disabled (set [api] webhook_token)"
+        stats = self.webhook_stats
+        return (
+            f"on :{api.tcp_port}{'/v1/webhooks/alertmanager'} — {stats.accepted_events} events, "
+            f"{stats.auth_failures} auth failures, {stats.rejected} rejected"
+        )
 
     async def status_text(self) -> str:
         """A short status for the `status` chat command."""
