@@ -32,6 +32,7 @@ from daemon.clock import Clock
 from daemon.muting import Muter
 from daemon.routing import Router
 from daemon.runbooks import Runbook, RunbookLibrary
+from integrations.outbox import THREAD_REF
 from memory._codec import from_db_time
 from memory.alerts import AlertRepo, StoredAlertEvent
 from memory.incidents import Incident, IncidentAlert, IncidentRepo, SilenceRepo
@@ -43,6 +44,8 @@ log = logging.getLogger(__name__)
 BATCH = 500
 MUTED_RECHECK_SECONDS = 60.0
 FOLLOW_UPS = ("findings", "remediation", "postmortem")  # not tied to a notification sequence
+# Channels where every message after an incident's first notification replies in its thread.
+THREADED_CHANNELS = ("slack", "matrix")
 
 
 class Responder(Protocol):
@@ -297,10 +300,13 @@ class IncidentManager:
         sequence = incident.notifications + 1
         for dest in destinations:
             key = f"incident:{incident.id}:{kind}:{sequence}:{dest.channel}:{dest.target}"
+            first = f"incident:{incident.id}:notified:1:{dest.channel}:{dest.target}"
+            threaded = dest.channel in THREADED_CHANNELS and key != first
             await self.outbox.enqueue(
                 dest.channel,
                 dest.target,
                 text,
+                thread=THREAD_REF + first if threaded else None,
                 dedupe_key=None if kind in FOLLOW_UPS else key,
             )
         self.notifications_sent += 1

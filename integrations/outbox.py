@@ -18,6 +18,7 @@ IDLE_POLL_SECONDS = 60.0
 MAX_BACKOFF_SECONDS = 600.0
 MAX_ATTEMPTS = 50
 FAR_FUTURE = datetime(9999, 1, 1, tzinfo=UTC)
+THREAD_REF = "outbox:"  # a thread given as outbox:KEY replies under that delivered message
 
 
 class OutboxWorker:
@@ -45,6 +46,12 @@ class OutboxWorker:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=timeout)
 
+    async def _thread(self, thread: str | None) -> str | None:
+        """``outbox:KEY`` threads under the message queued as KEY (once it was delivered)."""
+        if thread is None or not thread.startswith(THREAD_REF):
+            return thread
+        return await self._repo.platform_id(thread.removeprefix(THREAD_REF))
+
     async def flush(self) -> int:
         """Send everything due now, in order; stop at the first transient failure."""
         self._retry_at = None
@@ -60,7 +67,10 @@ class OutboxWorker:
                     self._retry_at = row.next_attempt_at
                     return sent
                 message = OutgoingMessage(
-                    outbox_id=row.id, target=row.target, text=row.text, thread=row.thread
+                    outbox_id=row.id,
+                    target=row.target,
+                    text=row.text,
+                    thread=await self._thread(row.thread),
                 )
                 try:
                     platform_id = await self._channel.send(message)

@@ -101,6 +101,17 @@ class OutboxRepo:
         assert message_id is not None
         return message_id
 
+    async def platform_id(self, dedupe_key: str) -> str | None:
+        """The platform id of the delivered message queued under ``dedupe_key``, if any."""
+        async with self._store.read() as db:
+            rows = list(
+                await db.execute_fetchall(
+                    "SELECT platform_id FROM outbox WHERE dedupe_key = ? AND status = 'delivered'",
+                    (dedupe_key,),
+                )
+            )
+        return str(rows[0][0]) if rows and rows[0][0] else None
+
     async def due(
         self, channel: str, now: datetime | None = None, limit: int = 50
     ) -> list[OutboxMessage]:

@@ -259,6 +259,21 @@ async def test_rule_events_flow_through_the_pipeline_and_survive_a_restart(
     assert notice.startswith("[RESOLVED] HighCpu")
 
 
+async def test_follow_ups_on_slack_reply_in_the_incident_thread(world: World) -> None:
+    world.manager.router = Router([], ["slack:C0OPS", "telegram:42"])
+    await world.fire("DiskFull", mount="/var")
+    await world.after(30)
+    await world.fire("DiskFull", mount="/srv")
+    await world.after(300)
+    await world.manager.post(1, "Findings …", "findings")
+    async with world.store.read() as db:
+        rows = [tuple(r) for r in await db.execute_fetchall(
+            "SELECT channel, thread FROM outbox ORDER BY id")]  # fmt: skip
+    first = "outbox:incident:1:notified:1:slack:C0OPS"
+    assert rows == [("slack", None), ("telegram", None), ("slack", first), ("telegram", None),
+                    ("slack", first), ("telegram", None)]  # fmt: skip
+
+
 async def test_events_committed_before_a_crash_are_handled_after_it(world: World) -> None:
     full = {"alertname": "A", "severity": "warning"}
     event = AlertEvent(fingerprint="x", status="firing", labels=full, annotations={},

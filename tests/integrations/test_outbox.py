@@ -24,6 +24,7 @@ class FlakyChannel:
     def __init__(self) -> None:
         self.up = False
         self.delivered: list[str] = []
+        self.threads: list[str | None] = []
 
     async def start(self) -> None: ...
 
@@ -38,6 +39,7 @@ class FlakyChannel:
         if not self.up:
             raise DeliveryError("connection refused", retry_after=30)
         self.delivered.append(message.text)
+        self.threads.append(message.thread)
         return f"m{len(self.delivered)}"
 
 
@@ -70,6 +72,21 @@ async def test_messages_wait_while_the_channel_is_down_then_arrive_in_order_once
     assert channel.delivered == ["message 0", "message 1", "message 2"]
     assert [(await outbox.get(i)).platform_id for i in ids] == ["m1", "m2", "m3"]
     assert (await outbox.depth_by_channel()).get("flaky", 0) == 0
+
+
+async def test_a_thread_reference_replies_under_the_delivered_first_message(
+    repo: tuple[OutboxRepo, ManualClock],
+) -> None:
+    outbox, clock = repo
+    channel = FlakyChannel()
+    channel.up = True
+    worker = OutboxWorker(outbox, channel, clock)
+    await outbox.enqueue("flaky", "ops", "FIRING", dedupe_key="incident:1:notified:1")
+    await outbox.enqueue("flaky", "ops", "findings", thread="outbox:incident:1:notified:1")
+    await outbox.enqueue("flaky", "ops", "other", thread="outbox:never-sent")
+    await outbox.enqueue("flaky", "ops", "plain", thread="1700000000.000100")
+    assert await worker.flush() == 4
+    assert channel.threads == [None, "m1", None, "1700000000.000100"]
 
 
 async def test_a_permanently_rejected_message_does_not_block_the_rest(
