@@ -18,3 +18,9 @@ OUTBOX_PENDING = Gauge("nightshift_outbox_pending", "Messages waiting for delive
 HOST_CPU = Gauge("nightshift_host_cpu_percent", "Host CPU use, percent")
 HOST_MEMORY = Gauge("nightshift_host_memory_percent", "Host memory use, percent")
 HOST_LOAD1 = Gauge("nightshift_host_load1", "Host 1-minute load average")
+ALERTS = Gauge("nightshift_alerts", "Rule alerts by state", ["state"])
+INCIDENTS_OPEN = Gauge("nightshift_incidents_open", "Open incidents")
+ALERT_OBSERVATIONS = Gauge("nightshift_observations", "Watcher observations judged since start")
+WEBHOOK_EVENTS = Gauge(
+    "nightshift_webhook_events", "Alertmanager webhook counters since start", ["kind"]
+)

@@ -490,6 +490,14 @@ class Runtime:
             metrics.COMPONENT_RESTARTS.labels(component=health.name).set(health.restarts)
         for channel, depth in (await self.outbox.depth_by_channel()).items():
             metrics.OUTBOX_PENDING.labels(channel=channel).set(depth)
+        alerting = self.alerting.summary()
+        metrics.ALERTS.labels(state="firing").set(alerting["firing"])
+        metrics.ALERTS.labels(state="pending").set(alerting["pending"])
+        metrics.ALERT_OBSERVATIONS.set(alerting["observations"])
+        metrics.INCIDENTS_OPEN.set(len(await self.incidents.listing(state="open", limit=10_000)))
+        stats = self.webhook_stats
+        for kind in ("accepted_events", "auth_failures", "rejected", "intake_failures"):
+            metrics.WEBHOOK_EVENTS.labels(kind=kind).set(getattr(stats, kind))
 
 
 def start_of_day(now: datetime, zone: str) -> datetime:

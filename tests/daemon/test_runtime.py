@@ -129,6 +129,8 @@ async def test_socket_is_owner_only_and_probes_answer_on_tcp(tmp_path: Path) -> 
             async with session.get(f"http://127.0.0.1:{port}/metrics") as response:
                 body = await response.text()
                 assert 'nightshift_component_up{component="watcher.host"} 1.0' in body
+                assert "nightshift_incidents_open 0.0" in body
+                assert 'nightshift_alerts{state="firing"} 0.0' in body
                 assert "nightshift_llm_daily_token_budget 2e+06" in body
             async with session.post(f"http://127.0.0.1:{port}/v1/chat", json={"text": "hi"}) as r:
                 assert r.status == 404  # chat is never exposed on TCP
