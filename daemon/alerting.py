@@ -26,6 +26,7 @@ WATCHER_FAILING = RuleSettings(
     metric="watcher_error",
     op=">",
     threshold=0,
+    for_seconds=60,  # a file briefly gone during rotation is not worth waking anyone
     severity="warning",
     summary="watcher {watcher} is failing: {text}",
 )

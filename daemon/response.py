@@ -85,8 +85,8 @@ class IncidentResponder:
         incident = await self._incidents.get(incident_id)
         if incident.severity not in self._settings().investigate:
             return
-        if self._agent is None or not self._agent.enabled:
-            await self._unavailable(incident_id, "the agent is off (no LLM configured)")
+        if self._agent is None or not self._agent.enabled:  # rule-only by configuration
+            await self._incidents.note(incident_id, "not investigated", "the agent is off")
             return
         alerts = await self._incidents.alerts(incident_id)
         runbook = next(
