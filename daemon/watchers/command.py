@@ -97,13 +97,17 @@ class TailBuffer:
 
 
 async def run_command(argv: list[str], timeout: float) -> CommandResult:
-    """Run ``argv`` in its own session; raises OSError when it cannot be started."""
+    """Run ``argv`` in its own session with a scrubbed environment (no daemon secrets);
+    raises OSError when it cannot be started."""
+    from daemon.agent.tools.commands import child_environment
+
     proc = await asyncio.create_subprocess_exec(
         *argv,
         stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
         start_new_session=True,
+        env=child_environment(),
     )
     tail = TailBuffer(MATCH_TAIL_BYTES)
     try:

@@ -102,6 +102,11 @@ class _Capture(asyncio.Protocol):
         return self.data.decode("utf-8", errors="replace")
 
 
+def child_environment() -> dict[str, str]:
+    """The environment every program we start gets: never the daemon's own (it holds keys)."""
+    return _environment()
+
+
 def _environment() -> dict[str, str]:
     env = {name: os.environ[name] for name in PASSED_ENVIRONMENT if name in os.environ}
     env.setdefault("PATH", os.defpath)

@@ -148,3 +148,11 @@ def test_settings_are_validated(settings: dict[str, object], message: str) -> No
 def test_string_command_is_split_like_a_shell() -> None:
     settings = CommandCheckSettings.model_validate({"name": "s", "command": "sh -c 'exit 3'"})
     assert settings.command == ["sh", "-c", "exit 3"]
+
+
+async def test_checks_never_see_the_daemons_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
+    from daemon.watchers.command import run_command
+
+    monkeypatch.setenv("NIGHTSHIFT_LLM__API_KEY", "sk-secret-value")
+    result = await run_command(["sh", "-c", "echo key=$NIGHTSHIFT_LLM__API_KEY; env"], 10)
+    assert b"key=\n" in result.output_tail and b"sk-secret-value" not in result.output_tail
