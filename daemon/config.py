@@ -31,6 +31,7 @@ from pydantic_settings import (
 
 from daemon._alerting_settings import IncidentSettings, RuleSettings
 from daemon._section import Section, check_regex
+from daemon._task_settings import DigestSettings, QuietHoursSettings, TaskSpec
 from daemon.errors import ConfigError
 from daemon.watchers.command import CommandCheckSettings
 from daemon.watchers.files import FileWatchSettings
@@ -276,23 +277,22 @@ class WatchersSettings(Section):
         return self
 
 
-class TaskSettings(Section):
-    """A recurring task declared in config."""
-
-    name: str = Field(min_length=1)
-    cron: str | None = None
-    interval_seconds: float | None = Field(default=None, gt=0)
-    prompt: str | None = None
-    command: str | None = None
-    deliver_to: str = "console"
-    enabled: bool = True
-
-
 class SchedulerSettings(Section):
     enabled: bool = True
     timezone: str = "UTC"
     misfire_grace_seconds: float = Field(default=300.0, ge=1)
-    tasks: list[TaskSettings] = Field(default_factory=list)
+    tasks: list[TaskSpec] = Field(default_factory=list)
+    digest: DigestSettings = Field(default_factory=DigestSettings)
+    quiet_hours: QuietHoursSettings = Field(default_factory=QuietHoursSettings)
+
+    @field_validator("tasks")
+    @classmethod
+    def _unique(cls, tasks: list[TaskSpec]) -> list[TaskSpec]:
+        names = [task.name for task in tasks]
+        repeated = sorted({name for name in names if names.count(name) > 1})
+        if repeated:
+            raise ValueError(f"task names must be unique; repeated: {', '.join(repeated)}")
+        return tasks
 
     @field_validator("timezone")
     @classmethod
@@ -367,6 +367,17 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _routes_use_enabled_channels(self) -> Settings:
         enabled = {name for name in CHANNEL_NAMES if getattr(self.channels, name).enabled}
+        scheduler = self.scheduler
+        targets = [(f"scheduler.tasks.{i} ({t.name}).deliver_to", t.deliver_to)
+                   for i, t in enumerate(scheduler.tasks)]  # fmt: skip
+        targets.append(("scheduler.digest.deliver_to", scheduler.digest.deliver_to))
+        for where, target in targets:
+            channel = target.split(":", 1)[0]
+            if channel not in enabled:
+                raise ValueError(
+                    f"{where}: channel {channel!r} is not enabled "
+                    f"(set [channels.{channel}] enabled = true, or deliver elsewhere)"
+                )
         for index, route in enumerate(self.routes):
             for target in route.to:
                 channel = target.split(":", 1)[0]

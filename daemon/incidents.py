@@ -308,6 +308,7 @@ class IncidentManager:
                 text,
                 thread=THREAD_REF + first if threaded else None,
                 dedupe_key=None if kind in FOLLOW_UPS else key,
+                proactive=incident.severity != "critical",  # waits out quiet hours
             )
         self.notifications_sent += 1
         where = ", ".join(f"{d.channel}{':' + d.target if d.target else ''}" for d in destinations)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -70,6 +71,8 @@ class OutboxRepo:
     def __init__(self, store: SqliteStore, clock: Clock) -> None:
         self._store = store
         self._clock = clock
+        # Quiet hours: when a proactive message may go out (None = now). Set by the runtime.
+        self.hold_until: Callable[[datetime], datetime | None] = lambda now: None
 
     async def enqueue(
         self,
@@ -79,13 +82,21 @@ class OutboxRepo:
         *,
         thread: str | None = None,
         dedupe_key: str | None = None,
+        proactive: bool = False,
     ) -> int:
-        """Queue a message, due now; a repeated ``dedupe_key`` returns the first one's id."""
-        now = to_db_time(self._clock.now())
+        """Queue a message, due now; a repeated ``dedupe_key`` returns the first one's id.
+
+        A ``proactive`` message (nobody asked for it, and it is not critical) waits out quiet
+        hours; answers to people and critical notices never wait.
+        """
+        moment = self._clock.now()
+        now = to_db_time(moment)
+        held = self.hold_until(moment) if proactive else None
+        due = to_db_time(held) if held is not None else now
         cur = await self._store.execute_write(
             "INSERT INTO outbox (channel, target, thread, text, next_attempt_at, created_at,"
             " dedupe_key) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (dedupe_key) DO NOTHING",
-            (channel, target, thread, text, now, now, dedupe_key),
+            (channel, target, thread, text, due, now, dedupe_key),
         )
         inserted = cur.rowcount > 0
         message_id = cur.lastrowid

@@ -1,0 +1,256 @@
+"""Task definitions → APScheduler triggers → claimed slots → runs.
+
+APScheduler 3.11 (``AsyncIOScheduler``) wakes us at each scheduled time; the slot (the
+scheduled time itself, deterministic from the schedule) is then claimed in SQLite with
+UNIQUE (task, slot) before anything runs, so no slot runs twice — across restarts, kill -9 and
+SIGHUP. Slots missed while the daemon was down are found from the last claimed slot and
+handled by the task's catch-up policy: skip, run once (the latest), or each (the latest N).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from daemon._task_settings import TaskSpec
+from daemon.clock import Clock
+from daemon.schedules import Schedule, describe, next_slot, parse_schedule, slots_between, to_trigger
+from daemon.task_runner import TaskRunner
+from memory._codec import to_db_time
+from memory.tasks import StoredTask, TaskRepo
+
+log = logging.getLogger(__name__)
+
+CATCH_UP_SCAN_LIMIT = 100_000  # slots examined after downtime (a minutely task: ~70 days)
+
+
+class TaskScheduler:
+    """Owns the APScheduler instance and every task's in-flight runs."""
+
+    name = "scheduler"
+
+    def __init__(
+        self,
+        *,
+        repo: TaskRepo,
+        runner: TaskRunner,
+        clock: Clock,
+        timezone: Callable[[], str],
+        misfire_grace_seconds: float = 300.0,
+    ) -> None:
+        self._repo = repo
+        self._runner = runner
+        self._clock = clock
+        self._timezone = timezone
+        self._grace = misfire_grace_seconds
+        self._aps: Any = None
+        self._running: dict[str, set[asyncio.Task[None]]] = {}
+        self.fired = 0
+        self.skipped = 0
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    async def start(self, config_tasks: Sequence[TaskSpec]) -> None:
+        from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+        interrupted = await self._repo.mark_interrupted()
+        if interrupted:
+            log.warning("%d task run(s) were interrupted by the last shutdown", interrupted)
+        self._aps = AsyncIOScheduler(
+            timezone=ZoneInfo("UTC"),
+            job_defaults={
+                "misfire_grace_time": int(self._grace),
+                "coalesce": True,
+                "max_instances": 100,  # our own per-task limit applies (max_concurrency)
+            },
+        )
+        self._aps.start()
+        await self.reconcile(config_tasks)
+        for task in await self._repo.all():
+            if task.source == "runtime":
+                await self._arm(task)
+
+    async def run(self, config_tasks: Callable[[], Sequence[TaskSpec]]) -> None:
+        """For the supervisor: start, then keep the scheduler until cancelled."""
+        await self.start(config_tasks())
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await self.stop()
+
+    async def stop(self, timeout: float = 5.0) -> None:
+        if self._aps is not None:
+            self._aps.shutdown(wait=False)
+            self._aps = None
+        running = {t for tasks in self._running.values() for t in tasks}
+        if running:
+            _, pending = await asyncio.wait(running, timeout=timeout)
+            for task in pending:
+                task.cancel()
+
+    async def reconcile(self, config_tasks: Sequence[TaskSpec]) -> dict[str, list[str]]:
+        """Make config-declared tasks match ``config_tasks``: add, change, remove."""
+        report: dict[str, list[str]] = {"added": [], "changed": [], "removed": []}
+        wanted = {spec.name for spec in config_tasks}
+        existing = {t.name: t for t in await self._repo.all()}
+        for spec in config_tasks:
+            before = existing.get(spec.name)
+            task, changed = await self._repo.upsert(spec, source="config", owner="config")
+            if before is None:
+                report["added"].append(spec.name)
+            elif changed:
+                report["changed"].append(spec.name)
+            if before is None or changed or self._job(spec.name) is None:
+                await self._arm(task)
+        for name, task in existing.items():
+            if task.source == "config" and name not in wanted:
+                self._disarm(name)
+                await self._repo.remove(name)
+                report["removed"].append(name)
+        if any(report.values()):
+            log.info("tasks reconciled: %s", report)
+        return report
+
+    # -- definitions at run time ----------------------------------------------------------------
+
+    async def add(self, spec: TaskSpec, owner: str) -> StoredTask:
+        task, _ = await self._repo.upsert(spec, source="runtime", owner=owner)
+        await self._arm(task)
+        return task
+
+    async def remove(self, name: str) -> bool:
+        self._disarm(name)
+        return await self._repo.remove(name)
+
+    async def pause(self, name: str, reason: str) -> None:
+        await self._repo.set_paused(name, reason)
+        self._disarm(name)
+
+    async def resume(self, name: str) -> StoredTask:
+        await self._repo.set_paused(name, None)
+        task = await self._repo.get(name)
+        await self._arm(task, catch_up=False)
+        return task
+
+    async def run_now(self, name: str) -> int | None:
+        task = await self._repo.get(name)
+        slot = "manual:" + to_db_time(self._clock.now())
+        return await self._claim_and_run(task, slot)
+
+    def next_run(self, name: str) -> datetime | None:
+        job = self._job(name)
+        return job.next_run_time if job is not None else None
+
+    # -- firing ---------------------------------------------------------------------------------
+
+    def schedule_of(self, spec: TaskSpec, created: datetime | None = None) -> Schedule:
+        return parse_schedule(
+            cron=spec.cron,
+            interval_seconds=spec.interval_seconds,
+            at=spec.at,
+            timezone=spec.timezone or self._timezone(),
+            anchor=created,
+        )
+
+    async def _arm(self, task: StoredTask, *, catch_up: bool = True) -> None:
+        self._disarm(task.name)
+        if not task.active or self._aps is None:
+            return
+        schedule = self.schedule_of(task.spec, task.created_at)
+        if catch_up:
+            await self._catch_up(task, schedule)
+        if next_slot(schedule, self._clock.now()) is None:
+            return  # a one-shot that is over
+        self._aps.add_job(
+            self._fire,
+            to_trigger(schedule),
+            args=[task.name],
+            id=task.name,
+            name=f"task {task.name} ({describe(schedule)})",
+            replace_existing=True,
+        )
+
+    def _disarm(self, name: str) -> None:
+        if self._job(name) is not None:
+            self._aps.remove_job(name)
+
+    def _job(self, name: str) -> Any:
+        return self._aps.get_job(name) if self._aps is not None else None
+
+    async def _fire(self, name: str) -> None:
+        """APScheduler's callback: find the slot that is due and run it (once)."""
+        try:
+            task = await self._repo.get(name)
+        except LookupError:
+            return
+        if not task.active:
+            return
+        schedule = self.schedule_of(task.spec, task.created_at)
+        now = self._clock.now()
+        due = slots_between(schedule, now - timedelta(seconds=self._grace + 1), now + timedelta(seconds=1), CATCH_UP_SCAN_LIMIT)
+        if not due:
+            log.warning("task %s woke with no slot due at %s", name, now.isoformat())
+            return
+        self.fired += 1
+        await self._claim_and_run(task, to_db_time(due[-1]))
+
+    async def _catch_up(self, task: StoredTask, schedule: Schedule) -> None:
+        """Slots missed while down, from the last claimed one (or the task's creation)."""
+        last = await self._repo.last_slot(task.id) or task.created_at
+        now = self._clock.now()
+        missed = slots_between(schedule, last, now, CATCH_UP_SCAN_LIMIT)
+        if not missed:
+            return
+        policy = task.spec.catch_up
+        keep = {"skip": 0, "once": 1, "each": task.spec.catch_up_max}[policy]
+        run, skipped = missed[len(missed) - keep :] if keep else [], missed[: len(missed) - keep]
+        if skipped:  # one row marks how far the skip went: the next catch-up starts after it
+            self.skipped += len(skipped)
+            run_id = await self._repo.claim(task.id, to_db_time(skipped[-1]), status="skipped")
+            if run_id is not None:
+                await self._repo.finish(
+                    run_id, "skipped", error=f"{len(skipped)} slot(s) missed while down ({policy})"
+                )
+        log.info("task %s: %d missed slot(s); catch-up %s runs %d", task.name, len(missed), policy, len(run))
+        for slot in run:
+            await self._claim_and_run(task, to_db_time(slot))
+
+    async def _claim_and_run(self, task: StoredTask, slot: str) -> int | None:
+        running = self._running.setdefault(task.name, set())
+        if len(running) >= task.spec.max_concurrency:
+            run_id = await self._repo.claim(task.id, slot, status="skipped")
+            if run_id is not None:
+                await self._repo.finish(run_id, "skipped", error="the previous run is still going")
+            return None
+        run_id = await self._repo.claim(task.id, slot)
+        if run_id is None:
+            log.info("task %s slot %s was already claimed; not running it again", task.name, slot)
+            return None
+        job = asyncio.ensure_future(self._run(task, run_id, slot))
+        running.add(job)
+        job.add_done_callback(running.discard)
+        return run_id
+
+    async def _run(self, task: StoredTask, run_id: int, slot: str) -> None:
+        try:
+            async with asyncio.timeout(task.spec.timeout_seconds):
+                await self._runner.run(task, run_id, slot)
+        except TimeoutError:
+            log.warning("task %s ran past %gs and was cancelled", task.name, task.spec.timeout_seconds)
+            await self._repo.finish(run_id, "timeout", error=f"ran past {task.spec.timeout_seconds:g}s")
+            await self._repo.record_outcome(task.id, failed=True)
+        except asyncio.CancelledError:
+            await asyncio.shield(self._repo.finish(run_id, "interrupted", error="cancelled at shutdown"))
+            raise
+        except Exception as exc:  # a runner bug must not kill the scheduler
+            log.exception("task %s crashed", task.name)
+            await self._repo.finish(run_id, "failed", error=repr(exc)[:500])
+
+    async def wait_idle(self) -> None:
+        """Wait for every in-flight run (tests and drain)."""
+        while running := {t for tasks in self._running.values() for t in tasks}:
+            await asyncio.wait(running)

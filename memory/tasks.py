@@ -1,0 +1,254 @@
+"""Scheduled tasks and their runs (a run row is the claim on one slot)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+
+import aiosqlite
+
+from daemon._task_settings import TaskSpec
+from daemon.clock import Clock
+from memory._codec import from_db_time, from_db_time_opt, to_db_time
+from memory.errors import RecordNotFound
+from memory.store import SqliteStore
+
+__all__ = ["StoredTask", "TaskRepo", "TaskRun"]
+
+FINISHED = ("ok", "nothing_to_do", "failed", "timeout", "skipped", "interrupted")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StoredTask:
+    id: int
+    name: str
+    source: str  # config | runtime
+    spec: TaskSpec
+    enabled: bool
+    paused_reason: str | None
+    owner: str
+    consecutive_failures: int
+    failure_notified_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+
+    @property
+    def active(self) -> bool:
+        return self.enabled and self.spec.enabled and self.paused_reason is None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TaskRun:
+    id: int
+    task_id: int
+    slot: str
+    attempt: int
+    status: str
+    started_at: datetime
+    finished_at: datetime | None
+    tokens: int
+    output: str | None
+    error: str | None
+    outbox_id: int | None
+    delivery: str | None  # the outbox row's status: pending | delivered | failed
+
+
+class TaskRepo:
+    def __init__(self, store: SqliteStore, clock: Clock) -> None:
+        self._store = store
+        self._clock = clock
+
+    # -- definitions ----------------------------------------------------------------------------
+
+    async def upsert(self, spec: TaskSpec, *, source: str, owner: str) -> tuple[StoredTask, bool]:
+        """Create or update by name; True when the definition changed (or is new)."""
+        now = to_db_time(self._clock.now())
+        text = spec.model_dump_json()
+        async with self._store.write() as db:
+            rows = list(
+                await db.execute_fetchall("SELECT spec FROM tasks WHERE name = ?", (spec.name,))
+            )
+            changed = not rows or rows[0][0] != text
+            if not rows:
+                await db.execute(
+                    "INSERT INTO tasks (name, source, spec, owner, created_at, updated_at)"
+                    " VALUES (?, ?, ?, ?, ?, ?)",
+                    (spec.name, source, text, owner, now, now),
+                )
+            elif changed:
+                await db.execute(
+                    "UPDATE tasks SET spec = ?, source = ?, updated_at = ? WHERE name = ?",
+                    (text, source, now, spec.name),
+                )
+        return await self.get(spec.name), changed
+
+    async def remove(self, name: str) -> bool:
+        """Delete a task and its run history."""
+        async with self._store.write() as db:
+            rows = list(await db.execute_fetchall("SELECT id FROM tasks WHERE name = ?", (name,)))
+            if not rows:
+                return False
+            await db.execute("DELETE FROM task_runs WHERE task_id = ?", (rows[0][0],))
+            await db.execute("DELETE FROM tasks WHERE id = ?", (rows[0][0],))
+        return True
+
+    async def set_paused(self, name: str, reason: str | None) -> None:
+        cur = await self._store.execute_write(
+            "UPDATE tasks SET paused_reason = ?, consecutive_failures = CASE WHEN ? IS NULL"
+            " THEN 0 ELSE consecutive_failures END, updated_at = ? WHERE name = ?",
+            (reason, reason, to_db_time(self._clock.now()), name),
+        )
+        if cur.rowcount == 0:
+            raise RecordNotFound("task", name)
+
+    async def record_outcome(self, task_id: int, *, failed: bool) -> int:
+        """Count consecutive failures (reset by a success); returns the new count."""
+        async with self._store.write() as db:
+            if failed:
+                await db.execute(
+                    "UPDATE tasks SET consecutive_failures = consecutive_failures + 1"
+                    " WHERE id = ?",
+                    (task_id,),
+                )
+            else:
+                await db.execute(
+                    "UPDATE tasks SET consecutive_failures = 0, failure_notified_at = NULL"
+                    " WHERE id = ?",
+                    (task_id,),
+                )
+            rows = list(
+                await db.execute_fetchall(
+                    "SELECT consecutive_failures FROM tasks WHERE id = ?", (task_id,)
+                )
+            )
+        return int(rows[0][0]) if rows else 0
+
+    async def mark_failure_notified(self, task_id: int) -> None:
+        await self._store.execute_write(
+            "UPDATE tasks SET failure_notified_at = ? WHERE id = ?",
+            (to_db_time(self._clock.now()), task_id),
+        )
+
+    async def get(self, name: str) -> StoredTask:
+        found = await self._tasks("WHERE name = ?", (name,))
+        if not found:
+            raise RecordNotFound("task", name)
+        return found[0]
+
+    async def all(self) -> list[StoredTask]:
+        return await self._tasks("ORDER BY name", ())
+
+    async def _tasks(self, where: str, params: tuple[object, ...]) -> list[StoredTask]:
+        async with self._store.read() as db:
+            rows = await db.execute_fetchall(f"SELECT * FROM tasks {where}", params)
+        return [_task(row) for row in rows]
+
+    # -- runs -----------------------------------------------------------------------------------
+
+    async def claim(self, task_id: int, slot: str, *, status: str = "running") -> int | None:
+        """Claim a slot before running it; None when it was claimed before (never run twice)."""
+        cur = await self._store.execute_write(
+            "INSERT INTO task_runs (task_id, slot, status, started_at) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT (task_id, slot) DO NOTHING",
+            (task_id, slot, status, to_db_time(self._clock.now())),
+        )
+        return cur.lastrowid if cur.rowcount == 1 else None
+
+    async def retry(self, run_id: int) -> None:
+        await self._store.execute_write(
+            "UPDATE task_runs SET attempt = attempt + 1, status = 'running', error = NULL,"
+            " finished_at = NULL WHERE id = ?",
+            (run_id,),
+        )
+
+    async def finish(
+        self,
+        run_id: int,
+        status: str,
+        *,
+        tokens: int = 0,
+        output: str | None = None,
+        error: str | None = None,
+        outbox_id: int | None = None,
+    ) -> None:
+        if status not in FINISHED:
+            raise ValueError(f"not a final run status: {status}")
+        await self._store.execute_write(
+            "UPDATE task_runs SET status = ?, finished_at = ?, tokens = tokens + ?, output = ?,"
+            " error = ?, outbox_id = COALESCE(?, outbox_id) WHERE id = ?",
+            (status, to_db_time(self._clock.now()), tokens, output, error, outbox_id, run_id),
+        )
+
+    async def last_slot(self, task_id: int) -> datetime | None:
+        """The latest scheduled slot claimed (manual runs do not count)."""
+        async with self._store.read() as db:
+            rows = list(
+                await db.execute_fetchall(
+                    "SELECT max(slot) FROM task_runs WHERE task_id = ? AND slot NOT LIKE 'manual:%'",
+                    (task_id,),
+                )
+            )
+        return from_db_time_opt(rows[0][0]) if rows else None
+
+    async def mark_interrupted(self) -> int:
+        """At startup: runs left running by a previous process are over."""
+        cur = await self._store.execute_write(
+            "UPDATE task_runs SET status = 'interrupted', finished_at = ?,"
+            " error = 'the daemon stopped during the run' WHERE status IN ('running', 'claimed')",
+            (to_db_time(self._clock.now()),),
+        )
+        return cur.rowcount
+
+    async def runs(self, task_id: int, limit: int = 20) -> list[TaskRun]:
+        async with self._store.read() as db:
+            rows = await db.execute_fetchall(
+                "SELECT r.*, o.status AS delivery FROM task_runs r"
+                " LEFT JOIN outbox o ON o.id = r.outbox_id WHERE r.task_id = ?"
+                " ORDER BY r.id DESC LIMIT ?",
+                (task_id, limit),
+            )
+        return [_run(row) for row in rows]
+
+    async def runs_since(self, since: datetime) -> list[TaskRun]:
+        async with self._store.read() as db:
+            rows = await db.execute_fetchall(
+                "SELECT r.*, o.status AS delivery FROM task_runs r"
+                " LEFT JOIN outbox o ON o.id = r.outbox_id WHERE r.started_at >= ?"
+                " ORDER BY r.id",
+                (to_db_time(since),),
+            )
+        return [_run(row) for row in rows]
+
+
+def _task(row: aiosqlite.Row) -> StoredTask:
+    return StoredTask(
+        id=row["id"],
+        name=row["name"],
+        source=row["source"],
+        spec=TaskSpec.model_validate(json.loads(row["spec"])),
+        enabled=bool(row["enabled"]),
+        paused_reason=row["paused_reason"],
+        owner=row["owner"],
+        consecutive_failures=row["consecutive_failures"],
+        failure_notified_at=from_db_time_opt(row["failure_notified_at"]),
+        created_at=from_db_time(row["created_at"]),
+        updated_at=from_db_time(row["updated_at"]),
+    )
+
+
+def _run(row: aiosqlite.Row) -> TaskRun:
+    return TaskRun(
+        id=row["id"],
+        task_id=row["task_id"],
+        slot=row["slot"],
+        attempt=row["attempt"],
+        status=row["status"],
+        started_at=from_db_time(row["started_at"]),
+        finished_at=from_db_time_opt(row["finished_at"]),
+        tokens=row["tokens"],
+        output=row["output"],
+        error=row["error"],
+        outbox_id=row["outbox_id"],
+        delivery=row["delivery"],
+    )
