@@ -41,6 +41,7 @@ class TaskSpec(Section):
     # action: exactly one of prompt / command
     prompt: str | None = None  # asks the agent (unattended)
     command: list[str] | None = None  # runs a program (no shell); no LLM
+    builtin: Literal["digest"] | None = None  # a built-in job (the daily digest)
     precheck: list[str] | None = None  # runs first: exit 0 = work to do, 1 = nothing to do
     deliver_to: str = "console"  # channel[:room]
     thread: str | None = None
@@ -92,7 +93,7 @@ class TaskSpec(Section):
                 f"task {self.name!r}: give exactly one schedule: cron = \"0 9 * * mon-fri\", "
                 "interval_seconds = 900, or at = \"2026-12-01T09:00:00Z\""
             )
-        if (self.prompt is None) == (self.command is None):
+        if sum(x is not None for x in (self.prompt, self.command, self.builtin)) != 1:
             raise ValueError(
                 f"task {self.name!r}: give exactly one action: prompt = \"…\" (asks the agent) "
                 "or command = [\"program\", \"arg\"] (runs without the LLM)"

@@ -58,7 +58,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 LOCK_NAME = "nightshift.lock"
-RELOADABLE = ("agent", "policy", "runtime", "incidents")
+RELOADABLE = ("agent", "policy", "runtime", "incidents", "scheduler")
 
 
 class StateLock:
@@ -209,6 +209,10 @@ class Runtime:
         await self.alerting.restore()
         self.supervisor.start("alerting", self.alerting.run)
         self.supervisor.start("incidents", self.incident_manager.run)
+        if settings.scheduler.enabled:
+            self.supervisor.start("scheduler", lambda: self.scheduler.run(self._config_tasks))
+        else:
+            self.supervisor.mark("scheduler", "off", "[scheduler] enabled = false")
         if settings.watchers.host.enabled:
             self.host_watcher = HostMetricsWatcher(settings.watchers.host, self.clock)
             self._start_watcher(self.host_watcher)
@@ -280,6 +284,53 @@ class Runtime:
         )
         self.chat = ChatService(self.agent, self.conversations)
         self._build_response(reason if not available else "")
+        self._build_scheduler()
+
+    def _build_scheduler(self) -> None:
+        from daemon import digest
+        from daemon.quiet_hours import QuietHours
+        from daemon.scheduler import TaskScheduler
+        from daemon.task_runner import TaskRunner
+        from memory.tasks import TaskRepo
+
+        scheduler = self.settings.scheduler
+        quiet = QuietHours(scheduler.quiet_hours, scheduler.timezone)
+        self.outbox.hold_until = quiet.hold_until
+        self.task_repo = TaskRepo(self.store, self.clock)
+
+        async def compose_digest(now: datetime) -> str:
+            return await digest.compose(
+                now, incidents=self.incidents, tasks=self.task_repo, usage=self.usage,
+                events=self.events,
+            )  # fmt: skip
+
+        self.task_runner = TaskRunner(
+            repo=self.task_repo,
+            outbox=self.outbox,
+            conversations=self.conversations,
+            agent=self.agent if self.llm is not None else None,
+            clock=self.clock,
+            wake_outbox=self.channel_set.wake_all,
+            builtins={"digest": compose_digest},
+        )
+        self.scheduler = TaskScheduler(
+            repo=self.task_repo,
+            runner=self.task_runner,
+            clock=self.clock,
+            timezone=lambda: self.settings.scheduler.timezone,
+            misfire_grace_seconds=scheduler.misfire_grace_seconds,
+        )
+
+    def _config_tasks(self) -> list[Any]:
+        """Tasks from config, plus the digest when it is enabled."""
+        from daemon.digest import digest_task
+
+        scheduler = self.settings.scheduler
+        tasks: list[Any] = list(scheduler.tasks)
+        if scheduler.digest.enabled:
+            digest = scheduler.digest
+            tasks.append(digest_task(digest.time, digest.deliver_to, scheduler.timezone))
+        return tasks
 
     def _build_response(self, disabled_reason: str) -> None:
         """Investigations (read-only agent), remediation (approved tools) and postmortems."""
@@ -353,6 +404,7 @@ class Runtime:
         denied = self.approvals.deny_all(by="shutdown")
         cancelled = await self.chat.drain(timeout)
         await self.responder.drain(timeout=5.0)
+        await self.scheduler.stop(timeout=5.0)
         await self.hub.drain(timeout=5.0)
         if denied or cancelled:
             log.warning("shutdown denied %d approval(s), cancelled %d run(s)", denied, cancelled)
@@ -390,6 +442,15 @@ class Runtime:
             setattr(self.settings, key, getattr(fresh, key))
         if "incidents" in applied:
             self.incident_manager.configure(self.settings.incidents)
+        if "scheduler" in applied and self.settings.scheduler.enabled:
+            from daemon.quiet_hours import QuietHours
+
+            scheduler = self.settings.scheduler
+            self.outbox.hold_until = QuietHours(
+                scheduler.quiet_hours, scheduler.timezone
+            ).hold_until
+            tasks_report = await self.scheduler.reconcile(self._config_tasks())
+            log.info("reload: tasks %s", tasks_report)
         if self.llm is not None and "agent" in applied:
             self.llm.set_budget(self.settings.agent.budget)
         logging.getLogger().setLevel(self.settings.runtime.log_level)

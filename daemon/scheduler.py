@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
@@ -18,7 +19,14 @@ from zoneinfo import ZoneInfo
 
 from daemon._task_settings import TaskSpec
 from daemon.clock import Clock
-from daemon.schedules import Schedule, describe, next_slot, parse_schedule, slots_between, to_trigger
+from daemon.schedules import (
+    Schedule,
+    describe,
+    next_slot,
+    parse_schedule,
+    slots_between,
+    to_trigger,
+)
 from daemon.task_runner import TaskRunner
 from memory._codec import to_db_time
 from memory.tasks import StoredTask, TaskRepo
@@ -49,6 +57,7 @@ class TaskScheduler:
         self._grace = misfire_grace_seconds
         self._aps: Any = None
         self._running: dict[str, set[asyncio.Task[None]]] = {}
+        self._background: set[asyncio.Task[None]] = set()
         self.fired = 0
         self.skipped = 0
 
@@ -86,7 +95,7 @@ class TaskScheduler:
         if self._aps is not None:
             self._aps.shutdown(wait=False)
             self._aps = None
-        running = {t for tasks in self._running.values() for t in tasks}
+        running = {t for tasks in self._running.values() for t in tasks} | self._background
         if running:
             _, pending = await asyncio.wait(running, timeout=timeout)
             for task in pending:
@@ -138,7 +147,7 @@ class TaskScheduler:
 
     async def run_now(self, name: str) -> int | None:
         task = await self._repo.get(name)
-        slot = "manual:" + to_db_time(self._clock.now())
+        slot = f"manual:{to_db_time(self._clock.now())}:{secrets.token_hex(3)}"
         return await self._claim_and_run(task, slot)
 
     def next_run(self, name: str) -> datetime | None:
@@ -161,8 +170,10 @@ class TaskScheduler:
         if not task.active or self._aps is None:
             return
         schedule = self.schedule_of(task.spec, task.created_at)
-        if catch_up:
-            await self._catch_up(task, schedule)
+        if catch_up:  # in the background: a catch-up run may take long (an LLM task)
+            job = asyncio.ensure_future(self._catch_up(task, schedule))
+            self._background.add(job)
+            job.add_done_callback(self._background.discard)
         if next_slot(schedule, self._clock.now()) is None:
             return  # a one-shot that is over
         self._aps.add_job(
@@ -191,7 +202,12 @@ class TaskScheduler:
             return
         schedule = self.schedule_of(task.spec, task.created_at)
         now = self._clock.now()
-        due = slots_between(schedule, now - timedelta(seconds=self._grace + 1), now + timedelta(seconds=1), CATCH_UP_SCAN_LIMIT)
+        due = slots_between(
+            schedule,
+            now - timedelta(seconds=self._grace + 1),
+            now + timedelta(seconds=1),
+            CATCH_UP_SCAN_LIMIT,
+        )
         if not due:
             log.warning("task %s woke with no slot due at %s", name, now.isoformat())
             return
@@ -215,9 +231,16 @@ class TaskScheduler:
                 await self._repo.finish(
                     run_id, "skipped", error=f"{len(skipped)} slot(s) missed while down ({policy})"
                 )
-        log.info("task %s: %d missed slot(s); catch-up %s runs %d", task.name, len(missed), policy, len(run))
-        for slot in run:
+        log.info(
+            "task %s: %d missed slot(s); catch-up %s runs %d",
+            task.name,
+            len(missed),
+            policy,
+            len(run),
+        )
+        for slot in run:  # one after the other, oldest first
             await self._claim_and_run(task, to_db_time(slot))
+            await self._wait_for(task.name)
 
     async def _claim_and_run(self, task: StoredTask, slot: str) -> int | None:
         running = self._running.setdefault(task.name, set())
@@ -238,19 +261,31 @@ class TaskScheduler:
     async def _run(self, task: StoredTask, run_id: int, slot: str) -> None:
         try:
             async with asyncio.timeout(task.spec.timeout_seconds):
-                await self._runner.run(task, run_id, slot)
+                status = await self._runner.run(task, run_id, slot)
+            if status == "failed" and not (await self._repo.get(task.name)).active:
+                self._disarm(task.name)  # the failure policy paused it
         except TimeoutError:
-            log.warning("task %s ran past %gs and was cancelled", task.name, task.spec.timeout_seconds)
-            await self._repo.finish(run_id, "timeout", error=f"ran past {task.spec.timeout_seconds:g}s")
+            log.warning(
+                "task %s ran past %gs and was cancelled", task.name, task.spec.timeout_seconds
+            )
+            await self._repo.finish(
+                run_id, "timeout", error=f"ran past {task.spec.timeout_seconds:g}s"
+            )
             await self._repo.record_outcome(task.id, failed=True)
         except asyncio.CancelledError:
-            await asyncio.shield(self._repo.finish(run_id, "interrupted", error="cancelled at shutdown"))
+            await asyncio.shield(
+                self._repo.finish(run_id, "interrupted", error="cancelled at shutdown")
+            )
             raise
         except Exception as exc:  # a runner bug must not kill the scheduler
             log.exception("task %s crashed", task.name)
             await self._repo.finish(run_id, "failed", error=repr(exc)[:500])
 
+    async def _wait_for(self, name: str) -> None:
+        while running := set(self._running.get(name, ())):
+            await asyncio.wait(running)
+
     async def wait_idle(self) -> None:
-        """Wait for every in-flight run (tests and drain)."""
-        while running := {t for tasks in self._running.values() for t in tasks}:
+        """Wait for every in-flight run and catch-up (tests and drain)."""
+        while running := {t for tasks in self._running.values() for t in tasks} | self._background:
             await asyncio.wait(running)

@@ -11,8 +11,9 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 
 from daemon.agent.loop import AgentLoop, AgentRequest
 from daemon.clock import Clock
@@ -51,6 +52,7 @@ class TaskRunner:
         clock: Clock,
         wake_outbox: Callable[[], None] = lambda: None,
         sleep: Callable[[float], object] = asyncio.sleep,
+        builtins: Mapping[str, Callable[[datetime], Awaitable[str]]] | None = None,
     ) -> None:
         self._repo = repo
         self._outbox = outbox
@@ -59,6 +61,7 @@ class TaskRunner:
         self._clock = clock
         self._wake_outbox = wake_outbox
         self._sleep = sleep
+        self._builtins = dict(builtins or {})
         self.llm_runs = 0
 
     async def run(self, task: StoredTask, run_id: int, slot: str) -> str:
@@ -97,6 +100,9 @@ class TaskRunner:
             go, context = await self._precheck(spec.precheck)
             if not go:
                 return Outcome(status="nothing_to_do")
+        if spec.builtin:
+            text = await self._builtins[spec.builtin](self._clock.now())
+            return Outcome(status="ok" if text else "nothing_to_do", text=text)
         if spec.command:
             result = await self._program(spec.command, spec.timeout_seconds)
             if result[0] != 0:
@@ -176,7 +182,9 @@ class TaskRunner:
         spec = task.spec
         failures = await self._repo.record_outcome(task.id, failed=True)
         if failures >= spec.pause_after_failures:
-            await self._repo.set_paused(task.name, f"{failures} consecutive failures: {error[:200]}")
+            await self._repo.set_paused(
+                task.name, f"{failures} consecutive failures: {error[:200]}"
+            )
             await self._tell(
                 task,
                 f"Task {task.name!r} failed {failures} times in a row and is now paused "
