@@ -71,7 +71,7 @@ class TaskRunner:
         while True:
             attempt += 1
             try:
-                outcome = await self._attempt(task)
+                outcome = await self._attempt(task, slot)
                 break
             except TaskFailure as exc:
                 if attempt > spec.retries:
@@ -93,26 +93,27 @@ class TaskRunner:
         await self._repo.record_outcome(task.id, failed=False)
         return outcome.status
 
-    async def _attempt(self, task: StoredTask) -> Outcome:
+    async def _attempt(self, task: StoredTask, slot: str) -> Outcome:
         spec = task.spec
         context = ""
+        env = {"NIGHTSHIFT_TASK": task.name, "NIGHTSHIFT_SLOT": slot}
         if spec.precheck:
-            go, context = await self._precheck(spec.precheck)
+            go, context = await self._precheck(spec.precheck, env)
             if not go:
                 return Outcome(status="nothing_to_do")
         if spec.builtin:
             text = await self._builtins[spec.builtin](self._clock.now())
             return Outcome(status="ok" if text else "nothing_to_do", text=text)
         if spec.command:
-            result = await self._program(spec.command, spec.timeout_seconds)
+            result = await self._program(spec.command, spec.timeout_seconds, env)
             if result[0] != 0:
                 raise TaskFailure(f"{spec.command[0]} exited {result[0]}: {result[1][-500:]}")
             return Outcome(status="ok", text=result[1])
         return await self._ask_agent(task, context)
 
-    async def _precheck(self, argv: list[str]) -> tuple[bool, str]:
+    async def _precheck(self, argv: list[str], env: dict[str, str]) -> tuple[bool, str]:
         """exit 0 → work (stdout is context), 1 → nothing to do; JSON {"run": bool, …} wins."""
-        code, output = await self._program(argv, PRECHECK_TIMEOUT_SECONDS)
+        code, output = await self._program(argv, PRECHECK_TIMEOUT_SECONDS, env)
         try:
             verdict = json.loads(output)
         except ValueError:
@@ -125,9 +126,12 @@ class TaskRunner:
             return False, ""
         raise TaskFailure(f"pre-check {argv[0]} exited {code}: {output[-500:]}")
 
-    async def _program(self, argv: list[str], timeout: float) -> tuple[int, str]:
+    async def _program(
+        self, argv: list[str], timeout: float, env: dict[str, str]
+    ) -> tuple[int, str]:
+        """Run a program (task name and slot in NIGHTSHIFT_TASK / NIGHTSHIFT_SLOT)."""
         try:
-            result = await run_command(argv, timeout)
+            result = await run_command(argv, timeout, env)
         except OSError as exc:
             raise TaskFailure(f"cannot run {argv[0]!r}: {exc.strerror or exc}") from None
         text = result.output_tail.decode("utf-8", errors="replace")

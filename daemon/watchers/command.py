@@ -96,9 +96,11 @@ class TailBuffer:
         return bytes(self._data)
 
 
-async def run_command(argv: list[str], timeout: float) -> CommandResult:
-    """Run ``argv`` in its own session with a scrubbed environment (no daemon secrets);
-    raises OSError when it cannot be started."""
+async def run_command(
+    argv: list[str], timeout: float, extra_env: dict[str, str] | None = None
+) -> CommandResult:
+    """Run ``argv`` in its own session with a scrubbed environment (no daemon secrets) plus
+    ``extra_env``; raises OSError when it cannot be started."""
     from daemon.agent.tools.commands import child_environment
 
     proc = await asyncio.create_subprocess_exec(
@@ -107,7 +109,7 @@ async def run_command(argv: list[str], timeout: float) -> CommandResult:
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
         start_new_session=True,
-        env=child_environment(),
+        env={**child_environment(), **(extra_env or {})},
     )
     tail = TailBuffer(MATCH_TAIL_BYTES)
     try:
