@@ -140,8 +140,18 @@ class TaskScheduler:
         self._disarm(name)
 
     async def resume(self, name: str) -> StoredTask:
+        """Resume from now: slots that passed while paused are marked skipped, not caught up."""
         await self._repo.set_paused(name, None)
         task = await self._repo.get(name)
+        schedule = self.schedule_of(task.spec, task.created_at)
+        last = await self._repo.last_slot(task.id) or task.created_at
+        passed = slots_between(schedule, last, self._clock.now(), CATCH_UP_SCAN_LIMIT)
+        if passed:
+            run_id = await self._repo.claim(task.id, to_db_time(passed[-1]), status="skipped")
+            if run_id is not None:
+                await self._repo.finish(
+                    run_id, "skipped", error=f"{len(passed)} slot(s) passed while paused"
+                )
         await self._arm(task, catch_up=False)
         return task
 

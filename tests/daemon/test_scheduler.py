@@ -239,3 +239,15 @@ async def test_config_reconciliation_adds_changes_and_removes(rig: Rig) -> None:
     report = await rig.scheduler.reconcile([hourly("c", command=["true"])])
     assert report == {"added": [], "changed": [], "removed": ["a", "b"]}
     assert [t.name for t in await rig.repo.all()] == ["c"]
+
+
+async def test_slots_that_pass_while_paused_are_not_caught_up_later(rig: Rig) -> None:
+    spec = hourly("paused", command=["true"], catch_up="each", catch_up_max=5)
+    await rig.scheduler.start([spec])
+    await rig.scheduler.pause("paused", "maintenance")
+    rig.clock.advance(5 * 3600 + 60)
+    await rig.scheduler.resume("paused")
+    scheduler = await rig.restart()
+    await scheduler.start([spec])
+    await scheduler.wait_idle()
+    assert await rig.statuses("paused") == ["skipped"]
