@@ -21,6 +21,8 @@ from memory.alerts import AlertRepo
 
 log = logging.getLogger(__name__)
 
+MAX_BATCH = 1000  # changes per transaction: a storm commits in slices, the loop stays responsive
+
 WATCHER_FAILING = RuleSettings(
     name="WatcherFailing",
     metric="watcher_error",
@@ -116,18 +118,17 @@ class AlertPipeline:
 
     async def flush(self) -> None:
         """Commit queued changes (one transaction) and wake the incident manager."""
-        if not self._pending:
-            return
-        batch, self._pending = self._pending, []
-        try:
-            await self._repo.apply(batch)
-        except BaseException:
-            self._pending[:0] = batch  # keep them for the next attempt: nothing is lost
-            raise
-        announced = sum(1 for change in batch if change.event is not None)
-        self.events += announced
-        if announced:
-            self._on_events()
+        while self._pending:
+            batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
+            try:
+                await self._repo.apply(batch)
+            except BaseException:
+                self._pending[:0] = batch  # keep them for the next attempt: nothing is lost
+                raise
+            announced = sum(1 for change in batch if change.event is not None)
+            self.events += announced
+            if announced:
+                self._on_events()
 
     def summary(self) -> dict[str, Any]:
         alerts = self.engine.alerts()

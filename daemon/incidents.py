@@ -122,8 +122,12 @@ class IncidentManager:
         """One pass: take every unhandled event, then send what is due. Tests call this."""
         while batch := await self.alert_repo.unhandled(BATCH):
             await self._handle(batch)
+            await self._flush_due()  # a storm's backlog must not hold up what is due
             if len(batch) < BATCH:
-                break
+                return
+        await self._flush_due()
+
+    async def _flush_due(self) -> None:
         for incident in await self.repo.due(self.clock.now()):
             await self._flush(incident)
 

@@ -87,6 +87,7 @@ async def _ask_agent(
         kind="postmortem",
         mode="instant",
         unattended=True,
+        tools=False,
     )
     try:
         result = await agent.run(request)

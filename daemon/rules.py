@@ -233,6 +233,8 @@ class RuleEngine:
     def _evaluate_rule(self, rule: CompiledRule, obs: Observation) -> Change | None:
         now = obs.at
         held, captures = rule.judge(obs, firing=False)
+        if rule.is_event and not held:
+            return None  # a line that does not match says nothing about the alert
         labels = rule.alert_labels(obs, captures)
         key = fingerprint(labels)
         series = self._series.get(key)

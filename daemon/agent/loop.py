@@ -55,6 +55,7 @@ class AgentRequest:
     unattended: bool = False
     origin: str | None = None  # "channel|room|thread", where approval prompts are posted
     stored: bool = False  # the user message is already committed to the conversation
+    tools: bool = True  # False: answer from the conversation alone (no tool schemas sent)
 
 
 class WriteBehind:
@@ -157,7 +158,7 @@ class AgentLoop:
     ) -> AgentResult:
         assert self._llm is not None
         agent = self.settings.agent
-        tools = self._executor.registry.schemas()
+        tools = self._executor.registry.schemas() if request.tools else None
         ctx = ToolContext(
             actor=request.actor,
             reason=request.text[:500],

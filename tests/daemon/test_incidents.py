@@ -283,3 +283,28 @@ async def test_events_committed_before_a_crash_are_handled_after_it(world: World
     await world.manager.step()
     assert await world.alerts.unhandled() == []
     assert len(await world.after(30)) == 1
+
+
+async def test_a_backlog_does_not_hold_up_notifications_that_are_due(world: World) -> None:
+    from daemon import incidents as module
+
+    world.manager.settings = IncidentSettings(group_wait_seconds=0)
+    first = {"alertname": "First", "severity": "warning"}
+    later = [
+        AlertEvent(fingerprint=f"f{n}", status="firing", labels={"alertname": "Other", "n": str(n),
+                   "severity": "warning"}, annotations={}, starts_at=START, at=START)
+        for n in range(2 * module.BATCH)
+    ]  # fmt: skip
+    head = AlertEvent(fingerprint="first", status="firing", labels=first, annotations={},
+                      starts_at=START, at=START)  # fmt: skip
+    await world.alerts.accept([head, *later])
+    sent: list[int] = []
+    original = world.manager._handle
+
+    async def handle(batch):  # type: ignore[no-untyped-def]
+        sent.append(len(await world.new_messages()))
+        await original(batch)
+
+    world.manager._handle = handle  # type: ignore[method-assign]
+    await world.manager.step()
+    assert sent[:2] == [0, 2]  # both groups were notified before the second batch was taken
