@@ -141,8 +141,7 @@ class IncidentManager:
             await AlertRepo.mark_handled(db, [s.id for s in batch])
 
     async def _apply(self, db: aiosqlite.Connection, event: AlertEvent, now: datetime) -> None:
-        incident_id = await IncidentRepo.open_for_fingerprint(db, event.fingerprint)
-        previous = await _alert_status(db, incident_id, event.fingerprint)
+        incident_id, previous = await IncidentRepo.open_alert(db, event.fingerprint)
         if event.status == "resolved":
             if incident_id is None or previous != "firing":
                 return  # unknown or already resolved: a snapshot repeat, nothing new
@@ -319,20 +318,6 @@ class IncidentManager:
         await IncidentRepo.add_event(
             db, incident.id, self.clock.now(), kind, f"to {where or 'nobody (no route)'}"
         )
-
-
-async def _alert_status(
-    db: aiosqlite.Connection, incident_id: int | None, fingerprint: str
-) -> str | None:
-    if incident_id is None:
-        return None
-    rows = list(
-        await db.execute_fetchall(
-            "SELECT status FROM incident_alerts WHERE incident_id = ? AND fingerprint = ?",
-            (incident_id, fingerprint),
-        )
-    )
-    return str(rows[0][0]) if rows else None
 
 
 def _label(event: AlertEvent) -> str:

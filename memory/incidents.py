@@ -82,16 +82,19 @@ class IncidentRepo:
     # -- writes (inside the caller's store.write() transaction) --------------------------------
 
     @staticmethod
-    async def open_for_fingerprint(db: aiosqlite.Connection, fingerprint: str) -> int | None:
+    async def open_alert(
+        db: aiosqlite.Connection, fingerprint: str
+    ) -> tuple[int | None, str | None]:
+        """The open incident holding this alert, and the alert's status there (one query)."""
         rows = list(
             await db.execute_fetchall(
-                "SELECT a.incident_id FROM incident_alerts a JOIN incidents i"
+                "SELECT a.incident_id, a.status FROM incident_alerts a JOIN incidents i"
                 " ON i.id = a.incident_id WHERE a.fingerprint = ? AND i.state = 'open'"
                 " ORDER BY a.incident_id DESC LIMIT 1",
                 (fingerprint,),
             )
         )
-        return int(rows[0][0]) if rows else None
+        return (int(rows[0][0]), str(rows[0][1])) if rows else (None, None)
 
     @staticmethod
     async def open_for_group(db: aiosqlite.Connection, group_key: str) -> int | None:
