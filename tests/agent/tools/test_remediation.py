@@ -91,9 +91,8 @@ async def test_bad_service_names_are_refused_before_anything_runs(
 
 
 async def test_restart_command_problems_are_clear_errors() -> None:
-    no_placeholder = make_ctx(restart_command=["systemctl", "restart"])
-    with pytest.raises(ToolError, match=r"restart_command has no \{service\} placeholder"):
-        await restart_service.invoke(no_placeholder, {"service": "nginx"})
+    with pytest.raises(ValueError, match=r"has no \{service\} placeholder"):
+        make_ctx(restart_command=["systemctl", "restart"])  # refused by the config already
     missing = make_ctx(restart_command=["no-such-service-manager", "{service}"])
     with pytest.raises(ToolError, match="command not found: 'no-such-service-manager'"):
         await restart_service.invoke(missing, {"service": "nginx"})
