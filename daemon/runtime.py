@@ -514,6 +514,18 @@ class Runtime:
             "alerting": self.alerting.summary(),
             "incidents_open": len(await self.incidents.listing(state="open", limit=1000)),
             "webhook": self._webhook_state(),
+            "tasks": await self._tasks_summary(),
+        }
+
+    async def _tasks_summary(self) -> dict[str, Any]:
+        tasks = await self.task_repo.all()
+        upcoming = [t for t in (self.scheduler.next_run(task.name) for task in tasks) if t]
+        return {
+            "total": len(tasks),
+            "active": sum(1 for task in tasks if task.active),
+            "paused": sum(1 for task in tasks if task.paused_reason),
+            "next_run": min(upcoming).isoformat() if upcoming else None,
+            "scheduler": "on" if self.settings.scheduler.enabled else "off",
         }
 
     def _webhook_state(self) -> str:
