@@ -9,7 +9,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from daemon._section import Section, check_regex
+from daemon._section import Section, check_hhmm, check_regex, check_zone
 from daemon.alerts import EVENT_METRICS, METRICS, TEXT_METRICS
 
 Severity = Literal["info", "warning", "critical"]
@@ -166,7 +166,6 @@ class InhibitSettings(Section):
 
 
 _WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
-_HHMM = re.compile(r"([01]\d|2[0-3]):[0-5]\d")
 
 
 class MaintenanceSettings(Section):
@@ -189,23 +188,8 @@ class MaintenanceSettings(Section):
             raise ValueError(f"unknown day(s) {bad}; use {', '.join(_WEEKDAYS)}")
         return [day.lower() for day in days]
 
-    @field_validator("start")
-    @classmethod
-    def _start(cls, value: str) -> str:
-        if not _HHMM.fullmatch(value):
-            raise ValueError(f'start {value!r} must be HH:MM (24-hour), e.g. "02:30"')
-        return value
-
-    @field_validator("timezone")
-    @classmethod
-    def _zone(cls, value: str) -> str:
-        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown time zone {value!r} (use an IANA name)") from None
-        return value
+    _start = field_validator("start")(lambda cls, value: check_hhmm(value))
+    _zone = field_validator("timezone")(lambda cls, value: check_zone(value))
 
 
 class AutoRemediationSettings(Section):

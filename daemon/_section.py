@@ -20,3 +20,34 @@ def check_regex(pattern: str) -> str:
     except re.error as exc:
         raise ValueError(f"invalid regular expression {pattern!r}: {exc}") from None
     return pattern
+
+
+_HHMM = re.compile(r"([01]\d|2[0-3]):[0-5]\d")
+
+
+def check_hhmm(value: str) -> str:
+    """A 24-hour "HH:MM" time of day, or a ValueError showing the expected form."""
+    if not _HHMM.fullmatch(value):
+        raise ValueError(f'{value!r} must be a 24-hour time HH:MM, e.g. "02:30"')
+    return value
+
+
+def check_zone(value: str) -> str:
+    """An IANA time zone name, or a ValueError with an example."""
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(
+            f"unknown time zone {value!r} (use an IANA name like 'Europe/Berlin')"
+        ) from None
+    return value
+
+
+def check_word(value: str) -> str:
+    """A non-empty name without spaces (used in labels and component names)."""
+    value = value.strip()
+    if not value or any(ch.isspace() for ch in value):
+        raise ValueError(f"must be a non-empty word without spaces (got {value!r})")
+    return value

@@ -12,11 +12,10 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from daemon._section import Section
+from daemon._section import Section, check_hhmm
 
 CHANNELS = ("console", "slack", "telegram", "matrix")
 _NAME = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
-_HHMM = re.compile(r"([01]\d|2[0-3]):[0-5]\d")
 
 
 def check_target(target: str) -> str:
@@ -90,13 +89,13 @@ class TaskSpec(Section):
         schedules = [x is not None for x in (self.cron, self.interval_seconds, self.at)]
         if sum(schedules) != 1:
             raise ValueError(
-                f"task {self.name!r}: give exactly one schedule: cron = \"0 9 * * mon-fri\", "
-                "interval_seconds = 900, or at = \"2026-12-01T09:00:00Z\""
+                f'task {self.name!r}: give exactly one schedule: cron = "0 9 * * mon-fri", '
+                'interval_seconds = 900, or at = "2026-12-01T09:00:00Z"'
             )
         if sum(x is not None for x in (self.prompt, self.command, self.builtin)) != 1:
             raise ValueError(
-                f"task {self.name!r}: give exactly one action: prompt = \"…\" (asks the agent) "
-                "or command = [\"program\", \"arg\"] (runs without the LLM)"
+                f'task {self.name!r}: give exactly one action: prompt = "…" (asks the agent) '
+                'or command = ["program", "arg"] (runs without the LLM)'
             )
         if self.command == [] or self.precheck == []:
             raise ValueError(f"task {self.name!r}: command/precheck must not be empty")
@@ -120,12 +119,7 @@ class DigestSettings(Section):
 
     _target = field_validator("deliver_to")(lambda cls, v: check_target(v))
 
-    @field_validator("time")
-    @classmethod
-    def _time(cls, value: str) -> str:
-        if not _HHMM.fullmatch(value):
-            raise ValueError(f"time {value!r} must be HH:MM (24-hour), e.g. \"09:00\"")
-        return value
+    _time = field_validator("time")(lambda cls, value: check_hhmm(value))
 
 
 class QuietHoursSettings(Section):
@@ -135,9 +129,4 @@ class QuietHoursSettings(Section):
     start: str = "22:00"
     end: str = "07:00"
 
-    @field_validator("start", "end")
-    @classmethod
-    def _time(cls, value: str) -> str:
-        if not _HHMM.fullmatch(value):
-            raise ValueError(f"{value!r} must be HH:MM (24-hour), e.g. \"22:00\"")
-        return value
+    _times = field_validator("start", "end")(lambda cls, value: check_hhmm(value))

@@ -12,7 +12,6 @@ import re
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
     Field,
@@ -30,7 +29,7 @@ from pydantic_settings import (
 )
 
 from daemon._alerting_settings import IncidentSettings, RuleSettings
-from daemon._section import Section, check_regex
+from daemon._section import Section, check_regex, check_zone
 from daemon._task_settings import DigestSettings, QuietHoursSettings, TaskSpec
 from daemon.errors import ConfigError
 from daemon.watchers.command import CommandCheckSettings
@@ -88,7 +87,7 @@ class BudgetSettings(Section):
     @field_validator("timezone")
     @classmethod
     def _known_zone(cls, value: str) -> str:
-        return _check_zone(value)
+        return check_zone(value)
 
 
 class AgentSettings(Section):
@@ -297,7 +296,7 @@ class SchedulerSettings(Section):
     @field_validator("timezone")
     @classmethod
     def _known_zone(cls, value: str) -> str:
-        return _check_zone(value)
+        return check_zone(value)
 
 
 CHANNEL_NAMES = ("console", "slack", "telegram", "matrix")
@@ -562,16 +561,6 @@ def _key_path(loc: tuple[Any, ...], raw: Any) -> str:
 
 def _looks_secret(key: str) -> bool:
     return bool(re.search(r"(key|token|secret|password)", key, re.IGNORECASE))
-
-
-def _check_zone(value: str) -> str:
-    try:
-        ZoneInfo(value)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise ValueError(
-            f"unknown time zone {value!r} (use an IANA name like 'Europe/Berlin')"
-        ) from None
-    return value
 
 
 def masked_dump(settings: Settings) -> dict[str, Any]:

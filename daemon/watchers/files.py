@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field, field_validator
 
-from daemon._section import Section
+from daemon._section import Section, check_word
 from daemon.alerts import Observation
 from daemon.clock import Clock
 from daemon.watchers._fileinfo import Inspection, Mode, below, inspect, kind_of, matches
@@ -51,13 +51,7 @@ class FileWatchSettings(Section):
     checksum_max_mb: int = Field(default=64, ge=1, le=16384)  # larger files are not hashed
     recheck_seconds: float = Field(default=5.0, ge=0.05, le=3600)  # look for missing paths
 
-    @field_validator("name")
-    @classmethod
-    def _one_word(cls, value: str) -> str:
-        value = value.strip()
-        if not value or any(ch.isspace() for ch in value):
-            raise ValueError(f"must be a non-empty word without spaces (got {value!r})")
-        return value
+    _one_word = field_validator("name")(lambda cls, value: check_word(value))
 
     @field_validator("paths")
     @classmethod

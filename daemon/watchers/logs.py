@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 
 from pydantic import Field, field_validator
 
-from daemon._section import Section
+from daemon._section import Section, check_word
 from daemon.alerts import Observation
 from daemon.clock import Clock
 from daemon.watchers._inotify import Inotify, describe, dir_id, limit_message
@@ -51,13 +51,7 @@ class LogWatchSettings(Section):
     encoding: str = "utf-8"  # bytes that do not decode become U+FFFD
     inotify: bool = True  # false: poll only (network filesystems never send inotify events)
 
-    @field_validator("name")
-    @classmethod
-    def _one_word(cls, value: str) -> str:
-        value = value.strip()
-        if not value or any(ch.isspace() for ch in value):
-            raise ValueError(f"must be a non-empty word without spaces (got {value!r})")
-        return value
+    _one_word = field_validator("name")(lambda cls, value: check_word(value))
 
     @field_validator("path")
     @classmethod
