@@ -19,6 +19,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from daemon.approvals import ApprovalRequest
 from daemon.chat import DrainingError
+from daemon.task_commands import SCHEDULER_OFF, TASK_WORDS, TaskConflict, TaskRejected
 
 if TYPE_CHECKING:
     from daemon.runtime import Runtime
@@ -42,6 +43,7 @@ def build_local_app(runtime: Runtime) -> web.Application:
     app.router.add_post("/v1/reload", reload)
     app.router.add_post("/v1/pair", pair)
     app.router.add_post("/v1/command", command)
+    app.router.add_post("/v1/tasks", add_task)
     return app
 
 
@@ -157,10 +159,51 @@ async def command(request: web.Request) -> web.Response:
         raise web.HTTPBadRequest(text='body must be {"text": "incidents" | "silence …" | …}')
     word, _, rest = text.strip().partition(" ")
     runtime = _runtime(request)
+    actor = f"console:{peer_name(request)}"
+    if word.lower() in TASK_WORDS:
+        task_commands = getattr(runtime, "task_commands", None)
+        if task_commands is None:
+            return web.json_response({"text": SCHEDULER_OFF, "ok": False})
+        answer = await task_commands.reply(word.lower(), rest, actor)
+        return web.json_response({"text": answer.text, "ok": answer.ok})
     if runtime.commands.required(word.lower()) is None:
         raise web.HTTPBadRequest(text=f"unknown command {word!r}")
-    reply = await runtime.commands.run(word.lower(), rest, f"console:{peer_name(request)}")
-    return web.json_response({"text": reply})
+    reply = await runtime.commands.run(word.lower(), rest, actor)
+    return web.json_response({"text": reply, "ok": True})
+
+
+async def add_task(request: web.Request) -> web.Response:
+    """`nightshift tasks add`: a JSON TaskSpec; 400 names what is wrong, 409 a name clash."""
+    from pydantic import ValidationError
+
+    from daemon._task_settings import TaskSpec
+    from daemon.task_text import added, explain
+
+    task_commands = getattr(_runtime(request), "task_commands", None)
+    if task_commands is None:
+        raise web.HTTPServiceUnavailable(text=SCHEDULER_OFF)
+    body = await _json_body(request)
+    try:
+        spec = TaskSpec.model_validate(body)
+    except ValidationError as exc:
+        raise web.HTTPBadRequest(text=explain(exc)) from None
+    service = task_commands.service
+    try:
+        task = await service.add(spec, owner=f"console:{peer_name(request)}")
+    except TaskConflict as exc:
+        raise web.HTTPConflict(text=str(exc)) from None
+    except TaskRejected as exc:
+        raise web.HTTPBadRequest(text=str(exc)) from None
+    view = await service.view(task)
+    return web.json_response(
+        {
+            "name": task.name,
+            "schedule": view.schedule,
+            "next_run": view.next_run.isoformat() if view.next_run else None,
+            "deliver_to": spec.deliver_to,
+            "text": added(view, service.clock.now()),
+        }
+    )
 
 
 async def list_approvals(request: web.Request) -> web.Response:

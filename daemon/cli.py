@@ -70,6 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
     for sub in (add, expire):
         with_location(sub)
 
+    _task_parsers(with_location(commands.add_parser("tasks", help="scheduled tasks")))
+
     slack = commands.add_parser("slack", help="Slack helpers")
     slack_commands = slack.add_subparsers(dest="slack_command", metavar="SUBCOMMAND", required=True)
     manifest = slack_commands.add_parser("manifest", help="print the Slack app manifest")
@@ -80,6 +82,46 @@ def build_parser() -> argparse.ArgumentParser:
     install.add_argument("--unit-dir", type=Path, default=Path("/etc/systemd/system"))
     install.add_argument("--exec-path", help="absolute path of the nightshift executable")
     return parser
+
+
+def _task_parsers(tasks: argparse.ArgumentParser) -> None:
+    """`nightshift tasks [list] | show | add | pause | resume | remove | run-now`."""
+
+    def located(sub: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        # SUPPRESS: a --state-dir given before the action is not reset by the action's default
+        sub.add_argument("--config", type=Path, default=argparse.SUPPRESS, help="TOML config")
+        sub.add_argument("--state-dir", type=Path, default=argparse.SUPPRESS)
+        return sub
+
+    actions = tasks.add_subparsers(dest="tasks_command", metavar="ACTION")
+    located(actions.add_parser("list", help="every task with its next and last run (default)"))
+    show = located(actions.add_parser("show", help="a task's definition and its last 20 runs"))
+    show.add_argument("name")
+    add = located(actions.add_parser("add", help="add a task (runs until removed)"))
+    add.add_argument("name", help="lowercase letters, digits, - _ . (e.g. disk-report)")
+    when = add.add_mutually_exclusive_group(required=True)
+    when.add_argument("--cron", help='crontab line, e.g. "0 9 * * mon-fri" (0 and 7 = Sunday)')
+    when.add_argument("--every", help="interval, e.g. 15m, 2h, 1d, 1h30m")
+    when.add_argument("--at", help="once, ISO 8601, e.g. 2026-12-01T09:00 (in --tz) or …Z")
+    add.add_argument("--tz", help="IANA time zone, e.g. Europe/Berlin (default [scheduler])")
+    what = add.add_mutually_exclusive_group(required=True)
+    what.add_argument("--prompt", help="ask the agent this (unattended)")
+    what.add_argument(  # dest: `command` is the subcommand's name
+        "--command", dest="program", help='run this program, no shell: "/path/prog arg"'
+    )
+    add.add_argument("--to", help="where results go: console, slack:C0OPS, telegram:123 …")
+    add.add_argument("--precheck", help="runs first; exit 0 = work to do, 1 = nothing to do")
+    add.add_argument("--catch-up", choices=["skip", "once", "each"], help="slots missed while down")
+    for verb, text in (
+        ("pause", "stop a task until it is resumed"),
+        ("resume", "resume a paused task"),
+        ("remove", "delete a task and its run history"),
+        ("run-now", "run a task once now, outside its schedule"),
+    ):
+        sub = located(actions.add_parser(verb, help=text))
+        sub.add_argument("name")
+        if verb == "pause":
+            sub.add_argument("--reason", default="", help="shown in `nightshift tasks`")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -254,6 +296,58 @@ def cmd_silence(args: argparse.Namespace) -> int:
     return _run_command(args, " ".join([*args.what, args.duration, args.comment]).strip())
 
 
+def cmd_tasks(args: argparse.Namespace) -> int:
+    action = args.tasks_command or "list"
+    if action == "add":
+        return _add_task(args)
+    if action == "list":
+        return _task_command(args, "tasks")
+    verb = {"run-now": "run"}.get(action, action)
+    reason = f" {args.reason}" if action == "pause" and args.reason else ""
+    return _task_command(args, f"tasks {verb} {args.name}{reason}")
+
+
+def _add_task(args: argparse.Namespace) -> int:
+    from daemon.client import ApiError
+    from daemon.schedules import ScheduleError, parse_plain_interval
+
+    body: dict[str, Any] = {"name": args.name}
+    if args.every is not None:
+        try:
+            body["interval_seconds"] = parse_plain_interval(args.every)
+        except ScheduleError as exc:
+            print(f"nightshift tasks add: --every: {exc}", file=sys.stderr)
+            return 2
+    else:
+        body.update({"cron": args.cron} if args.cron is not None else {"at": args.at})
+    optional = {
+        "timezone": args.tz,
+        "prompt": args.prompt,
+        "command": args.program,
+        "deliver_to": args.to,
+        "precheck": args.precheck,
+        "catch_up": args.catch_up,
+    }
+    body.update({key: value for key, value in optional.items() if value is not None})
+    try:
+        result = _ask_daemon(args, "POST", "/v1/tasks", body)
+    except ApiError as exc:
+        print(f"nightshift tasks add: {exc}", file=sys.stderr)
+        return 1
+    if result is None:
+        return 3
+    print(result["text"])
+    return 0
+
+
+def _task_command(args: argparse.Namespace, text: str) -> int:
+    result = _ask_daemon(args, "POST", "/v1/command", {"text": text})
+    if result is None:
+        return 3
+    print(result["text"])
+    return 0 if result.get("ok", True) else 1
+
+
 def _run_command(args: argparse.Namespace, text: str) -> int:
     word = text.split()[0]
     if word not in ("incidents", "silences", "unsilence"):
@@ -313,6 +407,7 @@ HANDLERS = {
     "pair": cmd_pair,
     "incidents": cmd_incidents,
     "silence": cmd_silence,
+    "tasks": cmd_tasks,
 }
 
 
@@ -359,6 +454,9 @@ def render_status(report: dict[str, Any]) -> str:
         f"  alerting:  {report['alerting']['rules']} rules, {report['alerting']['firing']} firing, "
         f"{report['alerting']['pending']} pending; {report['incidents_open']} open incident(s)"
         f"; webhook {report['webhook']}",
+        f"  tasks:     {report['tasks']['active']} active, {report['tasks']['paused']} paused"
+        f" of {report['tasks']['total']}; next run {report['tasks']['next_run'] or '-'}"
+        f" (scheduler {report['tasks']['scheduler']})",
         f"  outbox:    {report['outbox'] or 'empty'}",
         "  channels:  "
         + ", ".join(

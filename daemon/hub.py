@@ -7,6 +7,7 @@ outbox worker, so a channel outage delays them instead of losing them.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
@@ -18,6 +19,7 @@ from daemon.chat import ChatService, DrainingError
 from daemon.clock import Clock
 from daemon.commands import IncidentCommands
 from daemon.pairing import PairingCodes
+from daemon.task_commands import SCHEDULER_OFF, TASK_WORDS, TaskCommands
 from integrations.base import ApprovalAnswer, ApprovalPrompt, Channel, InboundMessage
 from integrations.outbox import OutboxWorker
 from memory.audit import AuditEntry, AuditRepo
@@ -33,7 +35,8 @@ DENIED_TEXT = (
 )
 HELP_TEXT = (
     "Commands (no AI needed): status · incidents · incidents show ID · silence ID 2h · "
-    "silences · unsilence ID · approve ID · deny ID · pair CODE · help. "
+    "silences · unsilence ID · tasks · tasks show NAME · tasks add|pause|resume|remove|run "
+    "NAME (admins; `tasks help` shows how) · approve ID · deny ID · pair CODE · help. "
     "Anything else is a question for the agent."
 )
 StatusText = Callable[[], Awaitable[str]]
@@ -65,6 +68,7 @@ class ChannelHub:
         clock: Clock,
         status_text: StatusText,
         commands: IncidentCommands | None = None,
+        task_commands: TaskCommands | None = None,
     ) -> None:
         self._access = access
         self._chat = chat
@@ -78,6 +82,7 @@ class ChannelHub:
         self._clock = clock
         self._status_text = status_text
         self._commands = commands
+        self._task_commands = task_commands
         self._channels: dict[str, Channel] = {}
         self._workers: dict[str, OutboxWorker] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -92,7 +97,11 @@ class ChannelHub:
     # -- InboundSink ---------------------------------------------------------------------------
 
     async def on_message(self, message: InboundMessage) -> None:
-        """Take a message exactly once: everything it causes commits in one transaction."""
+        """Take a message exactly once: everything it causes commits in one transaction.
+
+        Task commands are the exception: they run right after the commit, because the scheduler
+        arms jobs in memory (not undone by a rollback) and reads its own writes back.
+        """
         async with self._store.write():
             if message.message_id and not await self._inbound.first_time(
                 message.channel, message.room, message.message_id
@@ -101,14 +110,19 @@ class ChannelHub:
                     "ignoring %s message %s: already taken", message.channel, message.message_id
                 )
                 return
-            await self._take(message)
+            after_commit = await self._take(message)
+        if after_commit is not None:
+            await after_commit()
         self._wake(message.channel)  # replies queued above are committed only now
 
-    async def _take(self, message: InboundMessage) -> None:
-        """Answer commands at once; hand questions to the agent without blocking the channel."""
+    async def _take(self, message: InboundMessage) -> Callable[[], Awaitable[None]] | None:
+        """Answer commands at once; hand questions to the agent without blocking the channel.
+
+        Returns work to do once the message is committed (a task command), if any.
+        """
         text = message.text.strip()
         if not text:
-            return
+            return None
         if len(text) > MAX_INBOUND_CHARS:
             cut = len(text) - MAX_INBOUND_CHARS
             text = text[:MAX_INBOUND_CHARS] + f"\n[message truncated: {cut} more characters]"
@@ -117,10 +131,10 @@ class ChannelHub:
         command = word.lower()
         if command == "pair" and rest.strip():
             await self._pair(message, rest.strip())
-            return
+            return None
         if not self._access.allows(message.channel, message.sender_id, "ask"):
             await self._deny(message, "message")
-            return
+            return None
         if command in ("help", "status"):
             reply = HELP_TEXT if command == "help" else await self._status_text()
             await self.reply(message, reply)
@@ -130,13 +144,33 @@ class ChannelHub:
                 await self._record_denial(message.channel, message.sender_id, f"{command} command")
                 name = role.name.lower() if role else "none"
                 await self.reply(message, f"Your role ({name}) cannot {command}; ask an operator.")
-                return
+                return None
             actor = f"{message.channel}:{message.sender_name or message.sender_id}"
             await self.reply(message, await self._commands.run(command, rest, actor))
+        elif command in TASK_WORDS:
+            return functools.partial(self._task_command, message, command, rest)
         elif command in ("approve", "deny") and rest.strip():
             await self._answer_by_text(message, command == "approve", rest.strip().split()[0])
         else:
             await self._accept(message)
+        return None
+
+    async def _task_command(self, message: InboundMessage, command: str, rest: str) -> None:
+        """`tasks …`: viewers may look, only admins may change anything."""
+        if self._task_commands is None:
+            await self.reply(message, SCHEDULER_OFF)
+            return
+        needed = self._task_commands.required(command, rest) or "admin"
+        if not self._access.allows(message.channel, message.sender_id, needed):
+            role = self._access.role_of(message.channel, message.sender_id)
+            verb = rest.split(maxsplit=1)[0].lower() if rest.strip() else command
+            await self._record_denial(message.channel, message.sender_id, f"tasks {verb} command")
+            name = role.name.lower() if role else "none"
+            await self.reply(message, f"Your role ({name}) cannot change tasks; ask an admin.")
+            return
+        actor = f"{message.channel}:{message.sender_name or message.sender_id}"
+        origin = f"{message.channel}|{message.room}|{message.thread or ''}"
+        await self.reply(message, await self._task_commands.run(command, rest, actor, origin))
 
     async def on_approval(self, answer: ApprovalAnswer) -> None:
         """A button press: only operators and admins may decide."""

@@ -1,4 +1,4 @@
-"""What tools may use besides the host: memory and the outbox."""
+"""What tools may use besides the host: memory, the outbox, tasks and who is asking."""
 
 from __future__ import annotations
 
@@ -20,3 +20,7 @@ class ToolServices:
     wake_outbox: Callable[[], None] = field(default=lambda: None)
     # Recent HostSample readings of the host watcher, oldest first (evidence for investigations).
     host_history: Callable[[], Sequence[Any]] = field(default=lambda: ())
+    # daemon.task_commands.TaskService (scheduler + task repo); None when the scheduler is off.
+    tasks: Any = None
+    # An actor ("slack:U123") → "viewer" | "operator" | "admin" | None; console actors are admin.
+    role_of: Callable[[str], str | None] | None = None

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from daemon.agent.tools import commands, facts, files, host, messaging, processes
+from daemon.agent.tools import commands, facts, files, host, messaging, processes, tasks
 from daemon.agent.tools.base import Tool, ToolRegistry
 
 
@@ -16,6 +16,7 @@ def default_registry() -> ToolRegistry:
             *commands.TOOLS,
             *facts.TOOLS,
             *messaging.TOOLS,
+            *tasks.TOOLS,
         ]
     )
 
