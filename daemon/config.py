@@ -280,6 +280,7 @@ class SchedulerSettings(Section):
     enabled: bool = True
     timezone: str = "UTC"
     misfire_grace_seconds: float = Field(default=300.0, ge=1)
+    keep_runs_days: float = Field(default=30.0, gt=0)  # task run history kept this long
     tasks: list[TaskSpec] = Field(default_factory=list)
     digest: DigestSettings = Field(default_factory=DigestSettings)
     quiet_hours: QuietHoursSettings = Field(default_factory=QuietHoursSettings)

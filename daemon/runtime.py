@@ -36,6 +36,7 @@ from daemon.routing import Router
 from daemon.runbooks import RunbookLibrary
 from daemon.sdnotify import SystemdNotifier
 from daemon.supervisor import Supervisor
+from daemon.task_commands import TaskCommands, actor_roles
 from daemon.watchers import build_watchers
 from daemon.watchers.host import HostMetricsWatcher
 from daemon.webhooks import WebhookStats
@@ -183,12 +184,13 @@ class Runtime:
             self.clock,
         )
         self.host_watcher: HostMetricsWatcher | None = None
-        self._build_alerting()
-        self._build_agent()
-        self.pairing = PairingCodes(self.clock)
-        access = AccessControl.from_settings(settings.channels)
+        self.access = access = AccessControl.from_settings(settings.channels)
         for channel_name, key, role in await self.channel_state.items(prefix="role:"):
             access.grant(channel_name, key.removeprefix("role:"), role)
+        self._build_alerting()
+        self._build_tasks()
+        self._build_agent()
+        self.pairing = PairingCodes(self.clock)
         self.hub = ChannelHub(
             access=access,
             chat=self.chat,
@@ -202,6 +204,7 @@ class Runtime:
             clock=self.clock,
             status_text=self.status_text,
             commands=self.commands,
+            task_commands=self.task_commands,
         )
         for name, channel in self.channel_set.channels.items():
             self.hub.register(channel, self.channel_set.workers[name])
@@ -269,6 +272,8 @@ class Runtime:
             outbox=self.outbox,
             channels=self.channel_set.names,
             wake_outbox=self.channel_set.wake_all,
+            tasks=self.task_commands.service if self.task_commands else None,
+            role_of=actor_roles(self.access),
         )
         executor = ToolExecutor(default_registry(), audit=self.audit, approvals=self.approvals)
         self.agent = AgentLoop(
@@ -284,19 +289,33 @@ class Runtime:
         )
         self.chat = ChatService(self.agent, self.conversations)
         self._build_response(reason if not available else "")
-        self._build_scheduler()
+        self._build_task_runner()
 
-    def _build_scheduler(self) -> None:
-        from daemon import digest
+    def _build_tasks(self) -> None:
+        """The task store, scheduler and commands (the runner needs the agent: built later)."""
         from daemon.quiet_hours import QuietHours
         from daemon.scheduler import TaskScheduler
-        from daemon.task_runner import TaskRunner
         from memory.tasks import TaskRepo
 
         scheduler = self.settings.scheduler
         quiet = QuietHours(scheduler.quiet_hours, scheduler.timezone)
         self.outbox.hold_until = quiet.hold_until
         self.task_repo = TaskRepo(self.store, self.clock)
+        self.scheduler = TaskScheduler(
+            repo=self.task_repo,
+            runner=None,
+            clock=self.clock,
+            timezone=lambda: self.settings.scheduler.timezone,
+            misfire_grace_seconds=scheduler.misfire_grace_seconds,
+            keep_runs_days=lambda: self.settings.scheduler.keep_runs_days,
+        )
+        self.task_commands: TaskCommands | None = None
+        if scheduler.enabled:
+            self.task_commands = TaskCommands(self.scheduler, self.task_repo, self.clock)
+
+    def _build_task_runner(self) -> None:
+        from daemon import digest
+        from daemon.task_runner import TaskRunner
 
         async def compose_digest(now: datetime) -> str:
             return await digest.compose(
@@ -304,7 +323,7 @@ class Runtime:
                 events=self.events,
             )  # fmt: skip
 
-        self.task_runner = TaskRunner(
+        self.scheduler.runner = TaskRunner(
             repo=self.task_repo,
             outbox=self.outbox,
             conversations=self.conversations,
@@ -312,13 +331,6 @@ class Runtime:
             clock=self.clock,
             wake_outbox=self.channel_set.wake_all,
             builtins={"digest": compose_digest},
-        )
-        self.scheduler = TaskScheduler(
-            repo=self.task_repo,
-            runner=self.task_runner,
-            clock=self.clock,
-            timezone=lambda: self.settings.scheduler.timezone,
-            misfire_grace_seconds=scheduler.misfire_grace_seconds,
         )
 
     def _config_tasks(self) -> list[Any]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -34,6 +34,8 @@ from memory.tasks import StoredTask, TaskRepo
 log = logging.getLogger(__name__)
 
 CATCH_UP_SCAN_LIMIT = 100_000  # slots examined after downtime (a minutely task: ~70 days)
+CATCH_UP_PARALLEL = 4  # tasks catching up at once after a start
+PRUNE_JOB = "nightshift:prune-task-runs"
 
 
 class TaskScheduler:
@@ -45,19 +47,22 @@ class TaskScheduler:
         self,
         *,
         repo: TaskRepo,
-        runner: TaskRunner,
+        runner: TaskRunner | None,
         clock: Clock,
         timezone: Callable[[], str],
         misfire_grace_seconds: float = 300.0,
+        keep_runs_days: Callable[[], float] = lambda: 30.0,
     ) -> None:
         self._repo = repo
-        self._runner = runner
+        self.runner = runner
         self._clock = clock
         self._timezone = timezone
         self._grace = misfire_grace_seconds
+        self._keep_days = keep_runs_days
         self._aps: Any = None
         self._running: dict[str, set[asyncio.Task[None]]] = {}
         self._background: set[asyncio.Task[None]] = set()
+        self._catch_up_slots = asyncio.Semaphore(CATCH_UP_PARALLEL)
         self.fired = 0
         self.skipped = 0
 
@@ -78,6 +83,10 @@ class TaskScheduler:
             },
         )
         self._aps.start()
+        first_prune = self._clock.now() + timedelta(minutes=10)
+        self._aps.add_job(
+            self._fire_prune, "interval", hours=24, id=PRUNE_JOB, next_run_time=first_prune
+        )
         await self.reconcile(config_tasks)
         for task in await self._repo.all():
             if task.source == "runtime":
@@ -181,9 +190,7 @@ class TaskScheduler:
             return
         schedule = self.schedule_of(task.spec, task.created_at)
         if catch_up:  # in the background: a catch-up run may take long (an LLM task)
-            job = asyncio.ensure_future(self._catch_up(task, schedule))
-            self._background.add(job)
-            job.add_done_callback(self._background.discard)
+            self._spawn(self._catch_up(task, schedule, self._clock.now()))
         if next_slot(schedule, self._clock.now()) is None:
             return  # a one-shot that is over
         self._aps.add_job(
@@ -202,8 +209,32 @@ class TaskScheduler:
     def _job(self, name: str) -> Any:
         return self._aps.get_job(name) if self._aps is not None else None
 
+    async def _fire_prune(self) -> None:
+        async def prune() -> None:
+            await self.prune()
+
+        self._spawn(prune())
+
+    async def prune(self) -> int:
+        """Forget task runs older than keep_runs_days (each task's latest slot stays)."""
+        before = self._clock.now() - timedelta(days=self._keep_days())
+        removed = await self._repo.prune(before)
+        if removed:
+            log.info("forgot %d task run(s) older than %s", removed, before.date())
+        return removed
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        """Background work we own: APScheduler's shutdown cannot cancel it; stop() waits."""
+        job = asyncio.ensure_future(work)
+        self._background.add(job)
+        job.add_done_callback(self._background.discard)
+
     async def _fire(self, name: str) -> None:
-        """APScheduler's callback: find the slot that is due and run it (once)."""
+        """APScheduler's callback: hand the wake-up to a task of ours and return at once."""
+        self._spawn(self._wake(name))
+
+    async def _wake(self, name: str) -> None:
+        """Find the slot that is due and run it (once)."""
         try:
             task = await self._repo.get(name)
         except LookupError:
@@ -224,10 +255,18 @@ class TaskScheduler:
         self.fired += 1
         await self._claim_and_run(task, to_db_time(due[-1]))
 
-    async def _catch_up(self, task: StoredTask, schedule: Schedule) -> None:
-        """Slots missed while down, from the last claimed one (or the task's creation)."""
+    async def _catch_up(self, task: StoredTask, schedule: Schedule, now: datetime) -> None:
+        """Slots missed up to ``now`` (when the task was armed), from the last claimed one."""
+        async with self._catch_up_slots:  # thousands of tasks at start: a few at a time
+            try:
+                task = await self._repo.get(task.name)
+            except LookupError:
+                return
+            if task.active:
+                await self._catch_up_now(task, schedule, now)
+
+    async def _catch_up_now(self, task: StoredTask, schedule: Schedule, now: datetime) -> None:
         last = await self._repo.last_slot(task.id) or task.created_at
-        now = self._clock.now()
         missed = slots_between(schedule, last, now, CATCH_UP_SCAN_LIMIT)
         if not missed:
             return
@@ -271,7 +310,8 @@ class TaskScheduler:
     async def _run(self, task: StoredTask, run_id: int, slot: str) -> None:
         try:
             async with asyncio.timeout(task.spec.timeout_seconds):
-                status = await self._runner.run(task, run_id, slot)
+                assert self.runner is not None, "TaskScheduler.runner is set before start()"
+                status = await self.runner.run(task, run_id, slot)
             if status == "failed" and not (await self._repo.get(task.name)).active:
                 self._disarm(task.name)  # the failure policy paused it
         except TimeoutError:

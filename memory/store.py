@@ -177,6 +177,10 @@ class SqliteStore:
             raise StoreError(f"database {self._path} is closed")
         return conn
 
+    def in_write(self) -> bool:
+        """Whether the current task is inside a write() block (its reads should use it)."""
+        return self._holds_write()
+
     def _holds_write(self) -> bool:
         task = asyncio.current_task()
         return task is not None and self._write_owner is task

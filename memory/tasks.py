@@ -107,8 +107,7 @@ class TaskRepo:
         async with self._store.write() as db:
             if failed:
                 await db.execute(
-                    "UPDATE tasks SET consecutive_failures = consecutive_failures + 1"
-                    " WHERE id = ?",
+                    "UPDATE tasks SET consecutive_failures = consecutive_failures + 1 WHERE id = ?",
                     (task_id,),
                 )
             else:
@@ -140,7 +139,9 @@ class TaskRepo:
         return await self._tasks("ORDER BY name", ())
 
     async def _tasks(self, where: str, params: tuple[object, ...]) -> list[StoredTask]:
-        async with self._store.read() as db:
+        # Inside a caller's open transaction, read through it to see its own changes.
+        reading = self._store.write() if self._store.in_write() else self._store.read()
+        async with reading as db:
             rows = await db.execute_fetchall(f"SELECT * FROM tasks {where}", params)
         return [_task(row) for row in rows]
 
@@ -185,7 +186,8 @@ class TaskRepo:
         async with self._store.read() as db:
             rows = list(
                 await db.execute_fetchall(
-                    "SELECT max(slot) FROM task_runs WHERE task_id = ? AND slot NOT LIKE 'manual:%'",
+                    "SELECT max(slot) FROM task_runs"
+                    " WHERE task_id = ? AND slot NOT LIKE 'manual:%'",
                     (task_id,),
                 )
             )
@@ -197,6 +199,17 @@ class TaskRepo:
             "UPDATE task_runs SET status = 'interrupted', finished_at = ?,"
             " error = 'the daemon stopped during the run' WHERE status IN ('running', 'claimed')",
             (to_db_time(self._clock.now()),),
+        )
+        return cur.rowcount
+
+    async def prune(self, before: datetime) -> int:
+        """Forget finished runs started before ``before``; each task's latest scheduled slot
+        is kept (catch-up counts from it)."""
+        cur = await self._store.execute_write(
+            "DELETE FROM task_runs WHERE started_at < ? AND finished_at IS NOT NULL"
+            " AND slot < (SELECT max(r.slot) FROM task_runs r WHERE r.task_id = task_runs.task_id"
+            " AND r.slot NOT LIKE 'manual:%')",
+            (to_db_time(before),),
         )
         return cur.rowcount
 

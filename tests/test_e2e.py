@@ -174,3 +174,24 @@ async def test_incidents_and_silences_from_the_cli(daemon: DaemonProcess) -> Non
     assert code == 0 and out.strip() == "Silence #1 expired."
     code, out, _ = await daemon.cli("incidents", "show", "42")
     assert "no incident with id 42" in out
+
+
+async def test_a_plain_language_request_becomes_a_scheduled_task(
+    daemon: DaemonProcess, fake_llm: FakeChatServer
+) -> None:
+    call = {"name": "incident-summary", "prompt": "Summarise yesterday's incidents",
+            "cron": "0 9 * * mon-fri", "timezone": "Europe/Berlin"}  # fmt: skip
+    fake_llm.script(
+        Reply(tool_calls=[("schedule_task", json.dumps(call))]),
+        Reply(content="Done: every weekday at 09:00 Berlin time I will summarise incidents."),
+    )
+    code, out, err = await daemon.cli(
+        "chat", "-m", "every weekday at 9 summarise yesterday's incidents (Berlin time)"
+    )
+    assert code == 0, err
+    assert "every weekday at 09:00" in out
+    code, out, _ = await daemon.cli("tasks", "show", "incident-summary")
+    assert code == 0, out
+    assert "0 9 * * mon-fri" in out and "Europe/Berlin" in out and "console" in out
+    code, out, _ = await daemon.cli("tasks")
+    assert "incident-summary" in out

@@ -251,3 +251,18 @@ async def test_slots_that_pass_while_paused_are_not_caught_up_later(rig: Rig) ->
     await scheduler.start([spec])
     await scheduler.wait_idle()
     assert await rig.statuses("paused") == ["skipped"]
+
+
+async def test_old_runs_are_forgotten_but_the_latest_slot_stays(rig: Rig) -> None:
+    spec = hourly("old", command=["true"], catch_up="each", catch_up_max=5)
+    await rig.scheduler.start([spec])
+    rig.clock.advance(5 * 3600 + 60)
+    scheduler = await rig.restart()
+    await scheduler.start([spec])
+    await scheduler.wait_idle()
+    assert await rig.statuses("old") == ["ok"] * 5
+    rig.clock.advance(40 * 86400)
+    assert await scheduler.prune() == 4
+    task = await rig.repo.get("old")
+    [kept] = await rig.repo.runs(task.id)
+    assert kept.slot == "2026-03-02T13:00:00.000000Z"  # catch-up still counts from here

@@ -384,3 +384,18 @@ async def test_external_writer_changes_are_seen(store: SqliteStore, db_path: Pat
     _add_event(db_path)
     events = await ComponentEventRepo(store, ManualClock()).recent()
     assert [e.component for e in events] == ["x"]
+
+
+async def test_reads_inside_a_write_block_see_its_uncommitted_rows(store: SqliteStore) -> None:
+    from daemon._task_settings import TaskSpec
+    from daemon.clock import ManualClock
+    from memory.tasks import TaskRepo
+
+    repo = TaskRepo(store, ManualClock())
+    async with store.write():
+        task, _ = await repo.upsert(TaskSpec(name="t", interval_seconds=60, command=["true"]),
+                                    source="runtime", owner="console:ann")  # fmt: skip
+        assert (await repo.get("t")).id == task.id
+        await repo.set_paused("t", "maintenance")
+        assert (await repo.get("t")).paused_reason == "maintenance"
+    assert (await repo.get("t")).paused_reason == "maintenance"
