@@ -170,3 +170,21 @@ def test_an_invalid_rule_is_named_in_the_error(tmp_path: Path) -> None:
     result = run_cli("check-config", str(path))
     assert result.returncode == 78
     assert "rules.1 (HotCpu).metric: Value error, unknown metric 'cpu_temp'" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("task", "message"),
+    [
+        ('cron = "61 9 * * *"', "minute field '61' is out of range 0-59"),
+        ('cron = "0 9 * * *"\ntimezone = "Mars/Base"', "unknown time zone 'Mars/Base'"),
+        ("interval_seconds = 0", "interval"),
+        ('cron = "0 9 * * *"\ndeliver_to = "pager"', "unknown delivery target 'pager'"),
+        ('cron = "0 9 * * *"\ndeliver_to = "slack:C1"', "channel 'slack' is not enabled"),
+    ],
+)
+def test_bad_tasks_are_refused_by_check_config(tmp_path: Path, task: str, message: str) -> None:
+    path = tmp_path / "tasks.toml"
+    path.write_text(f'[[scheduler.tasks]]\nname = "report"\nprompt = "hi"\n{task}\n')
+    result = run_cli("check-config", str(path))
+    assert result.returncode == 78
+    assert message in result.stderr and "scheduler.tasks" in result.stderr
