@@ -71,6 +71,8 @@ class TaskScheduler:
     async def start(self, config_tasks: Sequence[TaskSpec]) -> None:
         from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
+        # APScheduler logs every wake-up at INFO; our own log says what ran and how it went.
+        logging.getLogger("apscheduler").setLevel(logging.WARNING)
         interrupted = await self._repo.mark_interrupted()
         if interrupted:
             log.warning("%d task run(s) were interrupted by the last shutdown", interrupted)
