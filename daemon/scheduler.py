@@ -314,6 +314,7 @@ class TaskScheduler:
             async with asyncio.timeout(task.spec.timeout_seconds):
                 assert self.runner is not None, "TaskScheduler.runner is set before start()"
                 status = await self.runner.run(task, run_id, slot)
+            log.info("task %s (slot %s): %s", task.name, slot, status)
             if status == "failed" and not (await self._repo.get(task.name)).active:
                 self._disarm(task.name)  # the failure policy paused it
         except TimeoutError:
