@@ -45,6 +45,9 @@ class TaskSpec(Section):
     deliver_to: str = "console"  # channel[:room]
     thread: str | None = None
     mode: Literal["thinking", "instant"] = "instant"
+    # The run's tools: "default" (read-only ones run, privileged ones are refused unless in
+    # [policy] auto_approve) or "none" (answer from the prompt and pre-check output alone).
+    tools: Literal["default", "none"] = "default"
     no_news_token: str = "NO_NEWS"  # a reply of exactly this is not delivered
     catch_up: Literal["skip", "once", "each"] = "once"  # slots missed while down
     catch_up_max: int = Field(default=3, ge=1, le=100)

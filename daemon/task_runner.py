@@ -162,6 +162,7 @@ class TaskRunner:
                 kind="task",
                 mode=spec.mode,
                 unattended=True,
+                tools=spec.tools != "none",
             )
         )
         if result.status in ("budget", "error"):

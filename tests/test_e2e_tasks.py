@@ -60,3 +60,25 @@ async def test_every_slot_runs_once_across_sigkill_and_results_are_delivered(
         " WHERE r.status = 'ok'",
     )
     assert delivered and all(status == "delivered" for (status,) in delivered)
+
+
+async def test_sighup_reconciles_config_tasks(tmp_path: Path) -> None:
+    config = tmp_path / "config.toml"
+    base = "[watchers.host]\nenabled = false\n"
+    task = '[[scheduler.tasks]]\nname = "{name}"\ncron = "0 3 * * *"\ncommand = ["true"]\n'
+    config.write_text(base + task.format(name="nightly"))
+    daemon = DaemonProcess(config, tmp_path / "state")
+    await daemon.start()
+    try:
+        code, out, _ = await daemon.cli("tasks")
+        assert "nightly" in out
+        config.write_text(base + task.format(name="weekly").replace("0 3 * * *", "0 3 * * sun"))
+        daemon.signal(signal.SIGHUP)
+        for _ in range(100):
+            code, out, _ = await daemon.cli("tasks")
+            if "weekly" in out:
+                break
+            await asyncio.sleep(0.1)
+        assert "weekly — cron '0 3 * * sun' (UTC)" in out and "nightly" not in out
+    finally:
+        await daemon.stop()

@@ -266,3 +266,12 @@ async def test_old_runs_are_forgotten_but_the_latest_slot_stays(rig: Rig) -> Non
     task = await rig.repo.get("old")
     [kept] = await rig.repo.runs(task.id)
     assert kept.slot == "2026-03-02T13:00:00.000000Z"  # catch-up still counts from here
+
+
+async def test_a_task_without_tools_sends_no_tool_schemas(
+    rig: Rig, fake_llm: FakeChatServer
+) -> None:
+    fake_llm.script(Reply(content="All fine."))
+    await rig.scheduler.start([hourly("plain", prompt="Say hi", tools="none")])
+    assert await run_now(rig, "plain") == ["ok"]
+    assert "tools" not in fake_llm.requests[0] or not fake_llm.requests[0]["tools"]
