@@ -9,7 +9,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from daemon._section import Section, check_hhmm, check_regex, check_zone
+from daemon._section import Section, check_hhmm, check_regex, check_regexes, check_zone
 from daemon.alerts import EVENT_METRICS, METRICS, TEXT_METRICS
 
 Severity = Literal["info", "warning", "critical"]
@@ -66,12 +66,7 @@ class RuleSettings(Section):
             raise ValueError(f"unknown metric {value!r}; known: {', '.join(sorted(METRICS))}")
         return value
 
-    @field_validator("where_re")
-    @classmethod
-    def _where_re(cls, patterns: dict[str, str]) -> dict[str, str]:
-        for pattern in patterns.values():
-            check_regex(pattern)
-        return patterns
+    _where_re = field_validator("where_re")(lambda cls, patterns: check_regexes(patterns))
 
     @field_validator("match")
     @classmethod

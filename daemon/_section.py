@@ -51,3 +51,22 @@ def check_word(value: str) -> str:
     if not value or any(ch.isspace() for ch in value):
         raise ValueError(f"must be a non-empty word without spaces (got {value!r})")
     return value
+
+
+def check_regexes(patterns: dict[str, str]) -> dict[str, str]:
+    """Every value compiles as a regular expression."""
+    for pattern in patterns.values():
+        check_regex(pattern)
+    return patterns
+
+
+def split_argv(value: object) -> object:
+    """A command given as one string becomes its argument list (shell quoting, no shell)."""
+    if isinstance(value, str):
+        import shlex
+
+        try:
+            return shlex.split(value)
+        except ValueError as exc:
+            raise ValueError(f"cannot split {value!r} into arguments: {exc}") from None
+    return value

@@ -12,7 +12,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from daemon._section import Section, check_hhmm
+from daemon._section import Section, check_hhmm, split_argv
 
 CHANNELS = ("console", "slack", "telegram", "matrix")
 _NAME = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
@@ -75,17 +75,9 @@ class TaskSpec(Section):
     def _target(cls, value: str) -> str:
         return check_target(value)
 
-    @field_validator("command", "precheck", mode="before")
-    @classmethod
-    def _argv(cls, value: object) -> object:
-        if isinstance(value, str):
-            import shlex
-
-            try:
-                return shlex.split(value)
-            except ValueError as exc:
-                raise ValueError(f"cannot split {value!r} into arguments: {exc}") from None
-        return value
+    _argv = field_validator("command", "precheck", mode="before")(
+        lambda cls, value: split_argv(value)
+    )
 
     @model_validator(mode="after")
     def _coherent(self) -> TaskSpec:

@@ -29,7 +29,7 @@ from pydantic_settings import (
 )
 
 from daemon._alerting_settings import IncidentSettings, RuleSettings
-from daemon._section import Section, check_regex, check_zone
+from daemon._section import Section, check_regex, check_regexes, check_zone
 from daemon._task_settings import DigestSettings, QuietHoursSettings, TaskSpec
 from daemon.errors import ConfigError
 from daemon.watchers.command import CommandCheckSettings
@@ -311,12 +311,7 @@ class RouteSettings(Section):
     to: list[str] = Field(default_factory=list)  # "slack" (its default target) or "slack:C0OPS"
     continue_matching: bool = False  # also try the routes below
 
-    @field_validator("match_re")
-    @classmethod
-    def _valid_regexes(cls, patterns: dict[str, str]) -> dict[str, str]:
-        for pattern in patterns.values():
-            check_regex(pattern)
-        return patterns
+    _valid_regexes = field_validator("match_re")(lambda cls, patterns: check_regexes(patterns))
 
     @field_validator("to")
     @classmethod

@@ -16,14 +16,13 @@ import contextlib
 import logging
 import os
 import re
-import shlex
 import signal
 from dataclasses import dataclass
 from datetime import datetime
 
 from pydantic import Field, field_validator
 
-from daemon._section import Section, check_regex
+from daemon._section import Section, check_regex, split_argv
 from daemon.alerts import Observation
 from daemon.clock import Clock, SystemClock
 from daemon.watchers.base import Emit, ErrorReporter
@@ -46,15 +45,7 @@ class CommandCheckSettings(Section):
     expect_exit: int = 0  # the exit code that means OK
     expect_output: str | None = None  # regex that must be found in the output's last 64 KB
 
-    @field_validator("command", mode="before")
-    @classmethod
-    def _split(cls, value: object) -> object:
-        if isinstance(value, str):
-            try:
-                return shlex.split(value)
-            except ValueError as exc:
-                raise ValueError(f"cannot split command {value!r}: {exc}") from None
-        return value
+    _split = field_validator("command", mode="before")(lambda cls, value: split_argv(value))
 
     @field_validator("command")
     @classmethod

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import heapq
 import logging
-import os
 import re
 import stat
 from collections.abc import Sequence
@@ -22,7 +21,7 @@ from typing import Any
 from daemon.agent.policy import check_read_path
 from daemon.agent.tools._walk import Walk, deny_roots
 from daemon.agent.tools.base import Tier, Tool, ToolContext, tool
-from daemon.agent.tools.files import _open_regular, _read_at, scan_backwards
+from daemon.agent.tools.files import scan_file
 from daemon.errors import ToolError
 from daemon.redact import redact
 
@@ -311,28 +310,6 @@ async def recent_file_changes(
     )
 
 
-def _grep(path: Path, pattern: re.Pattern[str], want: int, scan_limit: int) -> tuple[Any, int]:
-    fd, size = _open_regular(path)
-    try:
-        if size == 0:  # /proc and /sys report 0: read forward (bounded), then scan in memory
-            blob = _read_at(fd, 0, scan_limit)
-            size = len(blob)
-
-            def read(at: int, count: int) -> bytes:
-                return blob[at : at + count]
-        else:
-
-            def read(at: int, count: int) -> bytes:
-                return _read_at(fd, at, count)
-
-        scan = scan_backwards(
-            read, size, want, pattern, scan_limit=scan_limit, line_cap=_LINE_CAP_BYTES
-        )
-        return scan, size
-    finally:
-        os.close(fd)
-
-
 @tool(tier=Tier.READ_ONLY)
 async def grep_log(
     ctx: ToolContext, path: str, pattern: str, lines: int = 50, max_scan_bytes: int = 20_000_000
@@ -360,7 +337,9 @@ async def grep_log(
         raise ToolError(f"lines must be between 1 and {MAX_GREP_LINES}")
     if not 1 <= max_scan_bytes <= MAX_GREP_SCAN_BYTES:
         raise ToolError(f"max_scan_bytes must be between 1 and {MAX_GREP_SCAN_BYTES}")
-    scan, size = await asyncio.to_thread(_grep, resolved, regex, lines, max_scan_bytes)
+    scan, size = await asyncio.to_thread(
+        scan_file, resolved, lines, regex, _LINE_CAP_BYTES, max_scan_bytes
+    )
     kept: list[str] = []
     budget, capped, cut = policy.max_read_bytes, False, 0
     for line in scan.lines:  # newest first: keep the newest lines that fit in the budget

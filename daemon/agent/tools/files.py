@@ -216,13 +216,20 @@ def scan_backwards(
     return _Scan(found, scanned, pos == 0)
 
 
-def _tail(
-    path: Path, want: int, pattern: re.Pattern[str] | None, line_cap: int
+def scan_file(
+    path: Path,
+    want: int,
+    pattern: re.Pattern[str] | None,
+    line_cap: int,
+    scan_limit: int | None = None,
 ) -> tuple[_Scan, int]:
+    """The last ``want`` (matching) lines of a file, read backwards; and the file's size."""
+    if scan_limit is None:
+        scan_limit = MAX_SCAN_BYTES
     fd, size = _open_regular(path)
     try:
         if size == 0:  # /proc and /sys report 0: read forward (bounded), then scan in memory
-            blob = _read_at(fd, 0, MAX_SCAN_BYTES)
+            blob = _read_at(fd, 0, scan_limit)
             size = len(blob)
 
             def read(at: int, count: int) -> bytes:
@@ -232,9 +239,7 @@ def _tail(
             def read(at: int, count: int) -> bytes:
                 return _read_at(fd, at, count)
 
-        scan = scan_backwards(
-            read, size, want, pattern, scan_limit=MAX_SCAN_BYTES, line_cap=line_cap
-        )
+        scan = scan_backwards(read, size, want, pattern, scan_limit=scan_limit, line_cap=line_cap)
         return scan, size
     finally:
         os.close(fd)
@@ -261,7 +266,7 @@ async def tail_log(
     except re.error as exc:
         raise ToolError(f"invalid grep regular expression {grep!r}: {exc}") from None
     want = min(lines, MAX_TAIL_LINES)
-    scan, size = await asyncio.to_thread(_tail, resolved, want, pattern, policy.max_read_bytes)
+    scan, size = await asyncio.to_thread(scan_file, resolved, want, pattern, policy.max_read_bytes)
     kept: list[str] = []
     budget, capped = policy.max_read_bytes, False
     for line in scan.lines:  # newest first: keep the newest lines that fit in the budget

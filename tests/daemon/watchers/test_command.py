@@ -135,7 +135,7 @@ async def test_undecodable_output_is_replaced() -> None:
     [
         ({"command": []}, "command is empty"),
         ({"command": ""}, "command is empty"),
-        ({"command": "sh -c 'unbalanced"}, "cannot split command"),
+        ({"command": "sh -c 'unbalanced"}, "into arguments: No closing quotation"),
         ({"command": ["true"], "expect_output": "(oops"}, "invalid regular expression"),
         ({"command": ["true"], "interval_seconds": 0}, "interval_seconds"),
     ],
