@@ -147,14 +147,18 @@ class IncidentManager:
                 return  # unknown or already resolved: a snapshot repeat, nothing new
             await IncidentRepo.put_alert(db, incident_id, event)
             await IncidentRepo.add_event(db, incident_id, now, "alert resolved", _label(event))
-            await IncidentRepo.set_flush(
-                db, incident_id, await self._update_due(db, incident_id, now)
-            )
+            await self._schedule_update(db, incident_id, now)
             return
         if incident_id is None:
             key, group_labels = self._group(event)
             incident_id = await IncidentRepo.open_for_group(db, key)
             if incident_id is None:
+                # A group that just had a notice (e.g. resolved) waits out its group_interval.
+                flush_at = now + timedelta(seconds=self.settings.group_wait_seconds)
+                last = await IncidentRepo.last_notified(db, key)
+                if last is not None:
+                    interval = timedelta(seconds=self.settings.group_interval_seconds)
+                    flush_at = max(flush_at, last + interval)
                 incident_id = await IncidentRepo.create(
                     db,
                     group_key=key,
@@ -162,7 +166,7 @@ class IncidentManager:
                     severity=event.severity,
                     labels=group_labels,
                     opened_at=now,
-                    flush_at=now + timedelta(seconds=self.settings.group_wait_seconds),
+                    flush_at=flush_at,
                 )
                 await IncidentRepo.add_event(
                     db, incident_id, now, "opened", _title(event, group_labels)
@@ -172,22 +176,22 @@ class IncidentManager:
             return  # a repeat of a firing alert (Alertmanager resends snapshots)
         await IncidentRepo.raise_severity(db, incident_id, event.severity)
         await IncidentRepo.add_event(db, incident_id, now, "alert firing", _label(event))
-        await IncidentRepo.set_flush(db, incident_id, await self._update_due(db, incident_id, now))
+        await self._schedule_update(db, incident_id, now)
 
-    async def _update_due(
+    async def _schedule_update(
         self, db: aiosqlite.Connection, incident_id: int, now: datetime
-    ) -> datetime:
+    ) -> None:
+        """A change is announced at the next group_interval tick; before the first notice,
+        the flush set at creation (after group_wait) stands."""
         rows = list(
             await db.execute_fetchall(
-                "SELECT notified_at, opened_at FROM incidents WHERE id = ?", (incident_id,)
+                "SELECT notified_at FROM incidents WHERE id = ?", (incident_id,)
             )
         )
-        notified_at, opened_at = rows[0][0], rows[0][1]
-        if notified_at is None:
-            wait = timedelta(seconds=self.settings.group_wait_seconds)
-            return max(now, from_db_time(opened_at) + wait)
+        if rows[0][0] is None:
+            return
         interval = timedelta(seconds=self.settings.group_interval_seconds)
-        return max(now, from_db_time(notified_at) + interval)
+        await IncidentRepo.set_flush(db, incident_id, max(now, from_db_time(rows[0][0]) + interval))
 
     def _group(self, event: AlertEvent) -> tuple[str, dict[str, str]]:
         labels = {name: event.labels.get(name, "") for name in self.settings.group_by}
@@ -214,6 +218,7 @@ class IncidentManager:
                         incident_text.resolved_notice(incident, alerts, now),
                         "resolved",
                     )
+                    await IncidentRepo.mark_notified(db, incident.id, now, digest)
                 await IncidentRepo.resolve(db, incident.id, now)
                 await IncidentRepo.add_event(
                     db, incident.id, now, "resolved", "every alert resolved"

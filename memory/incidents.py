@@ -108,6 +108,16 @@ class IncidentRepo:
         return int(rows[0][0]) if rows else None
 
     @staticmethod
+    async def last_notified(db: aiosqlite.Connection, group_key: str) -> datetime | None:
+        """When anything was last sent for this group (its latest incident's last notice)."""
+        rows = list(
+            await db.execute_fetchall(
+                "SELECT max(notified_at) FROM incidents WHERE group_key = ?", (group_key,)
+            )
+        )
+        return from_db_time_opt(rows[0][0]) if rows else None
+
+    @staticmethod
     async def create(
         db: aiosqlite.Connection,
         *,
