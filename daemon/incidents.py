@@ -217,6 +217,7 @@ class IncidentManager:
                         incident,
                         incident_text.resolved_notice(incident, alerts, now),
                         "resolved",
+                        now,
                     )
                     await IncidentRepo.mark_notified(db, incident.id, now, digest)
                 await IncidentRepo.resolve(db, incident.id, now)
@@ -248,7 +249,8 @@ class IncidentManager:
                     text = incident_text.notification(
                         incident, alerts, muted=muted, runbook=runbook, reminder=not changed
                     )
-                    await self._send(db, incident, text, "reminder" if not changed else "notified")
+                    kind = "reminder" if not changed else "notified"
+                    await self._send(db, incident, text, kind, now)
                     await IncidentRepo.mark_notified(db, incident.id, now, digest)
                     await IncidentRepo.replace_flush(db, incident.id, now + repeat)
                 else:
@@ -301,8 +303,15 @@ class IncidentManager:
         return None
 
     async def _send(
-        self, db: aiosqlite.Connection, incident: Incident, text: str, kind: str
+        self,
+        db: aiosqlite.Connection,
+        incident: Incident,
+        text: str,
+        kind: str,
+        at: datetime | None = None,
     ) -> None:
+        """Queue ``text`` for every route of the incident; ``at`` is when the notice counts
+        as sent (the moment its flush decided it)."""
         labels = {**incident.labels, "severity": incident.severity}
         destinations = self.router.destinations(labels)
         sequence = incident.notifications + 1
@@ -321,7 +330,7 @@ class IncidentManager:
         self.notifications_sent += 1
         where = ", ".join(f"{d.channel}{':' + d.target if d.target else ''}" for d in destinations)
         await IncidentRepo.add_event(
-            db, incident.id, self.clock.now(), kind, f"to {where or 'nobody (no route)'}"
+            db, incident.id, at or self.clock.now(), kind, f"to {where or 'nobody (no route)'}"
         )
 
 
