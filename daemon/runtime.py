@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
-from daemon import __version__, metrics
+from daemon import __version__, report
 from daemon.access import AccessControl
 from daemon.agent.executor import ToolExecutor
 from daemon.agent.lazy_llm import LazyLlmClient
@@ -492,97 +492,14 @@ class Runtime:
         return await self.usage.tokens_since(midnight), budget.daily_tokens
 
     async def status(self) -> dict[str, Any]:
-        used, limit = await self.budget()
-        events = await self.events.recent(limit=5)
-        return {
-            "version": __version__,
-            "pid": os.getpid(),
-            "started_at": self.started_at.isoformat(),
-            "uptime_seconds": round((self.clock.now() - self.started_at).total_seconds()),
-            "state_dir": str(self.settings.state_dir),
-            "config": str(self.config_path) if self.config_path else "(embedded defaults)",
-            "health": self.health()["status"],
-            "agent": {
-                "enabled": self.llm is not None,
-                "reason": self.agent_reason or "ready",
-                "model": self.settings.llm.model,
-                "in_flight": self.chat.in_flight,
-            },
-            "budget": {"used_today": used, "daily_limit": limit},
-            "components": self.supervisor.snapshot(),
-            "outbox": await self.outbox.depth_by_channel(),
-            "channels": self.channel_set.health(),
-            "approvals_pending": len(self.approvals.pending()),
-            "last_errors": [
-                {
-                    "component": e.component,
-                    "event": e.event,
-                    "detail": e.detail,
-                    "at": str(e.created_at),
-                }
-                for e in events
-            ],
-            "host": self.host_watcher.summary() if self.host_watcher else None,
-            "alerting": self.alerting.summary(),
-            "incidents_open": len(await self.incidents.listing(state="open", limit=1000)),
-            "webhook": self._webhook_state(),
-            "tasks": await self._tasks_summary(),
-        }
-
-    async def _tasks_summary(self) -> dict[str, Any]:
-        tasks = await self.task_repo.all()
-        upcoming = [t for t in (self.scheduler.next_run(task.name) for task in tasks) if t]
-        return {
-            "total": len(tasks),
-            "active": sum(1 for task in tasks if task.active),
-            "paused": sum(1 for task in tasks if task.paused_reason),
-            "next_run": min(upcoming).isoformat() if upcoming else None,
-            "scheduler": "on" if self.settings.scheduler.enabled else "off",
-        }
-
-    def _webhook_state(self) -> str:
-        api = self.settings.api
-        if not api.tcp_port:
-            return "off (set [api] tcp_port and webhook_token)"
-        if api.webhook_token is None:
-            return "disabled (set [api] webhook_token)"
-        stats = self.webhook_stats
-        return (
-            f"on :{api.tcp_port}{'/v1/webhooks/alertmanager'} — {stats.accepted_events} events, "
-            f"{stats.auth_failures} auth failures, {stats.rejected} rejected"
-        )
+        return await report.status(self)
 
     async def status_text(self) -> str:
         """A short status for the `status` chat command."""
-        report = await self.status()
-        channels = ", ".join(f"{n} {c['state']}" for n, c in report["channels"].items())
-        agent = "on" if report["agent"]["enabled"] else f"off ({report['agent']['reason']})"
-        budget = report["budget"]
-        return (
-            f"nightshift {report['version']}: {report['health']}, up {report['uptime_seconds']}s; "
-            f"agent {agent}; {budget['used_today']:,}/{budget['daily_limit']:,} tokens today; "
-            f"channels: {channels}; approvals pending: {report['approvals_pending']}; "
-            f"open incidents: {report['incidents_open']}, alerts firing: "
-            f"{report['alerting']['firing']}"
-        )
+        return await report.status_text(self)
 
     async def refresh_metrics(self) -> None:
-        used, limit = await self.budget()
-        metrics.LLM_TOKENS_TODAY.set(used)
-        metrics.LLM_BUDGET.set(limit)
-        for health in self.supervisor.health.values():
-            metrics.COMPONENT_UP.labels(component=health.name).set(health.state == "running")
-            metrics.COMPONENT_RESTARTS.labels(component=health.name).set(health.restarts)
-        for channel, depth in (await self.outbox.depth_by_channel()).items():
-            metrics.OUTBOX_PENDING.labels(channel=channel).set(depth)
-        alerting = self.alerting.summary()
-        metrics.ALERTS.labels(state="firing").set(alerting["firing"])
-        metrics.ALERTS.labels(state="pending").set(alerting["pending"])
-        metrics.ALERT_OBSERVATIONS.set(alerting["observations"])
-        metrics.INCIDENTS_OPEN.set(len(await self.incidents.listing(state="open", limit=10_000)))
-        stats = self.webhook_stats
-        for kind in ("accepted_events", "auth_failures", "rejected", "intake_failures"):
-            metrics.WEBHOOK_EVENTS.labels(kind=kind).set(getattr(stats, kind))
+        await report.refresh_metrics(self)
 
 
 def start_of_day(now: datetime, zone: str) -> datetime:
