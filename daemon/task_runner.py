@@ -90,7 +90,8 @@ class TaskRunner:
         await self._repo.finish(
             run_id, outcome.status, tokens=outcome.tokens, output=text[:4000], outbox_id=outbox_id
         )
-        await self._repo.record_outcome(task.id, failed=False)
+        if task.consecutive_failures or task.failure_notified_at is not None:
+            await self._repo.record_outcome(task.id, failed=False)  # a success resets the count
         return outcome.status
 
     async def _attempt(self, task: StoredTask, slot: str) -> Outcome:

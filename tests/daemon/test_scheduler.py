@@ -275,3 +275,20 @@ async def test_a_task_without_tools_sends_no_tool_schemas(
     await rig.scheduler.start([hourly("plain", prompt="Say hi", tools="none")])
     assert await run_now(rig, "plain") == ["ok"]
     assert "tools" not in fake_llm.requests[0] or not fake_llm.requests[0]["tools"]
+
+
+async def test_a_success_resets_the_failure_count(rig: Rig, tmp_path: Path) -> None:
+    flag = tmp_path / "ok"
+    spec = hourly("flaky", command=["test", "-e", str(flag)], retries=0,
+                  notify_after_failures=3, pause_after_failures=5)  # fmt: skip
+    await rig.scheduler.start([spec])
+    for _ in range(2):
+        await run_now(rig, "flaky")
+    flag.touch()
+    await run_now(rig, "flaky")
+    assert (await rig.repo.get("flaky")).consecutive_failures == 0
+    flag.unlink()
+    for _ in range(2):
+        await run_now(rig, "flaky")
+    assert await rig.texts() == []  # never 3 in a row: nobody was bothered
+    assert await rig.statuses("flaky") == ["failed", "failed", "ok", "failed", "failed"]
