@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+from collections import deque
 from collections.abc import Callable, Coroutine, Sequence
 from datetime import datetime, timedelta
 from typing import Any
@@ -62,7 +63,8 @@ class TaskScheduler:
         self._aps: Any = None
         self._running: dict[str, set[asyncio.Task[None]]] = {}
         self._background: set[asyncio.Task[None]] = set()
-        self._catch_up_slots = asyncio.Semaphore(CATCH_UP_PARALLEL)
+        self._catch_up_queue: deque[tuple[str, datetime]] = deque()  # (task name, armed at)
+        self._catch_up_workers = 0
         self.fired = 0
         self.skipped = 0
 
@@ -192,7 +194,10 @@ class TaskScheduler:
             return
         schedule = self.schedule_of(task.spec, task.created_at)
         if catch_up:  # in the background: a catch-up run may take long (an LLM task)
-            self._spawn(self._catch_up(task, schedule, self._clock.now()))
+            self._catch_up_queue.append((task.name, self._clock.now()))
+            while self._catch_up_workers < CATCH_UP_PARALLEL:
+                self._catch_up_workers += 1
+                self._spawn(self._catch_up_worker())
         if next_slot(schedule, self._clock.now()) is None:
             return  # a one-shot that is over
         self._aps.add_job(
@@ -257,17 +262,23 @@ class TaskScheduler:
         self.fired += 1
         await self._claim_and_run(task, to_db_time(due[-1]))
 
-    async def _catch_up(self, task: StoredTask, schedule: Schedule, now: datetime) -> None:
-        """Slots missed up to ``now`` (when the task was armed), from the last claimed one."""
-        async with self._catch_up_slots:  # thousands of tasks at start: a few at a time
-            try:
-                task = await self._repo.get(task.name)
-            except LookupError:
-                return
-            if task.active:
-                await self._catch_up_now(task, schedule, now)
+    async def _catch_up_worker(self) -> None:
+        """Work through queued catch-ups (thousands at a start: a few workers, names only)."""
+        try:
+            while self._catch_up_queue:
+                name, armed_at = self._catch_up_queue.popleft()
+                try:
+                    task = await self._repo.get(name)
+                except LookupError:
+                    continue
+                if task.active:
+                    await self._catch_up(task, armed_at)
+        finally:
+            self._catch_up_workers -= 1
 
-    async def _catch_up_now(self, task: StoredTask, schedule: Schedule, now: datetime) -> None:
+    async def _catch_up(self, task: StoredTask, now: datetime) -> None:
+        """Slots missed up to ``now`` (when the task was armed), from the last claimed one."""
+        schedule = self.schedule_of(task.spec, task.created_at)
         last = await self._repo.last_slot(task.id) or task.created_at
         missed = slots_between(schedule, last, now, CATCH_UP_SCAN_LIMIT)
         if not missed:
