@@ -4,66 +4,27 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from daemon.access import AccessControl
-from daemon.agent.executor import ToolExecutor
-from daemon.agent.loop import AgentLoop
-from daemon.agent.tools.base import ToolRegistry
 from daemon.approvals import ApprovalBroker
-from daemon.chat import ChatService
 from daemon.clock import ManualClock
 from daemon.commands import IncidentCommands
-from daemon.config import Settings
 from daemon.hub import ChannelHub
 from daemon.pairing import PairingCodes
 from integrations.base import (
     ApprovalAnswer,
-    ApprovalPrompt,
-    ChannelHealth,
     InboundMessage,
-    InboundSink,
-    OutgoingMessage,
 )
 from integrations.outbox import OutboxWorker
 from memory.audit import AuditRepo
-from memory.channels import ChannelStateRepo, InboundRepo
+from memory.channels import ChannelStateRepo
 from memory.conversations import ConversationRepo
 from memory.incidents import IncidentRepo, SilenceRepo
-from memory.outbox import OutboxRepo
-from memory.runs import RunRepo
 from memory.store import SqliteStore
-
-
-@dataclass
-class RecordingChannel:
-    name: str = "chat"
-    sent: list[OutgoingMessage] = field(default_factory=list)
-    prompts: list[ApprovalPrompt] = field(default_factory=list)
-    closed: list[str] = field(default_factory=list)
-
-    async def start(self, sink: InboundSink) -> None: ...
-
-    async def stop(self) -> None: ...
-
-    def health(self) -> ChannelHealth:
-        return ChannelHealth(state="up")
-
-    async def send(self, message: OutgoingMessage) -> str:
-        self.sent.append(message)
-        return f"p{len(self.sent)}"
-
-    async def edit(self, target: str, platform_id: str, text: str) -> None: ...
-
-    async def ask_approval(self, prompt: ApprovalPrompt) -> str:
-        self.prompts.append(prompt)
-        return "prompt-1"
-
-    async def close_approval(self, prompt: ApprovalPrompt, platform_id: str, outcome: str) -> None:
-        self.closed.append(outcome)
+from tests.daemon.hub_rig import RecordingChannel, build_hub
 
 
 @dataclass
@@ -100,28 +61,6 @@ class Rig:
 async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
     clock = ManualClock()
     store = await SqliteStore.open(tmp_path / "hub.db")
-    access = AccessControl({"chat": {"VIEW": "viewer", "OPS": "operator"}})
-    conversations, outbox, audit = (
-        ConversationRepo(store, clock),
-        OutboxRepo(store, clock),
-        AuditRepo(store, clock),
-    )
-    broker = ApprovalBroker(clock)
-    agent = AgentLoop(
-        settings=Settings(),
-        llm=None,
-        executor=ToolExecutor(ToolRegistry(), audit=audit, approvals=broker),
-        conversations=conversations,
-        runs=RunRepo(store, clock),
-        store=store,
-        clock=clock,
-        disabled_reason="no API key (test)",
-    )
-
-    async def status_text() -> str:
-        return "all good"
-
-    state, pairing = ChannelStateRepo(store, clock), PairingCodes(clock)
     incidents = IncidentRepo(store, clock)
     async with store.write() as db:  # one open incident to talk about
         incident_id = await IncidentRepo.create(
@@ -129,24 +68,17 @@ async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
             labels={"alertname": "DiskFull"}, opened_at=clock.now(), flush_at=clock.now(),
         )  # fmt: skip
         await IncidentRepo.add_event(db, incident_id, clock.now(), "opened", "DiskFull")
-    hub = ChannelHub(
+    parts = build_hub(
+        store,
+        clock,
+        channel="chat",
+        users={"VIEW": "viewer", "OPS": "operator"},
         commands=IncidentCommands(incidents, SilenceRepo(store, clock), clock),
-        inbound=InboundRepo(store, clock),
-        state=state,
-        pairing=pairing,
-        store=store,
-        access=access,
-        chat=ChatService(agent, conversations),
-        approvals=broker,
-        outbox=outbox,
-        audit=audit,
-        clock=clock,
-        status_text=status_text,
     )
-    channel = RecordingChannel()
-    worker = OutboxWorker(outbox, channel, clock)
-    hub.register(channel, worker)
-    yield Rig(hub, channel, worker, broker, audit, clock, conversations, state, pairing)
+    yield Rig(
+        parts.hub, parts.channel, parts.worker, parts.broker, parts.audit, clock,
+        parts.conversations, parts.state, parts.pairing,
+    )  # fmt: skip
     await store.close()
 
 

@@ -15,18 +15,11 @@ import pytest
 from aiohttp import web
 
 from daemon._task_settings import TaskSpec
-from daemon.access import AccessControl
-from daemon.agent.executor import ToolExecutor
-from daemon.agent.loop import AgentLoop
-from daemon.agent.tools.base import ToolRegistry
 from daemon.api import build_local_app
-from daemon.approvals import ApprovalBroker
-from daemon.chat import ChatService
 from daemon.cli import main
 from daemon.clock import ManualClock
-from daemon.config import Settings, load_settings
+from daemon.config import load_settings
 from daemon.hub import ChannelHub
-from daemon.pairing import PairingCodes
 from daemon.scheduler import TaskScheduler
 from daemon.schedules import next_slot, parse_schedule
 from daemon.task_commands import SCHEDULER_OFF, TaskCommands
@@ -34,13 +27,11 @@ from daemon.task_runner import TaskRunner
 from integrations.base import InboundMessage
 from integrations.outbox import OutboxWorker
 from memory.audit import AuditRepo
-from memory.channels import ChannelStateRepo, InboundRepo
 from memory.conversations import ConversationRepo
 from memory.outbox import OutboxRepo
-from memory.runs import RunRepo
 from memory.store import SqliteStore
 from memory.tasks import TaskRepo
-from tests.daemon.test_hub import RecordingChannel
+from tests.daemon.hub_rig import RecordingChannel, build_hub
 
 
 @dataclass
@@ -277,45 +268,9 @@ class HubRig:
 
 
 def make_hub(store: SqliteStore, clock: ManualClock, tasks: TaskCommands | None) -> HubRig:
-    access = AccessControl({"slack": {"VIEW": "viewer", "OPS": "operator", "BOSS": "admin"}})
-    conversations, outbox, audit = (
-        ConversationRepo(store, clock),
-        OutboxRepo(store, clock),
-        AuditRepo(store, clock),
-    )
-    broker = ApprovalBroker(clock)
-    agent = AgentLoop(
-        settings=Settings(),
-        llm=None,
-        executor=ToolExecutor(ToolRegistry(), audit=audit, approvals=broker),
-        conversations=conversations,
-        runs=RunRepo(store, clock),
-        store=store,
-        clock=clock,
-        disabled_reason="no API key (test)",
-    )
-
-    async def status_text() -> str:
-        return "all good"
-
-    hub = ChannelHub(
-        access=access,
-        chat=ChatService(agent, conversations),
-        approvals=broker,
-        outbox=outbox,
-        audit=audit,
-        inbound=InboundRepo(store, clock),
-        state=ChannelStateRepo(store, clock),
-        pairing=PairingCodes(clock),
-        store=store,
-        clock=clock,
-        status_text=status_text,
-        task_commands=tasks,
-    )
-    channel = RecordingChannel(name="slack")
-    worker = OutboxWorker(outbox, channel, clock)
-    hub.register(channel, worker)
-    return HubRig(hub, channel, worker, audit)
+    users = {"VIEW": "viewer", "OPS": "operator", "BOSS": "admin"}
+    parts = build_hub(store, clock, channel="slack", users=users, task_commands=tasks)
+    return HubRig(parts.hub, parts.channel, parts.worker, parts.audit)
 
 
 async def test_in_chat_viewers_may_list_tasks_but_only_admins_change_them(rig: Rig) -> None:

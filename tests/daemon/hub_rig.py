@@ -1,0 +1,118 @@
+"""A real ChannelHub on a real SQLite store with a recording channel (agent off)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from daemon.access import AccessControl
+from daemon.agent.executor import ToolExecutor
+from daemon.agent.loop import AgentLoop
+from daemon.agent.tools.base import ToolRegistry
+from daemon.approvals import ApprovalBroker
+from daemon.chat import ChatService
+from daemon.clock import ManualClock
+from daemon.commands import IncidentCommands
+from daemon.config import Settings
+from daemon.hub import ChannelHub
+from daemon.pairing import PairingCodes
+from daemon.task_commands import TaskCommands
+from integrations.base import ApprovalPrompt, ChannelHealth, InboundSink, OutgoingMessage
+from integrations.outbox import OutboxWorker
+from memory.audit import AuditRepo
+from memory.channels import ChannelStateRepo, InboundRepo
+from memory.conversations import ConversationRepo
+from memory.outbox import OutboxRepo
+from memory.runs import RunRepo
+from memory.store import SqliteStore
+
+
+@dataclass
+class RecordingChannel:
+    name: str = "chat"
+    sent: list[OutgoingMessage] = field(default_factory=list)
+    prompts: list[ApprovalPrompt] = field(default_factory=list)
+    closed: list[str] = field(default_factory=list)
+
+    async def start(self, sink: InboundSink) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    def health(self) -> ChannelHealth:
+        return ChannelHealth(state="up")
+
+    async def send(self, message: OutgoingMessage) -> str:
+        self.sent.append(message)
+        return f"p{len(self.sent)}"
+
+    async def edit(self, target: str, platform_id: str, text: str) -> None: ...
+
+    async def ask_approval(self, prompt: ApprovalPrompt) -> str:
+        self.prompts.append(prompt)
+        return "prompt-1"
+
+    async def close_approval(self, prompt: ApprovalPrompt, platform_id: str, outcome: str) -> None:
+        self.closed.append(outcome)
+
+
+@dataclass
+class HubParts:
+    hub: ChannelHub
+    channel: RecordingChannel
+    worker: OutboxWorker
+    broker: ApprovalBroker
+    audit: AuditRepo
+    conversations: ConversationRepo
+    state: ChannelStateRepo
+    pairing: PairingCodes
+
+
+def build_hub(
+    store: SqliteStore,
+    clock: ManualClock,
+    *,
+    channel: str,
+    users: dict[str, str],
+    commands: IncidentCommands | None = None,
+    task_commands: TaskCommands | None = None,
+) -> HubParts:
+    """The hub with ``users`` (id → role) on one recording channel named ``channel``."""
+    conversations, outbox, audit = (
+        ConversationRepo(store, clock),
+        OutboxRepo(store, clock),
+        AuditRepo(store, clock),
+    )
+    broker = ApprovalBroker(clock)
+    agent = AgentLoop(
+        settings=Settings(),
+        llm=None,
+        executor=ToolExecutor(ToolRegistry(), audit=audit, approvals=broker),
+        conversations=conversations,
+        runs=RunRepo(store, clock),
+        store=store,
+        clock=clock,
+        disabled_reason="no API key (test)",
+    )
+
+    async def status_text() -> str:
+        return "all good"
+
+    state, pairing = ChannelStateRepo(store, clock), PairingCodes(clock)
+    hub = ChannelHub(
+        access=AccessControl({channel: users}),
+        chat=ChatService(agent, conversations),
+        approvals=broker,
+        outbox=outbox,
+        audit=audit,
+        inbound=InboundRepo(store, clock),
+        state=state,
+        pairing=pairing,
+        store=store,
+        clock=clock,
+        status_text=status_text,
+        commands=commands,
+        task_commands=task_commands,
+    )
+    recorder = RecordingChannel(name=channel)
+    worker = OutboxWorker(outbox, recorder, clock)
+    hub.register(recorder, worker)
+    return HubParts(hub, recorder, worker, broker, audit, conversations, state, pairing)
