@@ -37,10 +37,10 @@ import psutil
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tests.fakes.chat_completions import FakeChatServer, Reply
-from tests.support import ROOT, DaemonProcess
+from tests.support import DaemonProcess
+from tests.test_e2e_incidents import config_text
 
 CHARS_PER_TOKEN = 4
-RESTART_SCRIPT = ROOT / "tests" / "scripts" / "restart_web.py"
 
 INVESTIGATE = Reply(
     reasoning="The process is gone; look at the processes, then propose a restart.",
@@ -105,45 +105,6 @@ class ScriptedKimi:
         return replace(
             reply, prompt_tokens=estimate(prompt), completion_tokens=estimate(completion)
         )
-
-
-def config_text(base_url: str, marker: str) -> str:
-    restart = json.dumps([sys.executable, str(RESTART_SCRIPT), "{service}", marker])
-    return f"""
-default_route = ["console"]
-
-[llm]
-base_url = "{base_url}"
-api_key = "sk-bench-0123456789abcdef"
-max_retries = 1
-retry_initial_seconds = 0.05
-retry_max_seconds = 0.2
-
-[[watchers.processes]]
-name = "web"
-cmdline = "{marker}-web"
-interval_seconds = 0.2
-
-[[rules]]
-name = "WebDown"
-metric = "process_up"
-where = {{ process = "web" }}
-op = "<"
-threshold = 1
-for_seconds = 1.0
-severity = "critical"
-summary = "the web service is not running"
-
-[incidents]
-group_wait_seconds = 0.5
-group_interval_seconds = 1.0
-repeat_interval_seconds = 3600.0
-investigate = ["critical"]
-
-[incidents.remediation]
-verify_seconds = 30.0
-restart_command = {restart}
-"""
 
 
 def query(db: Path, sql: str, params: tuple[object, ...] = ()) -> list[sqlite3.Row]:

@@ -54,10 +54,19 @@ async def telegram() -> AsyncIterator[FakeTelegram]:
         yield fake
 
 
-def config_text(base_url: str, telegram: FakeTelegram, marker: str) -> str:
+def config_text(base_url: str, marker: str, telegram: FakeTelegram | None = None) -> str:
+    """The scenario's config: a watched "web" process, a WebDown rule, quick incident timings;
+    notifications to Ann on Telegram when ``telegram`` is given, else to the console."""
     restart = json.dumps([sys.executable, str(RESTART_SCRIPT), "{service}", marker])
+    route = f"telegram:{ANN}" if telegram else "console"
+    channel = (
+        f'[channels.telegram]\nenabled = true\nbot_token = "{TOKEN}"\n'
+        f'api_url = "{telegram.api_url}"\n\n[channels.telegram.users]\n"{ANN}" = "operator"\n'
+        if telegram
+        else ""
+    )
     return f"""
-default_route = ["telegram:{ANN}"]
+default_route = ["{route}"]
 
 [llm]
 base_url = "{base_url}"
@@ -66,14 +75,7 @@ max_retries = 1
 retry_initial_seconds = 0.05
 retry_max_seconds = 0.2
 
-[channels.telegram]
-enabled = true
-bot_token = "{TOKEN}"
-api_url = "{telegram.api_url}"
-
-[channels.telegram.users]
-"{ANN}" = "operator"
-
+{channel}
 [[watchers.processes]]
 name = "web"
 cmdline = "{marker}-web"
@@ -131,7 +133,7 @@ async def test_process_dies_investigated_restart_approved_in_chat_resolves_postm
     tmp_path: Path, fake_llm: FakeChatServer, telegram: FakeTelegram, marker: str
 ) -> None:
     web = start_web(marker)
-    daemon = await run_daemon(tmp_path, config_text(fake_llm.base_url, telegram, marker))
+    daemon = await run_daemon(tmp_path, config_text(fake_llm.base_url, marker, telegram))
     try:
         fake_llm.script(
             Reply(
@@ -200,7 +202,7 @@ async def test_with_the_llm_unreachable_people_are_still_notified_and_it_resolve
 ) -> None:
     web = start_web(marker)
     dead_llm = "http://127.0.0.1:9/v1"  # nothing listens on the discard port
-    daemon = await run_daemon(tmp_path, config_text(dead_llm, telegram, marker))
+    daemon = await run_daemon(tmp_path, config_text(dead_llm, marker, telegram))
     try:
         await asyncio.sleep(1.0)
         web.kill()

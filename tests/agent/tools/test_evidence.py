@@ -6,7 +6,6 @@ import asyncio
 import dataclasses
 import json
 import os
-import subprocess
 from collections.abc import AsyncIterator, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -36,6 +35,7 @@ from daemon.watchers.host import HostMetricsWatcher
 from memory.facts import FactRepo
 from memory.outbox import OutboxRepo
 from memory.store import SqliteStore
+from tests.support import mounted_tmpfs
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
@@ -266,20 +266,8 @@ async def test_unreadable_directories_are_skipped_and_counted(tree: Path) -> Non
 @pytest.fixture
 def tmpfs(root: Path) -> Iterator[Path]:
     """A tmpfs mounted inside the scanned tree (skips when this host does not allow mounting)."""
-    mount = root / "mnt"
-    mount.mkdir()
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here (needs root/CAP_SYS_ADMIN): {done.stderr.strip()}")
-    try:
+    with mounted_tmpfs(root / "mnt", "4m") as mount:
         yield mount
-    finally:
-        subprocess.run(["umount", str(mount)], capture_output=True, check=False)
 
 
 async def test_walks_do_not_cross_into_other_filesystems(root: Path, tmpfs: Path) -> None:

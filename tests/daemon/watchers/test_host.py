@@ -13,14 +13,7 @@ import pytest
 from daemon.config import HostWatcherSettings
 from daemon.watchers.host import HostMetricsWatcher
 from tests.daemon.watchers.recorder import Recorder, running
-
-if "mounts" in HostWatcherSettings.model_fields:
-    Settings = HostWatcherSettings
-else:  # until daemon.config grows the field the watcher already reads
-
-    class Settings(HostWatcherSettings):  # type: ignore[no-redef]
-        mounts: list[str] = []
-
+from tests.support import mounted_tmpfs
 
 SCALARS = {"cpu_percent", "memory_percent", "swap_percent", "load1", "load5", "load15"}
 
@@ -28,20 +21,8 @@ SCALARS = {"cpu_percent", "memory_percent", "swap_percent", "load1", "load5", "l
 @pytest.fixture
 def tmpfs(tmp_path: Path) -> Iterator[Path]:
     """A 1 MB tmpfs mounted under tmp_path (skips when this host does not allow mounting)."""
-    mount = tmp_path / "small"
-    mount.mkdir()
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here (needs root/CAP_SYS_ADMIN): {done.stderr.strip()}")
-    try:
+    with mounted_tmpfs(tmp_path / "small", "1m") as mount:
         yield mount
-    finally:
-        subprocess.run(["umount", str(mount)], capture_output=True, check=False)
 
 
 async def _run(*argv: str) -> None:
@@ -84,7 +65,7 @@ async def test_run_without_emit_still_keeps_history() -> None:
 
 
 async def test_tmpfs_filling_up_then_unmounted(tmpfs: Path) -> None:
-    watcher = HostMetricsWatcher(Settings(interval_seconds=1.0, mounts=[f"{tmpfs}/"]))
+    watcher = HostMetricsWatcher(HostWatcherSettings(interval_seconds=1.0, mounts=[f"{tmpfs}/"]))
     rec = Recorder()
     mount = str(tmpfs)
     async with running(watcher, rec) as task:
