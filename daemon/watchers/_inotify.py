@@ -3,7 +3,10 @@
 watchdog calls handlers on its own threads; `Inotify` collects the accepted events in a deque on
 that thread and schedules one loop callback per batch (``loop.call_soon_threadsafe``), so a burst
 of writes costs the loop one wake-up, not one per event. inotify limits (ENOSPC, EMFILE) are
-turned into messages naming the sysctl to raise.
+turned into messages naming the sysctl to raise. The instance limit (EMFILE) surfaces as
+`InstanceLimitError` whether watchdog hits it in ``Observer.start()`` (up to 7.1.0) or at the
+first ``schedule()`` (7.1.1 opens one shared inotify descriptor lazily), so callers report it
+the same way either way.
 
 Known watchdog 7.1 behaviours callers live with: a file moved out of a watched directory holds
 the event queue for 0.5 s (it waits for a matching move-in), and with ``recursive`` a watch limit
@@ -30,6 +33,16 @@ log = logging.getLogger(__name__)
 
 STOP_TIMEOUT = 5.0  # seconds to wait for watchdog's threads to end
 _SYSCTL = Path("/proc/sys/fs/inotify")
+
+
+class InstanceLimitError(OSError):
+    """No inotify instance could be had (EMFILE), from ``start()`` or ``schedule()`` alike."""
+
+
+def _instance_limit(exc: OSError) -> OSError:
+    if exc.errno == errno.EMFILE and not isinstance(exc, InstanceLimitError):
+        return InstanceLimitError(errno.EMFILE, exc.strerror or "inotify instance limit reached")
+    return exc
 
 
 def limit_message(exc: OSError) -> str | None:
@@ -104,13 +117,19 @@ class Inotify:
         observer = Observer()
         try:
             observer.start()
+        except OSError as exc:
+            _stop(observer)
+            raise _instance_limit(exc) from exc
         except BaseException:
             _stop(observer)
             raise
         self._observer = observer
 
     def schedule(self, directory: str, *, recursive: bool, tag: Hashable = None) -> ObservedWatch:
-        """Watch ``directory``; its events arrive as ``(tag, event)`` (raises OSError)."""
+        """Watch ``directory``; its events arrive as ``(tag, event)``.
+
+        Raises OSError; `InstanceLimitError` when no inotify instance is left.
+        """
         from watchdog.events import FileSystemEventHandler
 
         assert self._observer is not None, "start() first"
@@ -120,9 +139,12 @@ class Inotify:
             def dispatch(self, event: FileSystemEvent) -> None:
                 queue(tag, event)
 
-        return self._observer.schedule(
-            _Handler(), directory, recursive=recursive, event_filter=self._event_types
-        )
+        try:
+            return self._observer.schedule(
+                _Handler(), directory, recursive=recursive, event_filter=self._event_types
+            )
+        except OSError as exc:
+            raise _instance_limit(exc) from exc
 
     def unschedule(self, watch: ObservedWatch) -> None:
         """Stop watching; a watch watchdog already dropped is fine."""

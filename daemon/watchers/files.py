@@ -26,7 +26,7 @@ from daemon._section import Section, check_word
 from daemon.alerts import Observation
 from daemon.clock import Clock
 from daemon.watchers._fileinfo import Inspection, Mode, below, inspect, kind_of, matches
-from daemon.watchers._inotify import Inotify, describe, dir_id
+from daemon.watchers._inotify import Inotify, InstanceLimitError, describe, dir_id
 from daemon.watchers.base import Emit, ErrorReporter
 
 if TYPE_CHECKING:
@@ -149,16 +149,30 @@ class _Session:
                 self._errors.failed(describe(exc, self._settings.paths[0]))
                 return
             self._inotify = inotify
-            self._errors.ok()
         for key, (watch, known) in list(self._watches.items()):
             current = await asyncio.to_thread(dir_id, key[0])
             if current != known or not self._inotify.alive(watch):
                 await asyncio.to_thread(self._inotify.unschedule, watch)
                 del self._watches[key]
                 self._lose(key, gone=current is None)
+        try:
+            for target in self._targets:
+                if target.key is None:
+                    await self._arm(target, self._inotify)
+        except InstanceLimitError as exc:
+            await self._drop_inotify()
+            self._errors.failed(describe(exc, self._settings.paths[0]))
+            return
+        self._errors.ok()
+
+    async def _drop_inotify(self) -> None:
+        """Stop inotify and forget every watch: the next check starts afresh."""
+        inotify, self._inotify = self._inotify, None
+        if inotify is not None:
+            await asyncio.to_thread(inotify.stop)
+        self._watches.clear()
         for target in self._targets:
-            if target.key is None:
-                await self._arm(target, self._inotify)
+            target.key = None
 
     def _lose(self, key: _Key, *, gone: bool) -> None:
         for target in self._targets:
@@ -189,6 +203,8 @@ class _Session:
                 watch = await asyncio.to_thread(
                     inotify.schedule, directory, recursive=key[1], tag=key
                 )
+            except InstanceLimitError:
+                raise  # the whole watcher is without inotify, not this target
             except OSError as exc:
                 self._errors.failed(describe(exc, directory), target=target.path)
                 return

@@ -73,6 +73,31 @@ async def _files_instances(base: Path, recorder: Recorder) -> None:
         await recorder.wait_for("file_changed", lambda o: o.text == "created")
 
 
+async def _files_instances_at_start(base: Path, recorder: Recorder) -> None:
+    """As up to watchdog 7.1.0, which opened its inotify descriptor in ``Observer.start()``."""
+    import ctypes
+    import errno
+    import os
+
+    from watchdog.observers import Observer
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    original = Observer.start
+
+    def eager_start(self: Observer) -> None:
+        fd = libc.inotify_init()
+        if fd == -1:
+            raise OSError(ctypes.get_errno() or errno.EMFILE, "inotify instance limit reached")
+        os.close(fd)
+        original(self)
+
+    Observer.start = eager_start  # type: ignore[method-assign]
+    try:
+        await _files_instances(base, recorder)
+    finally:
+        Observer.start = original  # type: ignore[method-assign]
+
+
 async def _files_watches(base: Path, recorder: Recorder) -> None:
     _limit("watches", 1)
     first, second = base / "first", base / "second"
@@ -108,6 +133,7 @@ async def _log_instances(base: Path, recorder: Recorder) -> None:
 
 SCENARIOS = {
     "files-instances": _files_instances,
+    "files-instances-at-start": _files_instances_at_start,
     "files-watches": _files_watches,
     "log-instances": _log_instances,
 }
