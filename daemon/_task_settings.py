@@ -51,6 +51,8 @@ class TaskSpec(Section):
     no_news_token: str = "NO_NEWS"  # a reply of exactly this is not delivered
     catch_up: Literal["skip", "once", "each"] = "once"  # slots missed while down
     catch_up_max: int = Field(default=3, ge=1, le=100)
+    # a run cut by a crash or a stop: tell the owner once ("report"), or run it again once
+    on_interrupt: Literal["report", "retry"] = "report"
     max_concurrency: int = Field(default=1, ge=1, le=10)
     timeout_seconds: float = Field(default=600.0, gt=0, le=86400)
     retries: int = Field(default=2, ge=0, le=10)  # per slot, with backoff

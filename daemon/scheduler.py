@@ -5,6 +5,12 @@ scheduled time itself, deterministic from the schedule) is then claimed in SQLit
 UNIQUE (task, slot) before anything runs, so no slot runs twice — across restarts, kill -9 and
 SIGHUP. Slots missed while the daemon was down are found from the last claimed slot and
 handled by the task's catch-up policy: skip, run once (the latest), or each (the latest N).
+
+Every slot is accounted for: run, skipped (one row with the reason and how many), caught up, or
+interrupted. The last claimed slot is read *before* a task's wake-up is armed, so a wake-up that
+claims the current slot first cannot hide the slots missed before it. A run cut by a crash is
+marked interrupted at the next start, and its owner is told once (or it is retried once, per
+the task's ``on_interrupt``).
 """
 
 from __future__ import annotations
@@ -36,6 +42,10 @@ log = logging.getLogger(__name__)
 
 CATCH_UP_SCAN_LIMIT = 100_000  # slots examined after downtime (a minutely task: ~70 days)
 CATCH_UP_PARALLEL = 4  # tasks catching up at once after a start
+# A wake-up claims the latest slot at most this far ahead of the clock (APScheduler may wake a
+# little early); below a second, so a 1-second interval never claims the next slot.
+WAKE_TOLERANCE = timedelta(milliseconds=500)
+RETRY_PREFIX = "retry:"  # the slot of an interrupted run's one retry
 PRUNE_JOB = "nightshift:prune-task-runs"
 
 
@@ -53,6 +63,7 @@ class TaskScheduler:
         timezone: Callable[[], str],
         misfire_grace_seconds: float = 300.0,
         keep_runs_days: Callable[[], float] = lambda: 30.0,
+        drain_timeout: Callable[[], float] = lambda: 5.0,
     ) -> None:
         self._repo = repo
         self.runner = runner
@@ -60,10 +71,12 @@ class TaskScheduler:
         self._timezone = timezone
         self._grace = misfire_grace_seconds
         self._keep_days = keep_runs_days
+        self._drain_timeout = drain_timeout
         self._aps: Any = None
         self._running: dict[str, set[asyncio.Task[None]]] = {}
         self._background: set[asyncio.Task[None]] = set()
-        self._catch_up_queue: deque[tuple[str, datetime]] = deque()  # (task name, armed at)
+        # (task name, last claimed slot when armed, armed at)
+        self._catch_up_queue: deque[tuple[str, datetime | None, datetime]] = deque()
         self._catch_up_workers = 0
         self.fired = 0
         self.skipped = 0
@@ -95,6 +108,7 @@ class TaskScheduler:
         for task in await self._repo.all():
             if task.source == "runtime":
                 await self._arm(task)
+        await self._settle_interrupted()
 
     async def run(self, config_tasks: Callable[[], Sequence[TaskSpec]]) -> None:
         """For the supervisor: start, then keep the scheduler until cancelled."""
@@ -104,7 +118,11 @@ class TaskScheduler:
         finally:
             await self.stop()
 
-    async def stop(self, timeout: float = 5.0) -> None:
+    async def stop(self, timeout: float | None = None) -> None:
+        """Stop waking; wait for in-flight runs up to ``timeout`` (default: the drain timeout),
+        then cancel the rest (they are recorded as interrupted)."""
+        if timeout is None:
+            timeout = self._drain_timeout()
         if self._aps is not None:
             self._aps.shutdown(wait=False)
             self._aps = None
@@ -194,7 +212,11 @@ class TaskScheduler:
             return
         schedule = self.schedule_of(task.spec, task.created_at)
         if catch_up:  # in the background: a catch-up run may take long (an LLM task)
-            self._catch_up_queue.append((task.name, self._clock.now()))
+            # Read before the wake-up is armed: once it claims a slot, the gap is out of sight.
+            last = await self._repo.last_slot(task.id)
+            if self._aps is None:
+                return  # stopped meanwhile
+            self._catch_up_queue.append((task.name, last, self._clock.now()))
             while self._catch_up_workers < CATCH_UP_PARALLEL:
                 self._catch_up_workers += 1
                 self._spawn(self._catch_up_worker())
@@ -253,7 +275,7 @@ class TaskScheduler:
         due = slots_between(
             schedule,
             now - timedelta(seconds=self._grace + 1),
-            now + timedelta(seconds=1),
+            now + WAKE_TOLERANCE,
             CATCH_UP_SCAN_LIMIT,
         )
         if not due:
@@ -266,26 +288,26 @@ class TaskScheduler:
         """Work through queued catch-ups (thousands at a start: a few workers, names only)."""
         try:
             while self._catch_up_queue:
-                name, armed_at = self._catch_up_queue.popleft()
+                name, last, armed_at = self._catch_up_queue.popleft()
                 try:
                     task = await self._repo.get(name)
                 except LookupError:
                     continue
                 if task.active:
-                    await self._catch_up(task, armed_at)
+                    await self._catch_up(task, last, armed_at)
         finally:
             self._catch_up_workers -= 1
 
-    async def _catch_up(self, task: StoredTask, now: datetime) -> None:
-        """Slots missed up to ``now`` (when the task was armed), from the last claimed one."""
+    async def _catch_up(self, task: StoredTask, last: datetime | None, now: datetime) -> None:
+        """Slots missed after ``last`` (the last claimed when armed) up to ``now`` (armed at)."""
         schedule = self.schedule_of(task.spec, task.created_at)
-        last = await self._repo.last_slot(task.id) or task.created_at
-        missed = slots_between(schedule, last, now, CATCH_UP_SCAN_LIMIT)
+        missed = slots_between(schedule, last or task.created_at, now, CATCH_UP_SCAN_LIMIT)
         if not missed:
             return
         policy = task.spec.catch_up
-        keep = {"skip": 0, "once": 1, "each": task.spec.catch_up_max}[policy]
-        run, skipped = missed[len(missed) - keep :] if keep else [], missed[: len(missed) - keep]
+        keep = min(len(missed), {"skip": 0, "once": 1, "each": task.spec.catch_up_max}[policy])
+        cut = len(missed) - keep
+        run, skipped = missed[cut:], missed[:cut]
         if skipped:  # one row marks how far the skip went: the next catch-up starts after it
             self.skipped += len(skipped)
             run_id = await self._repo.claim(task.id, to_db_time(skipped[-1]), status="skipped")
@@ -303,6 +325,24 @@ class TaskScheduler:
         for slot in run:  # one after the other, oldest first
             await self._claim_and_run(task, to_db_time(slot))
             await self._wait_for(task.name)
+
+    async def _settle_interrupted(self) -> None:
+        """Tell each interrupted run's owner once, or retry it once (``on_interrupt``)."""
+        for run in await self._repo.interrupted_unsettled():
+            try:
+                task = await self._repo.get_by_id(run.task_id)
+            except LookupError:
+                await self._repo.settle(run.id, None)
+                continue
+            retry = task.spec.on_interrupt == "retry" and not run.slot.startswith(RETRY_PREFIX)
+            if retry and task.active:
+                await self._repo.settle(run.id, None)
+                log.info("task %s: retrying the interrupted run of slot %s", task.name, run.slot)
+                await self._claim_and_run(task, RETRY_PREFIX + run.slot)
+                continue
+            assert self.runner is not None, "TaskScheduler.runner is set before start()"
+            outbox_id = await self.runner.tell_interrupted(task, run.id, run.slot)
+            await self._repo.settle(run.id, outbox_id)
 
     async def _claim_and_run(self, task: StoredTask, slot: str) -> int | None:
         running = self._running.setdefault(task.name, set())

@@ -207,8 +207,21 @@ class TaskRunner:
                     "failures it will be paused.",
                 )
 
-    async def _tell(self, task: StoredTask, text: str) -> None:
+    async def tell_interrupted(self, task: StoredTask, run_id: int, slot: str) -> int:
+        """Tell the owner, once, that a run was cut short; its outcome is unknown."""
+        when = slot.removeprefix("retry:")
+        again = " (its one retry)" if slot.startswith("retry:") else ""
+        return await self._tell(
+            task,
+            f"Task {task.name!r}: the run for {when}{again} was interrupted (the daemon stopped "
+            "or crashed during it); its outcome is unknown and its output was not delivered. "
+            f"Run it again with `nightshift tasks run {task.name}`.",
+            dedupe_key=f"task-interrupted:{run_id}",
+        )
+
+    async def _tell(self, task: StoredTask, text: str, *, dedupe_key: str | None = None) -> int:
         channel, _, target = task.spec.deliver_to.partition(":")
         owner = "" if task.owner == "config" else f" (owner {task.owner})"
-        await self._outbox.enqueue(channel, target, text + owner)
+        outbox_id = await self._outbox.enqueue(channel, target, text + owner, dedupe_key=dedupe_key)
         self._wake_outbox()
+        return outbox_id

@@ -129,6 +129,12 @@ class TaskRepo:
             (to_db_time(self._clock.now()), task_id),
         )
 
+    async def get_by_id(self, task_id: int) -> StoredTask:
+        found = await self._tasks("WHERE id = ?", (task_id,))
+        if not found:
+            raise RecordNotFound("task", str(task_id))
+        return found[0]
+
     async def get(self, name: str) -> StoredTask:
         found = await self._tasks("WHERE name = ?", (name,))
         if not found:
@@ -175,19 +181,21 @@ class TaskRepo:
     ) -> None:
         if status not in FINISHED:
             raise ValueError(f"not a final run status: {status}")
+        settled = 0 if status == "interrupted" else 1  # its owner is told at the next start
         await self._store.execute_write(
             "UPDATE task_runs SET status = ?, finished_at = ?, tokens = tokens + ?, output = ?,"
-            " error = ?, outbox_id = COALESCE(?, outbox_id) WHERE id = ?",
-            (status, to_db_time(self._clock.now()), tokens, output, error, outbox_id, run_id),
-        )
+            " error = ?, outbox_id = COALESCE(?, outbox_id), settled = ? WHERE id = ?",
+            (status, to_db_time(self._clock.now()), tokens, output, error, outbox_id, settled,
+             run_id),
+        )  # fmt: skip
 
     async def last_slot(self, task_id: int) -> datetime | None:
-        """The latest scheduled slot claimed (manual runs do not count)."""
+        """The latest scheduled slot claimed (manual runs and retries do not count)."""
         async with self._store.read() as db:
             rows = list(
                 await db.execute_fetchall(
-                    "SELECT max(slot) FROM task_runs"
-                    " WHERE task_id = ? AND slot NOT LIKE 'manual:%'",
+                    "SELECT max(slot) FROM task_runs WHERE task_id = ?"
+                    " AND slot NOT LIKE 'manual:%' AND slot NOT LIKE 'retry:%'",
                     (task_id,),
                 )
             )
@@ -196,11 +204,27 @@ class TaskRepo:
     async def mark_interrupted(self) -> int:
         """At startup: runs left running by a previous process are over."""
         cur = await self._store.execute_write(
-            "UPDATE task_runs SET status = 'interrupted', finished_at = ?,"
+            "UPDATE task_runs SET status = 'interrupted', finished_at = ?, settled = 0,"
             " error = 'the daemon stopped during the run' WHERE status IN ('running', 'claimed')",
             (to_db_time(self._clock.now()),),
         )
         return cur.rowcount
+
+    async def interrupted_unsettled(self) -> list[TaskRun]:
+        """Interrupted runs whose owner was not told yet (nor retried), oldest first."""
+        async with self._store.read() as db:
+            rows = await db.execute_fetchall(
+                "SELECT r.*, NULL AS delivery FROM task_runs r"
+                " WHERE status = 'interrupted' AND settled = 0 ORDER BY id",
+            )
+        return [_run(row) for row in rows]
+
+    async def settle(self, run_id: int, outbox_id: int | None) -> None:
+        """The interrupted run's owner was told (``outbox_id``) or it was retried."""
+        await self._store.execute_write(
+            "UPDATE task_runs SET settled = 1, outbox_id = COALESCE(?, outbox_id) WHERE id = ?",
+            (outbox_id, run_id),
+        )
 
     async def prune(self, before: datetime) -> int:
         """Forget finished runs started before ``before``; each task's latest scheduled slot

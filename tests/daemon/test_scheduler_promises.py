@@ -1,0 +1,127 @@
+"""Every slot is run, skipped with a reason, caught up or interrupted — never silently dropped.
+
+The scheduler and task runner on a real SQLite file (the rig of test_scheduler.py); wake-ups are
+driven directly at exact clock times, as APScheduler would call them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from daemon._task_settings import TaskSpec
+from daemon.scheduler import TaskScheduler
+from tests.daemon.test_scheduler import T0, Rig, hourly, rig  # noqa: F401  (the fixture)
+
+
+async def runs_of(rig: Rig, name: str) -> list[tuple[str, str, str | None]]:
+    """(slot, status, error) of every run of ``name``, oldest first."""
+    task = await rig.repo.get(name)
+    return [(r.slot, r.status, r.error) for r in reversed(await rig.repo.runs(task.id, 100))]
+
+
+async def test_a_wake_up_that_claims_first_does_not_hide_the_missed_slots(rig: Rig) -> None:
+    """Four catch-up workers are busy, so the fifth task's wake-up claims its slot first."""
+    specs = [
+        TaskSpec(name=f"t{i}", interval_seconds=60, command=["sleep", "0.3"], catch_up="once")
+        for i in range(1, 6)
+    ]
+    await rig.scheduler.start(specs)
+    rig.clock.advance(10 * 60)  # down for ten minutes: slots 08:01 … 08:10 missed
+    scheduler = await rig.restart()
+    await scheduler.start(specs)
+    await scheduler._wake("t5")  # the wake-up of 08:10, before t5's catch-up got a worker
+    await scheduler.wait_idle()
+    runs = await runs_of(rig, "t5")
+    assert ("2026-03-02T08:10:00.000000Z", "ok", None) in runs
+    skipped = [error for _, status, error in runs if status == "skipped"]
+    assert skipped == ["9 slot(s) missed while down (once)"]
+
+
+async def test_catch_up_each_runs_every_missed_slot_below_the_maximum(rig: Rig) -> None:
+    spec = hourly("report", command=["true"], catch_up="each", catch_up_max=5)
+    await rig.scheduler.start([spec])
+    rig.clock.advance(3 * 3600 + 60)  # three slots missed, five allowed
+    scheduler = await rig.restart()
+    await scheduler.start([spec])
+    await scheduler.wait_idle()
+    assert [(slot[11:16], status) for slot, status, _ in await runs_of(rig, "report")] == [
+        ("09:00", "ok"),
+        ("10:00", "ok"),
+        ("11:00", "ok"),
+    ]
+
+
+async def test_a_one_second_interval_claims_the_slot_that_is_due_not_the_next(rig: Rig) -> None:
+    spec = TaskSpec(name="tick", interval_seconds=1, command=["true"], catch_up="skip")
+    await rig.scheduler.start([spec])
+    rig.clock.advance(5)
+    await rig.scheduler._wake("tick")  # at 08:00:05 exactly
+    await rig.scheduler.wait_idle()
+    rig.clock.advance(0.998)  # APScheduler woke 2 ms before 08:00:06
+    await rig.scheduler._wake("tick")
+    await rig.scheduler.wait_idle()
+    slots = [slot[11:19] for slot, status, _ in await runs_of(rig, "tick") if status == "ok"]
+    assert slots == ["08:00:05", "08:00:06"]
+
+
+async def test_stop_waits_for_the_configured_drain_timeout(rig: Rig, tmp_path: Path) -> None:
+    """A run that needs 6 s finishes under a 30 s drain timeout (a fixed 5 s cut it off)."""
+    scheduler = TaskScheduler(
+        repo=rig.repo, runner=rig.runner, clock=rig.clock, timezone=lambda: "UTC",
+        drain_timeout=lambda: 30.0,
+    )  # fmt: skip
+    await rig.scheduler.stop()
+    rig.scheduler = scheduler
+    started = tmp_path / "started"
+    command = ["sh", "-c", f"touch {started}; sleep 6; echo done"]
+    await scheduler.start([hourly("long", command=command)])
+    await scheduler.run_now("long")
+    while not started.exists():  # the command is running
+        await asyncio.sleep(0.05)
+    await scheduler.stop()
+    assert [status for _, status, _ in await runs_of(rig, "long")] == ["ok"]
+    assert await rig.texts() == ["[long] done"]
+
+
+async def crash_during_a_run(rig: Rig, spec: TaskSpec) -> TaskScheduler:
+    """A run left 'running' by a killed process, then a restart."""
+    await rig.scheduler.start([spec])
+    task = await rig.repo.get(spec.name)
+    assert await rig.repo.claim(task.id, "2026-03-02T08:00:00.000000Z") is not None
+    scheduler = await rig.restart()
+    await scheduler.start([spec])
+    await scheduler.wait_idle()
+    return scheduler
+
+
+async def test_an_interrupted_run_is_reported_to_its_owner_once(rig: Rig) -> None:
+    spec = hourly("backup", command=["echo", "backed up"])
+    await crash_during_a_run(rig, spec)
+    [(slot, status, error)] = await runs_of(rig, "backup")
+    assert (status, error) == ("interrupted", "the daemon stopped during the run")
+    [notice] = await rig.texts()
+    assert "'backup'" in notice and "interrupted" in notice and "tasks run backup" in notice
+    scheduler = await rig.restart()  # and again: told once only
+    await scheduler.start([spec])
+    await scheduler.wait_idle()
+    assert await rig.texts() == [notice]
+
+
+async def test_an_interrupted_run_is_retried_once_when_asked(rig: Rig) -> None:
+    spec = hourly("backup", command=["echo", "backed up"], on_interrupt="retry")
+    await crash_during_a_run(rig, spec)
+    runs = await runs_of(rig, "backup")
+    assert [(slot, status) for slot, status, _ in runs] == [
+        ("2026-03-02T08:00:00.000000Z", "interrupted"),
+        ("retry:2026-03-02T08:00:00.000000Z", "ok"),
+    ]
+    assert await rig.texts() == ["[backup] backed up"]
+    # the retry does not move catch-up: the next hourly slot is still found
+    rig.clock.advance(3600)
+    scheduler = await rig.restart()
+    await scheduler.start([spec])
+    await scheduler.wait_idle()
+    assert ("2026-03-02T09:00:00.000000Z", "ok", None) in await runs_of(rig, "backup")
+
+
