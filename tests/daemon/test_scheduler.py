@@ -61,8 +61,8 @@ class Rig:
         return self.scheduler
 
 
-@pytest.fixture
-async def rig(tmp_path: Path, fake_llm: FakeChatServer) -> AsyncIterator[Rig]:
+@pytest.fixture(name="rig")
+async def rig_fixture(tmp_path: Path, fake_llm: FakeChatServer) -> AsyncIterator[Rig]:
     settings = load_settings(
         None,
         overrides={"llm": {"base_url": fake_llm.base_url, "api_key": "sk-test", "max_retries": 0}},

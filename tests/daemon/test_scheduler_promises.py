@@ -7,11 +7,12 @@ driven directly at exact clock times, as APScheduler would call them.
 from __future__ import annotations
 
 import asyncio
+import os
 from pathlib import Path
 
 from daemon._task_settings import TaskSpec
 from daemon.scheduler import TaskScheduler
-from tests.daemon.test_scheduler import T0, Rig, hourly, rig  # noqa: F401  (the fixture)
+from tests.daemon.test_scheduler import T0, Rig, hourly, rig_fixture  # noqa: F401  (fixture)
 
 
 async def runs_of(rig: Rig, name: str) -> list[tuple[str, str, str | None]]:
@@ -74,11 +75,11 @@ async def test_stop_waits_for_the_configured_drain_timeout(rig: Rig, tmp_path: P
     await rig.scheduler.stop()
     rig.scheduler = scheduler
     started = tmp_path / "started"
-    command = ["sh", "-c", f"touch {started}; sleep 6; echo done"]
+    os.mkfifo(started)
+    command = ["sh", "-c", f"echo started > {started}; sleep 6; echo done"]
     await scheduler.start([hourly("long", command=command)])
     await scheduler.run_now("long")
-    while not started.exists():  # the command is running
-        await asyncio.sleep(0.05)
+    assert await asyncio.to_thread(started.read_text) == "started\n"  # the command is running
     await scheduler.stop()
     assert [status for _, status, _ in await runs_of(rig, "long")] == ["ok"]
     assert await rig.texts() == ["[long] done"]
@@ -123,5 +124,3 @@ async def test_an_interrupted_run_is_retried_once_when_asked(rig: Rig) -> None:
     await scheduler.start([spec])
     await scheduler.wait_idle()
     assert ("2026-03-02T09:00:00.000000Z", "ok", None) in await runs_of(rig, "backup")
-
-
