@@ -1,4 +1,10 @@
-"""Durable delivery: every outbound message is a row first; a worker per channel sends it."""
+"""Durable delivery: every outbound message is a row first; a worker per channel sends it.
+
+Order is kept per target (room, chat): a message waiting for its retry holds back the ones
+behind it to the same target, not the others. A failure while the channel was not up (an
+outage) is retried as soon as the channel's health turns up again, whatever the backoff; a
+failure while it was up (a rate limit, a bad gateway) keeps its backoff and Retry-After.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +21,7 @@ from memory.outbox import OutboxRepo
 log = logging.getLogger(__name__)
 
 IDLE_POLL_SECONDS = 60.0
+HEALTH_POLL_SECONDS = 0.25  # while an outage holds messages back: how soon recovery is seen
 MAX_BACKOFF_SECONDS = 600.0
 MAX_ATTEMPTS = 50
 FAR_FUTURE = datetime(9999, 1, 1, tzinfo=UTC)
@@ -30,6 +37,7 @@ class OutboxWorker:
         self._clock = clock
         self._wake = asyncio.Event()
         self._retry_at: datetime | None = None
+        self._outage = False  # a delivery failed while the channel was not up
 
     def wake(self) -> None:
         self._wake.set()
@@ -43,6 +51,8 @@ class OutboxWorker:
             if self._retry_at is not None:
                 until_retry = (self._retry_at - self._clock.now()).total_seconds()
                 timeout = max(0.0, min(timeout, until_retry))
+            if self._outage:
+                timeout = min(timeout, HEALTH_POLL_SECONDS)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=timeout)
 
@@ -53,19 +63,30 @@ class OutboxWorker:
         return await self._repo.platform_id(thread.removeprefix(THREAD_REF))
 
     async def flush(self) -> int:
-        """Send everything due now, in order; stop at the first transient failure."""
+        """Send everything due now, in order per target; stop at the first transient failure."""
+        if self._outage and self._channel.health().state == "up":
+            self._outage = False
+            again = await self._repo.retry_now(self._channel.name)
+            log.info("%s is up again: retrying %d message(s) now", self._channel.name, again)
         self._retry_at = None
         sent = 0
+        held: set[str] = set()  # targets whose oldest message waits for its retry
+        after = 0
         while True:
             # every pending message in order, due or not: a message waiting for its retry holds
-            # back the ones behind it, so people read them in the order they were written
-            batch = await self._repo.due(self._channel.name, FAR_FUTURE, limit=50)
+            # back the ones behind it to the same target, so people read them in order
+            batch = await self._repo.due(self._channel.name, FAR_FUTURE, limit=50, after_id=after)
             if not batch:
                 return sent
             for row in batch:
+                after = row.id
+                if row.target in held:
+                    continue
                 if row.next_attempt_at is not None and row.next_attempt_at > self._clock.now():
-                    self._retry_at = row.next_attempt_at
-                    return sent
+                    held.add(row.target)
+                    if self._retry_at is None or row.next_attempt_at < self._retry_at:
+                        self._retry_at = row.next_attempt_at
+                    continue
                 message = OutgoingMessage(
                     outbox_id=row.id,
                     target=row.target,
@@ -79,6 +100,7 @@ class OutboxWorker:
                     await self._repo.mark_failed(row.id, str(exc))
                     continue
                 except (DeliveryError, OSError, TimeoutError) as exc:
+                    self._outage = self._channel.health().state != "up"
                     await self._retry(row.id, row.attempts, exc)
                     return sent
                 await self._repo.mark_delivered(row.id, platform_id)
@@ -93,6 +115,11 @@ class OutboxWorker:
         delay = getattr(exc, "retry_after", None) or min(
             MAX_BACKOFF_SECONDS, 2**attempts * (1 + random.random())
         )
-        log.warning("outbox %s: delivery failed (%s); retrying in %.0fs", message_id, exc, delay)
-        self._retry_at = self._clock.now() + timedelta(seconds=delay)
-        await self._repo.mark_retry(message_id, str(exc), self._retry_at)
+        when_up = " (or as soon as the channel is up)" if self._outage else ""
+        log.warning(
+            "outbox %s: delivery failed (%s); retrying in %.0fs%s", message_id, exc, delay, when_up
+        )
+        retry_at = self._clock.now() + timedelta(seconds=delay)
+        if self._retry_at is None or retry_at < self._retry_at:
+            self._retry_at = retry_at
+        await self._repo.mark_retry(message_id, str(exc), retry_at)

@@ -124,17 +124,27 @@ class OutboxRepo:
         return str(rows[0][0]) if rows and rows[0][0] else None
 
     async def due(
-        self, channel: str, now: datetime | None = None, limit: int = 50
+        self, channel: str, now: datetime | None = None, limit: int = 50, *, after_id: int = 0
     ) -> list[OutboxMessage]:
         """Pending messages for ``channel`` whose next attempt is due, oldest first."""
         when = to_db_time(now if now is not None else self._clock.now())
         async with self._store.read() as db:
             rows = await db.execute_fetchall(
                 f"SELECT {_COLUMNS} FROM outbox WHERE channel = ? AND status = 'pending'"
-                " AND next_attempt_at <= ? ORDER BY id LIMIT ?",
-                (channel, when, limit),
+                " AND next_attempt_at <= ? AND id > ? ORDER BY id LIMIT ?",
+                (channel, when, after_id, limit),
             )
         return [_message(row) for row in rows]
+
+    async def retry_now(self, channel: str) -> int:
+        """The channel recovered: every pending message waiting for a retry is due now."""
+        now = to_db_time(self._clock.now())
+        cur = await self._store.execute_write(
+            "UPDATE outbox SET next_attempt_at = ?"
+            " WHERE channel = ? AND status = 'pending' AND next_attempt_at > ?",
+            (now, channel, now),
+        )
+        return cur.rowcount
 
     async def _update(self, message_id: int, sql: str, params: tuple[object, ...]) -> None:
         cur = await self._store.execute_write(sql, (*params, message_id))
