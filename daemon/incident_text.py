@@ -19,8 +19,10 @@ def notification(
     muted: Mapping[str, str],
     runbook: Runbook | None,
     reminder: bool,
+    fired: int = 1,
 ) -> str:
-    """A firing notification: what, where, since when, and the runbook — the facts alone."""
+    """A firing notification: what, where, since when, and the runbook — the facts alone.
+    ``fired``: how often its most restless alert fired in this incident (> 1: flapping)."""
     firing = [a for a in alerts if a.status == "firing" and a.fingerprint not in muted]
     resolved = [a for a in alerts if a.status == "resolved" and a.fingerprint not in muted]
     head = "Reminder: still firing" if reminder else "FIRING"
@@ -35,6 +37,8 @@ def notification(
         lines.append(f"• resolved: {_describe(alert)}")
     if muted:
         lines.append(f"({len(muted)} more muted: silenced, in maintenance or inhibited)")
+    if fired > 1:
+        lines.append(f"Flapping: fired {fired} times since {_hhmm(incident.opened_at)}.")
     if runbook is not None:
         lines.append(f"Runbook: {runbook.name}")
         excerpt = runbook.excerpt()
@@ -42,6 +46,16 @@ def notification(
             lines.append(excerpt)
     lines.append(f"Reply `incidents show {incident.id}` or `silence {incident.id} 2h`.")
     return "\n".join(lines)
+
+
+def flapping_notice(incident: Incident, alerts: Sequence[IncidentAlert], fired: int) -> str:
+    """Alerts that fired and resolved again and again, faster than group_wait."""
+    names = ", ".join(sorted({a.name for a in alerts})) or incident.title
+    return (
+        f"[FLAPPING] {incident.title} — incident #{incident.id} ({incident.severity}): {names} "
+        f"fired up to {fired} times since {_hhmm(incident.opened_at)}, resolving each time; "
+        f"resolved now. Reply `incidents show {incident.id}` for the timeline."
+    )
 
 
 def resolved_notice(incident: Incident, alerts: Sequence[IncidentAlert], now: datetime) -> str:

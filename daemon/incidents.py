@@ -10,6 +10,13 @@ one. Notifications are decided per incident at its ``flush_at``:
 * when every alert has resolved, a resolved notice is sent (if the incident was ever notified)
   and the incident closes.
 
+Flapping (an alert that fires and resolves faster than ``group_wait``) is never lost: an
+incident whose alerts all resolved before its first notice stays open for ``group_interval``
+after its ``group_wait``, so a re-fire joins it and is announced at once; one that fired more
+than once is announced as flapping even if it is resolved at that moment. A single blip that
+never comes back closes silently (as Alertmanager does), with the reason in its timeline, and
+starts no investigation or postmortem. A notice says how often its most restless alert fired.
+
 Silenced, in-maintenance and inhibited alerts are recorded but not notified.
 """
 
@@ -176,19 +183,30 @@ class IncidentManager:
             return  # a repeat of a firing alert (Alertmanager resends snapshots)
         await IncidentRepo.raise_severity(db, incident_id, event.severity)
         await IncidentRepo.add_event(db, incident_id, now, "alert firing", _label(event))
-        await self._schedule_update(db, incident_id, now)
+        await self._schedule_update(db, incident_id, now, refire=previous == "resolved")
 
     async def _schedule_update(
-        self, db: aiosqlite.Connection, incident_id: int, now: datetime
+        self, db: aiosqlite.Connection, incident_id: int, now: datetime, *, refire: bool = False
     ) -> None:
-        """A change is announced at the next group_interval tick; before the first notice,
-        the flush set at creation (after group_wait) stands."""
+        """A change is announced at the next group_interval tick; before the first notice, the
+        flush set at creation stands — but a re-fire of a blip held open past its group_wait
+        is announced at once (no sooner than group_interval after the group's last notice)."""
         rows = list(
             await db.execute_fetchall(
-                "SELECT notified_at FROM incidents WHERE id = ?", (incident_id,)
+                "SELECT notified_at, opened_at, flush_at, group_key FROM incidents WHERE id = ?",
+                (incident_id,),
             )
         )
         if rows[0][0] is None:
+            if refire and rows[0][2] is not None:
+                wait = timedelta(seconds=self.settings.group_wait_seconds)
+                soonest = max(now, from_db_time(rows[0][1]) + wait)
+                last = await IncidentRepo.last_notified(db, rows[0][3])
+                if last is not None:
+                    interval = timedelta(seconds=self.settings.group_interval_seconds)
+                    soonest = max(soonest, last + interval)
+                if from_db_time(rows[0][2]) > soonest:
+                    await IncidentRepo.set_flush(db, incident_id, soonest)
             return
         interval = timedelta(seconds=self.settings.group_interval_seconds)
         await IncidentRepo.set_flush(db, incident_id, max(now, from_db_time(rows[0][0]) + interval))
@@ -208,10 +226,16 @@ class IncidentManager:
         firing = [a for a in visible if a.status == "firing"]
         digest = _digest(visible)
         resolved = all(a.status == "resolved" for a in alerts)
+        announced = incident.notifications > 0
         first = False
         async with self.store.write() as db:
-            if resolved:
-                if incident.notifications and self.settings.send_resolved:
+            fired = await IncidentRepo.most_fired(db, incident.id)
+            if resolved and not announced:
+                announced = await self._resolved_unannounced(db, incident, alerts, fired, now)
+                if announced is None:
+                    return  # held open: a re-fire joins it
+            elif resolved:
+                if self.settings.send_resolved:
                     await self._send(
                         db,
                         incident,
@@ -247,8 +271,9 @@ class IncidentManager:
                     first = incident.notifications == 0
                     runbook = self._runbook(firing)
                     text = incident_text.notification(
-                        incident, alerts, muted=muted, runbook=runbook, reminder=not changed
-                    )
+                        incident, alerts, muted=muted, runbook=runbook, reminder=not changed,
+                        fired=fired,
+                    )  # fmt: skip
                     kind = "reminder" if not changed else "notified"
                     await self._send(db, incident, text, kind, now)
                     await IncidentRepo.mark_notified(db, incident.id, now, digest)
@@ -258,10 +283,41 @@ class IncidentManager:
                     await IncidentRepo.replace_flush(db, incident.id, incident.notified_at + repeat)
         self._wake_outbox()
         if self.responder is not None:
-            if resolved:
+            if resolved and announced:  # nobody heard of a blip: no postmortem for it
                 self.responder.resolved(incident.id)
             elif first:
                 self.responder.first_notified(incident.id)
+
+    async def _resolved_unannounced(
+        self,
+        db: aiosqlite.Connection,
+        incident: Incident,
+        alerts: Sequence[IncidentAlert],
+        fired: int,
+        now: datetime,
+    ) -> bool | None:
+        """Every alert resolved before the first notice. Flapping is announced (True); a blip
+        is held open for group_interval after group_wait (None), then closed silently (False)."""
+        if fired >= 2:
+            text = incident_text.flapping_notice(incident, alerts, fired)
+            await self._send(db, incident, text, "notified", now)
+            await IncidentRepo.mark_notified(db, incident.id, now, _digest(alerts))
+            await IncidentRepo.resolve(db, incident.id, now)
+            await IncidentRepo.add_event(
+                db, incident.id, now, "resolved", f"flapped: fired {fired} times, now resolved"
+            )
+            return True
+        hold = timedelta(
+            seconds=self.settings.group_wait_seconds + self.settings.group_interval_seconds
+        )
+        if now < incident.opened_at + hold:
+            await IncidentRepo.replace_flush(db, incident.id, incident.opened_at + hold)
+            return None
+        await IncidentRepo.resolve(db, incident.id, now)
+        await IncidentRepo.add_event(
+            db, incident.id, now, "resolved", "resolved within group_wait; not announced"
+        )
+        return False
 
     async def post(self, incident_id: int, text: str, kind: str) -> None:
         """Send a follow-up (findings, remediation, postmortem) where the incident's notices go."""

@@ -145,7 +145,8 @@ class IncidentRepo:
             " ON CONFLICT (incident_id, fingerprint) DO UPDATE SET status = excluded.status,"
             " labels = excluded.labels, annotations = excluded.annotations,"
             " starts_at = min(starts_at, excluded.starts_at), ends_at = excluded.ends_at,"
-            " value = excluded.value, updated_at = excluded.updated_at",
+            " value = excluded.value, updated_at = excluded.updated_at,"
+            " fired = fired + (status = 'resolved' AND excluded.status = 'firing')",
             (
                 incident_id,
                 event.fingerprint,
@@ -158,6 +159,16 @@ class IncidentRepo:
                 to_db_time(event.at),
             ),
         )
+
+    @staticmethod
+    async def most_fired(db: aiosqlite.Connection, incident_id: int) -> int:
+        """How many times the incident's most restless alert fired (more than once: flapping)."""
+        rows = list(
+            await db.execute_fetchall(
+                "SELECT max(fired) FROM incident_alerts WHERE incident_id = ?", (incident_id,)
+            )
+        )
+        return int(rows[0][0] or 0)
 
     @staticmethod
     async def raise_severity(db: aiosqlite.Connection, incident_id: int, severity: str) -> None:

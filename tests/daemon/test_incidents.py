@@ -138,14 +138,6 @@ async def test_resolution_sends_one_resolved_notice_and_closes(world: World) -> 
     assert "incident #2" in text
 
 
-async def test_an_alert_resolved_within_group_wait_is_never_announced(world: World) -> None:
-    await world.fire("Blip")
-    await world.resolve("Blip")
-    assert await world.after(60) == []
-    [incident] = await world.incidents.listing()
-    assert incident.state == "resolved" and incident.notifications == 0
-
-
 async def test_grouping_by_labels_separates_incidents(world: World, tmp_path: Path) -> None:
     world.manager.settings = IncidentSettings(group_by=["instance"], group_wait_seconds=10)
     await world.fire("HighCpu", instance="a")
@@ -310,3 +302,48 @@ async def test_a_backlog_does_not_hold_up_notifications_that_are_due(world: Worl
     world.manager._handle = handle  # type: ignore[method-assign]
     await world.manager.step()
     assert sent[:2] == [0, 2]  # both groups were notified before the second batch was taken
+
+
+async def test_flapping_faster_than_group_wait_is_announced(world: World) -> None:
+    """Alertmanager announces such a group; nightshift used to open a new silent incident each
+    time (and then post a postmortem for each)."""
+    for _ in range(3):  # firing 4 s, resolved 4 s: every phase shorter than group_wait
+        await world.fire("Flappy", host="web1")
+        assert await world.after(4) == []
+        await world.resolve("Flappy", host="web1")
+        assert await world.after(4) == []
+    [notice] = await world.after(6)
+    assert notice.startswith("[FLAPPING] Flappy")
+    assert "fired up to 3 times" in notice
+    assert [i.state for i in await world.incidents.listing()] == ["resolved"]
+
+
+async def test_a_re_fire_of_a_blip_joins_it_and_is_announced_at_once(world: World) -> None:
+    await world.fire("Flappy", host="web1")
+    await world.resolve("Flappy", host="web1")
+    assert await world.after(30) == []  # resolved before group_wait: held, not announced
+    assert await world.after(100) == []
+    await world.fire("Flappy", host="web1")
+    [notice] = await world.new_messages()
+    assert notice.startswith("[FIRING:1] Flappy") and "incident #1 " in notice
+    assert "Flapping: fired 2 times" in notice
+
+
+async def test_a_single_blip_closes_silently_with_the_reason_in_its_timeline(
+    world: World,
+) -> None:
+    await world.fire("Blip", host="web1")
+    await world.resolve("Blip", host="web1")
+    assert await world.after(30) == []
+    assert await world.after(300) == []
+    [incident] = await world.incidents.listing()
+    assert incident.state == "resolved" and incident.notifications == 0
+    timeline = await world.incidents.timeline(incident.id)
+    assert timeline[-1].detail == "resolved within group_wait; not announced"
+
+
+async def test_two_alerts_of_one_group_are_not_flapping(world: World) -> None:
+    await world.fire("DiskFull", mount="/var")
+    await world.fire("DiskFull", mount="/srv")
+    [text] = await world.after(30)
+    assert "Flapping" not in text
