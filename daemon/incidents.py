@@ -231,9 +231,10 @@ class IncidentManager:
         async with self.store.write() as db:
             fired = await IncidentRepo.most_fired(db, incident.id)
             if resolved and not announced:
-                announced = await self._resolved_unannounced(db, incident, alerts, fired, now)
-                if announced is None:
+                outcome = await self._resolved_unannounced(db, incident, alerts, fired, now)
+                if outcome is None:
                     return  # held open: a re-fire joins it
+                announced = outcome
             elif resolved:
                 if self.settings.send_resolved:
                     await self._send(
