@@ -17,7 +17,10 @@ than once is announced as flapping even if it is resolved at that moment. A sing
 never comes back closes silently (as Alertmanager does), with the reason in its timeline, and
 starts no investigation or postmortem. A notice says how often its most restless alert fired.
 
-Silenced, in-maintenance and inhibited alerts are recorded but not notified.
+Silenced, in-maintenance and inhibited alerts are recorded but not notified. A muted incident
+is looked at again when its silence ends (or at once when a silence is expired or added by a
+person); the notice that follows waits only for group_interval, and the end of the mute is in
+its timeline.
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ from daemon import incident_text
 from daemon._alerting_settings import IncidentSettings
 from daemon.alerts import AlertEvent
 from daemon.clock import Clock
-from daemon.muting import Muter
+from daemon.muting import Muter, silenced_until
 from daemon.routing import Router
 from daemon.runbooks import Runbook, RunbookLibrary
 from integrations.outbox import THREAD_REF
@@ -93,6 +96,7 @@ class IncidentManager:
         self.responder: Responder | None = None
         self._wake_outbox = wake_outbox
         self._wake = asyncio.Event()
+        self._silences_changed = False
         self.notifications_sent = 0
 
     def configure(self, settings: IncidentSettings) -> None:
@@ -111,6 +115,11 @@ class IncidentManager:
     def wake(self) -> None:
         self._wake.set()
 
+    def silences_changed(self) -> None:
+        """A person added or expired a silence: look at every muted incident again now."""
+        self._silences_changed = True
+        self.wake()
+
     # -- the loop -------------------------------------------------------------------------------
 
     async def run(self) -> None:
@@ -127,6 +136,9 @@ class IncidentManager:
 
     async def step(self) -> None:
         """One pass: take every unhandled event, then send what is due. Tests call this."""
+        if self._silences_changed:
+            self._silences_changed = False
+            await self.repo.flush_muted_now(self.clock.now())
         while batch := await self.alert_repo.unhandled(BATCH):
             await self._handle(batch)
             await self._flush_due()  # a storm's backlog must not hold up what is due
@@ -259,15 +271,25 @@ class IncidentManager:
                         "UPDATE incidents SET notified_digest = ? WHERE id = ?",
                         ("muted:" + digest, incident.id),
                     )
-                await IncidentRepo.replace_flush(
-                    db, incident.id, now + timedelta(seconds=MUTED_RECHECK_SECONDS)
-                )
+                recheck = now + timedelta(seconds=MUTED_RECHECK_SECONDS)
+                silences = await self.silences.active()
+                ends = [
+                    silenced_until(a.labels, now, silences) for a in alerts if a.status == "firing"
+                ]
+                if ends and all(ends):  # every alert silenced: look again when the first ends
+                    recheck = min(e for e in ends if e is not None)
+                await IncidentRepo.replace_flush(db, incident.id, recheck)
             else:
                 repeat = timedelta(seconds=self.settings.repeat_interval_seconds)
                 changed = digest != incident.notified_digest
                 due_repeat = (
                     incident.notified_at is not None and incident.notified_at + repeat <= now
                 )
+                if (incident.notified_digest or "").startswith("muted:"):
+                    await IncidentRepo.add_event(
+                        db, incident.id, now, "unmuted", "no longer silenced, in maintenance or "
+                        "inhibited"
+                    )  # fmt: skip
                 if changed or due_repeat:
                     first = incident.notifications == 0
                     runbook = self._runbook(firing)

@@ -88,6 +88,14 @@ class Muter:
         return None
 
 
+def silenced_until(
+    labels: Mapping[str, str], now: datetime, silences: Sequence[Silence]
+) -> datetime | None:
+    """When the last silence muting ``labels`` ends (None: no silence mutes them)."""
+    ends = [s.ends_at for s in silences if s.active(now) and match_all(_parsed(s), labels)]
+    return max(ends, default=None)
+
+
 _PARSED: dict[tuple[str, ...], list[Matcher]] = {}
 
 

@@ -249,7 +249,7 @@ class Runtime:
             settings.rules, self.alert_repo, self.clock, on_events=self.incident_manager.wake
         )
         self.commands = IncidentCommands(
-            self.incidents, self.silences, self.clock, self.incident_manager.wake
+            self.incidents, self.silences, self.clock, self.incident_manager.silences_changed
         )
         self.webhook_stats = WebhookStats()
 

@@ -278,6 +278,15 @@ class IncidentRepo:
             )
         return [_incident(row) for row in rows]
 
+    async def flush_muted_now(self, now: datetime) -> int:
+        """Open incidents held back as muted are looked at again at ``now``."""
+        cur = await self._store.execute_write(
+            "UPDATE incidents SET flush_at = ? WHERE state = 'open'"
+            " AND notified_digest LIKE 'muted:%'",
+            (to_db_time(now),),
+        )
+        return cur.rowcount
+
     async def next_flush(self) -> datetime | None:
         async with self._store.read() as db:
             rows = list(

@@ -14,6 +14,7 @@ from daemon._alerting_settings import IncidentSettings, RuleSettings
 from daemon.alerting import AlertPipeline
 from daemon.alerts import AlertEvent, Observation, fingerprint
 from daemon.clock import ManualClock
+from daemon.commands import IncidentCommands
 from daemon.incidents import IncidentManager
 from daemon.routing import Router
 from daemon.runbooks import RunbookLibrary
@@ -163,12 +164,32 @@ async def test_silence_mutes_until_it_expires(world: World) -> None:
     assert text.startswith("[FIRING:1] DiskFull")
 
 
-async def test_expiring_a_silence_early_lets_notifications_through(world: World) -> None:
+async def test_expiring_a_silence_early_notifies_at_once(world: World) -> None:
+    commands = IncidentCommands(
+        world.incidents, world.silences, world.clock, world.manager.silences_changed
+    )
     silence = await world.silences.add(["alertname=DiskFull"], START + timedelta(days=1), "ann")
     await world.fire("DiskFull")
     assert await world.after(30) == []
-    assert await world.silences.expire(silence.id)
-    assert len(await world.after(60)) == 1
+    assert await world.after(15) == []
+    assert await commands.run("unsilence", str(silence.id), "ann") == "Silence #1 expired."
+    [text] = await world.after(0)  # not after the next 60 s re-check
+    assert text.startswith("[FIRING:1] DiskFull")
+    [incident] = await world.incidents.listing()
+    kinds = [entry.kind for entry in await world.incidents.timeline(incident.id)]
+    assert kinds[-2:] == ["unmuted", "notified"]
+
+
+async def test_a_silence_that_ends_is_followed_by_the_notice_at_that_moment(
+    world: World,
+) -> None:
+    ends = START + timedelta(minutes=10, seconds=45)  # not on a 60 s re-check tick
+    await world.silences.add(["alertname=DiskFull"], ends, "ann")
+    await world.fire("DiskFull")
+    assert await world.after(30) == []
+    assert await world.after(614) == []  # 12:10:44
+    [text] = await world.after(1)
+    assert text.startswith("[FIRING:1] DiskFull")
 
 
 async def test_maintenance_window_mutes_only_inside_it(world: World) -> None:
