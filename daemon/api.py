@@ -157,19 +157,33 @@ async def command(request: web.Request) -> web.Response:
     text = body.get("text")
     if not isinstance(text, str) or not text.strip():
         raise web.HTTPBadRequest(text='body must be {"text": "incidents" | "silence …" | …}')
+    answer = await _llm_free(_runtime(request), text, f"console:{peer_name(request)}")
+    if answer is None:
+        raise web.HTTPBadRequest(text=f"unknown command {text.split()[0]!r}")
+    reply, ok = answer
+    return web.json_response({"text": reply, "ok": ok})
+
+
+async def _llm_free(runtime: Runtime, text: str, actor: str) -> tuple[str, bool] | None:
+    """Answer a command that needs no model (help, status, incidents, silences, tasks), as in
+    every chat channel; None when ``text`` is not one (a question for the agent)."""
+    from daemon.hub import HELP_TEXT
+
     word, _, rest = text.strip().partition(" ")
-    runtime = _runtime(request)
-    actor = f"console:{peer_name(request)}"
-    if word.lower() in TASK_WORDS:
+    word = word.lower()
+    if word == "help":
+        return HELP_TEXT, True
+    if word == "status":
+        return await runtime.status_text(), True
+    if word in TASK_WORDS:
         task_commands = getattr(runtime, "task_commands", None)
         if task_commands is None:
-            return web.json_response({"text": SCHEDULER_OFF, "ok": False})
-        answer = await task_commands.reply(word.lower(), rest, actor)
-        return web.json_response({"text": answer.text, "ok": answer.ok})
-    if runtime.commands.required(word.lower()) is None:
-        raise web.HTTPBadRequest(text=f"unknown command {word!r}")
-    reply = await runtime.commands.run(word.lower(), rest, actor)
-    return web.json_response({"text": reply, "ok": True})
+            return SCHEDULER_OFF, False
+        answer = await task_commands.reply(word, rest, actor)
+        return answer.text, answer.ok
+    if runtime.commands.required(word) is None:
+        return None
+    return await runtime.commands.run(word, rest, actor), True
 
 
 async def add_task(request: web.Request) -> web.Response:
@@ -239,6 +253,12 @@ async def chat(request: web.Request) -> web.StreamResponse:
     response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
     await response.prepare(request)
     send = _ndjson_writer(response)
+    answer = await _llm_free(runtime, text, f"console:{user}")
+    if answer is not None:  # answered like in every channel, with or without the agent
+        await send({"type": "reply", "text": answer[0], "status": "ok" if answer[1] else "error"})
+        with contextlib.suppress(ConnectionResetError):
+            await response.write_eof()
+        return response
     pending_sends: set[asyncio.Task[None]] = set()
 
     def show_approval(item: ApprovalRequest) -> None:

@@ -124,7 +124,42 @@ def _task_parsers(tasks: argparse.ArgumentParser) -> None:
             sub.add_argument("--reason", default="", help="shown in `nightshift tasks`")
 
 
+# Chat forms the CLI takes as they are printed in hints (`unsilence 1`, `silence 3 2h why`,
+# `tasks add NAME every 1h prompt …`, `tasks run NAME`): sent to the daemon like chat commands.
+_CHAT_ONLY = frozenset({"unsilence", "silences", "incident"})
+_CLI_SILENCE = frozenset({"add", "list", "expire"})
+_LOCATION = frozenset({"--config", "--state-dir"})
+
+
+def chat_form(argv: list[str]) -> tuple[list[str], str] | None:
+    """(location options, command text) when ``argv`` is a command written as in chat."""
+    location: list[str] = []
+    words: list[str] = []
+    rest = iter(argv)
+    for arg in rest:
+        name = arg.split("=", 1)[0]
+        if name in _LOCATION:
+            location += [arg] if "=" in arg else [arg, next(rest, "")]
+        else:
+            words.append(arg)
+    if not words:
+        return None
+    first, second = words[0], words[1] if len(words) > 1 else ""
+    chat = (
+        first in _CHAT_ONLY
+        or (first == "silence" and second not in _CLI_SILENCE and not second.startswith("-"))
+        or (first == "tasks" and second in ("add", "run", "help")
+            and not any(w.startswith("--") for w in words))
+    )  # fmt: skip
+    return (location, " ".join(words)) if chat and second not in ("-h", "--help") else None
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    as_chat = chat_form(argv)
+    if as_chat is not None:
+        location, text = as_chat
+        return _chat_command(build_parser().parse_args(["incidents", *location]), text)
     args = build_parser().parse_args(argv)
     handler = HANDLERS[args.command]
     try:
@@ -341,6 +376,15 @@ def _add_task(args: argparse.Namespace) -> int:
 
 
 def _task_command(args: argparse.Namespace, text: str) -> int:
+    result = _ask_daemon(args, "POST", "/v1/command", {"text": text})
+    if result is None:
+        return 3
+    print(result["text"])
+    return 0 if result.get("ok", True) else 1
+
+
+def _chat_command(args: argparse.Namespace, text: str) -> int:
+    """Run ``text`` in the daemon as a chat command; 1 when it was refused."""
     result = _ask_daemon(args, "POST", "/v1/command", {"text": text})
     if result is None:
         return 3

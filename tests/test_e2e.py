@@ -126,6 +126,35 @@ async def test_without_api_key_the_daemon_runs_and_says_why(tmp_path: Path) -> N
         assert await process.stop() == 0
 
 
+async def test_commands_work_without_the_agent_in_chat_and_as_their_hints_print_them(
+    tmp_path: Path,
+) -> None:
+    config = write_config(tmp_path / "config.toml", None)
+    process = DaemonProcess(config, tmp_path / "state")
+    await process.start()
+    try:
+        code, out, _ = await process.cli("chat", "-m", "status")  # no model needed
+        assert code == 0 and "agent off" in out and "agent is off" not in out
+        code, out, _ = await process.cli("chat", "-m", "silence alertname=Disk 2h resize")
+        assert code == 0 and out.startswith("Silence #1: alertname=Disk until")
+        hint = out.split("Undo with `")[1].split("`")[0]
+        assert hint == "unsilence 1"
+        code, out, _ = await process.cli(*hint.split())  # `nightshift unsilence 1`, as printed
+        assert code == 0 and out.strip() == "Silence #1 expired."
+        code, out, _ = await process.cli("silence", "1", "2h")  # chat form: an incident number
+        assert "no incident with id 1" in out
+        code, out, _ = await process.cli("tasks")
+        hint = out.split("e.g. `")[1].split("`")[0]  # tasks add disk-report every 1h prompt …
+        code, out, _ = await process.cli(*hint.split())
+        assert code == 0 and out.startswith("Added task disk-report: every 1h")
+        code, out, _ = await process.cli("tasks", "run", "disk-report")
+        assert code == 0 and out.startswith("Started task disk-report")
+        stored = rows(process.state_dir / "nightshift.db", "SELECT content FROM messages")
+        assert stored == []  # commands are not questions for the agent
+    finally:
+        assert await process.stop() == 0
+
+
 async def test_privileged_command_runs_only_after_approval_from_the_console(
     daemon: DaemonProcess, fake_llm: FakeChatServer, tmp_path: Path
 ) -> None:
