@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import faulthandler
 import json
 import logging
@@ -155,7 +156,15 @@ def chat_form(argv: list[str]) -> tuple[list[str], str] | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
+    try:
+        return _main(sys.argv[1:] if argv is None else argv)
+    except BrokenPipeError:  # `nightshift slack manifest | head`: the reader had enough
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+
+
+def _main(argv: list[str]) -> int:
     as_chat = chat_form(argv)
     if as_chat is not None:
         location, text = as_chat
@@ -501,7 +510,7 @@ def render_status(report: dict[str, Any]) -> str:
         f"  tasks:     {report['tasks']['active']} active, {report['tasks']['paused']} paused"
         f" of {report['tasks']['total']}; next run {report['tasks']['next_run'] or '-'}"
         f" (scheduler {report['tasks']['scheduler']})",
-        f"  outbox:    {report['outbox'] or 'empty'}",
+        f"  outbox:    {_outbox_line(report['outbox'])}",
         "  channels:  "
         + ", ".join(
             f"{name} {info['state']}" + (f" ({info['detail']})" if info["detail"] else "")
@@ -525,3 +534,8 @@ def render_status(report: dict[str, Any]) -> str:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def _outbox_line(depths: dict[str, int]) -> str:
+    """``slack 3 pending, console 1 pending`` (or ``empty``)."""
+    return ", ".join(f"{channel} {n} pending" for channel, n in depths.items()) or "empty"
