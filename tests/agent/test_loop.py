@@ -122,7 +122,7 @@ async def harness_factory(tmp_path: Path, fake_llm: FakeChatServer) -> AsyncIter
     opened: list[tuple[SqliteStore, LlmClient]] = []
 
     async def make(
-        llm_settings: dict[str, Any] | None = None, sleep: Any = asyncio.sleep, **agent: Any
+        llm_settings: dict[str, Any] | None = None, sleep: Any = None, **agent: Any
     ) -> Harness:
         settings = settings_for(fake_llm, llm_settings, **agent)
         clock = SystemClock()
@@ -142,7 +142,7 @@ async def harness_factory(tmp_path: Path, fake_llm: FakeChatServer) -> AsyncIter
             runs=runs,
             store=store,
             clock=clock,
-            sleep=sleep,
+            **({} if sleep is None else {"sleep": sleep}),
         )
         return Harness(loop, store, broker, conversations, runs, audit)
 
@@ -325,7 +325,7 @@ async def test_no_tool_call_from_a_cut_stream_runs(
     harness_factory: Any, fake_llm: FakeChatServer, fault: str
 ) -> None:
     h = await harness_factory(llm_settings={"stream": True, "max_retries": 1})
-    cut = Reply(tool_calls=[("echo", '{"text": "from a cut stream"}')], fault=fault)  # type: ignore[arg-type]
+    cut = Reply(tool_calls=[("echo", '{"text": "from a cut stream"}')], fault=fault)
     fake_llm.script(cut, cut)
     result = await h.ask("check it")
     assert result.status == "error" and "The model API is unavailable" in result.text
