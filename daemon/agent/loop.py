@@ -40,7 +40,6 @@ log = logging.getLogger(__name__)
 Mode = Literal["thinking", "instant"]
 EventSink = Callable[[dict[str, Any]], Awaitable[None]]
 Sleep = Callable[[float], Awaitable[None]]
-ANSWERED = frozenset({"ok", "step_cap", "tool_cap", "repeated_call"})  # statuses with an answer
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -138,7 +137,7 @@ class AgentLoop:
         emit = on_event or _ignore
         limit = self.settings.agent.turn_timeout_seconds
         deadline = asyncio.timeout(limit)
-        progress = asyncio.create_task(self._progress(emit))
+        progress = asyncio.create_task(self._progress(emit)) if on_event else None
         try:
             async with deadline:
                 result = await self._drive(request, run_id, emit)
@@ -167,9 +166,10 @@ class AgentLoop:
             await self._runs.finish(run_id, "cancelled" if _is_cancel(exc) else "error", repr(exc))
             raise
         finally:
-            progress.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await progress
+            if progress is not None:
+                progress.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await progress
         return result
 
     async def _progress(self, emit: EventSink) -> None:
@@ -229,7 +229,9 @@ class AgentLoop:
             completion = await self._call(messages, None if capped else tools, request.mode, run_id)
             tokens += completion.usage.total_tokens
             reply = completion.as_message()
-            if completion.tool_calls and not reply.get("reasoning_content"):
+            if capped:  # calls asked for anyway are never run, so never stored unanswered
+                reply.pop("tool_calls", None)
+            elif completion.tool_calls and not reply.get("reasoning_content"):
                 reply["reasoning_content"] = completion.reasoning_content or REASONING_PLACEHOLDER
             record = partial(self._record_llm, run_id, next(order), completion, len(messages))
             writes.submit(partial(record, reply, conversation_id))
