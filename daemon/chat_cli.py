@@ -11,6 +11,7 @@ from typing import Any
 from daemon.client import DaemonClient
 
 PROMPT = "you> "
+ANSWERED = ("ok", "step_cap", "tool_cap", "repeated_call")  # statuses that come with an answer
 
 
 async def run_chat(socket_path: Path, message: str | None, conversation: str | None) -> int:
@@ -41,11 +42,13 @@ async def _exchange(client: DaemonClient, text: str, conversation: str | None) -
             print(f"  · {event['name']} failed", file=sys.stderr)
         elif kind == "approval":
             await _approval(client, event)
+        elif kind == "progress":
+            print(f"  … {event['text']}", file=sys.stderr)
         elif kind == "message":
             print(f"[notice] {event['text']}", file=sys.stderr)
         elif kind == "reply":
             print(event["text"])
-            if event.get("status") not in ("ok", "step_cap"):
+            if event.get("status") not in ANSWERED:
                 status = 2
         elif kind == "error":
             print(f"nightshift: {event['message']}", file=sys.stderr)

@@ -101,6 +101,10 @@ class AgentSettings(Section):
     keep_recent_messages: int = Field(default=12, ge=2)
     tool_output_chars: int = Field(default=12_000, ge=500)
     tool_timeout_seconds: float = Field(default=60.0, gt=0)
+    turn_timeout_seconds: float = Field(default=900.0, gt=0, allow_inf_nan=False)
+    max_tool_calls_per_step: int = Field(default=8, ge=1, le=1000)
+    max_tool_calls_per_turn: int = Field(default=40, ge=1, le=10_000)
+    progress_after_seconds: float = Field(default=30.0, ge=0, allow_inf_nan=False)  # 0: never
     history_messages: int = Field(default=40, ge=2)
     instructions: str = ""
     budget: BudgetSettings = Field(default_factory=BudgetSettings)

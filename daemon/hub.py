@@ -11,6 +11,7 @@ import functools
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
+from typing import Any
 
 from daemon.access import AccessControl
 from daemon.agent.loop import AgentRequest
@@ -210,8 +211,12 @@ class ChannelHub:
         self._spawn(self._answer(message, request))
 
     async def _answer(self, message: InboundMessage, request: AgentRequest) -> None:
+        async def show_progress(event: dict[str, Any]) -> None:
+            if event.get("type") == "progress":  # "still thinking… (30 s)", once a turn
+                await self.reply(message, str(event["text"]))
+
         try:
-            text = (await self._chat.answer(request)).text
+            text = (await self._chat.answer(request, show_progress)).text
         except Exception as exc:  # noqa: BLE001 - the person still gets an answer
             log.exception("agent failed on a %s message", message.channel)
             text = f"Something went wrong while answering: {type(exc).__name__}: {exc}"

@@ -113,7 +113,7 @@ class IncidentResponder:
             return
         self.investigations += 1
         self.tokens += findings.tokens
-        if findings.status in ("budget", "error") or not findings.text.strip():
+        if findings.status in ("budget", "error", "timeout") or not findings.text.strip():
             await self._unavailable(incident_id, findings.text or f"status {findings.status}")
             return
         await self._incidents.set_text(incident_id, "investigation", findings.text)

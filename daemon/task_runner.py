@@ -166,7 +166,7 @@ class TaskRunner:
                 tools=spec.tools != "none",
             )
         )
-        if result.status in ("budget", "error"):
+        if result.status in ("budget", "error", "timeout"):
             raise TaskFailure(result.text)
         return Outcome(status="ok", text=result.text, tokens=result.tokens)
 

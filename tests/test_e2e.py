@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
 import signal
 import sqlite3
 from pathlib import Path
@@ -10,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.fakes.chat_completions import FakeChatServer, Reply
-from tests.support import DaemonProcess, write_config
+from tests.support import NIGHTSHIFT, ROOT, DaemonProcess, write_config
 
 
 @pytest.fixture
@@ -224,3 +226,37 @@ async def test_a_plain_language_request_becomes_a_scheduled_task(
     assert "0 9 * * mon-fri" in out and "Europe/Berlin" in out and "console" in out
     code, out, _ = await daemon.cli("tasks")
     assert "incident-summary" in out
+
+
+async def test_chat_cli_shows_progress_while_the_model_is_slow(
+    tmp_path: Path, fake_llm: FakeChatServer
+) -> None:
+    release = asyncio.Event()
+
+    async def slow_model(body: dict[str, object]) -> Reply:
+        await release.wait()
+        return Reply(content="Thought it through.")
+
+    fake_llm.responder = slow_model
+    config = write_config(
+        tmp_path / "config.toml", fake_llm.base_url, agent={"progress_after_seconds": 0.1}
+    )
+    daemon = DaemonProcess(config, tmp_path / "state")
+    await daemon.start()
+    try:
+        chat = await asyncio.create_subprocess_exec(
+            *NIGHTSHIFT, "chat", "-m", "think hard", "--config", str(config),
+            "--state-dir", str(daemon.state_dir),
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        assert chat.stderr is not None and chat.stdout is not None
+        line = await asyncio.wait_for(chat.stderr.readline(), 60)
+        assert line.decode().strip() == "… still thinking… (0.1 s)"
+        release.set()
+        out = await asyncio.wait_for(chat.stdout.read(), 60)
+        assert await chat.wait() == 0 and out.decode().strip() == "Thought it through."
+        assert (await chat.stderr.read()) == b""  # one progress note, no more
+    finally:
+        release.set()
+        await daemon.stop()

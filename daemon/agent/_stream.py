@@ -11,6 +11,7 @@ import openai
 
 __all__ = [
     "Answer",
+    "MalformedAnswer",
     "StreamAggregate",
     "describe",
     "error_text",
@@ -19,6 +20,10 @@ __all__ = [
     "retry_after",
     "usage_counts",
 ]
+
+
+class MalformedAnswer(Exception):
+    """A 200 that is no usable completion (not JSON, wrong shape, cut stream); retried as a 5xx."""
 
 
 def extra_field(obj: Any, name: str) -> Any:
@@ -58,10 +63,19 @@ class Answer:
     usage: tuple[int, int, int, int]
 
 
-def read_response(response: Any) -> Answer | None:
-    """The first choice of a ``ChatCompletion``, or None when it has no choices."""
+def read_response(response: Any) -> Answer:
+    """The first choice of a ``ChatCompletion``; MalformedAnswer when there is none to read."""
+    if isinstance(response, str):  # openai hands back the text of a body that is not JSON
+        raise MalformedAnswer(f"HTTP 200 with a body that is not JSON ({len(response)} characters)")
+    try:
+        return _read_choice(response)
+    except (AttributeError, TypeError, IndexError, KeyError) as exc:
+        raise MalformedAnswer(f"HTTP 200 with JSON that is not a chat completion ({exc})") from exc
+
+
+def _read_choice(response: Any) -> Answer:
     if not response.choices:
-        return None
+        raise MalformedAnswer("HTTP 200 with no choices")
     choice = response.choices[0]
     message = choice.message
     return Answer(
@@ -91,6 +105,7 @@ class StreamAggregate:
 
     model: str = ""
     finish_reason: str = ""
+    chunks: int = 0
     usage: Any = None
     content: list[str] = field(default_factory=list)
     reasoning: list[str] | None = None
@@ -98,6 +113,13 @@ class StreamAggregate:
 
     def feed(self, chunk: Any) -> None:
         """Fold one chunk in: deltas of the first choice, the model name and usage if present."""
+        try:
+            self._feed(chunk)
+        except (AttributeError, TypeError) as exc:
+            raise MalformedAnswer(f"stream chunk {self.chunks} is not a completion chunk") from exc
+
+    def _feed(self, chunk: Any) -> None:
+        self.chunks += 1
         self.model = chunk.model or self.model
         if (usage := extra_field(chunk, "usage")) is not None:
             self.usage = usage
@@ -131,7 +153,15 @@ class StreamAggregate:
                     partial.arguments.append(call.function.arguments)
 
     def answer(self) -> Answer:
-        """Everything received, joined; tool calls in index order."""
+        """Everything received, joined; tool calls in index order.
+
+        A stream that ended without a ``finish_reason`` was cut (a proxy timeout, a dropped
+        upstream): its text and tool calls may be partial, so none of it is used.
+        """
+        if not self.finish_reason:
+            raise MalformedAnswer(
+                f"the stream ended after {self.chunks} chunk(s) without a finish_reason (cut off)"
+            )
         return Answer(
             content="".join(self.content),
             reasoning_content=None if self.reasoning is None else "".join(self.reasoning),

@@ -9,14 +9,17 @@ Errors raised (from ``daemon.errors``):
 
     BudgetExhaustedError  the day's budget is spent; no request was sent
     AgentDisabledError    no API key, or the API refused it (401/403: key or region)
-    LlmUnavailableError   retries and fallbacks exhausted (429/5xx/network retried, 404 skips
-                          to the next model), or the request was rejected (other 4xx: not
-                          retried, no fallback); ``__cause__`` is the last openai error
+    LlmUnavailableError   retries and fallbacks exhausted (429/5xx/network retried, and so is a
+                          200 that is not a usable completion: not JSON, the wrong shape, a
+                          stream cut before its finish_reason; 404 skips to the next model),
+                          or the request was rejected (other 4xx: not retried, no fallback);
+                          ``__cause__`` is the last openai error
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import random
 from collections.abc import Awaitable, Callable
@@ -28,7 +31,15 @@ from zoneinfo import ZoneInfo
 
 import openai
 
-from daemon.agent._stream import Answer, StreamAggregate, describe, read_response, retry_after
+from daemon.agent._stream import (
+    Answer,
+    MalformedAnswer,
+    StreamAggregate,
+    describe,
+    read_response,
+    retry_after,
+)
+from daemon.agent.model import REASONING_PLACEHOLDER
 from daemon.clock import Clock, SystemClock
 from daemon.config import BudgetSettings, LlmSettings
 from daemon.errors import AgentDisabledError, BudgetExhaustedError, LlmUnavailableError
@@ -86,8 +97,9 @@ class Completion:
     def as_message(self) -> dict[str, Any]:
         """The assistant message to append to the history and send back verbatim.
 
-        ``reasoning_content`` is kept whenever the model gave one; the client sets it to ``""``
-        for thinking-mode tool calls that came without it, so the replay never gets a 400.
+        ``reasoning_content`` is kept whenever the model gave one; the client sets a placeholder
+        for thinking-mode tool calls that came without it (K2.6 rejects ``""`` as missing), so
+        the replay never gets a 400.
         """
         message: dict[str, Any] = {"role": "assistant", "content": self.content}
         if self.reasoning_content is not None:
@@ -107,10 +119,6 @@ class UsageSink(Protocol):
     async def tokens_since(self, since: datetime) -> int:
         """Total tokens recorded at or after ``since``."""
         ...
-
-
-class _EmptyAnswer(Exception):
-    """The server answered 200 without a choice; treated like a transient failure."""
 
 
 class _ModelFailed(Exception):
@@ -234,7 +242,7 @@ class LlmClient:
                 async with self._slots:
                     await self._check_budget()
                     completion = await self._request(client, args, mode)
-            except (openai.APIError, _EmptyAnswer) as exc:  # HTTP, connection, timeout, stream
+            except (openai.APIError, MalformedAnswer) as exc:  # HTTP, network, timeout, bad 200
                 status = getattr(exc, "status_code", None)
                 retryable = status is None or status == 429 or status >= 500
                 delay = self._backoff(attempt, exc) if attempt + 1 < attempts else None
@@ -263,24 +271,25 @@ class LlmClient:
     ) -> Completion:
         started = self._clock.monotonic()
         create: Any = client.chat.completions.create
-        answer: Answer | None
-        if args.get("stream"):
-            aggregate = StreamAggregate()
-            async with await create(**args) as stream:
-                async for chunk in stream:
-                    aggregate.feed(chunk)
-            answer = aggregate.answer()
-        else:
-            answer = read_response(await create(**args))
-        if answer is None:
-            raise _EmptyAnswer(f"{args['model']} returned no choices")
+        answer: Answer
+        try:
+            if args.get("stream"):
+                aggregate = StreamAggregate()
+                async with await create(**args) as stream:
+                    async for chunk in stream:
+                        aggregate.feed(chunk)
+                answer = aggregate.answer()
+            else:
+                answer = read_response(await create(**args))
+        except json.JSONDecodeError as exc:  # a 200 body, or one SSE event, that is not JSON
+            raise MalformedAnswer(f"HTTP 200 with invalid JSON ({exc.msg})") from exc
         reasoning = answer.reasoning_content
         if (
             answer.tool_calls
-            and reasoning is None
+            and not reasoning
             and (mode == "thinking" and self._settings.thinking_style != "none")
         ):
-            reasoning = ""  # the replay must carry the key, or thinking mode answers 400
+            reasoning = REASONING_PLACEHOLDER  # the replay must carry one, or thinking mode 400s
         prompt, completion, cached, total = answer.usage
         return Completion(
             content=answer.content,

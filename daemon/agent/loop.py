@@ -1,24 +1,33 @@
-"""The agent loop: model → tool calls → results → model, capped, persisted step by step."""
+"""The agent loop: model → tool calls → results → model, capped, persisted step by step.
+
+A turn ends with an answer, or early: at the step cap, the tool-call caps or a repeated call
+(one last model call without tools gives the answer), at its deadline
+(``agent.turn_timeout_seconds``: nothing more runs), or on a model API failure. A turn still
+waiting after ``agent.progress_after_seconds`` emits one ``progress`` event.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
-import json
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Any, Literal
 
+from daemon.agent.call_guard import CallGuard
 from daemon.agent.context import ContextKeeper
 from daemon.agent.executor import ToolExecutor
-from daemon.agent.prompts import STEP_CAP_NOTE, system_prompt
+from daemon.agent.model import REASONING_PLACEHOLDER
+from daemon.agent.prompts import STEP_CAP_NOTE, TURN_STOP_NOTE, system_prompt
+from daemon.agent.replay import replay
 from daemon.agent.tools.base import ToolContext
 from daemon.clock import Clock
 from daemon.config import Settings
 from daemon.errors import AgentDisabledError, BudgetExhaustedError, LlmUnavailableError
-from memory.conversations import ConversationRepo, StoredMessage
+from memory.conversations import ConversationRepo
 from memory.runs import RunRepo
 from memory.store import SqliteStore
 
@@ -30,6 +39,7 @@ log = logging.getLogger(__name__)
 
 Mode = Literal["thinking", "instant"]
 EventSink = Callable[[dict[str, Any]], Awaitable[None]]
+Sleep = Callable[[float], Awaitable[None]]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -41,6 +51,7 @@ class AgentResult:
     status: str
     steps: int
     tokens: int
+    stop_reason: str | None = None  # why the turn ended early, when it did
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -98,6 +109,7 @@ class AgentLoop:
         clock: Clock,
         services: Any = None,
         disabled_reason: str = "",
+        sleep: Sleep = asyncio.sleep,
     ) -> None:
         self.settings = settings
         self._llm = llm
@@ -108,6 +120,7 @@ class AgentLoop:
         self._clock = clock
         self._services = services
         self._disabled_reason = disabled_reason
+        self._sleep = sleep
         self._context = ContextKeeper(settings.agent, llm, conversations)
 
     @property
@@ -122,8 +135,24 @@ class AgentLoop:
             raise AgentDisabledError(self._disabled_reason or "the agent is off")
         run_id = await self._runs.start(request.kind, request.actor, request.conversation_id)
         emit = on_event or _ignore
+        limit = self.settings.agent.turn_timeout_seconds
+        deadline = asyncio.timeout(limit)
+        progress = asyncio.create_task(self._progress(emit)) if on_event else None
         try:
-            result = await self._drive(request, run_id, emit)
+            async with deadline:
+                result = await self._drive(request, run_id, emit)
+        except TimeoutError:
+            if not deadline.expired():
+                await self._runs.finish(run_id, "error", "TimeoutError")
+                raise
+            log.warning("run %d stopped at its %gs deadline", run_id, limit)
+            result = await self._stop(
+                run_id,
+                "timeout",
+                f"I stopped: this request took longer than {limit:g} s "
+                "(agent.turn_timeout_seconds), so I gave up on it and ran nothing more. "
+                "Ask again, perhaps with a narrower question.",
+            )
         except BudgetExhaustedError as exc:
             result = await self._stop(
                 run_id,
@@ -136,7 +165,25 @@ class AgentLoop:
         except BaseException as exc:
             await self._runs.finish(run_id, "cancelled" if _is_cancel(exc) else "error", repr(exc))
             raise
+        finally:
+            if progress is not None:
+                progress.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await progress
         return result
+
+    async def _progress(self, emit: EventSink) -> None:
+        """One ``progress`` event if the turn is still going after the configured seconds."""
+        after = self.settings.agent.progress_after_seconds
+        if after <= 0:
+            return
+        await self._sleep(after)
+        try:
+            await emit(
+                {"type": "progress", "seconds": after, "text": f"still thinking… ({after:g} s)"}
+            )
+        except Exception:  # a lost progress note must not fail the turn
+            log.warning("could not show progress", exc_info=True)
 
     async def _drive(self, request: AgentRequest, run_id: int, emit: EventSink) -> AgentResult:
         writes = WriteBehind()
@@ -144,13 +191,7 @@ class AgentLoop:
             result = await self._steps(request, run_id, emit, writes)
         finally:
             await writes.flush()
-        await self._runs.finish(
-            run_id,
-            result.status,
-            None
-            if result.status == "ok"
-            else f"stopped after {self.settings.agent.max_steps} steps",
-        )
+        await self._runs.finish(run_id, result.status, result.stop_reason)
         return result
 
     async def _steps(
@@ -172,36 +213,52 @@ class AgentLoop:
         conversation = await self._conversations.get(request.conversation_id)
         history = await self._conversations.recent(request.conversation_id, agent.history_messages)
         summary, history = await self._context.fit(conversation, history, run_id)
-        messages = [system_prompt(self.settings, summary)] + [to_api(m) for m in history]
-        seen_calls: dict[str, int] = {}
+        messages = [system_prompt(self.settings, summary), *replay(history)]
+        guard = CallGuard(agent)
         order = itertools.count(1)  # step numbers in the run, LLM and tool steps alike
         tokens = 0
         conversation_id = request.conversation_id
         for step in range(1, agent.max_steps + 2):
-            capped = step > agent.max_steps  # one last call, without tools, for an answer
-            if capped:
+            ending = guard.ending
+            capped = ending is not None or step > agent.max_steps  # last call, no tools
+            if ending is not None:
+                messages.append({"role": "user", "content": TURN_STOP_NOTE.format(ending.reason)})
+            elif capped:
                 note = STEP_CAP_NOTE.format(steps=agent.max_steps)
                 messages.append({"role": "user", "content": note})
             completion = await self._call(messages, None if capped else tools, request.mode, run_id)
             tokens += completion.usage.total_tokens
             reply = completion.as_message()
-            if completion.tool_calls and "reasoning_content" not in reply:
-                reply["reasoning_content"] = completion.reasoning_content or ""
+            if capped:  # calls asked for anyway are never run, so never stored unanswered
+                reply.pop("tool_calls", None)
+            elif completion.tool_calls and not reply.get("reasoning_content"):
+                reply["reasoning_content"] = completion.reasoning_content or REASONING_PLACEHOLDER
             record = partial(self._record_llm, run_id, next(order), completion, len(messages))
             writes.submit(partial(record, reply, conversation_id))
             messages.append(reply)
             if capped or not completion.tool_calls:
+                text, status, why = completion.content, "ok", None
+                if ending is not None:
+                    status, why = ending.status or "tool_cap", f"stopped early: {ending.reason}"
+                    text = f"{text}\n\n({why})" if text else f"({why})"
+                elif capped:
+                    status, why = "step_cap", f"stopped after {agent.max_steps} steps"
                 return AgentResult(
-                    text=completion.content,
+                    text=text,
                     run_id=run_id,
-                    status="step_cap" if capped else "ok",
+                    status=status,
                     steps=min(step, agent.max_steps),
                     tokens=tokens,
+                    stop_reason=why,
                 )
-            for call in completion.tool_calls:
-                await emit({"type": "tool", "name": call.name, "arguments": call.arguments})
-                text, ok, tool_ms = await self._run_tool(call.name, call.arguments, ctx, seen_calls)
-                await emit({"type": "tool_result", "name": call.name, "ok": ok})
+            for position, call in enumerate(completion.tool_calls):
+                refusal = guard.check(call.name, call.arguments, position)
+                if refusal is not None:
+                    text, ok, tool_ms = refusal.text, False, 0.0
+                else:
+                    await emit({"type": "tool", "name": call.name, "arguments": call.arguments})
+                    text, ok, tool_ms = await self._run_tool(call.name, call.arguments, ctx)
+                    await emit({"type": "tool_result", "name": call.name, "ok": ok})
                 tool_message = {"role": "tool", "tool_call_id": call.id, "content": text}
                 step_number = next(order)
                 writes.submit(
@@ -291,20 +348,9 @@ class AgentLoop:
             await self._append(conversation_id, message)
 
     async def _run_tool(
-        self, name: str, arguments: str, ctx: ToolContext, seen: dict[str, int]
+        self, name: str, arguments: str, ctx: ToolContext
     ) -> tuple[str, bool, float]:
-        """Run one call (or refuse a repeat); returns the text for the model, success, ms."""
-        key = f"{name}:{_canonical(arguments)}"
-        seen[key] = seen.get(key, 0) + 1
-        if seen[key] > self.settings.agent.repeated_call_limit:
-            return (
-                (
-                    f"ERROR: {name} was already called {seen[key] - 1} times with exactly these "
-                    "arguments; the result will not change. Use the earlier result or answer now."
-                ),
-                False,
-                0.0,
-            )
+        """Run one call; returns the text for the model, success, ms."""
         outcome = await self._executor.execute(name, arguments, ctx)
         limit = self.settings.agent.tool_output_chars
         text = outcome.text
@@ -330,26 +376,6 @@ class AgentLoop:
         await self._runs.finish(run_id, status, text)
         run = await self._runs.get(run_id)
         return AgentResult(text=text, run_id=run_id, status=status, steps=0, tokens=run.tokens)
-
-
-def to_api(message: StoredMessage) -> dict[str, Any]:
-    """A stored message in the Chat Completions shape, reasoning_content kept for replay."""
-    out: dict[str, Any] = {"role": message.role, "content": message.content or ""}
-    if message.tool_calls:
-        out["tool_calls"] = message.tool_calls
-        out["reasoning_content"] = message.reasoning_content or ""
-    elif message.reasoning_content is not None and message.role == "assistant":
-        out["reasoning_content"] = message.reasoning_content
-    if message.tool_call_id:
-        out["tool_call_id"] = message.tool_call_id
-    return out
-
-
-def _canonical(arguments: str) -> str:
-    try:
-        return json.dumps(json.loads(arguments), sort_keys=True)
-    except (json.JSONDecodeError, TypeError):
-        return arguments
 
 
 def _is_cancel(exc: BaseException) -> bool:

@@ -27,6 +27,10 @@ STEP_CAP_NOTE = (
     "Answer now with what you found so far, and say what is still unknown."
 )
 
+TURN_STOP_NOTE = (
+    "Stop calling tools: {}. Answer now with what you found so far, and say what is still unknown."
+)
+
 SUMMARISE = (
     "Condense the conversation below into a short factual summary for your own later use: "
     "what was asked, what was found (keep numbers, names, paths, ids), what was decided or done, "

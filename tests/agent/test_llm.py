@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from daemon.agent.llm import Completion, LlmClient, ToolCall, Usage
+from daemon.agent.model import REASONING_PLACEHOLDER
 from daemon.clock import ManualClock
 from daemon.config import BudgetSettings, LlmSettings
 from daemon.errors import AgentDisabledError, BudgetExhaustedError, LlmUnavailableError
@@ -127,14 +128,17 @@ async def test_tool_exchange_replays_reasoning_content(
     assert replayed["tool_calls"][0]["function"]["name"] == "disk_usage"
 
 
-async def test_missing_reasoning_is_replayed_as_empty_string(
-    fake_llm: FakeChatServer, make_client: MakeClient
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("reasoning", [None, ""])
+async def test_tool_call_without_reasoning_is_replayed_with_a_placeholder(
+    fake_llm: FakeChatServer, make_client: MakeClient, reasoning: str | None, stream: bool
 ) -> None:
-    fake_llm.script(Reply(reasoning=None, tool_calls=[("disk_usage", "{}")]))
-    client = make_client()
+    # K2.6 treats an empty reasoning_content like a missing one: 400 on the next request
+    fake_llm.script(Reply(reasoning=reasoning, tool_calls=[("disk_usage", "{}")]))
+    client = make_client(stream=stream)
     first = await client.complete(_user(), tools=TOOLS, mode="thinking", purpose="chat")
-    assert first.reasoning_content == ""
-    assert first.as_message()["reasoning_content"] == ""
+    assert first.reasoning_content == REASONING_PLACEHOLDER
+    assert first.as_message()["reasoning_content"] == REASONING_PLACEHOLDER
     messages = [
         *_user(),
         first.as_message(),
@@ -489,3 +493,50 @@ async def test_no_api_key_disables_the_agent(fake_llm: FakeChatServer) -> None:
         with pytest.raises(AgentDisabledError, match="no LLM API key"):
             await client.complete(_user(), mode="instant", purpose="t")
     assert fake_llm.calls == 0
+
+
+# -- a 200 that is no completion -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("fault", "stream"),
+    [(f, s) for f in ("not_json", "bad_json", "wrong_shape") for s in (False, True)]
+    + [("cut", True)],
+)
+async def test_a_200_that_is_no_completion_is_retried_like_a_5xx(
+    fake_llm: FakeChatServer, make_client: MakeClient, fault: str, stream: bool
+) -> None:
+    fake_llm.script(
+        Reply(tool_calls=[("disk_usage", "{}")], fault=fault),
+        Reply(content="recovered"),
+    )
+    sleeps, usage = Sleeps(), Recorder()
+    client = make_client(stream=stream, sleep=sleeps, usage=usage, max_retries=2)
+    completion = await client.complete(_user(), tools=TOOLS, mode="thinking", purpose="chat")
+    assert (completion.content, completion.tool_calls) == ("recovered", ())
+    assert fake_llm.calls == 2 and len(sleeps) == 1  # one backoff, as for a 5xx
+    assert [row.ok for row in usage.rows] == [True]
+
+
+@pytest.mark.parametrize(
+    ("fault", "stream", "says"),
+    [
+        ("not_json", False, "HTTP 200 with a body that is not JSON"),
+        ("bad_json", False, "HTTP 200 with invalid JSON"),
+        ("wrong_shape", False, "HTTP 200 with no choices"),
+        ("cut", True, "without a finish_reason (cut off)"),
+        ("drop", True, "APIConnectionError"),
+    ],
+)
+async def test_after_retries_a_bad_200_is_a_clear_error(
+    fake_llm: FakeChatServer, make_client: MakeClient, fault: str, stream: bool, says: str
+) -> None:
+    bad = Reply(tool_calls=[("disk_usage", "{}")], fault=fault)
+    fake_llm.script(bad, bad, bad)
+    usage = Recorder()
+    client = make_client(stream=stream, usage=usage, max_retries=2)
+    with pytest.raises(LlmUnavailableError) as caught:
+        await client.complete(_user(), tools=TOOLS, mode="thinking", purpose="chat")
+    message = str(caught.value)
+    assert fake_llm.calls == 3 and "kept failing" in message and says in message
+    assert [row.ok for row in usage.rows] == [False]

@@ -22,7 +22,7 @@ from memory.conversations import ConversationRepo
 from memory.runs import RunRepo
 from memory.store import SqliteStore
 from memory.usage import UsageRepo
-from tests.fakes.chat_completions import FakeChatServer, Reply
+from tests.fakes.chat_completions import DEFAULT_TEXT, FakeChatServer, Reply
 
 restarts: list[str] = []
 
@@ -54,6 +54,17 @@ async def hang(ctx: ToolContext) -> str:
 async def flood(ctx: ToolContext) -> str:
     """Returns far too much text."""
     return "x" * 50_000
+
+
+@tool(tier=Tier.READ_ONLY)
+async def look(ctx: ToolContext, path: str, reason: str = "") -> str:
+    """Look at a path.
+
+    Args:
+        path: What to look at.
+        reason: Why, in a few words.
+    """
+    return f"{path} looks fine"
 
 
 @tool(tier=Tier.PRIVILEGED)
@@ -89,11 +100,17 @@ class Harness:
         )
 
 
-def settings_for(fake: FakeChatServer, **agent: Any) -> Settings:
+def settings_for(fake: FakeChatServer, llm: dict[str, Any] | None = None, **agent: Any) -> Settings:
     return load_settings(
         None,
         overrides={
-            "llm": {"base_url": fake.base_url, "api_key": "sk-test", "max_retries": 0},
+            "llm": {
+                "base_url": fake.base_url,
+                "api_key": "sk-test",
+                "max_retries": 0,
+                "retry_initial_seconds": 0,
+                **(llm or {}),
+            },
             "agent": {"tool_timeout_seconds": 0.5, **agent},
         },
         environ_secrets=False,
@@ -104,8 +121,10 @@ def settings_for(fake: FakeChatServer, **agent: Any) -> Settings:
 async def harness_factory(tmp_path: Path, fake_llm: FakeChatServer) -> AsyncIterator[Any]:
     opened: list[tuple[SqliteStore, LlmClient]] = []
 
-    async def make(**agent: Any) -> Harness:
-        settings = settings_for(fake_llm, **agent)
+    async def make(
+        llm_settings: dict[str, Any] | None = None, sleep: Any = None, **agent: Any
+    ) -> Harness:
+        settings = settings_for(fake_llm, llm_settings, **agent)
         clock = SystemClock()
         store = await SqliteStore.open(tmp_path / f"db{len(opened)}.sqlite")
         usage = UsageRepo(store, clock)
@@ -113,7 +132,7 @@ async def harness_factory(tmp_path: Path, fake_llm: FakeChatServer) -> AsyncIter
         opened.append((store, llm))
         broker = ApprovalBroker(clock)
         audit = AuditRepo(store, clock)
-        registry = ToolRegistry([echo, explode, hang, flood, restart_service])
+        registry = ToolRegistry([echo, explode, hang, flood, look, restart_service])
         conversations, runs = ConversationRepo(store, clock), RunRepo(store, clock)
         loop = AgentLoop(
             settings=settings,
@@ -123,6 +142,7 @@ async def harness_factory(tmp_path: Path, fake_llm: FakeChatServer) -> AsyncIter
             runs=runs,
             store=store,
             clock=clock,
+            **({} if sleep is None else {"sleep": sleep}),
         )
         return Harness(loop, store, broker, conversations, runs, audit)
 
@@ -276,3 +296,205 @@ async def test_long_conversation_is_summarised_to_fit_the_context(
     assert "Summary of the earlier part" in last[0]["content"]
     assert len(json.dumps(last)) // 4 < 4000
     assert last[-1]["content"].startswith("question 5")
+
+
+# -- model faults degrade, never mislead -------------------------------------------------------
+
+
+class Gate:
+    """A reply that waits: ``arrived`` is set when a request comes, ``release`` lets it go."""
+
+    def __init__(self, reply: Reply) -> None:
+        self.reply = reply
+        self.arrived = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def __call__(self, body: dict[str, Any]) -> Reply:
+        self.arrived.set()
+        await self.release.wait()
+        return self.reply
+
+
+async def audit_rows(h: Harness, run_id: int | None) -> list[str]:
+    assert run_id is not None
+    return [a.tool for a in await h.audit.for_run(run_id)]
+
+
+@pytest.mark.parametrize("fault", ["cut", "drop"])
+async def test_no_tool_call_from_a_cut_stream_runs(
+    harness_factory: Any, fake_llm: FakeChatServer, fault: str
+) -> None:
+    h = await harness_factory(llm_settings={"stream": True, "max_retries": 1})
+    cut = Reply(tool_calls=[("echo", '{"text": "from a cut stream"}')], fault=fault)
+    fake_llm.script(cut, cut)
+    result = await h.ask("check it")
+    assert result.status == "error" and "The model API is unavailable" in result.text
+    assert fake_llm.calls == 2  # retried like a 5xx, then a clear error
+    assert await audit_rows(h, result.run_id) == []  # nothing ran
+    steps = await h.runs.steps(result.run_id)
+    assert [s.kind for s in steps] == []
+
+
+async def test_a_cut_stream_is_retried_and_the_retry_answers(
+    harness_factory: Any, fake_llm: FakeChatServer
+) -> None:
+    h = await harness_factory(llm_settings={"stream": True, "max_retries": 1})
+    fake_llm.script(
+        Reply(tool_calls=[("echo", '{"text": "partial"}')], fault="cut"),
+        Reply(content="All fine."),
+    )
+    result = await h.ask("check it")
+    assert (result.status, result.text) == ("ok", "All fine.")
+    assert await audit_rows(h, result.run_id) == []
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_a_tool_call_without_reasoning_does_not_poison_later_turns(
+    harness_factory: Any, fake_llm: FakeChatServer, stream: bool
+) -> None:
+    h = await harness_factory(llm_settings={"stream": stream})
+    fake_llm.script(
+        Reply(reasoning=None, tool_calls=[("echo", '{"text": "a"}')]),
+        Reply(content="first answer"),
+        Reply(reasoning="", tool_calls=[("echo", '{"text": "b"}')]),
+        Reply(content="second answer"),
+    )
+    assert (await h.ask("one")).text == "first answer"
+    assert (await h.ask("two")).text == "second answer"
+    assert (await h.ask("three")).text == DEFAULT_TEXT  # every earlier tool call replayed
+    replayed = [m for m in fake_llm.requests[-1]["messages"] if m.get("tool_calls")]
+    assert len(replayed) == 2 and all(m["reasoning_content"] for m in replayed)
+
+
+async def test_a_stored_tool_call_with_empty_reasoning_and_no_answer_is_mended(
+    harness_factory: Any, fake_llm: FakeChatServer
+) -> None:
+    # what an older build (or a turn cut mid-tool) left behind in SQLite
+    h = await harness_factory()
+    conversation = await h.conversations.get_or_create("test", "c1")
+    await h.conversations.append(conversation.id, "user", "earlier question")
+    call = {"id": "call-1", "type": "function", "function": {"name": "echo", "arguments": "{}"}}
+    await h.conversations.append(
+        conversation.id, "assistant", "", reasoning_content="", tool_calls=[call]
+    )
+    await h.conversations.append(conversation.id, "tool", "orphan", tool_call_id="call-9")
+    result = await h.ask("and now?")
+    assert (result.status, result.text) == ("ok", DEFAULT_TEXT)
+    sent = fake_llm.requests[-1]["messages"]
+    assert [m["role"] for m in sent] == ["system", "user", "assistant", "tool", "user"]
+    assert sent[2]["reasoning_content"] and sent[3]["tool_call_id"] == "call-1"
+    assert "no result" in sent[3]["content"]
+
+
+async def test_the_turn_deadline_stops_a_slow_model_and_nothing_runs(
+    harness_factory: Any, fake_llm: FakeChatServer
+) -> None:
+    h = await harness_factory(turn_timeout_seconds=0.2, progress_after_seconds=0)
+    gate = Gate(Reply(tool_calls=[("echo", '{"text": "too late"}')]))
+    fake_llm.responder = gate
+    try:
+        result = await asyncio.wait_for(h.ask("slow one"), 30)
+    finally:
+        gate.release.set()
+    assert result.status == "timeout"
+    assert "took longer than 0.2 s (agent.turn_timeout_seconds)" in result.text
+    assert await audit_rows(h, result.run_id) == []
+    assert (await h.runs.get(result.run_id)).status == "timeout"
+
+
+async def test_a_turn_cut_by_its_deadline_mid_tool_leaves_the_conversation_usable(
+    harness_factory: Any, fake_llm: FakeChatServer
+) -> None:
+    h = await harness_factory(
+        turn_timeout_seconds=0.2, tool_timeout_seconds=30, progress_after_seconds=0
+    )
+    fake_llm.script(Reply(tool_calls=[("hang", "{}")]), Reply(content="fresh answer"))
+    first = await asyncio.wait_for(h.ask("hang"), 30)
+    assert first.status == "timeout" and fake_llm.calls == 1
+    second = await h.ask("something else")
+    assert (second.status, second.text) == ("ok", "fresh answer")
+
+
+async def test_tool_calls_past_the_per_step_cap_are_not_run(
+    harness_factory: Any, fake_llm: FakeChatServer
+) -> None:
+    h = await harness_factory(max_tool_calls_per_step=2)
+    fake_llm.script(
+        Reply(tool_calls=[("echo", f'{{"text": "{n}"}}') for n in range(3)]),
+        Reply(content="Two of three."),
+    )
+    result = await h.ask("three at once")
+    assert (result.status, result.text) == ("ok", "Two of three.")
+    assert await audit_rows(h, result.run_id) == ["echo", "echo"]
+    third = tool_results(fake_llm.requests[1])[2]
+    assert "not run: at most 2 tool calls run per step (agent.max_tool_calls_per_step)" in third
+
+
+async def test_the_per_turn_cap_ends_the_turn_with_the_reason(
+    harness_factory: Any, fake_llm: FakeChatServer
+) -> None:
+    h = await harness_factory(max_tool_calls_per_turn=3)
+    fake_llm.script(
+        Reply(tool_calls=[("echo", '{"text": "1"}'), ("echo", '{"text": "2"}')]),
+        Reply(tool_calls=[("echo", '{"text": "3"}'), ("echo", '{"text": "4"}')]),
+        Reply(content="Enough evidence."),
+    )
+    result = await h.ask("dig")
+    assert result.status == "tool_cap"
+    assert result.text.startswith("Enough evidence.")
+    assert "stopped early: this request used all 3 tool calls" in result.text
+    assert await audit_rows(h, result.run_id) == ["echo"] * 3
+    final = fake_llm.requests[-1]
+    assert not final.get("tools") and "Stop calling tools" in final["messages"][-1]["content"]
+
+
+async def test_identical_calls_end_the_turn_even_when_their_reason_differs(
+    harness_factory: Any, fake_llm: FakeChatServer
+) -> None:
+    h = await harness_factory(repeated_call_limit=2)
+    fake_llm.script(
+        *(
+            Reply(tool_calls=[("look", json.dumps({"path": "/var/log", "reason": why}))])
+            for why in ("check logs", "look again", "one more time")
+        ),
+        Reply(content="The logs look fine."),
+    )
+    result = await h.ask("logs?")
+    assert result.status == "repeated_call"
+    assert result.text.startswith("The logs look fine.")
+    assert "look was already called 2 times with exactly these arguments" in result.text
+    assert await audit_rows(h, result.run_id) == ["look", "look"]
+    final = fake_llm.requests[-1]
+    assert fake_llm.calls == 4 and not final.get("tools")
+
+
+async def test_a_slow_model_shows_progress_once(
+    harness_factory: Any, fake_llm: FakeChatServer
+) -> None:
+    tick, asked = asyncio.Event(), []
+
+    async def sleep(seconds: float) -> None:  # the loop's timer, moved by the test
+        asked.append(seconds)
+        await tick.wait()
+
+    h = await harness_factory(sleep=sleep, progress_after_seconds=30)
+    gate = Gate(Reply(content="Done thinking."))
+    fake_llm.responder = gate
+    events: list[dict[str, Any]] = []
+    shown = asyncio.Event()
+
+    async def on_event(event: dict[str, Any]) -> None:
+        events.append(event)
+        if event["type"] == "progress":
+            shown.set()
+
+    conversation = await h.conversations.get_or_create("test", "c1")
+    request = AgentRequest(conversation_id=conversation.id, text="think hard", actor="test:ann")
+    turn = asyncio.create_task(h.loop.run(request, on_event))
+    await gate.arrived.wait()
+    tick.set()
+    await shown.wait()
+    gate.release.set()
+    result = await turn
+    assert result.text == "Done thinking." and asked == [30]
+    assert events == [{"type": "progress", "seconds": 30, "text": "still thinking… (30 s)"}]

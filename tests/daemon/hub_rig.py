@@ -1,4 +1,4 @@
-"""A real ChannelHub on a real SQLite store with a recording channel (agent off)."""
+"""A real ChannelHub on a real SQLite store with a recording channel (agent off by default)."""
 
 from __future__ import annotations
 
@@ -74,15 +74,19 @@ def build_hub(
     users: dict[str, str],
     commands: IncidentCommands | None = None,
     task_commands: TaskCommands | None = None,
+    agent: AgentLoop | None = None,
 ) -> HubParts:
-    """The hub with ``users`` (id → role) on one recording channel named ``channel``."""
+    """The hub with ``users`` (id → role) on one recording channel named ``channel``.
+
+    The agent is off unless one is given.
+    """
     conversations, outbox, audit = (
         ConversationRepo(store, clock),
         OutboxRepo(store, clock),
         AuditRepo(store, clock),
     )
     broker = ApprovalBroker(clock)
-    agent = AgentLoop(
+    agent = agent or AgentLoop(
         settings=Settings(),
         llm=None,
         executor=ToolExecutor(ToolRegistry(), audit=audit, approvals=broker),

@@ -6,25 +6,34 @@ import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from daemon.agent.executor import ToolExecutor
+from daemon.agent.llm import LlmClient
+from daemon.agent.loop import AgentLoop
+from daemon.agent.tools.base import ToolRegistry
 from daemon.approvals import ApprovalBroker
 from daemon.clock import ManualClock
 from daemon.commands import IncidentCommands
+from daemon.config import load_settings
 from daemon.hub import ChannelHub
 from daemon.pairing import PairingCodes
 from integrations.base import (
     ApprovalAnswer,
     InboundMessage,
+    OutgoingMessage,
 )
 from integrations.outbox import OutboxWorker
 from memory.audit import AuditRepo
 from memory.channels import ChannelStateRepo
 from memory.conversations import ConversationRepo
 from memory.incidents import IncidentRepo, SilenceRepo
+from memory.runs import RunRepo
 from memory.store import SqliteStore
 from tests.daemon.hub_rig import RecordingChannel, build_hub
+from tests.fakes.chat_completions import FakeChatServer, Reply
 
 
 @dataclass
@@ -220,3 +229,66 @@ async def test_pairing_binds_the_sender_once_and_survives_in_memory(rig: Rig) ->
     rig.clock.advance(3601)
     replies = await rig.say("MALLORY", f"pair {code}")  # used up: a second person gets nothing
     assert "only take requests" in replies[0]
+
+
+async def test_a_slow_answer_shows_one_progress_note_in_the_thread(
+    tmp_path: Path, fake_llm: FakeChatServer
+) -> None:
+    clock = ManualClock()
+    settings = load_settings(
+        None,
+        overrides={
+            "llm": {"base_url": fake_llm.base_url, "api_key": "sk-test", "max_retries": 0},
+            "agent": {"progress_after_seconds": 30},
+        },
+        environ_secrets=False,
+    )
+    tick, arrived, release = asyncio.Event(), asyncio.Event(), asyncio.Event()
+
+    async def timer(seconds: float) -> None:  # the agent loop's sleep, moved by the test
+        await tick.wait()
+
+    async def slow_model(body: dict[str, Any]) -> Reply:
+        arrived.set()
+        await release.wait()
+        return Reply(content="The disk is 91% full.")
+
+    fake_llm.responder = slow_model
+    async with await SqliteStore.open(tmp_path / "hub.db") as store:
+        conversations, broker = ConversationRepo(store, clock), ApprovalBroker(clock)
+        async with LlmClient(settings.llm, settings.agent.budget, clock=clock) as llm:
+            agent = AgentLoop(
+                settings=settings,
+                llm=llm,
+                executor=ToolExecutor(ToolRegistry(), audit=None, approvals=broker),
+                conversations=conversations,
+                runs=RunRepo(store, clock),
+                store=store,
+                clock=clock,
+                sleep=timer,
+            )
+            parts = build_hub(store, clock, channel="chat", users={"OPS": "operator"}, agent=agent)
+            delivered: asyncio.Queue[str] = asyncio.Queue()
+            record = parts.channel.send
+
+            async def send(message: OutgoingMessage) -> str:
+                delivered.put_nowait(message.text)
+                return await record(message)
+
+            parts.channel.send = send  # type: ignore[method-assign]
+            worker = asyncio.create_task(parts.worker.run())
+            try:
+                await parts.hub.on_message(
+                    InboundMessage(
+                        channel="chat", sender_id="OPS", sender_name="ops", room="R1",
+                        text="why is the disk full?", thread="T9",
+                    )
+                )  # fmt: skip
+                await arrived.wait()
+                tick.set()
+                assert await asyncio.wait_for(delivered.get(), 30) == "still thinking… (30 s)"
+                release.set()
+                assert await delivered.get() == "The disk is 91% full."
+            finally:
+                worker.cancel()
+    assert [m.thread for m in parts.channel.sent] == ["T9", "T9"]

@@ -5,7 +5,13 @@ Replies come from ``fake.script(...)`` first, then ``fake.responder(request_json
 default text. Every request body is recorded in ``fake.requests``. Requests the official API
 refuses (missing ``reasoning_content``, fixed sampling values, ``tool_choice="required"`` with
 thinking, unknown ``tool_call_id``) get its HTTP 400 ``invalid_request_error`` shape, so a client
-that would break against Moonshot breaks here too.
+that would break against Moonshot breaks here too. K2.6 counts an empty ``reasoning_content`` as
+missing (seen by earendil-works/pi#4251), and so does the fake.
+
+Faults a server or a proxy in front of it commits are scripted with ``Reply(fault=...)``:
+``"cut"`` ends a stream cleanly before its ``finish_reason`` and ``[DONE]`` (tool calls already
+sent), ``"drop"`` closes the connection mid-stream, ``"not_json"`` answers 200 with an HTML page,
+``"bad_json"`` with truncated JSON, ``"wrong_shape"`` with JSON that is no completion.
 
 Standalone (benchmarks, subprocess tests)::
 
@@ -30,13 +36,19 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Literal
 
 from aiohttp import web
 
 __all__ = ["DEFAULT_TEXT", "FakeChatServer", "Reply", "check_kimi_rules"]
 
 DEFAULT_TEXT = "(no scripted reply)"
+Fault = Literal["cut", "drop", "not_json", "bad_json", "wrong_shape"]
+FAULT_BODIES: dict[str, tuple[str, str]] = {
+    "not_json": ("text/html", "<html><body><h1>502 Bad Gateway</h1></body></html>"),
+    "bad_json": ("application/json", '{"id": "chatcmpl-1", "object": "chat.completion", "choi'),
+    "wrong_shape": ("application/json", '{"status": "ok", "result": ["not", "a", "completion"]}'),
+}
 THINKING_TEMPERATURE = 1.0
 INSTANT_TEMPERATURE = 0.6
 TOP_P = 0.95
@@ -57,6 +69,7 @@ class Reply:
     completion_tokens: int = 5
     cached_tokens: int = 0
     finish_reason: str | None = None
+    fault: Fault | None = None
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Reply:
@@ -181,6 +194,9 @@ class FakeChatServer:
                 "error": {"message": f"scripted HTTP {reply.status}", "type": _kind(reply.status)}
             }
             return web.json_response(payload, status=reply.status, headers=reply.headers)
+        if reply.fault in FAULT_BODIES:
+            content_type, text = FAULT_BODIES[reply.fault]
+            return web.Response(text=text, content_type=content_type, headers=reply.headers)
         thinking = _thinking_on(body)
         calls = [
             (f"functions.{name}:{next(self._ids)}", name, args) for name, args in reply.tool_calls
@@ -245,6 +261,13 @@ class FakeChatServer:
             )
             for piece in _pieces(args, 3):
                 await send({"tool_calls": [{"index": index, "function": {"arguments": piece}}]})
+        if reply.fault == "cut":  # a clean end of the body, but no finish_reason, usage, [DONE]
+            await response.write_eof()
+            return response
+        if reply.fault == "drop":  # the connection goes away without ending the chunked body
+            assert request.transport is not None
+            request.transport.abort()
+            return response
         await send({}, _finish(reply, calls))
         usage_chunk = {**base, "choices": [], "usage": _usage(reply)}
         await response.write(f"data: {json.dumps(usage_chunk)}\n\n".encode())
@@ -309,23 +332,38 @@ def check_kimi_rules(body: dict[str, Any]) -> str | None:
     if thinking and body.get("tool_choice") == "required":
         return "tool_choice 'required' is incompatible with thinking enabled; use 'auto'"
     known_ids: set[str] = set()
+    unanswered: tuple[int, list[str]] = (0, [])  # the last tool-call message and its open ids
     for index, message in enumerate(messages):
         if not isinstance(message, dict):
             return f"message at index {index} must be an object"
         role = message.get("role")
+        if role != "tool" and unanswered[1]:
+            return _unanswered(*unanswered)
         if role == "assistant" and message.get("tool_calls"):
-            if thinking and "reasoning_content" not in message:
+            if thinking and not message.get("reasoning_content"):
                 return (
                     "thinking is enabled but reasoning_content is missing in assistant tool "
                     f"call message at index {index}"
                 )
-            known_ids.update(str(call.get("id")) for call in message["tool_calls"])
-        elif role == "tool" and message.get("tool_call_id") not in known_ids:
-            return (
-                f"tool_call_id {message.get('tool_call_id')!r} at index {index} is not found "
-                "in any previous assistant tool call"
-            )
-    return None
+            ids = [str(call.get("id")) for call in message["tool_calls"]]
+            known_ids.update(ids)
+            unanswered = (index, ids)
+        elif role == "tool":
+            if message.get("tool_call_id") not in known_ids:
+                return (
+                    f"tool_call_id {message.get('tool_call_id')!r} at index {index} is not found "
+                    "in any previous assistant tool call"
+                )
+            if message.get("tool_call_id") in unanswered[1]:
+                unanswered[1].remove(str(message.get("tool_call_id")))
+    return _unanswered(*unanswered) if unanswered[1] else None
+
+
+def _unanswered(index: int, ids: list[str]) -> str:
+    return (
+        f"an assistant message with 'tool_calls' (index {index}) must be followed by tool "
+        f"messages responding to each 'tool_call_id'; no response for: {', '.join(ids)}"
+    )
 
 
 # -- payload helpers -------------------------------------------------------------------------

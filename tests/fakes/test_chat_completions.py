@@ -112,6 +112,22 @@ async def test_missing_reasoning_content_is_rejected_with_index(
     )
 
 
+async def test_empty_reasoning_content_counts_as_missing(client: openai.AsyncOpenAI) -> None:
+    messages = _tool_exchange(with_reasoning=True)
+    messages[2]["reasoning_content"] = ""
+    message = await _rejected(client, messages=messages)
+    assert "reasoning_content is missing in assistant tool call message at index 2" in message
+
+
+async def test_a_tool_call_left_without_an_answer_is_rejected(
+    client: openai.AsyncOpenAI,
+) -> None:
+    messages = _tool_exchange(with_reasoning=True)[:3] + [{"role": "user", "content": "and?"}]
+    message = await _rejected(client, messages=messages)
+    assert "(index 2) must be followed by tool messages" in message
+    assert "functions.disk_usage:0" in message
+
+
 async def test_replayed_reasoning_content_is_accepted(client: openai.AsyncOpenAI) -> None:
     await _chat(client).create(model="kimi-k2.6", messages=_tool_exchange(with_reasoning=True))
 
