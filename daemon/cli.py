@@ -532,10 +532,10 @@ def render_status(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-if __name__ == "__main__":
-    sys.exit(main())
-
-
 def _outbox_line(depths: dict[str, int]) -> str:
     """``slack 3 pending, console 1 pending`` (or ``empty``)."""
     return ", ".join(f"{channel} {n} pending" for channel, n in depths.items()) or "empty"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
