@@ -21,7 +21,13 @@ from daemon.clock import Clock
 from daemon.commands import IncidentCommands
 from daemon.pairing import PairingCodes
 from daemon.task_commands import SCHEDULER_OFF, TASK_WORDS, TaskCommands
-from integrations.base import ApprovalAnswer, ApprovalPrompt, Channel, InboundMessage
+from integrations.base import (
+    ApprovalAnswer,
+    ApprovalOutcome,
+    ApprovalPrompt,
+    Channel,
+    InboundMessage,
+)
 from integrations.outbox import OutboxWorker
 from memory.audit import AuditEntry, AuditRepo
 from memory.channels import ChannelStateRepo, InboundRepo
@@ -173,14 +179,24 @@ class ChannelHub:
         origin = f"{message.channel}|{message.room}|{message.thread or ''}"
         await self.reply(message, await self._task_commands.run(command, rest, actor, origin))
 
-    async def on_approval(self, answer: ApprovalAnswer) -> None:
-        """A button press: only operators and admins may decide."""
+    async def on_approval(self, answer: ApprovalAnswer) -> ApprovalOutcome:
+        """A button press: only operators and admins may decide; the presser is told the truth."""
         if not self._access.allows(answer.channel, answer.user_id, "approve"):
             await self._record_denial(answer.channel, answer.user_id, "approval answer")
-            return
-        self._approvals.resolve(
+            role = self._access.role_of(answer.channel, answer.user_id)
+            name = role.name.lower() if role else "none"
+            return ApprovalOutcome(
+                text=f"Not done: your role ({name}) cannot approve or deny; ask an operator.",
+                accepted=False,
+            )
+        decided = self._approvals.resolve(
             answer.approval_id, approved=answer.approved, by=f"{answer.channel}:{answer.user_name}"
         )
+        if not decided:
+            return ApprovalOutcome(
+                text="Not done: this request was already answered or has expired.", accepted=False
+            )
+        return ApprovalOutcome(text="Approved." if answer.approved else "Denied.", accepted=True)
 
     # -- replies -------------------------------------------------------------------------------
 

@@ -293,6 +293,8 @@ def parse_action(payload: dict[str, Any], channel: str) -> list[ApprovalAnswer]:
     if not isinstance(user, dict) or not isinstance(user.get("id"), str):
         return []
     name = user.get("username") or user.get("name") or user["id"]
+    container = payload.get("container")
+    room = container.get("channel_id") if isinstance(container, dict) else None
     found: list[ApprovalAnswer] = []
     for action in payload.get("actions") or []:
         if not isinstance(action, dict):
@@ -306,6 +308,7 @@ def parse_action(payload: dict[str, Any], channel: str) -> list[ApprovalAnswer]:
                     approved=action_id == APPROVE_ACTION,
                     user_id=user["id"],
                     user_name=str(name),
+                    room=room if isinstance(room, str) else "",
                 )
             )
     return found

@@ -62,6 +62,15 @@ class ApprovalAnswer:
     approved: bool
     user_id: str
     user_name: str
+    room: str = ""  # where the button was pressed (to answer the presser there)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ApprovalOutcome:
+    """What the person who pressed approve/deny is told: the truth, accepted or not."""
+
+    text: str
+    accepted: bool
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -87,7 +96,9 @@ class InboundSink(Protocol):
 
     async def on_message(self, message: InboundMessage) -> None: ...
 
-    async def on_approval(self, answer: ApprovalAnswer) -> None: ...
+    async def on_approval(self, answer: ApprovalAnswer) -> ApprovalOutcome:
+        """Decide (or refuse) the approval; the outcome is shown to whoever pressed."""
+        ...
 
 
 @runtime_checkable

@@ -369,7 +369,9 @@ class SlackChannel:
                 if self._sink is None:
                     continue
                 if isinstance(item, ApprovalAnswer):
-                    await self._sink.on_approval(item)
+                    outcome = await self._sink.on_approval(item)
+                    if not outcome.accepted:  # accepted: the prompt itself shows the decision
+                        await self._tell_presser(item, outcome.text)
                 else:
                     name = await self._user_name(item.user_id)
                     await self._sink.on_message(item.to_message(self.name, name))
@@ -377,6 +379,15 @@ class SlackChannel:
                 log.exception("the inbound sink failed on a Slack message; it is dropped")
             finally:
                 self._inbox.task_done()
+
+    async def _tell_presser(self, answer: ApprovalAnswer, text: str) -> None:
+        """Only the person who pressed sees why nothing happened (chat.postEphemeral)."""
+        if self._web is None or not answer.room:
+            return
+        try:
+            await self._web.chat_postEphemeral(channel=answer.room, user=answer.user_id, text=text)
+        except (SlackApiError, aiohttp.ClientError, TimeoutError) as exc:
+            log.info("could not tell %s why their press did nothing: %s", answer.user_id, exc)
 
     async def _user_name(self, user_id: str) -> str:
         """The user's handle via users.info (cached), or the id if that fails."""

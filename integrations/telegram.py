@@ -359,9 +359,7 @@ class TelegramChannel:
         if query is None:
             return
         answer = approval_answer(query)
-        if answer is not None:
-            await sink.on_approval(answer)
-        note = "Unknown button" if answer is None else "Approved" if answer.approved else "Denied"
+        note = "Unknown button" if answer is None else (await sink.on_approval(answer)).text
         try:
             await bot.answer_callback_query(query.id, text=note)
         except TelegramError as exc:  # e.g. "query is too old": the answer is stored anyway

@@ -153,31 +153,26 @@ async def test_only_operators_may_approve_and_the_prompt_is_updated(rig: Rig) ->
 
     refused = await rig.say("VIEW", f"approve {prompt.approval_id}")
     assert refused == ["Only operators and admins can approve or deny actions."]
-    await rig.hub.on_approval(
-        ApprovalAnswer(
-            channel="chat",
-            approval_id=prompt.approval_id,
-            approved=True,
-            user_id="VIEW",
-            user_name="view",
-        )
-    )
+
+    def press(user: str) -> ApprovalAnswer:
+        return ApprovalAnswer(
+            channel="chat", approval_id=prompt.approval_id, approved=True, user_id=user,
+            user_name=user.lower(),
+        )  # fmt: skip
+
+    told = await rig.hub.on_approval(press("VIEW"))  # the presser hears the truth
+    assert not told.accepted and "your role (viewer) cannot approve" in told.text
     assert not waiting.done()
 
-    await rig.hub.on_approval(
-        ApprovalAnswer(
-            channel="chat",
-            approval_id=prompt.approval_id,
-            approved=True,
-            user_id="OPS",
-            user_name="ops",
-        )
-    )
+    told = await rig.hub.on_approval(press("OPS"))
+    assert told.accepted and told.text == "Approved."
     decision = await asyncio.wait_for(waiting, 5)
     assert decision.approved and decision.by == "chat:ops"
     for _ in range(20):
         await asyncio.sleep(0.01)
     assert rig.channel.closed == ["run_command: approved by chat:ops"]
+    told = await rig.hub.on_approval(press("OPS"))  # a second press changes nothing
+    assert not told.accepted and "already answered" in told.text
 
 
 async def test_a_huge_message_is_cut_before_it_reaches_the_agent(rig: Rig) -> None:

@@ -4,7 +4,8 @@ Use it as ``async with FakeSlack() as slack:`` and point the clients at ``slack.
 (``http://127.0.0.1:PORT/api/``); ``apps.connections.open`` answers ``ws://127.0.0.1:PORT/link``.
 
 Web API: ``auth.test``, ``apps.connections.open``, ``chat.postMessage`` (``ts``, ``thread_ts``),
-``chat.update``, ``conversations.open``, ``users.info``. Tokens are checked (``invalid_auth``;
+``chat.update``, ``chat.postEphemeral``, ``conversations.open``, ``users.info``. Tokens are
+checked (``invalid_auth``;
 ``revoke(token)`` makes one ``token_revoked``); ``rate_limit(n, retry_after)`` answers the next
 ``n`` chat calls with HTTP 429 + Retry-After; every call lands in ``calls``.
 
@@ -323,6 +324,11 @@ class FakeSlack:
             return {"ok": False, "error": "message_not_found"}
         self.messages[key].update(text=params.get("text", ""), blocks=_blocks(params))
         return {"ok": True, "channel": key[0], "ts": key[1], "text": params.get("text", "")}
+
+    def _m_chat_postEphemeral(self, params: dict[str, Any]) -> dict[str, Any]:  # noqa: N802
+        if str(params.get("channel", "")) not in self.channels:
+            return {"ok": False, "error": "channel_not_found"}
+        return {"ok": True, "message_ts": f"{int(time.time())}.{next(self._ts):06d}"}
 
     def _m_conversations_open(self, params: dict[str, Any]) -> dict[str, Any]:
         return {"ok": True, "channel": {"id": self._dm_for(str(params.get("users", "")))}}

@@ -6,7 +6,7 @@ import asyncio
 import time
 from collections.abc import Callable
 
-from integrations.base import ApprovalAnswer, InboundMessage
+from integrations.base import ApprovalAnswer, ApprovalOutcome, InboundMessage
 
 
 class RecordingSink:
@@ -16,6 +16,7 @@ class RecordingSink:
         self.messages: list[InboundMessage] = []
         self.answers: list[ApprovalAnswer] = []
         self.fail = 0
+        self.outcome = ApprovalOutcome(text="Approved.", accepted=True)  # what presses are told
         self.after_store: Callable[[], None] | None = None
         self._changed = asyncio.Condition()
 
@@ -29,10 +30,11 @@ class RecordingSink:
         if self.after_store is not None:
             self.after_store()
 
-    async def on_approval(self, answer: ApprovalAnswer) -> None:
+    async def on_approval(self, answer: ApprovalAnswer) -> ApprovalOutcome:
         async with self._changed:
             self.answers.append(answer)
             self._changed.notify_all()
+        return self.outcome
 
     def texts(self) -> list[str]:
         return [message.text for message in self.messages]

@@ -14,6 +14,7 @@ from daemon.config import SlackChannelSettings
 from integrations._slack_blocks import APPROVE_ACTION, DENY_ACTION, split_text
 from integrations.base import (
     ApprovalAnswer,
+    ApprovalOutcome,
     ApprovalPrompt,
     Channel,
     DeliveryError,
@@ -23,7 +24,7 @@ from integrations.base import (
 from integrations.slack import SlackChannel
 from integrations.slack_manifest import slack_manifest
 from tests.fakes.slack import APP_TOKEN, BOT_TOKEN, FakeSlack
-from tests.integrations.sink import RecordingSink
+from tests.integrations.sink import RecordingSink, eventually
 
 
 def settings(slack: FakeSlack, **overrides: Any) -> SlackChannelSettings:
@@ -194,6 +195,23 @@ async def test_mentions_from_model_output_cannot_ping(
     assert text == "&lt;!channel&gt; &lt;@U1&gt; &lt;!here&gt; a&amp;b"
 
 
+async def test_a_refused_press_is_told_why_only_to_the_presser(
+    slack: FakeSlack, channel: SlackChannel, sink: RecordingSink
+) -> None:
+    sink.outcome = ApprovalOutcome(
+        text="Not done: your role (viewer) cannot approve", accepted=False
+    )
+    prompt = ApprovalPrompt(approval_id="ap-2", text="restart nginx?", target="C1")
+    room, ts = (await channel.ask_approval(prompt)).split(":")
+    await slack.push_button(
+        action_id=APPROVE_ACTION, value="ap-2", user_id="U2", channel=room, message_ts=ts
+    )
+    await eventually(lambda: bool(slack.calls_to("chat.postEphemeral")))
+    [told] = slack.calls_to("chat.postEphemeral")
+    assert told.params["user"] == "U2" and told.params["channel"] == room
+    assert "cannot approve" in told.params["text"]
+
+
 async def test_long_messages_are_split(slack: FakeSlack, channel: SlackChannel) -> None:
     body = "\n".join(f"line {i} " + "x" * 80 for i in range(100))  # ~8,800 characters
     platform_id = await channel.send(OutgoingMessage(outbox_id=1, target="", text=body))
@@ -224,9 +242,10 @@ async def test_approval_buttons_answer_and_close(
     )
     await sink.wait(lambda: len(sink.answers) >= 2)
     assert sink.answers[0] == ApprovalAnswer(
-        channel="slack", approval_id="ap-1", approved=True, user_id="U2", user_name="bob"
+        channel="slack", approval_id="ap-1", approved=True, user_id="U2", user_name="bob", room=room
     )
     assert sink.answers[1].approved is False
+    assert slack.calls_to("chat.postEphemeral") == []  # accepted: the prompt shows it
     await channel.close_approval(prompt, platform_id, "approved by @bob")
     closed = slack.messages[(room, ts)]
     assert not [b for b in closed["blocks"] if b["type"] == "actions"]

@@ -14,6 +14,7 @@ from daemon.config import TelegramChannelSettings
 from integrations._telegram_updates import split_text
 from integrations.base import (
     ApprovalAnswer,
+    ApprovalOutcome,
     ApprovalPrompt,
     Channel,
     DeliveryError,
@@ -287,9 +288,16 @@ async def test_approval_round_trip(
             channel="telegram", approval_id="a17", approved=True, user_id=str(ANN), user_name="@ann"
         )
     ]
-    tg.push_callback(GROUP, int(platform_id), "something-else")
+    assert tg.calls_to("answerCallbackQuery")[0]["text"] == "Approved."  # what the sink decided
+    sink.outcome = ApprovalOutcome(
+        text="Not done: your role (viewer) cannot approve", accepted=False
+    )
+    tg.push_callback(GROUP, int(platform_id), "ns:approve:a17", user_id=ANN)
     await tg.wait_for("answerCallbackQuery", 2)
-    assert len(sink.answers) == 1
+    assert "cannot approve" in tg.calls_to("answerCallbackQuery")[1]["text"]  # not "Approved"
+    tg.push_callback(GROUP, int(platform_id), "something-else")
+    await tg.wait_for("answerCallbackQuery", 3)
+    assert len(sink.answers) == 2
 
     await channel.close_approval(prompt, platform_id, "approved by @ann")
     assert stored["text"] == "restart nginx?\n\napproved by @ann"
