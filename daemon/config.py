@@ -25,11 +25,19 @@ from pydantic_settings import (
     NestedSecretsSettingsSource,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
+    SettingsError,
     TomlConfigSettingsSource,
 )
 
 from daemon._alerting_settings import IncidentSettings, RuleSettings
-from daemon._section import Section, check_regex, check_regexes, check_zone
+from daemon._section import (
+    Section,
+    check_http_url,
+    check_regex,
+    check_regexes,
+    check_sane,
+    check_zone,
+)
 from daemon._task_settings import DigestSettings, QuietHoursSettings, TaskSpec
 from daemon.errors import ConfigError
 from daemon.watchers.command import CommandCheckSettings
@@ -40,6 +48,8 @@ from daemon.watchers.port import PortCheckSettings
 from daemon.watchers.process import ProcessWatchSettings
 
 __all__ = ["Settings", "default_config_path", "default_state_dir", "load_settings"]
+
+MAX_SOCKET_PATH = 107  # sizeof(sun_path) on Linux, less the terminating NUL
 
 Mode = Literal["thinking", "instant"]
 
@@ -67,6 +77,8 @@ class LlmSettings(Section):
     price_input_per_mtok: float = Field(default=0.60, ge=0)
     price_cached_input_per_mtok: float = Field(default=0.15, ge=0)
     price_output_per_mtok: float = Field(default=2.50, ge=0)
+
+    _base_url = field_validator("base_url")(lambda cls, value: check_http_url(value))
 
 
 class StateSettings(Section):
@@ -168,6 +180,16 @@ class ApiSettings(Section):
     tcp_host: str = "127.0.0.1"
     tcp_port: int | None = Field(default=None, ge=1, le=65535)
     webhook_token: SecretStr | None = None
+
+    @field_validator("tcp_host")
+    @classmethod
+    def _explicit_host(cls, value: str) -> str:
+        if not value.strip() or any(ch.isspace() for ch in value):
+            raise ValueError(
+                f"{value!r} is not a host; give an address such as 127.0.0.1 (this host only), "
+                'or "0.0.0.0" / "::" to listen on every interface on purpose'
+            )
+        return value
 
 
 class ConsoleChannelSettings(Section):
@@ -381,6 +403,16 @@ class Settings(BaseSettings):
                         f"routes.{index}.to: channel {channel!r} is not enabled "
                         f"(set [channels.{channel}] enabled = true, or remove {target!r})"
                     )
+        for target in self.default_route:
+            check_sane(target)
+            channel = target.split(":", 1)[0]
+            if channel not in enabled:
+                known = "is not enabled" if channel in CHANNEL_NAMES else "is not a channel"
+                raise ValueError(
+                    f"default_route: channel {channel!r} {known} (use one of "
+                    f"{', '.join(sorted(enabled)) or 'no channel: enable one'}, or set "
+                    f"[channels.{channel}] enabled = true)"
+                )
         return self
 
     @classmethod
@@ -472,11 +504,65 @@ def load_settings(
     init: dict[str, Any] = dict(overrides or {})
     if state_dir is not None:
         init.setdefault("state", {})["dir"] = state_dir
+    _check_secrets_dir(secrets_dir, config_path)
     try:
         settings = loader(**init)
     except ValidationError as exc:
         raise ConfigError(_describe(exc, config_path)) from None
-    return Settings.model_validate(settings.model_dump())
+    except (SettingsError, OSError) as exc:  # the credentials directory, read by the loader
+        raise ConfigError(f"{_secrets_key(config_path)}: {secrets_dir}: {exc}") from None
+    settings = Settings.model_validate(settings.model_dump())
+    _check_socket_path(settings, config_path)
+    return settings
+
+
+MAX_TOML_DEPTH = 32  # tables and arrays nested deeper than any real config
+
+
+def _secrets_key(config_path: Path | None) -> str:
+    """Which setting chose the credentials directory, as the operator would name it."""
+    if os.environ.get("CREDENTIALS_DIRECTORY"):
+        return "$CREDENTIALS_DIRECTORY"
+    if os.environ.get("NIGHTSHIFT_STATE__SECRETS_DIR"):
+        return "$NIGHTSHIFT_STATE__SECRETS_DIR"
+    return f"{config_path}: state.secrets_dir" if config_path else "state.secrets_dir"
+
+
+def _check_secrets_dir(path: Path | None, config_path: Path | None) -> None:
+    """A credentials directory that exists must be a readable directory."""
+    if path is None:
+        return
+    key = _secrets_key(config_path)
+    try:
+        exists = path.exists()
+        is_dir = path.is_dir()
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{key}: unusable path {str(path)!r}: {exc}") from None
+    if exists and not is_dir:
+        raise ConfigError(
+            f"{key}: {path} is not a directory; point it at the directory holding one file "
+            "per secret (e.g. llm__api_key), or remove the setting"
+        )
+    if exists and not os.access(path, os.R_OK | os.X_OK):
+        raise ConfigError(
+            f"{key}: {path} is not readable by this user (uid {os.getuid()}); fix its "
+            "owner/permissions, or point it elsewhere"
+        )
+
+
+def _check_socket_path(settings: Settings, config_path: Path | None) -> None:
+    """The API socket's full path must fit in AF_UNIX's sun_path (107 bytes and a NUL)."""
+    where = f"{config_path}: " if config_path else ""
+    try:
+        size = len(os.fsencode(settings.socket_path))
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{where}api.socket: unusable path: {exc}") from None
+    if size > MAX_SOCKET_PATH:
+        raise ConfigError(
+            f"{where}api.socket: the socket path {settings.socket_path} is {size} bytes, more "
+            f"than the {MAX_SOCKET_PATH} a unix socket allows; choose a shorter state.dir "
+            "(--state-dir) or an absolute, shorter api.socket"
+        )
 
 
 def _secrets_dir(config_path: Path | None) -> Path | None:
@@ -508,9 +594,32 @@ def _check_toml(path: Path) -> None:
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: cannot read config file: {exc}") from None
     try:
-        tomllib.loads(text)
+        data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+    except RecursionError:
+        raise ConfigError(
+            f"{path}: invalid TOML: arrays or tables nested too deeply to read; "
+            f"nightshift's settings nest at most a few levels (limit {MAX_TOML_DEPTH})"
+        ) from None
+    _check_depth(data, path)
+
+
+def _check_depth(data: dict[str, Any], path: Path) -> None:
+    """Refuse values nested deeper than MAX_TOML_DEPTH, naming the key, without recursion."""
+    stack: list[tuple[str, Any, int]] = [(key, value, 1) for key, value in data.items()]
+    while stack:
+        key, value, depth = stack.pop()
+        if depth > MAX_TOML_DEPTH:
+            shown = key if len(key) < 120 else key[:117] + "..."
+            raise ConfigError(
+                f"{path}: {shown}: nested more than {MAX_TOML_DEPTH} levels deep; no setting "
+                "nests like that (check against config.example.toml)"
+            )
+        if isinstance(value, dict):
+            stack.extend((f"{key}.{k}", v, depth + 1) for k, v in value.items())
+        elif isinstance(value, list):
+            stack.extend((f"{key}.{i}", v, depth + 1) for i, v in enumerate(value))
 
 
 def _describe(exc: ValidationError, config_path: Path | None) -> str:
@@ -527,14 +636,27 @@ def _describe(exc: ValidationError, config_path: Path | None) -> str:
         message = error["msg"]
         if error["type"] == "extra_forbidden":
             message = "unknown key (check the spelling against config.example.toml)"
+        message += _HINTS.get(error["type"], "")
         given = error.get("input")
         shown = (
             "" if error["type"] == "extra_forbidden" or _looks_secret(key) else f" (got {given!r})"
         )
         if isinstance(given, dict | list):
             shown = ""
+        if len(shown) > 90:  # a huge number or a long text: the key and the rule say enough
+            shown = shown[:80] + "…)"
+        if not error["loc"] and message.startswith("Value error, "):
+            lines.append(f"  {message.removeprefix('Value error, ')}")  # names its own keys
+            continue
         lines.append(f"  {key}: {message}{shown}")
     return "\n".join(lines)
+
+
+_HINTS = {
+    "finite_number": " (inf and nan are not allowed; give a number)",
+    "float_type": " (give a number)",
+    "int_parsing_size": " (number out of range)",
+}
 
 
 def _key_path(loc: tuple[Any, ...], raw: Any) -> str:
