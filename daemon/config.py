@@ -383,7 +383,7 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _routes_use_enabled_channels(self) -> Settings:
-        enabled = {name for name in CHANNEL_NAMES if getattr(self.channels, name).enabled}
+        enabled = self.enabled_channels
         scheduler = self.scheduler
         targets = [(f"scheduler.tasks.{i} ({t.name}).deliver_to", t.deliver_to)
                    for i, t in enumerate(scheduler.tasks)]  # fmt: skip
@@ -453,6 +453,11 @@ class Settings(BaseSettings):
     @property
     def socket_path(self) -> Path:
         return self.state_dir / self.api.socket
+
+    @property
+    def enabled_channels(self) -> frozenset[str]:
+        """The channels notifications and task results may go to."""
+        return frozenset(name for name in CHANNEL_NAMES if getattr(self.channels, name).enabled)
 
     @property
     def agent_available(self) -> tuple[bool, str]:
