@@ -582,7 +582,8 @@ def _secrets_dir(config_path: Path | None) -> Path | None:
             data = tomllib.loads(config_path.read_text())
         except (OSError, tomllib.TOMLDecodeError):
             return None
-        configured = data.get("state", {}).get("secrets_dir")
+        state = data.get("state")
+        configured = state.get("secrets_dir") if isinstance(state, dict) else None
         if isinstance(configured, str):
             return Path(configured)
     return None
@@ -603,11 +604,20 @@ def _check_toml(path: Path) -> None:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: invalid TOML: {exc}") from None
     except RecursionError:
-        raise ConfigError(
-            f"{path}: invalid TOML: arrays or tables nested too deeply to read; "
-            f"nightshift's settings nest at most a few levels (limit {MAX_TOML_DEPTH})"
-        ) from None
+        raise ConfigError(f"{path}: {_too_deep(text)}") from None
     _check_depth(data, path)
+
+
+def _too_deep(text: str) -> str:
+    """Where the parser gave up on nesting: the first line opening too many brackets."""
+    for number, line in enumerate(text.splitlines(), 1):
+        if line.count("[") + line.count("{") > MAX_TOML_DEPTH:
+            key = line.split("=", 1)[0].strip()[:60] if "=" in line else line[:60]
+            return (
+                f"line {number} ({key}): arrays or tables nested more than {MAX_TOML_DEPTH} "
+                "levels deep; no setting nests like that (check against config.example.toml)"
+            )
+    return f"arrays or tables nested more than {MAX_TOML_DEPTH} levels deep; no setting does"
 
 
 def _check_depth(data: dict[str, Any], path: Path) -> None:
@@ -659,7 +669,6 @@ def _describe(exc: ValidationError, config_path: Path | None) -> str:
 
 _HINTS = {
     "finite_number": " (inf and nan are not allowed; give a number)",
-    "float_type": " (give a number)",
     "int_parsing_size": " (number out of range)",
 }
 
