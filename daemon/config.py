@@ -381,6 +381,12 @@ class Settings(BaseSettings):
     routes: list[RouteSettings] = Field(default_factory=list)
     default_route: list[str] = Field(default_factory=lambda: ["console"])
 
+    @field_validator("default_route")
+    @classmethod
+    def _sane_route(cls, targets: list[str]) -> list[str]:
+        check_sane(targets)
+        return targets
+
     @model_validator(mode="after")
     def _routes_use_enabled_channels(self) -> Settings:
         enabled = self.enabled_channels
@@ -404,7 +410,6 @@ class Settings(BaseSettings):
                         f"(set [channels.{channel}] enabled = true, or remove {target!r})"
                     )
         for target in self.default_route:
-            check_sane(target)
             channel = target.split(":", 1)[0]
             if channel not in enabled:
                 known = "is not enabled" if channel in CHANNEL_NAMES else "is not a channel"

@@ -80,14 +80,15 @@ def deep(opening: str, closing: str, inner: str) -> st.SearchStrategy[Raw]:
     return st.integers(1, 3000).map(lambda n: Raw(opening * n + inner + closing * n))
 
 
+ODD_TEXTS = ["", " ", "a\x00b", "/tmp/x\x00", "{value:>999999999}", "{x:099999999d}", "ftp://x",
+             "http://", "http://a b", "slack", "pager:1", "0.0.0.0"]  # fmt: skip
 VALUES: st.SearchStrategy[Any] = st.one_of(
     st.integers(-(10**30), 10**30),
     st.sampled_from([0, -1, 2**63, 2**63 - 1, 10**400, 99999999999999999999999]),
     st.floats(allow_nan=True, allow_infinity=True),
     st.sampled_from([math.inf, -math.inf, math.nan, 1e300, -0.0]),
     st.text(max_size=20),
-    st.sampled_from(["", " ", "a\x00b", "/tmp/x\x00", "{value:>999999999}", "{x:099999999d}",
-                     "ftp://x", "http://", "http://a b", "slack", "pager:1", "0.0.0.0"]),  # fmt: skip
+    st.sampled_from(ODD_TEXTS),
     st.booleans(),
     st.lists(st.one_of(st.text(max_size=5), st.integers()), max_size=3),
     st.dictionaries(st.text(max_size=5), st.text(max_size=5), max_size=2),
