@@ -644,7 +644,7 @@ def _check_depth(data: dict[str, Any], path: Path) -> None:
 
 def _describe(exc: ValidationError, config_path: Path | None) -> str:
     where = f"{config_path}" if config_path else "configuration"
-    lines = [f"{where}: {exc.error_count()} problem(s):"]
+    found: dict[str, tuple[bool, str]] = {}  # key -> (only a type mismatch?, line)
     raw: Any = None
     if config_path is not None:
         try:
@@ -665,10 +665,17 @@ def _describe(exc: ValidationError, config_path: Path | None) -> str:
             shown = ""
         if len(shown) > 90:  # a huge number or a long text: the key and the rule say enough
             shown = shown[:80] + "…)"
+        line = f"  {key}: {message}{shown}"
         if not error["loc"] and message.startswith("Value error, "):
-            lines.append(f"  {message.removeprefix('Value error, ')}")  # names its own keys
-            continue
-        lines.append(f"  {key}: {message}{shown}")
+            line = f"  {message.removeprefix('Value error, ')}"  # names its own keys
+        # one line per key: of a union's alternatives, the most telling one
+        vague = error["type"].endswith("_type")
+        if key not in found or (found[key][0] and not vague) or not error["loc"]:
+            found[key if error["loc"] else line] = (vague, line)
+    for key, (vague, _) in list(found.items()):  # `int | list[int]`: the list's item says more
+        if vague and any(other.startswith(f"{key}.") for other in found):
+            del found[key]
+    lines = [f"{where}: {len(found)} problem(s):", *(line for _, line in found.values())]
     return "\n".join(lines)
 
 
@@ -678,11 +685,17 @@ _HINTS = {
 }
 
 
+_UNION_TAG = re.compile(r"str|int|float|bool|none|[\w-]+\[.*\]", re.DOTALL)
+
+
 def _key_path(loc: tuple[Any, ...], raw: Any) -> str:
     """``rules.1.metric`` → ``rules.1 (DiskFull).metric``: list items named by their name."""
     parts: list[str] = []
     node = raw
     for part in loc:
+        tag = isinstance(part, str) and _UNION_TAG.fullmatch(part)
+        if tag and not (isinstance(node, dict) and part in node):
+            continue  # which alternative of `str | int | …` pydantic tried: not a key
         text = str(part)
         if isinstance(node, dict):
             node = node.get(part)

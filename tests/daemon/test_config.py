@@ -327,3 +327,21 @@ def test_deep_nesting_exits_78_in_a_real_process(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
     result = run_cli("run", "--config", str(path), "--state-dir", str(tmp_path / "s"))
     assert result.returncode == 78 and "nested more than" in result.stderr
+
+
+def test_a_value_of_several_allowed_types_is_one_problem_on_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text(
+        '[[incidents.remediation.auto]]\nmatchers = ["alertname=X"]\ntool = "restart_service"\n'
+        "arguments = { wait = nan }\n"
+        '[[watchers.http]]\nname = "site"\nurl = "http://127.0.0.1/"\nexpect_status = [inf]\n'
+    )
+    with pytest.raises(ConfigError) as info:
+        load_settings(path)
+    assert str(info.value).splitlines() == [
+        f"{path}: 2 problem(s):",
+        "  watchers.http.0 (site).expect_status.0: Input should be a finite number (inf and nan "
+        "are not allowed; give a number) (got inf)",
+        "  incidents.remediation.auto.0.arguments.wait: Input should be a finite number (inf and "
+        "nan are not allowed; give a number) (got nan)",
+    ]
