@@ -72,8 +72,8 @@ class LlmSettings(Section):
     retry_initial_seconds: float = Field(default=1.0, ge=0)
     retry_max_seconds: float = Field(default=60.0, gt=0)
     concurrency: int = Field(default=4, ge=1, le=1000)
-    max_tokens_thinking: int = Field(default=32768, ge=1024)
-    max_tokens_instant: int = Field(default=8192, ge=256)
+    max_tokens_thinking: int = Field(default=32768, ge=1024, le=1_048_576)
+    max_tokens_instant: int = Field(default=8192, ge=256, le=1_048_576)
     price_input_per_mtok: float = Field(default=0.60, ge=0)
     price_cached_input_per_mtok: float = Field(default=0.15, ge=0)
     price_output_per_mtok: float = Field(default=2.50, ge=0)
@@ -111,7 +111,7 @@ class AgentSettings(Section):
     repeated_call_limit: int = Field(default=2, ge=1)
     context_tokens: int = Field(default=120_000, ge=4_000)
     keep_recent_messages: int = Field(default=12, ge=2)
-    tool_output_chars: int = Field(default=12_000, ge=500)
+    tool_output_chars: int = Field(default=12_000, ge=500, le=1_000_000)
     tool_timeout_seconds: float = Field(default=60.0, gt=0)
     history_messages: int = Field(default=40, ge=2)
     instructions: str = ""
@@ -127,7 +127,7 @@ class PolicySettings(Section):
     deny_paths: list[str] = Field(
         default_factory=lambda: ["/etc/shadow", "/etc/gshadow", "/etc/sudoers", "/etc/ssh", "/root"]
     )
-    max_read_bytes: int = Field(default=262_144, ge=1024)
+    max_read_bytes: int = Field(default=262_144, ge=1024, le=64 * 2**20)
     read_only_commands: list[str] = Field(
         default_factory=lambda: [
             "uptime",
@@ -162,7 +162,7 @@ class PolicySettings(Section):
     auto_approve: list[str] = Field(default_factory=list)
     approval_timeout_seconds: float = Field(default=300.0, gt=0)
     command_timeout_seconds: float = Field(default=30.0, gt=0)
-    max_output_bytes: int = Field(default=65_536, ge=1024)
+    max_output_bytes: int = Field(default=65_536, ge=1024, le=64 * 2**20)
     redact_patterns: list[str] = Field(default_factory=list)
 
     @field_validator("redact_patterns")

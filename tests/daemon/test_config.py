@@ -210,6 +210,8 @@ TASK = '[[scheduler.tasks]]\nname = "report"\nprompt = "hi"\ninterval_seconds = 
         ("[state]\nbusy_timeout_ms = 99999999999999", "state.busy_timeout_ms: Value error"),
         (TASK + "retry_backoff_seconds = 1e300", "scheduler.tasks.0 (report).retry_backoff_sec"),
         ("[scheduler]\nkeep_runs_days = 1e12", "scheduler.keep_runs_days: Value error"),
+        ("[policy]\nmax_read_bytes = 4611686018427387904", "policy.max_read_bytes: Input should"),
+        ("[llm]\nmax_tokens_instant = 9999999999", "llm.max_tokens_instant: Input should be"),
         # inf and nan, which are valid TOML floats
         ("[llm]\ntimeout_seconds = inf", "llm.timeout_seconds: Input should be a finite number"),
         ("[agent]\ntool_timeout_seconds = inf", "agent.tool_timeout_seconds: Input should be a"),
