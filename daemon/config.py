@@ -521,6 +521,8 @@ def load_settings(
         raise ConfigError(_describe(exc, config_path)) from None
     except (SettingsError, OSError) as exc:  # the credentials directory, read by the loader
         raise ConfigError(f"{_secrets_key(config_path)}: {secrets_dir}: {exc}") from None
+    except RecursionError:  # JSON in an environment variable or a credential file
+        raise ConfigError(_too_deep_outside(secrets_dir)) from None
     settings = Settings.model_validate(settings.model_dump())
     _check_socket_path(settings, config_path)
     return settings
@@ -623,6 +625,15 @@ def _too_deep(text: str) -> str:
                 "levels deep; no setting nests like that (check against config.example.toml)"
             )
     return f"arrays or tables nested more than {MAX_TOML_DEPTH} levels deep; no setting does"
+
+
+def _too_deep_outside(secrets_dir: Path | None) -> str:
+    """Name the environment variable (or else the credentials) whose JSON nests too deeply."""
+    for name, value in sorted(os.environ.items()):
+        if name.startswith("NIGHTSHIFT_") and value.count("[") + value.count("{") > MAX_TOML_DEPTH:
+            return f"${name}: JSON nested more than {MAX_TOML_DEPTH} levels deep; no setting does"
+    where = f"a credential file in {secrets_dir}" if secrets_dir else "a setting"
+    return f"{where}: JSON nested more than {MAX_TOML_DEPTH} levels deep; no setting does"
 
 
 def _check_depth(data: dict[str, Any], path: Path) -> None:

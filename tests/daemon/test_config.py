@@ -347,3 +347,14 @@ def test_a_value_of_several_allowed_types_is_one_problem_on_one_line(tmp_path: P
         "  incidents.remediation.auto.0.arguments.wait: Input should be a finite number (inf and "
         "nan are not allowed; give a number) (got nan)",
     ]
+
+
+def test_deep_json_in_an_environment_variable_is_named(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from daemon.cli import main
+
+    monkeypatch.setenv("NIGHTSHIFT_LLM__FALLBACK_MODELS", "[" * 20_000 + "]" * 20_000)
+    assert main(["check-config"]) == 78
+    err = capsys.readouterr().err
+    assert "$NIGHTSHIFT_LLM__FALLBACK_MODELS: JSON nested more than 32 levels deep" in err
