@@ -612,7 +612,17 @@ def _check_toml(path: Path) -> None:
         raise ConfigError(f"{path}: invalid TOML: {exc}") from None
     except RecursionError:
         raise ConfigError(f"{path}: {_too_deep(text)}") from None
+    except ValueError:  # an integer of more digits than Python converts (4300)
+        raise ConfigError(f"{path}: {_too_long_number(text)}") from None
     _check_depth(data, path)
+
+
+def _too_long_number(text: str) -> str:
+    for number, line in enumerate(text.splitlines(), 1):
+        if re.search(r"\d{1000}", line.replace("_", "")):
+            key = line.split("=", 1)[0].strip()[:60]
+            return f"line {number} ({key}): number out of range (thousands of digits)"
+    return "a number out of range (thousands of digits)"
 
 
 def _too_deep(text: str) -> str:

@@ -92,6 +92,7 @@ VALUES: st.SearchStrategy[Any] = st.one_of(
     st.booleans(),
     st.lists(st.one_of(st.text(max_size=5), st.integers()), max_size=3),
     st.dictionaries(st.text(max_size=5), st.text(max_size=5), max_size=2),
+    st.integers(4000, 6000).map(lambda digits: Raw("9" * digits)),  # past int("…") limits
     deep("[", "]", ""),
     deep("{a=", "}", "1"),
 )
