@@ -136,3 +136,11 @@ def check_http_url(value: str) -> str:
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(f"{value!r} must be an http:// or https:// URL with a host; {example}")
     return value
+
+
+def check_file_name(value: str) -> str:
+    """A path that names a file (relative to the state directory, or absolute)."""
+    name = value.rstrip("/").rsplit("/", 1)[-1]
+    if not value.strip() or value.endswith("/") or name in ("", ".", ".."):
+        raise ValueError(f"{value!r} does not name a file; give a file name or an absolute path")
+    return value

@@ -32,6 +32,7 @@ from pydantic_settings import (
 from daemon._alerting_settings import IncidentSettings, RuleSettings
 from daemon._section import (
     Section,
+    check_file_name,
     check_http_url,
     check_regex,
     check_regexes,
@@ -88,6 +89,8 @@ class StateSettings(Section):
     database: str = "nightshift.db"
     busy_timeout_ms: int = Field(default=5000, ge=0)
     secrets_dir: Path | None = None
+
+    _database = field_validator("database")(lambda cls, value: check_file_name(value))
 
 
 class BudgetSettings(Section):
@@ -180,6 +183,8 @@ class ApiSettings(Section):
     tcp_host: str = "127.0.0.1"
     tcp_port: int | None = Field(default=None, ge=1, le=65535)
     webhook_token: SecretStr | None = None
+
+    _socket = field_validator("socket")(lambda cls, value: check_file_name(value))
 
     @field_validator("tcp_host")
     @classmethod

@@ -240,6 +240,9 @@ TASK = '[[scheduler.tasks]]\nname = "report"\nprompt = "hi"\ninterval_seconds = 
         ('[policy]\nread_paths = ["/var/log\\u0000"]', "policy.read_paths: Value error, contains"),
         ('[incidents]\nrunbooks_dir = "/etc\\u0000"', "incidents.runbooks_dir: Value error"),
         ('default_route = ["console:\\u0000"]', "default_route"),
+        # a socket or database that would be the state directory itself
+        ('[api]\nsocket = ""', "api.socket: Value error, '' does not name a file"),
+        ('[state]\ndatabase = "sub/"', "state.database: Value error, 'sub/' does not name a"),
         # listening everywhere must be said out loud
         ('[api]\ntcp_host = ""\ntcp_port = 9464', "api.tcp_host: Value error, '' is not a host"),
         # notifications to a channel that is not enabled, or not a channel
