@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import string
 from pathlib import Path
 from typing import Literal
 
@@ -11,22 +10,11 @@ from pydantic import Field, field_validator, model_validator
 
 from daemon._section import Section, check_hhmm, check_regex, check_regexes, check_zone
 from daemon.alerts import EVENT_METRICS, METRICS, TEXT_METRICS
+from daemon.templates import check_template
 
 Severity = Literal["info", "warning", "critical"]
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*")
 _LABEL = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-
-
-def check_template(text: str) -> str:
-    """Reject annotation templates Python's str.format cannot parse (e.g. an unclosed brace)."""
-    try:
-        list(string.Formatter().parse(text))
-    except ValueError as exc:
-        raise ValueError(
-            f"bad template {text!r}: {exc}; use {{value}}, {{threshold}} or a label like "
-            "{mount}, and double braces {{{{ }}}} for literal ones"
-        ) from None
-    return text
 
 
 class RuleSettings(Section):

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import json
 import logging
 import os
 import pwd
 import socket
+import stat
 import struct
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -19,6 +21,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from daemon.approvals import ApprovalRequest
 from daemon.chat import DrainingError
+from daemon.errors import ConfigError
 from daemon.task_commands import SCHEDULER_OFF, TASK_WORDS, TaskConflict, TaskRejected
 
 if TYPE_CHECKING:
@@ -74,33 +77,99 @@ class ApiServer:
         self._runtime = runtime
         self._socket_path = socket_path
         self._runners: list[web.AppRunner] = []
+        self._socket_id: tuple[int, int] | None = None  # (st_dev, st_ino) of the socket we made
 
     async def start(self) -> None:
+        """Listen, or raise ConfigError naming the api key that stops us (path, host, port)."""
         runner = web.AppRunner(build_local_app(self._runtime), access_log=None)
         await runner.setup()
         self._runners.append(runner)
-        with contextlib.suppress(FileNotFoundError):
-            self._socket_path.unlink()  # stale from a crash; the state-dir lock proves it is ours
+        await remove_stale_socket(self._socket_path)
         old_umask = os.umask(0o177)
         try:
             await web.UnixSite(runner, str(self._socket_path)).start()
+        except OSError as exc:
+            raise ConfigError(
+                f"api.socket: cannot listen on {self._socket_path}: {exc.strerror or exc}; "
+                "fix the state directory's permissions or set api.socket to another path"
+            ) from None
         finally:
             os.umask(old_umask)
         os.chmod(self._socket_path, 0o600)
+        made = os.lstat(self._socket_path)
+        self._socket_id = (made.st_dev, made.st_ino)
         api = self._runtime.settings.api
         if api.tcp_port:
             probe = web.AppRunner(build_probe_app(self._runtime), access_log=None)
             await probe.setup()
             self._runners.append(probe)
-            await web.TCPSite(probe, api.tcp_host, api.tcp_port).start()
+            try:
+                await web.TCPSite(probe, api.tcp_host, api.tcp_port).start()
+            except OSError as exc:
+                raise _listen_error(api.tcp_host, api.tcp_port, exc) from None
             log.info("health and metrics on http://%s:%d", api.tcp_host, api.tcp_port)
 
     async def stop(self) -> None:
         for runner in reversed(self._runners):
             await runner.cleanup()
         self._runners.clear()
+        try:  # only the socket this server made: never a file someone put there since
+            now = os.lstat(self._socket_path)
+        except OSError:
+            return
+        if self._socket_id == (now.st_dev, now.st_ino) and stat.S_ISSOCK(now.st_mode):
+            with contextlib.suppress(FileNotFoundError):
+                self._socket_path.unlink()
+        self._socket_id = None
+
+
+async def remove_stale_socket(path: Path) -> None:
+    """Delete ``path`` only if it is a unix socket nobody answers on; else raise ConfigError."""
+    try:
+        found = os.lstat(path)
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise ConfigError(f"api.socket: cannot inspect {path}: {exc.strerror}") from None
+    if not stat.S_ISSOCK(found.st_mode):
+        kind = "a directory" if stat.S_ISDIR(found.st_mode) else "not a socket"
+        raise ConfigError(
+            f"api.socket: {path} exists and is {kind}; nightshift will not delete it. Move it "
+            "away, or set api.socket to another name"
+        )
+    try:
+        _, writer = await asyncio.wait_for(asyncio.open_unix_connection(str(path)), 5.0)
+    except (ConnectionRefusedError, FileNotFoundError):
         with contextlib.suppress(FileNotFoundError):
-            self._socket_path.unlink()
+            os.unlink(path)  # left by a process that died: nobody listens any more
+        log.info("removed the stale socket %s", path)
+        return
+    except (OSError, TimeoutError) as exc:
+        reason = "it did not answer in time" if isinstance(exc, TimeoutError) else exc.strerror
+        raise ConfigError(
+            f"api.socket: {path} is a socket nightshift cannot check ({reason}); remove it if "
+            "no other program uses it, or set api.socket to another name"
+        ) from None
+    writer.close()
+    with contextlib.suppress(OSError):
+        await writer.wait_closed()
+    raise ConfigError(
+        f"api.socket: another program is listening on {path}; stop it, or set api.socket "
+        "to another name"
+    )
+
+
+def _listen_error(host: str, port: int, exc: OSError) -> ConfigError:
+    """The TCP listener's failure, told as the setting to change."""
+    if exc.errno == errno.EADDRINUSE:
+        return ConfigError(
+            f"api.tcp_port: port {port} on {host} is already in use; stop the program holding "
+            f"it (see `ss -ltnp 'sport = :{port}'`) or choose another api.tcp_port"
+        )
+    return ConfigError(
+        f"api.tcp_host: cannot listen on {host}:{port}: {exc.strerror or exc}; use an address "
+        "of this host (127.0.0.1, ::1, or 0.0.0.0 for every interface)"
+    )
 
 
 def _runtime(request: web.Request) -> Runtime:

@@ -25,11 +25,20 @@ from pydantic_settings import (
     NestedSecretsSettingsSource,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
+    SettingsError,
     TomlConfigSettingsSource,
 )
 
 from daemon._alerting_settings import IncidentSettings, RuleSettings
-from daemon._section import Section, check_regex, check_regexes, check_zone
+from daemon._section import (
+    Section,
+    check_file_name,
+    check_http_url,
+    check_regex,
+    check_regexes,
+    check_sane,
+    check_zone,
+)
 from daemon._task_settings import DigestSettings, QuietHoursSettings, TaskSpec
 from daemon.errors import ConfigError
 from daemon.watchers.command import CommandCheckSettings
@@ -40,6 +49,8 @@ from daemon.watchers.port import PortCheckSettings
 from daemon.watchers.process import ProcessWatchSettings
 
 __all__ = ["Settings", "default_config_path", "default_state_dir", "load_settings"]
+
+MAX_SOCKET_PATH = 107  # sizeof(sun_path) on Linux, less the terminating NUL
 
 Mode = Literal["thinking", "instant"]
 
@@ -62,11 +73,13 @@ class LlmSettings(Section):
     retry_initial_seconds: float = Field(default=1.0, ge=0)
     retry_max_seconds: float = Field(default=60.0, gt=0)
     concurrency: int = Field(default=4, ge=1, le=1000)
-    max_tokens_thinking: int = Field(default=32768, ge=1024)
-    max_tokens_instant: int = Field(default=8192, ge=256)
+    max_tokens_thinking: int = Field(default=32768, ge=1024, le=1_048_576)
+    max_tokens_instant: int = Field(default=8192, ge=256, le=1_048_576)
     price_input_per_mtok: float = Field(default=0.60, ge=0)
     price_cached_input_per_mtok: float = Field(default=0.15, ge=0)
     price_output_per_mtok: float = Field(default=2.50, ge=0)
+
+    _base_url = field_validator("base_url")(lambda cls, value: check_http_url(value))
 
 
 class StateSettings(Section):
@@ -76,6 +89,8 @@ class StateSettings(Section):
     database: str = "nightshift.db"
     busy_timeout_ms: int = Field(default=5000, ge=0)
     secrets_dir: Path | None = None
+
+    _database = field_validator("database")(lambda cls, value: check_file_name(value))
 
 
 class BudgetSettings(Section):
@@ -99,7 +114,7 @@ class AgentSettings(Section):
     repeated_call_limit: int = Field(default=2, ge=1)
     context_tokens: int = Field(default=120_000, ge=4_000)
     keep_recent_messages: int = Field(default=12, ge=2)
-    tool_output_chars: int = Field(default=12_000, ge=500)
+    tool_output_chars: int = Field(default=12_000, ge=500, le=1_000_000)
     tool_timeout_seconds: float = Field(default=60.0, gt=0)
     turn_timeout_seconds: float = Field(default=900.0, gt=0, allow_inf_nan=False)
     max_tool_calls_per_step: int = Field(default=8, ge=1, le=1000)
@@ -119,7 +134,7 @@ class PolicySettings(Section):
     deny_paths: list[str] = Field(
         default_factory=lambda: ["/etc/shadow", "/etc/gshadow", "/etc/sudoers", "/etc/ssh", "/root"]
     )
-    max_read_bytes: int = Field(default=262_144, ge=1024)
+    max_read_bytes: int = Field(default=262_144, ge=1024, le=64 * 2**20)
     read_only_commands: list[str] = Field(
         default_factory=lambda: [
             "uptime",
@@ -154,7 +169,7 @@ class PolicySettings(Section):
     auto_approve: list[str] = Field(default_factory=list)
     approval_timeout_seconds: float = Field(default=300.0, gt=0)
     command_timeout_seconds: float = Field(default=30.0, gt=0)
-    max_output_bytes: int = Field(default=65_536, ge=1024)
+    max_output_bytes: int = Field(default=65_536, ge=1024, le=64 * 2**20)
     redact_patterns: list[str] = Field(default_factory=list)
 
     @field_validator("redact_patterns")
@@ -172,6 +187,18 @@ class ApiSettings(Section):
     tcp_host: str = "127.0.0.1"
     tcp_port: int | None = Field(default=None, ge=1, le=65535)
     webhook_token: SecretStr | None = None
+
+    _socket = field_validator("socket")(lambda cls, value: check_file_name(value))
+
+    @field_validator("tcp_host")
+    @classmethod
+    def _explicit_host(cls, value: str) -> str:
+        if not value.strip() or any(ch.isspace() for ch in value):
+            raise ValueError(
+                f"{value!r} is not a host; give an address such as 127.0.0.1 (this host only), "
+                'or "0.0.0.0" / "::" to listen on every interface on purpose'
+            )
+        return value
 
 
 class ConsoleChannelSettings(Section):
@@ -363,9 +390,15 @@ class Settings(BaseSettings):
     routes: list[RouteSettings] = Field(default_factory=list)
     default_route: list[str] = Field(default_factory=lambda: ["console"])
 
+    @field_validator("default_route")
+    @classmethod
+    def _sane_route(cls, targets: list[str]) -> list[str]:
+        check_sane(targets)
+        return targets
+
     @model_validator(mode="after")
     def _routes_use_enabled_channels(self) -> Settings:
-        enabled = {name for name in CHANNEL_NAMES if getattr(self.channels, name).enabled}
+        enabled = self.enabled_channels
         scheduler = self.scheduler
         targets = [(f"scheduler.tasks.{i} ({t.name}).deliver_to", t.deliver_to)
                    for i, t in enumerate(scheduler.tasks)]  # fmt: skip
@@ -385,6 +418,15 @@ class Settings(BaseSettings):
                         f"routes.{index}.to: channel {channel!r} is not enabled "
                         f"(set [channels.{channel}] enabled = true, or remove {target!r})"
                     )
+        for target in self.default_route:
+            channel = target.split(":", 1)[0]
+            if channel not in enabled:
+                known = "is not enabled" if channel in CHANNEL_NAMES else "is not a channel"
+                raise ValueError(
+                    f"default_route: channel {channel!r} {known} (use one of "
+                    f"{', '.join(sorted(enabled)) or 'no channel: enable one'}, or set "
+                    f"[channels.{channel}] enabled = true)"
+                )
         return self
 
     @classmethod
@@ -425,6 +467,11 @@ class Settings(BaseSettings):
     @property
     def socket_path(self) -> Path:
         return self.state_dir / self.api.socket
+
+    @property
+    def enabled_channels(self) -> frozenset[str]:
+        """The channels notifications and task results may go to."""
+        return frozenset(name for name in CHANNEL_NAMES if getattr(self.channels, name).enabled)
 
     @property
     def agent_available(self) -> tuple[bool, str]:
@@ -476,11 +523,67 @@ def load_settings(
     init: dict[str, Any] = dict(overrides or {})
     if state_dir is not None:
         init.setdefault("state", {})["dir"] = state_dir
+    _check_secrets_dir(secrets_dir, config_path)
     try:
         settings = loader(**init)
     except ValidationError as exc:
         raise ConfigError(_describe(exc, config_path)) from None
-    return Settings.model_validate(settings.model_dump())
+    except (SettingsError, OSError) as exc:  # the credentials directory, read by the loader
+        raise ConfigError(f"{_secrets_key(config_path)}: {secrets_dir}: {exc}") from None
+    except RecursionError:  # JSON in an environment variable or a credential file
+        raise ConfigError(_too_deep_outside(secrets_dir)) from None
+    settings = Settings.model_validate(settings.model_dump())
+    _check_socket_path(settings, config_path)
+    return settings
+
+
+MAX_TOML_DEPTH = 32  # tables and arrays nested deeper than any real config
+
+
+def _secrets_key(config_path: Path | None) -> str:
+    """Which setting chose the credentials directory, as the operator would name it."""
+    if os.environ.get("CREDENTIALS_DIRECTORY"):
+        return "$CREDENTIALS_DIRECTORY"
+    if os.environ.get("NIGHTSHIFT_STATE__SECRETS_DIR"):
+        return "$NIGHTSHIFT_STATE__SECRETS_DIR"
+    return f"{config_path}: state.secrets_dir" if config_path else "state.secrets_dir"
+
+
+def _check_secrets_dir(path: Path | None, config_path: Path | None) -> None:
+    """A credentials directory that exists must be a readable directory."""
+    if path is None:
+        return
+    key = _secrets_key(config_path)
+    try:
+        exists = path.exists()
+        is_dir = path.is_dir()
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{key}: unusable path {str(path)!r}: {exc}") from None
+    if exists and not is_dir:
+        raise ConfigError(
+            f"{key}: {path} is not a directory; point it at the directory holding one file "
+            "per secret (e.g. llm__api_key), or remove the setting"
+        )
+    if exists and not os.access(path, os.R_OK | os.X_OK):
+        raise ConfigError(
+            f"{key}: {path} is not readable by this user (uid {os.getuid()}); fix its "
+            "owner/permissions, or point it elsewhere"
+        )
+
+
+def _check_socket_path(settings: Settings, config_path: Path | None) -> None:
+    """The API socket's full path must fit in AF_UNIX's sun_path (107 bytes and a NUL)."""
+    where = f"{config_path}: " if config_path else ""
+    try:
+        size = len(os.fsencode(settings.socket_path))
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{where}api.socket: unusable path: {exc}") from None
+    if size > MAX_SOCKET_PATH:
+        raise ConfigError(
+            f"{where}api.socket: the socket path {settings.socket_path} is {size} bytes, more "
+            f"than the {MAX_SOCKET_PATH} a unix socket allows; choose a shorter state.dir "
+            "(--state-dir) or an absolute, shorter api.socket"
+        )
 
 
 def _secrets_dir(config_path: Path | None) -> Path | None:
@@ -495,7 +598,8 @@ def _secrets_dir(config_path: Path | None) -> Path | None:
             data = tomllib.loads(config_path.read_text())
         except (OSError, tomllib.TOMLDecodeError):
             return None
-        configured = data.get("state", {}).get("secrets_dir")
+        state = data.get("state")
+        configured = state.get("secrets_dir") if isinstance(state, dict) else None
         if isinstance(configured, str):
             return Path(configured)
     return None
@@ -512,14 +616,65 @@ def _check_toml(path: Path) -> None:
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: cannot read config file: {exc}") from None
     try:
-        tomllib.loads(text)
+        data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: {_too_deep(text)}") from None
+    except ValueError:  # an integer of more digits than Python converts (4300)
+        raise ConfigError(f"{path}: {_too_long_number(text)}") from None
+    _check_depth(data, path)
+
+
+def _too_long_number(text: str) -> str:
+    for number, line in enumerate(text.splitlines(), 1):
+        if re.search(r"\d{1000}", line.replace("_", "")):
+            key = line.split("=", 1)[0].strip()[:60]
+            return f"line {number} ({key}): number out of range (thousands of digits)"
+    return "a number out of range (thousands of digits)"
+
+
+def _too_deep(text: str) -> str:
+    """Where the parser gave up on nesting: the first line opening too many brackets."""
+    for number, line in enumerate(text.splitlines(), 1):
+        if line.count("[") + line.count("{") > MAX_TOML_DEPTH:
+            key = line.split("=", 1)[0].strip()[:60] if "=" in line else line[:60]
+            return (
+                f"line {number} ({key}): arrays or tables nested more than {MAX_TOML_DEPTH} "
+                "levels deep; no setting nests like that (check against config.example.toml)"
+            )
+    return f"arrays or tables nested more than {MAX_TOML_DEPTH} levels deep; no setting does"
+
+
+def _too_deep_outside(secrets_dir: Path | None) -> str:
+    """Name the environment variable (or else the credentials) whose JSON nests too deeply."""
+    for name, value in sorted(os.environ.items()):
+        if name.startswith("NIGHTSHIFT_") and value.count("[") + value.count("{") > MAX_TOML_DEPTH:
+            return f"${name}: JSON nested more than {MAX_TOML_DEPTH} levels deep; no setting does"
+    where = f"a credential file in {secrets_dir}" if secrets_dir else "a setting"
+    return f"{where}: JSON nested more than {MAX_TOML_DEPTH} levels deep; no setting does"
+
+
+def _check_depth(data: dict[str, Any], path: Path) -> None:
+    """Refuse values nested deeper than MAX_TOML_DEPTH, naming the key, without recursion."""
+    stack: list[tuple[str, Any, int]] = [(key, value, 1) for key, value in data.items()]
+    while stack:
+        key, value, depth = stack.pop()
+        if depth > MAX_TOML_DEPTH:
+            shown = key if len(key) < 120 else key[:117] + "..."
+            raise ConfigError(
+                f"{path}: {shown}: nested more than {MAX_TOML_DEPTH} levels deep; no setting "
+                "nests like that (check against config.example.toml)"
+            )
+        if isinstance(value, dict):
+            stack.extend((f"{key}.{k}", v, depth + 1) for k, v in value.items())
+        elif isinstance(value, list):
+            stack.extend((f"{key}.{i}", v, depth + 1) for i, v in enumerate(value))
 
 
 def _describe(exc: ValidationError, config_path: Path | None) -> str:
     where = f"{config_path}" if config_path else "configuration"
-    lines = [f"{where}: {exc.error_count()} problem(s):"]
+    found: dict[str, tuple[bool, str]] = {}  # key -> (only a type mismatch?, line)
     raw: Any = None
     if config_path is not None:
         try:
@@ -531,14 +686,36 @@ def _describe(exc: ValidationError, config_path: Path | None) -> str:
         message = error["msg"]
         if error["type"] == "extra_forbidden":
             message = "unknown key (check the spelling against config.example.toml)"
+        message += _HINTS.get(error["type"], "")
         given = error.get("input")
         shown = (
             "" if error["type"] == "extra_forbidden" or _looks_secret(key) else f" (got {given!r})"
         )
         if isinstance(given, dict | list):
             shown = ""
-        lines.append(f"  {key}: {message}{shown}")
+        if len(shown) > 90:  # a huge number or a long text: the key and the rule say enough
+            shown = shown[:80] + "…)"
+        line = f"  {key}: {message}{shown}"
+        if not error["loc"] and message.startswith("Value error, "):
+            line = f"  {message.removeprefix('Value error, ')}"  # names its own keys
+        # one line per key: of a union's alternatives, the most telling one
+        vague = error["type"].endswith("_type")
+        if key not in found or (found[key][0] and not vague) or not error["loc"]:
+            found[key if error["loc"] else line] = (vague, line)
+    for key, (vague, _) in list(found.items()):  # `int | list[int]`: the list's item says more
+        if vague and any(other.startswith(f"{key}.") for other in found):
+            del found[key]
+    lines = [f"{where}: {len(found)} problem(s):", *(line for _, line in found.values())]
     return "\n".join(lines)
+
+
+_HINTS = {
+    "finite_number": " (inf and nan are not allowed; give a number)",
+    "int_parsing_size": " (number out of range)",
+}
+
+
+_UNION_TAG = re.compile(r"str|int|float|bool|none|[\w-]+\[.*\]", re.DOTALL)
 
 
 def _key_path(loc: tuple[Any, ...], raw: Any) -> str:
@@ -546,6 +723,9 @@ def _key_path(loc: tuple[Any, ...], raw: Any) -> str:
     parts: list[str] = []
     node = raw
     for part in loc:
+        tag = isinstance(part, str) and _UNION_TAG.fullmatch(part)
+        if tag and not (isinstance(node, dict) and part in node):
+            continue  # which alternative of `str | int | …` pydantic tried: not a key
         text = str(part)
         if isinstance(node, dict):
             node = node.get(part)

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import operator
 import re
-import string
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -26,6 +25,7 @@ from typing import Any, Literal
 
 from daemon._alerting_settings import RuleSettings
 from daemon.alerts import EVENT_METRICS, AlertEvent, Observation, fingerprint
+from daemon.templates import render
 
 SeriesState = Literal["pending", "firing"]
 DEFAULT_EVENT_KEEP_SECONDS = 300.0
@@ -336,21 +336,6 @@ def _deadline(series: _Series) -> datetime | None:
             return series.hits[max(index, 0)] + rule.window
         return series.hits[-1]
     return None
-
-
-class _Missing(dict[str, Any]):
-    def __missing__(self, key: str) -> str:
-        return "{" + key + "}"
-
-
-def render(template: str, values: Mapping[str, Any]) -> str:
-    """Fill ``{name}`` placeholders; unknown names stay as written, a bad spec leaves it raw."""
-    if not template:
-        return ""
-    try:
-        return string.Formatter().vformat(template, (), _Missing(values))
-    except (ValueError, KeyError, IndexError, AttributeError, TypeError):
-        return template
 
 
 def _default_summary(settings: RuleSettings) -> str:

@@ -312,7 +312,8 @@ class Runtime:
         )
         self.task_commands: TaskCommands | None = None
         if scheduler.enabled:
-            self.task_commands = TaskCommands(self.scheduler, self.task_repo, self.clock)
+            enabled = self.settings.enabled_channels
+            self.task_commands = TaskCommands(self.scheduler, self.task_repo, self.clock, enabled)
 
     def _build_task_runner(self) -> None:
         from daemon import digest

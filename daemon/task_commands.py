@@ -92,6 +92,7 @@ class TaskService:
     scheduler: TaskScheduler
     repo: TaskRepo
     clock: Clock
+    channels: frozenset[str] | None = None  # the enabled channels; None: any known channel
 
     async def get(self, name: str) -> StoredTask:
         try:
@@ -105,6 +106,13 @@ class TaskService:
 
         if spec.builtin is not None:
             raise TaskRejected("built-in jobs cannot be added as tasks; give a prompt or command")
+        channel = spec.deliver_to.split(":", 1)[0]
+        if self.channels is not None and channel not in self.channels:
+            raise TaskRejected(
+                f"deliver_to {spec.deliver_to!r}: channel {channel!r} is not enabled on this "
+                f"daemon; deliver to {' or '.join(sorted(self.channels)) or 'an enabled channel'}"
+                f", or set [channels.{channel}] enabled = true in the config and restart"
+            )
         try:
             existing = await self.repo.get(spec.name)
         except LookupError:
@@ -161,8 +169,14 @@ class TaskService:
 class TaskCommands:
     """Answers the commands above with plain text; the caller checks roles with ``required``."""
 
-    def __init__(self, scheduler: TaskScheduler, repo: TaskRepo, clock: Clock) -> None:
-        self.service = TaskService(scheduler=scheduler, repo=repo, clock=clock)
+    def __init__(
+        self,
+        scheduler: TaskScheduler,
+        repo: TaskRepo,
+        clock: Clock,
+        channels: frozenset[str] | None = None,
+    ) -> None:
+        self.service = TaskService(scheduler=scheduler, repo=repo, clock=clock, channels=channels)
         self._clock = clock
 
     @staticmethod

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -188,3 +189,176 @@ def test_bad_tasks_are_refused_by_check_config(tmp_path: Path, task: str, messag
     result = run_cli("check-config", str(path))
     assert result.returncode == 78
     assert message in result.stderr and "scheduler.tasks" in result.stderr
+
+
+# -- every bad config exits 78 naming the key (issue 9, part 7) ----------------------------------
+
+RULE = '[[rules]]\nname = "HotCpu"\nmetric = "cpu_percent"\nop = ">"\nthreshold = 90\n'
+TASK = '[[scheduler.tasks]]\nname = "report"\nprompt = "hi"\ninterval_seconds = 60\n'
+
+
+@pytest.mark.parametrize(
+    ("toml", "expected"),
+    [
+        # nesting past the TOML parser's recursion, and deep but parseable nesting
+        ("a = " + "[" * 10_000 + "]" * 10_000, "line 1 (a): arrays or tables nested more than"),
+        ("a = " + "{a=" * 10_000 + "1" + "}" * 10_000, "line 1 (a): arrays or tables nested"),
+        ("[llm]\nfallback_models = " + "[" * 40 + "]" * 40, "llm.fallback_models.0.0."),
+        # huge integers: range errors naming the key, on one short line
+        (f"[api]\ntcp_port = {10**400}", "api.tcp_port: Input should be less than or equal"),
+        ("[agent]\nrepeated_call_limit = 9223372036854775808", "agent.repeated_call_limit: "),
+        ("[api]\ntcp_port = " + "9" * 5000, "line 2 (tcp_port): number out of range"),
+        ("[state]\nbusy_timeout_ms = 99999999999999", "state.busy_timeout_ms: Value error"),
+        (TASK + "retry_backoff_seconds = 1e300", "scheduler.tasks.0 (report).retry_backoff_sec"),
+        ("[scheduler]\nkeep_runs_days = 1e12", "scheduler.keep_runs_days: Value error"),
+        ("[policy]\nmax_read_bytes = 4611686018427387904", "policy.max_read_bytes: Input should"),
+        ("[llm]\nmax_tokens_instant = 9999999999", "llm.max_tokens_instant: Input should be"),
+        # inf and nan, which are valid TOML floats
+        ("[llm]\ntimeout_seconds = inf", "llm.timeout_seconds: Input should be a finite number"),
+        ("[agent]\ntool_timeout_seconds = inf", "agent.tool_timeout_seconds: Input should be a"),
+        (RULE.replace("90", "nan"), "rules.0 (HotCpu).threshold: Input should be a finite"),
+        (RULE + "clear_threshold = -inf", "rules.0 (HotCpu).clear_threshold: Input should be"),
+        (
+            '[[incidents.remediation.auto]]\nmatchers = ["alertname=X"]\ntool = "restart_service"'
+            "\narguments = { wait = nan }",
+            "incidents.remediation.auto.0.arguments.wait",
+        ),
+        # templates that would allocate gigabytes, or reach into objects
+        (RULE + 'summary = "{value:>999999999}"', "rules.0 (HotCpu).summary: Value error, forma"),
+        (RULE + 'description = "{x:099999999d}"', "rules.0 (HotCpu).description: Value error"),
+        (RULE + 'summary = "{value:.999999999f}"', "precision at most 50"),
+        (RULE + 'summary = "{value:>{mount}}"', "takes a value from a field"),
+        (RULE + 'summary = "{value.__class__}"', "attributes and positional fields"),
+        # llm.base_url
+        ('[llm]\nbase_url = "ftp://example.org/v1"', "llm.base_url: Value error, 'ftp://"),
+        ('[llm]\nbase_url = "https://"', "must be an http:// or https:// URL with a host"),
+        ('[llm]\nbase_url = "http://api .example.org/v1"', "contains spaces or control"),
+        ('[llm]\nbase_url = "api.moonshot.ai/v1"', "llm.base_url: Value error"),
+        # a NUL byte in any path (or any text)
+        ('[state]\ndatabase = "db\\u0000.sqlite"', "state.database: Value error, contains a NUL"),
+        ('[api]\nsocket = "s\\u0000.sock"', "api.socket: Value error, contains a NUL"),
+        ('[policy]\nread_paths = ["/var/log\\u0000"]', "policy.read_paths: Value error, contains"),
+        ('[incidents]\nrunbooks_dir = "/etc\\u0000"', "incidents.runbooks_dir: Value error"),
+        ('default_route = ["console:\\u0000"]', "default_route"),
+        # a socket or database that would be the state directory itself
+        ('[api]\nsocket = ""', "api.socket: Value error, '' does not name a file"),
+        ('[state]\ndatabase = "sub/"', "state.database: Value error, 'sub/' does not name a"),
+        # listening everywhere must be said out loud
+        ('[api]\ntcp_host = ""\ntcp_port = 9464', "api.tcp_host: Value error, '' is not a host"),
+        # notifications to a channel that is not enabled, or not a channel
+        ('default_route = ["slack:C0OPS"]', "default_route: channel 'slack' is not enabled"),
+        ('default_route = ["pager"]', "default_route: channel 'pager' is not a channel"),
+        (
+            "[channels.console]\nenabled = false\n[channels.telegram]\nenabled = true\n"
+            'bot_token = "1:x"\n[scheduler.digest]\ndeliver_to = "telegram"',
+            "default_route: channel 'console' is not enabled (use one of telegram",
+        ),
+    ],
+)
+def test_every_bad_config_is_refused_naming_the_key(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], toml: str, expected: str
+) -> None:
+    from daemon.cli import main
+
+    path = tmp_path / "bad.toml"
+    path.write_text(toml + "\n")
+    code = main(["check-config", str(path), "--state-dir", str(tmp_path / "state")])
+    err = capsys.readouterr().err
+    assert code == 78
+    assert err.startswith(f"nightshift: configuration error: {path}: ")
+    assert expected in err
+    assert all(len(line) < 400 for line in err.splitlines())  # one short line per problem
+
+
+def test_a_secrets_dir_that_is_a_file_is_named(tmp_path: Path) -> None:
+    secret = tmp_path / "api_key"
+    secret.write_text("sk-not-a-directory")
+    path = tmp_path / "c.toml"
+    path.write_text(f'[state]\nsecrets_dir = "{secret}"\n')
+    with pytest.raises(ConfigError) as info:
+        load_settings(path)
+    assert f"state.secrets_dir: {secret} is not a directory" in str(info.value)
+    assert "sk-not-a-directory" not in str(info.value)
+
+
+def test_a_credentials_directory_that_is_a_file_is_named(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    secret = tmp_path / "creds"
+    secret.write_text("")
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(secret))
+    with pytest.raises(ConfigError) as info:
+        load_settings(None)
+    assert f"$CREDENTIALS_DIRECTORY: {secret} is not a directory" in str(info.value)
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads any directory")
+def test_an_unreadable_secrets_dir_is_named(tmp_path: Path) -> None:
+    secrets = tmp_path / "secrets"
+    secrets.mkdir(mode=0o000)
+    path = tmp_path / "c.toml"
+    path.write_text(f'[state]\nsecrets_dir = "{secrets}"\n')
+    try:
+        with pytest.raises(ConfigError) as info:
+            load_settings(path)
+    finally:
+        secrets.chmod(0o700)
+    assert f"state.secrets_dir: {secrets} is not readable" in str(info.value)
+
+
+def test_a_socket_path_too_long_for_af_unix_is_named(tmp_path: Path) -> None:
+    state = tmp_path / ("s" * 100)
+    path = tmp_path / "c.toml"
+    path.write_text("")
+    with pytest.raises(ConfigError) as info:
+        load_settings(path, state_dir=state)
+    assert "api.socket: the socket path" in str(info.value)
+    assert "more than the 107 a unix socket allows" in str(info.value)
+    path.write_text('[api]\nsocket = "/tmp/ns.sock"\n')  # an absolute, short one is fine
+    assert load_settings(path, state_dir=state).socket_path == Path("/tmp/ns.sock")
+
+
+def test_listening_on_every_interface_is_allowed_when_explicit(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text('[api]\ntcp_host = "0.0.0.0"\ntcp_port = 9464\n')
+    assert load_settings(path).api.tcp_host == "0.0.0.0"
+
+
+def test_deep_nesting_exits_78_in_a_real_process(tmp_path: Path) -> None:
+    path = tmp_path / "deep.toml"
+    path.write_text("[llm]\nfallback_models = " + "[" * 10_000 + "]" * 10_000 + "\n")
+    result = run_cli("check-config", str(path))
+    assert result.returncode == 78
+    assert "line 2 (fallback_models): arrays or tables nested more than" in result.stderr
+    assert "Traceback" not in result.stderr
+    result = run_cli("run", "--config", str(path), "--state-dir", str(tmp_path / "s"))
+    assert result.returncode == 78 and "nested more than" in result.stderr
+
+
+def test_a_value_of_several_allowed_types_is_one_problem_on_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text(
+        '[[incidents.remediation.auto]]\nmatchers = ["alertname=X"]\ntool = "restart_service"\n'
+        "arguments = { wait = nan }\n"
+        '[[watchers.http]]\nname = "site"\nurl = "http://127.0.0.1/"\nexpect_status = [inf]\n'
+    )
+    with pytest.raises(ConfigError) as info:
+        load_settings(path)
+    assert str(info.value).splitlines() == [
+        f"{path}: 2 problem(s):",
+        "  watchers.http.0 (site).expect_status.0: Input should be a finite number (inf and nan "
+        "are not allowed; give a number) (got inf)",
+        "  incidents.remediation.auto.0.arguments.wait: Input should be a finite number (inf and "
+        "nan are not allowed; give a number) (got nan)",
+    ]
+
+
+def test_deep_json_in_an_environment_variable_is_named(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from daemon.cli import main
+
+    monkeypatch.setenv("NIGHTSHIFT_LLM__FALLBACK_MODELS", "[" * 20_000 + "]" * 20_000)
+    assert main(["check-config"]) == 78
+    err = capsys.readouterr().err
+    assert "$NIGHTSHIFT_LLM__FALLBACK_MODELS: JSON nested more than 32 levels deep" in err

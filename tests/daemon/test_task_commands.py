@@ -386,3 +386,33 @@ async def test_the_cli_adds_lists_runs_and_removes_tasks_through_the_api(
         assert code == 1 and "503: The scheduler is off" in err
     finally:
         await runner.cleanup()
+
+
+async def test_tasks_must_deliver_to_an_enabled_channel(
+    rig: Rig, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`tasks add --to`, chat and the agent share one check against the enabled channels."""
+    commands = TaskCommands(rig.scheduler, rig.repo, rig.clock, frozenset({"console"}))
+    reply = await commands.run("tasks", "add x every 1h to slack:C0OPS prompt hi", "slack:ann")
+    assert "deliver_to 'slack:C0OPS': channel 'slack' is not enabled on this daemon" in reply
+    assert "deliver to console, or set [channels.slack] enabled = true" in reply
+
+    state = tmp_path / "state"
+    state.mkdir()
+    socket_path = load_settings(None, state_dir=state).socket_path
+    runtime = SimpleNamespace(task_commands=commands, commands=None)
+    runner = web.AppRunner(build_local_app(cast(Any, runtime)))
+    await runner.setup()
+    await web.UnixSite(runner, str(socket_path)).start()
+    try:
+        argv = ["tasks", "add", "y", "--every", "1h", "--prompt", "hi", "--to", "telegram:42",
+                "--state-dir", str(state)]  # fmt: skip
+        code = await asyncio.to_thread(main, argv)
+        err = capsys.readouterr().err
+        assert code == 1
+        assert "nightshift tasks add: 400: deliver_to 'telegram:42': channel 'telegram'" in err
+        argv[argv.index("telegram:42")] = "console"
+        assert await asyncio.to_thread(main, argv) == 0
+    finally:
+        await runner.cleanup()
+    assert [task.name for task in await rig.repo.all()] == ["from-config", "y"]
