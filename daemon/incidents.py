@@ -139,16 +139,20 @@ class IncidentManager:
         if self._silences_changed:
             self._silences_changed = False
             await self.repo.flush_muted_now(self.clock.now())
-        while batch := await self.alert_repo.unhandled(BATCH):
+        batch = await self.alert_repo.unhandled(BATCH)
+        while batch:
             await self._handle(batch)
-            await self._flush_due()  # a storm's backlog must not hold up what is due
-            if len(batch) < BATCH:
-                return
+            following = await self.alert_repo.unhandled(BATCH) if len(batch) == BATCH else []
+            # A storm's backlog must not hold up what is due — but a group with events still
+            # in the backlog (one big snapshot) waits for them: one state, one notice.
+            await self._flush_due(skip={self._group(s.event)[0] for s in following})
+            batch = following
         await self._flush_due()
 
-    async def _flush_due(self) -> None:
+    async def _flush_due(self, skip: set[str] | frozenset[str] = frozenset()) -> None:
         for incident in await self.repo.due(self.clock.now()):
-            await self._flush(incident)
+            if incident.group_key not in skip:
+                await self._flush(incident)
 
     # -- events ---------------------------------------------------------------------------------
 

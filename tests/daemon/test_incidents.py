@@ -322,7 +322,11 @@ async def test_a_backlog_does_not_hold_up_notifications_that_are_due(world: Worl
 
     world.manager._handle = handle  # type: ignore[method-assign]
     await world.manager.step()
-    assert sent[:2] == [0, 2]  # both groups were notified before the second batch was taken
+    # First was notified before the second batch was taken; Other, still in the backlog, waits
+    # for the rest of its events and is announced once, whole
+    assert sent[:2] == [0, 1]
+    [other] = await world.new_messages()
+    assert other.startswith(f"[FIRING:{2 * module.BATCH}] Other")
 
 
 async def test_flapping_faster_than_group_wait_is_announced(world: World) -> None:
@@ -368,3 +372,24 @@ async def test_two_alerts_of_one_group_are_not_flapping(world: World) -> None:
     await world.fire("DiskFull", mount="/srv")
     [text] = await world.after(30)
     assert "Flapping" not in text
+
+
+async def test_one_big_snapshot_is_one_state_and_one_notice(world: World) -> None:
+    """A webhook snapshot of 1,000 alerts in one group, applied in slices, used to announce
+    states that never existed (FIRING:500, then FIRING:1000)."""
+    await world.fire("DiskFull", mount="/0")
+    [first] = await world.after(30)
+    assert first.startswith("[FIRING:1]")
+    world.clock.advance(300)  # group_interval passed: the next change is due at once
+    now = world.clock.now()
+    snapshot = []
+    for n in range(1, 1001):
+        labels = {"alertname": "DiskFull", "severity": "warning", "mount": f"/{n}"}
+        snapshot.append(
+            AlertEvent(fingerprint=fingerprint(labels), status="firing", labels=labels,
+                       annotations={}, starts_at=now, at=now, source="alertmanager")
+        )  # fmt: skip
+    await world.manager.accept(snapshot)
+    await world.manager.step()
+    [update] = await world.new_messages()
+    assert update.startswith("[FIRING:1001] DiskFull")
