@@ -74,11 +74,14 @@ class Decision(StrEnum):
     DENY = "deny"
 
 
-def check_read_path(path: str, policy: PolicySettings) -> Path:
+def check_read_path(path: str, policy: PolicySettings, *, hidden: Sequence[str] = ()) -> Path:
     """Resolve ``path`` (following symlinks) and return it if tools may read it.
 
     Raises PolicyDeniedError when the path is relative, resolves outside every
-    ``[policy] read_paths`` entry, or lies under a ``[policy] deny_paths`` entry.
+    ``[policy] read_paths`` entry, or starts with a ``[policy] deny_paths`` entry or a
+    ``hidden`` one (the daemon's state and credential directories). A deny entry covers every
+    path that starts with it, so ``/etc/shadow`` also covers ``/etc/shadow-`` and
+    ``/etc/shadow.bak``. This is the first filter; the sandbox is the boundary.
     """
     if "\x00" in path:
         raise PolicyDeniedError(f"path {path!r} contains a NUL byte")
@@ -89,10 +92,17 @@ def check_read_path(path: str, policy: PolicySettings) -> Path:
     resolved = os.path.realpath(path)
     shown = path if resolved == path else f"{path} (resolves to {resolved})"
     for entry in policy.deny_paths:
-        if any(_is_under(resolved, root) for root in {entry, os.path.realpath(entry)}):
+        if any(_starts_with(candidate, root) for root in {entry, os.path.realpath(entry)}
+               for candidate in (path, resolved)):  # fmt: skip
             raise PolicyDeniedError(
-                f"reading {shown} is denied: it is under {entry}, listed in [policy] deny_paths; "
-                "an operator can change [policy] deny_paths to allow it"
+                f"reading {shown} is denied: it starts with {entry}, listed in [policy] "
+                "deny_paths; an operator can change [policy] deny_paths to allow it"
+            )
+    for entry in hidden:
+        if _starts_with(resolved, entry) or _starts_with(path, entry):
+            raise PolicyDeniedError(
+                f"reading {shown} is denied: {entry} holds nightshift's own state or "
+                "credentials, which no tool may read"
             )
     if not any(_is_under(resolved, os.path.realpath(root)) for root in policy.read_paths):
         allowed = ", ".join(policy.read_paths) or "(none)"
@@ -101,6 +111,11 @@ def check_read_path(path: str, policy: PolicySettings) -> Path:
             f"({allowed}); an operator can add its directory to [policy] read_paths"
         )
     return Path(resolved)
+
+
+def _starts_with(path: str, entry: str) -> bool:
+    entry = entry.rstrip("/")
+    return not entry or path.startswith(entry)
 
 
 def parse_command(command: str | Sequence[str]) -> list[str]:
