@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from enum import StrEnum
 from pathlib import Path
 
+from daemon.agent.sandbox import covers
 from daemon.agent.tools.base import Tier
 from daemon.config import PolicySettings
 from daemon.errors import PolicyDeniedError
@@ -95,7 +96,7 @@ def check_read_path(path: str, policy: PolicySettings, *, hidden: Sequence[str] 
         if any(_starts_with(candidate, root) for root in {entry, os.path.realpath(entry)}
                for candidate in (path, resolved)):  # fmt: skip
             raise PolicyDeniedError(
-                f"reading {shown} is denied: it starts with {entry}, listed in [policy] "
+                f"reading {shown} is denied: it is covered by {entry}, listed in [policy] "
                 "deny_paths; an operator can change [policy] deny_paths to allow it"
             )
     for entry in hidden:
@@ -114,8 +115,7 @@ def check_read_path(path: str, policy: PolicySettings, *, hidden: Sequence[str] 
 
 
 def _starts_with(path: str, entry: str) -> bool:
-    entry = entry.rstrip("/")
-    return not entry or path.startswith(entry)
+    return covers(entry, path)
 
 
 def parse_command(command: str | Sequence[str]) -> list[str]:

@@ -27,6 +27,7 @@ __all__ = [
     "ALWAYS_HIDDEN",
     "SandboxStatus",
     "covering_entry",
+    "covers",
     "current",
     "hidden_paths",
     "probe",
@@ -132,8 +133,7 @@ def probe(bwrap: str = "bwrap", *, path: str | None = None) -> SandboxStatus:
 
 def hidden_paths(settings: Settings) -> tuple[str, ...]:
     """What no tool may read: the state directory, credential directories and deny_paths,
-    each as written and resolved, without trailing slashes. Each covers every path that
-    starts with it (so ``/etc/shadow`` also covers ``/etc/shadow-`` and ``/etc/shadow.bak``)."""
+    each as written and resolved, without trailing slashes; see :func:`covers`."""
     entries: list[str] = [str(settings.state_dir), *ALWAYS_HIDDEN, *settings.policy.deny_paths]
     credentials = os.environ.get("CREDENTIALS_DIRECTORY")
     if credentials:
@@ -144,12 +144,26 @@ def hidden_paths(settings: Settings) -> tuple[str, ...]:
     return tuple(sorted(found))
 
 
+# A name that continues a denied one with one of these is a copy of it: shadow-, shadow.bak.
+BACKUP_MARKS = frozenset("-~._+,#")
+
+
+def covers(entry: str, path: str) -> bool:
+    """Whether the deny (or hidden) ``entry`` covers ``path``: the entry itself, anything below
+    it, and its backup-style siblings (``/etc/shadow`` covers ``/etc/shadow-`` and
+    ``/etc/shadow.bak/x`` but not ``/etc/shadows``)."""
+    entry = entry.rstrip("/")
+    if not entry:
+        return True
+    if not path.startswith(entry):
+        return False
+    rest = path[len(entry) :]
+    return not rest or rest[0] == "/" or rest[0] in BACKUP_MARKS
+
+
 def covering_entry(path: str, hidden: Iterable[str]) -> str | None:
-    """The hidden entry ``path`` falls under (by prefix), if any."""
-    for entry in hidden:
-        if entry == "/" or path.startswith(entry):
-            return entry
-    return None
+    """The hidden entry that covers ``path``, if any."""
+    return next((entry for entry in hidden if covers(entry, path)), None)
 
 
 def wrap(
@@ -174,7 +188,7 @@ def _hiding(hidden: Sequence[str]) -> list[str]:
             continue  # the policy layer refuses these; the sandbox needs them
         parent, base = os.path.split(entry)
         try:
-            names = [name for name in os.listdir(parent) if name.startswith(base)]
+            names = [name for name in os.listdir(parent) if covers(base, name)]
         except OSError:
             names = [base] if os.path.lexists(entry) else []
         targets.update(os.path.join(parent, name) for name in names)

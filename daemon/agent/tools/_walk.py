@@ -13,6 +13,7 @@ import stat
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
+from daemon.agent.sandbox import covers
 from daemon.errors import ToolError
 
 __all__ = ["Entry", "Walk", "deny_roots"]
@@ -76,7 +77,7 @@ class Walk:
                     return
                 self.scanned += 1
                 path = f"{prefix}/{item.name}"
-                if self.deny and any(path.startswith(d) for d in self.deny):  # /etc/shadow-, too
+                if self.deny and any(covers(d, path) for d in self.deny):  # /etc/shadow-, too
                     self.denied += 1
                     continue
                 try:
