@@ -79,7 +79,7 @@ def status_for(settings: Settings) -> SandboxStatus:
     found = _cache.get(key)
     if found is None:
         if settings.policy.sandbox == "off":
-            found = SandboxStatus(False, "turned off by [policy] sandbox = \"off\"")
+            found = SandboxStatus(False, 'turned off by [policy] sandbox = "off"')
         else:
             found = probe(path=path)
         _cache[key] = found

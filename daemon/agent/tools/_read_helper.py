@@ -27,10 +27,11 @@ def open_no_follow(path: str) -> int:
     if not path.startswith("/") or any(part in (".", "..") for part in parts):
         raise OSError(0, "the path must be absolute and resolved")
     names = [part for part in parts if part]
-    fd = os.open("/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    directory = os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC
+    fd = os.open("/", directory)
     try:
         for name in names[:-1]:
-            child = os.open(name, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+            child = os.open(name, directory | os.O_NOFOLLOW, dir_fd=fd)
             os.close(fd)
             fd = child
         flags = os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC

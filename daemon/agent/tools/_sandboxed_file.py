@@ -60,9 +60,7 @@ class SandboxedFile:
         self.size = 0
 
     @classmethod
-    def open(
-        cls, path: Path | str, settings: Settings, status: SandboxStatus
-    ) -> SandboxedFile:
+    def open(cls, path: Path | str, settings: Settings, status: SandboxStatus) -> SandboxedFile:
         """Start the helper on ``path`` (sandboxed when ``status`` is available)."""
         from daemon.agent.tools.commands import child_environment
 
@@ -153,7 +151,8 @@ class SandboxedFile:
         """The helper's (or bwrap's) last complaint, once it has stopped."""
         self._stop()
         stderr = self._proc.stderr
-        text = "" if stderr is None or stderr.closed else stderr.read(4096).decode("utf-8", "replace")
+        raw = b"" if stderr is None or stderr.closed else stderr.read(4096)
+        text = raw.decode("utf-8", "replace")
         self.close()
         return text.strip().splitlines()[-1] if text.strip() else ""
 

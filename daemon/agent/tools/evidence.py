@@ -341,7 +341,12 @@ async def grep_log(
     status = await sandbox.current(ctx.settings)
     scan, size = await asyncio.to_thread(
         lambda: scan_file(
-            resolved, lines, regex, _LINE_CAP_BYTES, max_scan_bytes, settings=ctx.settings,
+            resolved,
+            lines,
+            regex,
+            _LINE_CAP_BYTES,
+            max_scan_bytes,
+            settings=ctx.settings,
             status=status,
         )
     )

@@ -223,7 +223,9 @@ def scan_file(
             def read(at: int, count: int) -> bytes:
                 return blob[at : at + count]
         else:
-            read = file.read_at
+
+            def read(at: int, count: int) -> bytes:
+                return file.read_at(at, count)
 
         scan = scan_backwards(read, size, want, pattern, scan_limit=scan_limit, line_cap=line_cap)
         return scan, size
