@@ -45,7 +45,7 @@ _BASE = (
     "--dev", "/dev",
     "--proc", "/proc",
     "--unshare-user", "--disable-userns",
-    "--unshare-pid", "--unshare-ipc",
+    "--unshare-pid",
     "--die-with-parent", "--new-session",
     "--cap-drop", "ALL",
     "--chdir", "/",
