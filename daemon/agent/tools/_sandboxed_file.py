@@ -42,8 +42,9 @@ def _helper_argv(path: str, hidden: tuple[str, ...]) -> list[str]:
     found = shutil.which("python3", path=child_environment()["PATH"])
     candidates = [sys.executable, found, "/usr/bin/python3", "/usr/local/bin/python3"]
     for candidate in candidates:
-        if candidate and sandbox.covering_entry(os.path.realpath(candidate), hidden) is None:
-            return [candidate, "-I", "-S", "-c", _source[0], path]
+        real = os.path.realpath(candidate) if candidate else ""
+        if real and os.access(real, os.X_OK) and sandbox.covering_entry(real, hidden) is None:
+            return [real, "-I", "-S", "-c", _source[0], path]
     raise ToolError(
         f"no Python interpreter outside the hidden paths ({', '.join(hidden)}) to read files "
         "with; install python3 system-wide"
