@@ -27,7 +27,7 @@ from daemon.agent.tools.commands import run_argv  # noqa: E402
 from daemon.clock import SystemClock  # noqa: E402
 from daemon.config import load_settings  # noqa: E402
 
-COMMANDS = (["uptime"], ["df"], ["cat", "/proc/loadavg"])
+COMMANDS: tuple[list[str], ...] = (["uptime"], ["df"], ["cat", "/proc/loadavg"])
 
 
 def percentiles(samples: list[float]) -> tuple[float, float]:
@@ -53,12 +53,15 @@ async def main(runs: int) -> None:
         ctx = ToolContext(actor="bench", reason="bench", settings=settings, clock=SystemClock())
         status = sandbox.status_for(settings)
         print(f"sandbox: {status.describe()}; {runs} runs each, milliseconds")
-        print(
-            f"{'call':<24} {'p50 plain':>10} {'p99 plain':>10} {'p50 boxed':>10} {'p99 boxed':>10}"
-        )
+        heads = ("p50 plain", "p99 plain", "p50 boxed", "p99 boxed")
+        print(f"{'call':<24} " + " ".join(f"{head:>10}" for head in heads))
         for argv in COMMANDS:
-            plain = await timed(runs, lambda: run_argv(ctx, argv, tier=Tier.PRIVILEGED))
-            boxed = await timed(runs, lambda: run_argv(ctx, argv, tier=Tier.READ_ONLY))
+
+            def command(tier: Tier, argv: list[str] = argv) -> Awaitable[object]:
+                return run_argv(ctx, argv, tier=tier)
+
+            plain = await timed(runs, lambda: command(Tier.PRIVILEGED))
+            boxed = await timed(runs, lambda: command(Tier.READ_ONLY))
             row(" ".join(argv), plain, boxed)
         off = sandbox.SandboxStatus(False, "bench")
         for path in ("/proc/loadavg", "/etc/hostname"):
