@@ -10,6 +10,7 @@ in a hardened, systemd-like setting (see the last tests).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import json
 import os
@@ -18,7 +19,7 @@ import subprocess
 import sys
 import tempfile
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -354,30 +355,42 @@ async def test_without_a_sandbox_read_only_tools_need_approval(rig_factory: Any)
     assert json.loads(answer)["content"] == "line one\nline two\n"  # a person said yes
 
 
-@needs_sandbox
-async def test_a_directory_symlink_swap_never_returns_a_denied_file(rig_factory: Any) -> None:
-    """A thread swaps allowed/swap between a real directory and a symlink to a denied one
-    while read_file runs again and again: no read ever returns the denied file."""
-    rig = await rig_factory()
-    denied = rig.allowed / "shadow.d"  # covered by the deny of allowed/shadow
-    denied.mkdir()
-    (denied / "file").write_text(CANARY)
-    link, evil = rig.allowed / "swap", rig.allowed / "evil"
-    link.mkdir()
+@contextlib.contextmanager
+def swapping(allowed: Path, denied: Path) -> Iterator[Path]:
+    """allowed/swap flips between a real directory (file, inner/file: harmless) and a symlink to
+    ``denied``, atomically (renameat2 RENAME_EXCHANGE), in a thread, until the block ends."""
+    link, evil = allowed / "swap", allowed / "evil"
+    (link / "inner").mkdir(parents=True)
     (link / "file").write_text("harmless")
+    (link / "inner" / "file").write_text("harmless")
     evil.symlink_to(denied)
     libc = ctypes.CDLL(None, use_errno=True)
     stop = threading.Event()
 
-    def swap() -> None:  # renameat2(RENAME_EXCHANGE): "swap" is always a dir or a symlink
+    def swap() -> None:
         old, new = str(link).encode(), str(evil).encode()
         while not stop.is_set():
             assert libc.renameat2(AT_FDCWD, old, AT_FDCWD, new, RENAME_EXCHANGE) == 0
 
     swapper = threading.Thread(target=swap)
     swapper.start()
-    leaked = harmless = 0
     try:
+        yield link
+    finally:
+        stop.set()
+        swapper.join()
+
+
+@needs_sandbox
+async def test_a_directory_symlink_swap_never_returns_a_denied_file(rig_factory: Any) -> None:
+    """read_file runs again and again while a directory on its path is swapped for a symlink to
+    a denied one: no read ever returns the denied file."""
+    rig = await rig_factory()
+    denied = rig.allowed / "shadow.d"  # covered by the deny of allowed/shadow
+    denied.mkdir()
+    (denied / "file").write_text(CANARY)
+    leaked = harmless = 0
+    with swapping(rig.allowed, denied) as link:
         for _ in range(150):
             try:
                 chunk = await files.read_file.invoke(rig.ctx(), {"path": f"{link}/file"})
@@ -385,11 +398,28 @@ async def test_a_directory_symlink_swap_never_returns_a_denied_file(rig_factory:
                 continue
             leaked += CANARY in chunk.content
             harmless += chunk.content == "harmless"
-    finally:
-        stop.set()
-        swapper.join()
     assert leaked == 0
     assert harmless > 0  # the reads did run while the swap went on
+
+
+async def test_a_swap_never_lets_a_walk_list_a_denied_directory(rig_factory: Any) -> None:
+    rig = await rig_factory()
+    denied = rig.allowed / "shadow.d"
+    (denied / "inner").mkdir(parents=True)
+    (denied / "inner" / CANARY).write_text("x")
+    leaked = listed = 0
+    with swapping(rig.allowed, denied) as link:
+        for _ in range(300):
+            try:
+                arguments = {"path": f"{link}/inner"}
+                changes = await evidence.recent_file_changes.invoke(rig.ctx(), arguments)
+            except Exception:  # noqa: BLE001 - refused mid-swap
+                continue
+            names = [Path(f.path).name for f in changes.files]
+            leaked += CANARY in names
+            listed += "file" in names
+    assert leaked == 0
+    assert listed > 0
 
 
 # -- probing and failing closed ---------------------------------------------------------------

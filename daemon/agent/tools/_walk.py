@@ -1,9 +1,10 @@
 """Bounded directory walks for the file tools (evidence and remediation).
 
-A walk opens every directory relative to its parent's descriptor with ``O_NOFOLLOW``, so a
-directory swapped for a symlink mid-walk cannot lead it elsewhere; it never follows symlinks,
-never enters another filesystem, skips (and counts) what it cannot read or is denied, and stops
-after ``budget`` entries. Blocking: run it in a worker thread.
+A walk opens its root and every directory below it relative to its parent's descriptor with
+``O_NOFOLLOW``, so a directory swapped for a symlink (before or during the walk) cannot lead it
+elsewhere; it never follows symlinks, never enters another filesystem, skips (and counts) what
+it cannot read or is denied, and stops after ``budget`` entries. It opens no file, only
+directories. Blocking: run it in a worker thread.
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ class Walk:
     def entries(self, root: str) -> Iterator[Entry]:
         """Every entry below the resolved directory ``root``, depth first, parents first."""
         try:
-            root_fd = os.open(root, _DIR_FLAGS)
+            root_fd = _open_no_follow(root)
         except PermissionError:
             raise ToolError(f"{root}: permission denied for the nightshift service user") from None
         except OSError as exc:
@@ -133,6 +134,23 @@ class Walk:
         if self.too_deep:
             notes.append(f"[{self.too_deep} directories deeper than {self.max_depth} skipped]")
         return notes
+
+
+def _open_no_follow(root: str) -> int:
+    """Open the directory ``root`` one component at a time, following no symlink: a component
+    swapped for a symlink since the policy check fails (ELOOP/ENOTDIR) instead of leading on."""
+    names = [name for name in root.split("/") if name]
+    fd = os.open("/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        for name in names[:-1]:
+            child = os.open(
+                name, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd
+            )
+            os.close(fd)
+            fd = child
+        return os.open(names[-1] if names else ".", _DIR_FLAGS, dir_fd=fd)
+    finally:
+        os.close(fd)
 
 
 def _close(item: tuple[int, str, os._ScandirIterator[str], int]) -> None:
