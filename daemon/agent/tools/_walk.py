@@ -130,7 +130,10 @@ class Walk:
         if self.other_filesystems:
             notes.append(f"[{self.other_filesystems} mount points of other filesystems skipped]")
         if self.denied:
-            notes.append(f"[{self.denied} entries under [policy] deny_paths skipped]")
+            notes.append(
+                f"[{self.denied} entries under [policy] deny_paths skipped (or nightshift's own "
+                "state and credentials)]"
+            )
         if self.too_deep:
             notes.append(f"[{self.too_deep} directories deeper than {self.max_depth} skipped]")
         return notes
