@@ -504,6 +504,7 @@ def render_status(report: dict[str, Any]) -> str:
         f"  agent:     {agent_line}",
         f"  budget:    {budget['used_today']:,} of {budget['daily_limit']:,} tokens today",
         f"  approvals: {report['approvals_pending']} pending",
+        f"  sandbox:   {report.get('sandbox', 'unknown')}",
         f"  alerting:  {report['alerting']['rules']} rules, {report['alerting']['firing']} firing, "
         f"{report['alerting']['pending']} pending; {report['incidents_open']} open incident(s)"
         f"; webhook {report['webhook']}",

@@ -171,6 +171,9 @@ class PolicySettings(Section):
     command_timeout_seconds: float = Field(default=30.0, gt=0)
     max_output_bytes: int = Field(default=65_536, ge=1024, le=64 * 2**20)
     redact_patterns: list[str] = Field(default_factory=list)
+    # "auto": read-only tools run in a bubblewrap sandbox, or need approval when none can be set
+    # up; "off": no sandbox, so every read-only tool needs approval.
+    sandbox: Literal["auto", "off"] = "auto"
 
     @field_validator("redact_patterns")
     @classmethod

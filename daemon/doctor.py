@@ -34,6 +34,7 @@ async def run_doctor(settings: Settings, config_path: Path | None) -> int:
     await _check_database(settings, report)
     await _check_daemon(settings, report)
     await _check_llm(settings, report)
+    _check_sandbox(settings, report)
     _check_processes(report)
     return 1 if any(level == FAIL for level, _, _ in results) else 0
 
@@ -68,6 +69,8 @@ async def _check_daemon(settings: Settings, report: Report) -> None:
     mode = oct(settings.socket_path.stat().st_mode & 0o777)
     level = OK if mode == "0o600" else FAIL
     report(level, "daemon", f"pid {status['pid']}, {status['health']}, socket mode {mode}")
+    box = str(status.get("sandbox", "unknown"))
+    report(OK if box.startswith("available") else WARN, "daemon sandbox", box)
 
 
 async def _check_llm(settings: Settings, report: Report) -> None:
@@ -86,6 +89,13 @@ async def _check_llm(settings: Settings, report: Report) -> None:
         report(FAIL, "llm", f"{settings.llm.base_url}: {exc}")
     finally:
         await client.close()
+
+
+def _check_sandbox(settings: Settings, report: Report) -> None:
+    from daemon.agent.sandbox import status_for
+
+    status = status_for(settings)
+    report(OK if status.available else WARN, "sandbox", status.describe())
 
 
 def _check_processes(report: Report) -> None:

@@ -34,6 +34,7 @@ async def status(runtime: Runtime) -> dict[str, Any]:
         "outbox": await runtime.outbox.depth_by_channel(),
         "channels": runtime.channel_set.health(),
         "approvals_pending": len(runtime.approvals.pending()),
+        "sandbox": runtime.sandbox.describe(),
         "last_errors": [
             {
                 "component": e.component,

@@ -15,9 +15,11 @@ from zoneinfo import ZoneInfo
 
 from daemon import __version__, report
 from daemon.access import AccessControl
+from daemon.agent import sandbox
 from daemon.agent.executor import ToolExecutor
 from daemon.agent.lazy_llm import LazyLlmClient
 from daemon.agent.loop import AgentLoop
+from daemon.agent.sandbox import SandboxStatus
 from daemon.agent.services import ToolServices
 from daemon.agent.tools.registry import default_registry
 from daemon.alerting import AlertPipeline
@@ -136,6 +138,7 @@ class Runtime:
         self.stopping = False
         self.llm: LazyLlmClient | None = None
         self.agent_reason = ""
+        self.sandbox = SandboxStatus(False, "not probed yet")
         self._stop_event = asyncio.Event()
         self._lock = StateLock(settings.state_dir)
 
@@ -259,6 +262,9 @@ class Runtime:
         self.supervisor.start(name, lambda: watcher.run(emit))
 
     def _build_agent(self) -> None:
+        self.sandbox = sandbox.status_for(self.settings)  # probed once; the tools reuse it
+        if not self.sandbox.available:
+            log.warning("sandbox %s", self.sandbox.describe())
         available, reason = self.settings.agent_available
         if available:
             self.llm = LazyLlmClient(self._make_llm)

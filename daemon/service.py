@@ -98,6 +98,11 @@ UMask=0077
 # process and /proc/meminfo, /proc/stat), PrivateUsers (would hide other users' ids and the
 # supplementary groups), PrivateNetwork/IPAddressDeny (LLM API and chat services).
 # Child commands run unprivileged under these same restrictions.
+# ProtectKernelTunables= and ProtectKernelLogs= are also left out on purpose: they mount over
+# /proc/sys and /proc/kmsg, and the kernel then refuses bubblewrap (the sandbox of the
+# read-only tools) a fresh /proc in its user namespace. Without capabilities the daemon cannot
+# write kernel tunables or read the kernel log anyway, and inside the sandbox bubblewrap
+# mounts /proc/sys read-only itself.
 CapabilityBoundingSet=
 AmbientCapabilities=
 NoNewPrivileges=yes
@@ -107,13 +112,12 @@ PrivateTmp=yes
 PrivateDevices=yes
 PrivateMounts=yes
 PrivateIPC=yes
-ProtectKernelTunables=yes
 ProtectKernelModules=yes
-ProtectKernelLogs=yes
 ProtectControlGroups=yes
 ProtectClock=yes
 ProtectHostname=yes
-RestrictNamespaces=yes
+# The sandbox of the read-only tools (bubblewrap) needs these; cgroup, ipc and uts stay refused.
+RestrictNamespaces=user mnt pid net
 RestrictRealtime=yes
 RestrictSUIDSGID=yes
 LockPersonality=yes
@@ -123,6 +127,8 @@ RemoveIPC=yes
 SystemCallArchitectures=native
 SystemCallFilter=@system-service
 SystemCallFilter=~@privileged @resources
+# bubblewrap mounts the sandbox, pivots into it and drops its capabilities.
+SystemCallFilter=mount umount2 pivot_root capset
 # A refused system call fails with EPERM instead of killing the process.
 SystemCallErrorNumber=EPERM
 # AF_NETLINK: psutil's network interface and connection readings.

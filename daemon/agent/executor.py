@@ -8,7 +8,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from daemon.agent import policy
+from daemon.agent import policy, sandbox
 from daemon.agent.tools.base import Tier, ToolContext, ToolRegistry, render_result
 from daemon.approvals import ApprovalBroker
 from daemon.errors import PolicyDeniedError, ToolError, ToolTimeoutError
@@ -91,12 +91,21 @@ class ToolExecutor:
     ) -> None:
         command = arguments.get("command")
         auto = isinstance(command, str) and policy.is_auto_approved(command, ctx.settings.policy)
-        decision = policy.decide(Tier(tier), unattended=ctx.unattended, auto_approved=auto)
+        box = await sandbox.current(ctx.settings)
+        decision = policy.decide(
+            Tier(tier), unattended=ctx.unattended, auto_approved=auto, sandboxed=box.available
+        )
         if decision is policy.Decision.ALLOW:
             return
+        unsandboxed = Tier(tier) is Tier.READ_ONLY and not box.available
         if decision is policy.Decision.DENY:
+            what = (
+                f"{name} is read-only but the sandbox is {box.describe()}"
+                if unsandboxed
+                else f"{name} is privileged"
+            )
             raise PolicyDeniedError(
-                f"{name} is privileged and this run is unattended, so it was denied at once. "
+                f"{what}, and this run is unattended, so it was denied at once. "
                 "To allow exactly this action without a person, add it to [policy] auto_approve."
             )
         if self._approvals is None:

@@ -3,7 +3,8 @@
 Pure functions of (arguments, ``[policy]`` settings); the only I/O is resolving symlinks. The
 executor asks ``tool.tier_for(...)``, then :func:`decide`, and only then runs the tool:
 
-    READ_ONLY, WRITE                      → ALLOW
+    READ_ONLY (sandboxed), WRITE          → ALLOW
+    READ_ONLY without a sandbox           → as PRIVILEGED (fails closed)
     PRIVILEGED and exactly auto-approved  → ALLOW
     PRIVILEGED and unattended             → DENY (never wait for a person who is not there)
     PRIVILEGED otherwise                  → NEEDS_APPROVAL
@@ -18,6 +19,8 @@ from collections.abc import Sequence
 from enum import StrEnum
 from pathlib import Path
 
+from daemon.agent._options import SPECS, UnknownOption, parse
+from daemon.agent.sandbox import covers
 from daemon.agent.tools.base import Tier
 from daemon.config import PolicySettings
 from daemon.errors import PolicyDeniedError
@@ -54,16 +57,10 @@ FIND_ACTIONS = frozenset(
 # Verbs of `ip` that change the network; ip accepts any prefix, so "ip addr a" means add.
 _IP_VERBS = ("add", "append", "change", "delete", "flush", "prepend", "replace", "restore",
              "save", "set", "exec")  # fmt: skip
-_JOURNALCTL_WRITES = frozenset({
-    "--rotate", "--flush", "--sync", "--relinquish-var", "--smart-relinquish-var",
-    "--setup-keys", "--update-catalog",
-})  # fmt: skip
 _SYSTEMCTL_POWER = frozenset({
     "poweroff", "reboot", "halt", "kexec", "suspend", "hibernate", "hybrid-sleep", "rescue",
     "emergency", "isolate", "soft-reboot",
 })  # fmt: skip
-_DMESG_WRITES = frozenset({"-c", "-C", "--clear", "--read-clear", "-D", "--console-off", "-E",
-                           "--console-on", "-n", "--console-level"})  # fmt: skip
 
 
 class Decision(StrEnum):
@@ -74,11 +71,14 @@ class Decision(StrEnum):
     DENY = "deny"
 
 
-def check_read_path(path: str, policy: PolicySettings) -> Path:
+def check_read_path(path: str, policy: PolicySettings, *, hidden: Sequence[str] = ()) -> Path:
     """Resolve ``path`` (following symlinks) and return it if tools may read it.
 
     Raises PolicyDeniedError when the path is relative, resolves outside every
-    ``[policy] read_paths`` entry, or lies under a ``[policy] deny_paths`` entry.
+    ``[policy] read_paths`` entry, or starts with a ``[policy] deny_paths`` entry or a
+    ``hidden`` one (the daemon's state and credential directories). A deny entry covers every
+    path that starts with it, so ``/etc/shadow`` also covers ``/etc/shadow-`` and
+    ``/etc/shadow.bak``. This is the first filter; the sandbox is the boundary.
     """
     if "\x00" in path:
         raise PolicyDeniedError(f"path {path!r} contains a NUL byte")
@@ -89,10 +89,17 @@ def check_read_path(path: str, policy: PolicySettings) -> Path:
     resolved = os.path.realpath(path)
     shown = path if resolved == path else f"{path} (resolves to {resolved})"
     for entry in policy.deny_paths:
-        if any(_is_under(resolved, root) for root in {entry, os.path.realpath(entry)}):
+        if any(_starts_with(candidate, root) for root in {entry, os.path.realpath(entry)}
+               for candidate in (path, resolved)):  # fmt: skip
             raise PolicyDeniedError(
-                f"reading {shown} is denied: it is under {entry}, listed in [policy] deny_paths; "
-                "an operator can change [policy] deny_paths to allow it"
+                f"reading {shown} is denied: it is covered by {entry}, listed in [policy] "
+                "deny_paths; an operator can change [policy] deny_paths to allow it"
+            )
+    for entry in hidden:
+        if _starts_with(resolved, entry) or _starts_with(path, entry):
+            raise PolicyDeniedError(
+                f"reading {shown} is denied: {entry} holds nightshift's own state or "
+                "credentials, which no tool may read"
             )
     if not any(_is_under(resolved, os.path.realpath(root)) for root in policy.read_paths):
         allowed = ", ".join(policy.read_paths) or "(none)"
@@ -101,6 +108,10 @@ def check_read_path(path: str, policy: PolicySettings) -> Path:
             f"({allowed}); an operator can add its directory to [policy] read_paths"
         )
     return Path(resolved)
+
+
+def _starts_with(path: str, entry: str) -> bool:
+    return covers(entry, path)
 
 
 def parse_command(command: str | Sequence[str]) -> list[str]:
@@ -113,13 +124,20 @@ def parse_command(command: str | Sequence[str]) -> list[str]:
     return [str(arg) for arg in command]
 
 
-def classify_command(command: str | Sequence[str], policy: PolicySettings) -> Tier:
+def classify_command(
+    command: str | Sequence[str], policy: PolicySettings, *, hidden: Sequence[str] = ()
+) -> Tier:
     """The tier of running ``command`` (a string or an argv list) without a shell.
 
     READ_ONLY when the argv starts with a ``[policy] read_only_commands`` entry, WRITE when it
     starts with a ``write_commands`` entry (WRITE wins if both match), else PRIVILEGED. Commands
     in the hard floor (sudo, rm, kill, shells, …), ``find -delete/-exec``, mutating arguments
-    (``ip addr add``), shell metacharacters and unparseable strings are always PRIVILEGED.
+    (``ip addr add``, ``ss -D FILE``, ``journalctl --vac=1``: long options are resolved as the
+    program would), unknown long options of the commands we have tables for, shell
+    metacharacters and unparseable strings are always PRIVILEGED; so is a read-only command
+    whose file arguments (``cat FILE``, ``date -f FILE``, ``wc --files0-from=FILE``) fail the
+    read policy or fall under ``hidden``. This is a first filter: read-only commands run in the
+    sandbox, which is the boundary.
     """
     raw = [command] if isinstance(command, str) else list(command)
     if any(SHELL_METACHARACTERS.intersection(arg) for arg in raw):
@@ -133,24 +151,32 @@ def classify_command(command: str | Sequence[str], policy: PolicySettings) -> Ti
     if _matches_any(argv, policy.write_commands):
         return Tier.WRITE
     if _matches_any(argv, policy.read_only_commands):
-        return Tier.READ_ONLY if _paths_allowed(argv, policy) else Tier.PRIVILEGED
+        return Tier.READ_ONLY if _paths_allowed(argv, policy, hidden) else Tier.PRIVILEGED
     return Tier.PRIVILEGED
 
 
-# Read-only commands that open the files they are given: their path arguments must pass the
-# same read_paths / deny_paths policy as read_file, or `cat /etc/shadow` would walk around it.
-FILE_READERS = frozenset({"cat", "head", "tail", "wc", "less", "more", "grep", "zcat", "du", "ls"})
+# Read-only commands without an option table that open the files they are given.
+FILE_READERS = frozenset({"less", "more", "zcat"})
 
 
-def _paths_allowed(argv: list[str], policy: PolicySettings) -> bool:
-    if Path(argv[0]).name not in FILE_READERS:
-        return True
-    for arg in argv[1:]:
-        if arg.startswith("-") or arg.isdigit():  # options and their counts (`tail -n 50`)
-            continue
+def _paths_allowed(argv: list[str], policy: PolicySettings, hidden: Sequence[str]) -> bool:
+    """Whether every file the command would read passes the read policy."""
+    program = Path(argv[0]).name
+    spec = SPECS.get(program)
+    if spec is None:
+        paths = [a for a in argv[1:] if not a.startswith("-")] if program in FILE_READERS else []
+    else:
+        parsed = parse(spec, argv[1:])  # UnknownOption was refused by _hits_floor already
+        paths = [value for name, value in parsed.options if name in spec.reads and value]
+        if spec.paths_are_positional:
+            positional = parsed.positional
+            if spec.pattern_first and not parsed.names() & {"--regexp", "--file"}:
+                positional = positional[1:]
+            paths += [arg for arg in positional if arg != "-"]
+    for arg in paths:
         candidate = arg if arg.startswith("/") else str(Path("/") / arg)  # commands run in /
         try:
-            check_read_path(candidate, policy)
+            check_read_path(candidate, policy, hidden=hidden)
         except PolicyDeniedError:
             return False
     return True
@@ -173,8 +199,16 @@ def is_auto_approved(command: str | Sequence[str], policy: PolicySettings) -> bo
     return False
 
 
-def decide(tier: Tier, *, unattended: bool, auto_approved: bool) -> Decision:
-    """Whether a call of ``tier`` may run now, needs a person, or is refused."""
+def decide(
+    tier: Tier, *, unattended: bool, auto_approved: bool, sandboxed: bool = True
+) -> Decision:
+    """Whether a call of ``tier`` may run now, needs a person, or is refused.
+
+    Without a sandbox (``sandboxed=False``) the read-only tier fails closed: it is treated as
+    privileged, so it needs a person (and is denied at once in unattended runs).
+    """
+    if tier is Tier.READ_ONLY and not sandboxed:
+        tier = Tier.PRIVILEGED
     if tier is not Tier.PRIVILEGED or auto_approved:
         return Decision.ALLOW
     return Decision.DENY if unattended else Decision.NEEDS_APPROVAL
@@ -195,6 +229,14 @@ def _hits_floor(argv: list[str]) -> bool:
 def _mutates(program: str, args: list[str]) -> bool:
     """Arguments that make a usually read-only command change the host (checked even when the
     command is listed in read_only_commands: "ip addr" must not cover "ip addr add")."""
+    spec = SPECS.get(program)
+    if spec is not None:
+        try:
+            parsed = parse(spec, args)
+        except UnknownOption:
+            return True  # the program would refuse it, or our table is out of date: ask
+        if parsed.names() & spec.writes:
+            return True
     flags = _flags(args)
     positional = [arg for arg in args if not arg.startswith("-")]
     match program:
@@ -204,16 +246,8 @@ def _mutates(program: str, args: list[str]) -> bool:
             return not set(args) <= {"-l", "--show-labels"}
         case "ip":
             return any(verb.startswith(arg) for arg in positional[1:] for verb in _IP_VERBS)
-        case "journalctl":
-            return bool(flags & _JOURNALCTL_WRITES) or any(f.startswith("--vacuum") for f in flags)
-        case "dmesg":
-            return bool(flags & _DMESG_WRITES)
-        case "ss":
-            return bool(flags & {"-K", "--kill"})
-        case "date":  # "date -s …" and "date 010112002026" set the clock
-            return bool(flags & {"-s", "--set"}) or any(
-                len(arg) >= 8 and arg.replace(".", "").isdigit() for arg in positional
-            )
+        case "date":  # "date 010112002026" sets the clock
+            return any(len(arg) >= 8 and arg.replace(".", "").isdigit() for arg in positional)
         case "systemctl":  # "systemctl reboot" is as final as "reboot"
             return bool(_SYSTEMCTL_POWER.intersection(positional))
         case "hostname":  # "hostname NAME" renames the host

@@ -11,6 +11,7 @@ import stat
 from pathlib import Path
 
 import aiohttp
+import pytest
 
 from tests.support import NIGHTSHIFT, ROOT, DaemonProcess, write_config
 
@@ -146,3 +147,37 @@ async def test_client_commands_explain_when_the_daemon_is_not_running(tmp_path: 
     assert "not running" in err and "nightshift run" in err
     code, _, err = await daemon.cli("chat", "-m", "hello")
     assert code == 1 and "not running" in err
+
+
+async def test_status_and_doctor_say_why_read_only_tools_need_approval(tmp_path: Path) -> None:
+    """Without a sandbox the read-only tier fails closed, and both commands say so."""
+    config = write_config(tmp_path / "config.toml", None, policy={"sandbox": "off"})
+    daemon = DaemonProcess(config, tmp_path / "state")
+    await daemon.start()
+    try:
+        code, out, _ = await daemon.cli("status")
+        assert code == 0
+        expected = (
+            'sandbox:   unavailable (turned off by [policy] sandbox = "off"); '
+            "read-only tools need approval"
+        )
+        assert expected in out
+        code, out, _ = await daemon.cli("doctor")
+        assert "warn  sandbox: unavailable (turned off" in out
+        assert "warn  daemon sandbox: unavailable (turned off" in out
+    finally:
+        assert await daemon.stop() == 0
+
+
+async def test_status_shows_the_sandbox_in_use(tmp_path: Path) -> None:
+    from daemon.agent.sandbox import probe
+
+    if not probe().available:
+        pytest.skip(f"no sandbox here: {probe().detail}")
+    daemon = DaemonProcess(write_config(tmp_path / "config.toml", None), tmp_path / "state")
+    await daemon.start()
+    try:
+        code, out, _ = await daemon.cli("status")
+        assert code == 0 and "sandbox:   available (bubblewrap" in out
+    finally:
+        assert await daemon.stop() == 0

@@ -1,9 +1,10 @@
 """Bounded directory walks for the file tools (evidence and remediation).
 
-A walk opens every directory relative to its parent's descriptor with ``O_NOFOLLOW``, so a
-directory swapped for a symlink mid-walk cannot lead it elsewhere; it never follows symlinks,
-never enters another filesystem, skips (and counts) what it cannot read or is denied, and stops
-after ``budget`` entries. Blocking: run it in a worker thread.
+A walk opens its root and every directory below it relative to its parent's descriptor with
+``O_NOFOLLOW``, so a directory swapped for a symlink (before or during the walk) cannot lead it
+elsewhere; it never follows symlinks, never enters another filesystem, skips (and counts) what
+it cannot read or is denied, and stops after ``budget`` entries. It opens no file, only
+directories. Blocking: run it in a worker thread.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import stat
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
+from daemon.agent.sandbox import covers
 from daemon.errors import ToolError
 
 __all__ = ["Entry", "Walk", "deny_roots"]
@@ -49,7 +51,7 @@ class Walk:
     def entries(self, root: str) -> Iterator[Entry]:
         """Every entry below the resolved directory ``root``, depth first, parents first."""
         try:
-            root_fd = os.open(root, _DIR_FLAGS)
+            root_fd = _open_no_follow(root)
         except PermissionError:
             raise ToolError(f"{root}: permission denied for the nightshift service user") from None
         except OSError as exc:
@@ -76,7 +78,7 @@ class Walk:
                     return
                 self.scanned += 1
                 path = f"{prefix}/{item.name}"
-                if self.deny and any(path == d or path.startswith(d + "/") for d in self.deny):
+                if self.deny and any(covers(d, path) for d in self.deny):  # /etc/shadow-, too
                     self.denied += 1
                     continue
                 try:
@@ -128,10 +130,30 @@ class Walk:
         if self.other_filesystems:
             notes.append(f"[{self.other_filesystems} mount points of other filesystems skipped]")
         if self.denied:
-            notes.append(f"[{self.denied} entries under [policy] deny_paths skipped]")
+            notes.append(
+                f"[{self.denied} entries under [policy] deny_paths skipped (or nightshift's own "
+                "state and credentials)]"
+            )
         if self.too_deep:
             notes.append(f"[{self.too_deep} directories deeper than {self.max_depth} skipped]")
         return notes
+
+
+def _open_no_follow(root: str) -> int:
+    """Open the directory ``root`` one component at a time, following no symlink: a component
+    swapped for a symlink since the policy check fails (ELOOP/ENOTDIR) instead of leading on."""
+    names = [name for name in root.split("/") if name]
+    fd = os.open("/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        for name in names[:-1]:
+            child = os.open(
+                name, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd
+            )
+            os.close(fd)
+            fd = child
+        return os.open(names[-1] if names else ".", _DIR_FLAGS, dir_fd=fd)
+    finally:
+        os.close(fd)
 
 
 def _close(item: tuple[int, str, os._ScandirIterator[str], int]) -> None:

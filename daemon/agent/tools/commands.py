@@ -16,6 +16,7 @@ import signal
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from daemon.agent import sandbox
 from daemon.agent.policy import classify_command, is_auto_approved, parse_command
 from daemon.agent.tools.base import Tier, Tool, ToolContext, tool
 from daemon.errors import PolicyDeniedError, ToolError, ToolTimeoutError
@@ -129,11 +130,19 @@ async def _reap(proc: asyncio.subprocess.Process) -> None:
         log.warning("pid %d did not exit %gs after SIGKILL", proc.pid, STOP_GRACE_SECONDS)
 
 
+# Commands that look at the network: their sandbox keeps the host's network namespace (`ss`
+# and `ip` show the host's sockets and routes; a new namespace would show only its own).
+NETWORK_COMMANDS = frozenset({
+    "ss", "ip", "ping", "ping6", "curl", "wget", "dig", "host", "nslookup", "netstat",
+    "traceroute", "tracepath", "mtr", "nc", "openssl", "resolvectl", "networkctl",
+})  # fmt: skip
+
+
 def _classify(arguments: dict[str, Any], settings: Settings) -> Tier:
     command = arguments.get("command")
     if not isinstance(command, str):
         return Tier.PRIVILEGED
-    return classify_command(command, settings.policy)
+    return classify_command(command, settings.policy, hidden=sandbox.hidden_paths(settings))
 
 
 @tool(tier=Tier.PRIVILEGED, classify=_classify)
@@ -149,10 +158,13 @@ async def run_command(
         reason: Why you run it, in a few words; shown to the person asked to approve it.
     """
     policy = ctx.settings.policy
-    tier = classify_command(command, policy)
-    if ctx.unattended and tier is Tier.PRIVILEGED and not is_auto_approved(command, policy):
+    tier = classify_command(command, policy, hidden=sandbox.hidden_paths(ctx.settings))
+    box = await sandbox.current(ctx.settings)
+    needs_person = tier is Tier.PRIVILEGED or (tier is Tier.READ_ONLY and not box.available)
+    if ctx.unattended and needs_person and not is_auto_approved(command, policy):
+        what = "privileged" if tier is Tier.PRIVILEGED else f"unsandboxed ({box.describe()})"
         raise PolicyDeniedError(
-            f"{command!r} is privileged and this run is unattended, so it was not run; an "
+            f"{command!r} is {what} and this run is unattended, so it was not run; an "
             "operator can allow exactly this command in [policy] auto_approve"
         )
     try:
@@ -193,10 +205,19 @@ async def run_argv(
         raise ToolError(
             f"command not found: {argv[0]!r} is not an executable file on PATH ({env['PATH']})"
         )
+    full = [program, *argv[1:]]
+    where = "unsandboxed"
+    if tier is Tier.READ_ONLY:
+        box = await sandbox.current(ctx.settings)
+        if box.available:  # else a person approved it (the executor fails closed without one)
+            network = os.path.basename(program) in NETWORK_COMMANDS
+            full = sandbox.wrap(box, full, sandbox.hidden_paths(ctx.settings), network=network)
+            where = "sandboxed" + (", host network" if network else "")
     log.info("run_command %r (%s) for %s: %s", redact(shown), tier, ctx.actor, reason or ctx.reason)
+    log.debug("run_command %r runs %s", redact(shown), where)
     started = ctx.clock.monotonic()
     exit_code, out, err = await _execute(
-        shown, program, argv, env, seconds=timeout, max_output=policy.max_output_bytes
+        shown, full[0], full, env, seconds=timeout, max_output=policy.max_output_bytes
     )
     duration = ctx.clock.monotonic() - started
     log.info("run_command %r exited %d after %.2fs", redact(shown), exit_code, duration)

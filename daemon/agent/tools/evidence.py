@@ -18,10 +18,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from daemon.agent.policy import check_read_path
+from daemon.agent import sandbox
 from daemon.agent.tools._walk import Walk, deny_roots
 from daemon.agent.tools.base import Tier, Tool, ToolContext, tool
-from daemon.agent.tools.files import scan_file
+from daemon.agent.tools.files import checked_path, scan_file
 from daemon.errors import ToolError
 from daemon.redact import redact
 
@@ -180,11 +180,12 @@ async def metrics_history(ctx: ToolContext, metric: str, minutes: float = 30) ->
 
 def _directory(path: str, ctx: ToolContext) -> tuple[Path, Walk]:
     """The resolved directory (read policy checked) and a bounded walk that skips deny_paths."""
-    resolved = check_read_path(path, ctx.settings.policy)
+    resolved = checked_path(path, ctx.settings)
     if not resolved.is_dir():
         what = "does not exist" if not resolved.exists() else "is not a directory"
         raise ToolError(f"{path} {what}; give a directory, e.g. /var/log")
-    return resolved, Walk(budget=WALK_BUDGET, deny=deny_roots(ctx.settings.policy.deny_paths))
+    deny = deny_roots([*ctx.settings.policy.deny_paths, *sandbox.hidden_paths(ctx.settings)])
+    return resolved, Walk(budget=WALK_BUDGET, deny=deny)
 
 
 def _human(size: int) -> str:
@@ -323,7 +324,7 @@ async def grep_log(
         max_scan_bytes: Search at most this many bytes back from the end of the file.
     """
     policy = ctx.settings.policy
-    resolved = check_read_path(path, policy)
+    resolved = checked_path(path, ctx.settings)
     if not pattern:
         raise ToolError("pattern is empty; to see the last lines of a log use tail_log")
     try:
@@ -337,8 +338,17 @@ async def grep_log(
         raise ToolError(f"lines must be between 1 and {MAX_GREP_LINES}")
     if not 1 <= max_scan_bytes <= MAX_GREP_SCAN_BYTES:
         raise ToolError(f"max_scan_bytes must be between 1 and {MAX_GREP_SCAN_BYTES}")
+    status = await sandbox.current(ctx.settings)
     scan, size = await asyncio.to_thread(
-        scan_file, resolved, lines, regex, _LINE_CAP_BYTES, max_scan_bytes
+        lambda: scan_file(
+            resolved,
+            lines,
+            regex,
+            _LINE_CAP_BYTES,
+            max_scan_bytes,
+            settings=ctx.settings,
+            status=status,
+        )
     )
     kept: list[str] = []
     budget, capped, cut = policy.max_read_bytes, False, 0

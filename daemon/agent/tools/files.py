@@ -5,17 +5,22 @@ from __future__ import annotations
 import asyncio
 import codecs
 import logging
-import os
 import re
-import stat
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from daemon.agent import sandbox
 from daemon.agent.policy import check_read_path
+from daemon.agent.sandbox import SandboxStatus
+from daemon.agent.tools._sandboxed_file import SandboxedFile
 from daemon.agent.tools.base import Tier, Tool, ToolContext, tool
 from daemon.errors import ToolError
 from daemon.redact import redact
+
+if TYPE_CHECKING:
+    from daemon.config import Settings
 
 __all__ = ["FileChunk", "LogTail", "TOOLS"]
 
@@ -56,37 +61,6 @@ class LogTail:
     text: str
 
 
-def _open_regular(path: Path) -> tuple[int, int]:
-    """Open a regular file for reading, never blocking on a FIFO; return (fd, size)."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except PermissionError:
-        raise ToolError(f"{path}: permission denied for the nightshift service user") from None
-    except OSError as exc:
-        raise ToolError(f"{path}: {exc.strerror or exc}") from None
-    info = os.fstat(fd)
-    if not stat.S_ISREG(info.st_mode):
-        os.close(fd)
-        kind = "a directory" if stat.S_ISDIR(info.st_mode) else "not a regular file"
-        raise ToolError(f"{path} is {kind}; file tools read regular files only")
-    return fd, info.st_size
-
-
-def _read_at(fd: int, offset: int, count: int) -> bytes:
-    parts: list[bytes] = []
-    while count > 0:
-        try:
-            chunk = os.pread(fd, min(count, 1024 * 1024), offset)
-        except OSError as exc:  # e.g. /proc/kmsg (would block) or /proc/<pid>/mem (EIO)
-            raise ToolError(f"cannot read this file: {exc.strerror or exc}") from None
-        if not chunk:
-            break
-        parts.append(chunk)
-        offset += len(chunk)
-        count -= len(chunk)
-    return b"".join(parts)
-
-
 def _looks_binary(data: bytes) -> bool:
     sample = data[:_BINARY_SNIFF_BYTES]
     if b"\x00" in sample:
@@ -95,13 +69,18 @@ def _looks_binary(data: bytes) -> bool:
     return text.count("\ufffd") > max(4, len(text) // 20)
 
 
-def _read_chunk(path: Path, offset: int, cap: int) -> tuple[bytes, int, bool]:
-    fd, size = _open_regular(path)
-    try:
-        data = _read_at(fd, offset, cap + 1)  # one extra byte tells us whether more follows
-    finally:
-        os.close(fd)
-    return data[:cap], size, len(data) > cap
+def _read_chunk(
+    path: Path, offset: int, cap: int, settings: Settings, status: SandboxStatus
+) -> tuple[bytes, int, bool]:
+    with SandboxedFile.open(path, settings, status) as file:
+        data = file.read_at(offset, cap + 1)  # one extra byte tells us whether more follows
+    return data[:cap], file.size, len(data) > cap
+
+
+def checked_path(path: str, settings: Settings) -> Path:
+    """``path`` resolved, if the read policy lets tools read it (never the daemon's own state,
+    its credentials, or anything starting with a deny_paths entry)."""
+    return check_read_path(path, settings.policy, hidden=sandbox.hidden_paths(settings))
 
 
 @tool(tier=Tier.READ_ONLY)
@@ -117,13 +96,16 @@ async def read_file(
             configured limit.
     """
     policy = ctx.settings.policy
-    resolved = check_read_path(path, policy)
+    resolved = checked_path(path, ctx.settings)
     if offset < 0:
         raise ToolError("offset must be 0 or more")
     cap = policy.max_read_bytes if max_bytes is None else min(max_bytes, policy.max_read_bytes)
     if cap < 1:
         raise ToolError("max_bytes must be at least 1")
-    data, size, more = await asyncio.to_thread(_read_chunk, resolved, offset, cap)
+    status = await sandbox.current(ctx.settings)
+    data, size, more = await asyncio.to_thread(
+        _read_chunk, resolved, offset, cap, ctx.settings, status
+    )
     if _looks_binary(data):
         raise ToolError(
             f"{path} looks like a binary file ({size} bytes); read_file shows text only"
@@ -222,14 +204,20 @@ def scan_file(
     pattern: re.Pattern[str] | None,
     line_cap: int,
     scan_limit: int | None = None,
+    *,
+    settings: Settings,
+    status: SandboxStatus,
 ) -> tuple[_Scan, int]:
-    """The last ``want`` (matching) lines of a file, read backwards; and the file's size."""
+    """The last ``want`` (matching) lines of a file, read backwards; and the file's size.
+
+    The file is read by the helper process (sandboxed when ``status`` is available).
+    """
     if scan_limit is None:
         scan_limit = MAX_SCAN_BYTES
-    fd, size = _open_regular(path)
-    try:
+    with SandboxedFile.open(path, settings, status) as file:
+        size = file.size
         if size == 0:  # /proc and /sys report 0: read forward (bounded), then scan in memory
-            blob = _read_at(fd, 0, scan_limit)
+            blob = file.read_at(0, scan_limit)
             size = len(blob)
 
             def read(at: int, count: int) -> bytes:
@@ -237,12 +225,10 @@ def scan_file(
         else:
 
             def read(at: int, count: int) -> bytes:
-                return _read_at(fd, at, count)
+                return file.read_at(at, count)
 
         scan = scan_backwards(read, size, want, pattern, scan_limit=scan_limit, line_cap=line_cap)
         return scan, size
-    finally:
-        os.close(fd)
 
 
 @tool(tier=Tier.READ_ONLY)
@@ -258,7 +244,7 @@ async def tail_log(
             "error|timeout" or "(?i)oom".
     """
     policy = ctx.settings.policy
-    resolved = check_read_path(path, policy)
+    resolved = checked_path(path, ctx.settings)
     if lines < 1:
         raise ToolError("lines must be at least 1")
     try:
@@ -266,7 +252,12 @@ async def tail_log(
     except re.error as exc:
         raise ToolError(f"invalid grep regular expression {grep!r}: {exc}") from None
     want = min(lines, MAX_TAIL_LINES)
-    scan, size = await asyncio.to_thread(scan_file, resolved, want, pattern, policy.max_read_bytes)
+    status = await sandbox.current(ctx.settings)
+    scan, size = await asyncio.to_thread(
+        lambda: scan_file(
+            resolved, want, pattern, policy.max_read_bytes, settings=ctx.settings, status=status
+        )
+    )
     kept: list[str] = []
     budget, capped = policy.max_read_bytes, False
     for line in scan.lines:  # newest first: keep the newest lines that fit in the budget

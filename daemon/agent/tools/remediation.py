@@ -21,7 +21,8 @@ from typing import Literal
 
 import psutil
 
-from daemon.agent.tools._walk import Walk
+from daemon.agent import sandbox
+from daemon.agent.tools._walk import Walk, deny_roots
 from daemon.agent.tools.base import Tier, Tool, ToolContext, tool
 from daemon.agent.tools.commands import CommandResult, run_argv
 from daemon.errors import PolicyDeniedError, ToolError
@@ -297,7 +298,8 @@ async def clean_directory(
     if not pattern or "/" in pattern:
         raise ToolError(f"invalid pattern {pattern!r}: it matches file names, e.g. '*.log'")
     cutoff = ctx.clock.now().timestamp() - older_than_days * 86400
-    walk = Walk(budget=CLEAN_BUDGET)
+    # Never the daemon's own state or credentials, nor deny_paths, whatever clean_dirs holds.
+    walk = Walk(budget=CLEAN_BUDGET, deny=deny_roots(sandbox.hidden_paths(ctx.settings)))
     tally = await asyncio.to_thread(_clean, root, pattern, cutoff, dry_run, walk)
     log.info(
         "clean_directory %s %r older than %g days for %s: %d files, %d bytes%s",

@@ -241,6 +241,16 @@ async def test_a_dry_run_removes_nothing(cache: Path) -> None:
     assert (cache / "old.log").exists() and (cache / "old.txt").exists()
 
 
+async def test_the_daemons_own_state_is_never_cleaned(cache: Path) -> None:
+    """A clean_dir holding the state directory (say /var/lib): the database stays."""
+    ctx = make_ctx(clock=ManualClock(NOW), clean_dirs=[cache])
+    ctx.settings.state.dir = cache / "sub"
+    result = await clean_directory.invoke(ctx, {"path": str(cache), "older_than_days": 7})
+    assert (cache / "sub" / "old2.log").exists()
+    assert str(cache / "sub" / "old2.log") not in result.removed
+    assert "deny_paths skipped" in (result.note or "")
+
+
 async def test_a_directory_below_a_clean_dir_may_be_cleaned(cache: Path) -> None:
     ctx = make_ctx(clock=ManualClock(NOW), clean_dirs=[cache])
     result = await clean_directory.invoke(ctx, {"path": str(cache / "sub"), "older_than_days": 7})
