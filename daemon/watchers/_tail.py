@@ -6,14 +6,19 @@ time). Each `Tail.read` reads at most ``limit`` bytes, so a burst is handed over
 What it guarantees, for a writer that appends whole or partial lines:
 
 - rename rotation (the path gets a new inode): the old file is read to its end, a last line
-  without a newline is delivered as it is, then the new file is read from its start. Lines the
-  writer still appends to the old file after the new one appeared and was drained are lost.
+  without a newline is delivered as it is, then the new file is read from its start. Files that
+  were rotated past us between two reads (two rotations in one poll: ``app.log`` → ``.1`` →
+  ``.2``) are found among the path's rotated siblings (``app.log.N``, ``app.log-DATE``; not
+  compressed ones) by being written since the old file was last written, and read whole, oldest
+  first, before the new file. Lines the writer still appends to the old file after the new one
+  appeared and was drained are lost.
 - copytruncate (the file shrinks below the offset read, or the bytes just before that offset
   changed, which catches a truncate followed by writes past the old offset before we looked):
-  reading restarts at 0. Lines already read are never delivered again; lines written after the
-  truncate arrive exactly once; lines written after our last read but before the copy was taken
-  are only in the copy and are not delivered. A partial line read before the truncate is kept and
-  joined with what follows (right for an O_APPEND writer that was mid-line).
+  the lines written after our last read but before the copy was taken are read from the copy (a
+  rotated sibling holding the same bytes before our offset), then reading restarts at 0. Lines
+  already read are never delivered again; lines written after the truncate arrive exactly once.
+  A partial line read before the truncate is kept and joined with what follows (right for an
+  O_APPEND writer that was mid-line).
 - a line longer than ``max_line_bytes`` is cut to that many bytes and marked
   `` …[truncated N bytes]``; no more than ``max_line_bytes`` of one line is ever held.
 - bytes are decoded with ``errors="replace"``; NUL becomes U+FFFD; a trailing CR is dropped.
@@ -28,6 +33,8 @@ from dataclasses import dataclass, field
 
 _FINGERPRINT = 64  # bytes before the offset remembered to detect a rewritten file
 _NO_FILE = (-1, -1)
+_ROTATED_SEPARATORS = (".", "-", "_")  # app.log.1, app.log-20261206, app.log_old
+_COMPRESSED = (".gz", ".bz2", ".xz", ".zst", ".lz4", ".z")
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -57,12 +64,19 @@ class Tail:
         self._partial = bytearray()  # the start of a line whose newline has not arrived
         self._dropped = 0  # bytes of that line beyond max_line_bytes, thrown away
         self._skip = False  # discard up to the next newline (started inside a line)
+        self._queue: list[tuple[int, tuple[int, int]]] | None = None  # rotated past us: (fd, id)
 
     @property
     def offset(self) -> int:
         return self._offset
 
     def close(self) -> None:
+        self._close_current()
+        for fd, _ in self._queue or ():
+            os.close(fd)
+        self._queue = None
+
+    def _close_current(self) -> None:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
@@ -76,11 +90,20 @@ class Tail:
             return TailRead(missing=True)
         assert self._fd is not None
         fd = self._fd
-        if self._rewritten(fd):
+        if self._queue is None and self._rewritten(fd):
+            self._recover_from_copy(limit, lines)
             self._offset, self._fingerprint = 0, b""
             notes.append("truncated")
         got = self._read_into(fd, limit, lines)
         if got == limit:
+            return TailRead(lines=lines, more=True, notes=tuple(notes))
+        if self._queue is not None:  # a file rotated past us, read whole: on to the next
+            self._flush(lines)
+            self._close_current()
+            if self._queue:
+                self._adopt(*self._queue.pop(0))
+            else:
+                self._queue = None
             return TailRead(lines=lines, more=True, notes=tuple(notes))
         # At the end of the file: has the path moved on to another file, or gone?
         current = _stat_id(self.path)
@@ -95,11 +118,92 @@ class Tail:
         if got == limit:
             return TailRead(lines=lines, more=True, notes=tuple(notes))
         self._flush(lines)
-        self.close()
+        old_id, old_mtime = self._id, os.fstat(fd).st_mtime_ns
+        self._close_current()
         notes.append("deleted" if gone else "rotated")
+        passed = [] if gone else self._rotated_past(old_id, current, old_mtime)
+        if passed:
+            notes.append(f"{len(passed)} file(s) rotated between two reads")
+            self._adopt(*passed[0])
+            self._queue = passed[1:]
         return TailRead(
-            lines=lines, more=current is not None, missing=current is None, notes=tuple(notes)
+            lines=lines,
+            more=current is not None or bool(passed),
+            missing=current is None and not passed,
+            notes=tuple(notes),
         )
+
+    def _adopt(self, fd: int, ident: tuple[int, int]) -> None:
+        """Read ``fd`` (a file rotated past us) from its start."""
+        self._fd, self._id = fd, ident
+        self._offset, self._fingerprint = 0, b""
+
+    def _siblings(self) -> list[tuple[str, os.stat_result]]:
+        """Rotated copies of the path beside it (app.log.1, app.log-DATE), not compressed."""
+        directory, base = os.path.split(self.path)
+        found = []
+        try:
+            entries = list(os.scandir(directory or "."))
+        except OSError:
+            return []
+        for entry in entries:
+            name = entry.name
+            if (
+                len(name) > len(base)
+                and name.startswith(base)
+                and name[len(base)] in _ROTATED_SEPARATORS
+                and not name.lower().endswith(_COMPRESSED)
+            ):
+                try:
+                    info = entry.stat(follow_symlinks=False)
+                except OSError:
+                    continue
+                if stat.S_ISREG(info.st_mode):
+                    found.append((entry.path, info))
+        return found
+
+    def _rotated_past(
+        self, old: tuple[int, int], current: tuple[int, int] | None, old_mtime: int
+    ) -> list[tuple[int, tuple[int, int]]]:
+        """Open files rotated between the old file and the current one, oldest first."""
+        skip = {old, current}
+        between = sorted(
+            (info.st_mtime_ns, path)
+            for path, info in self._siblings()
+            if (info.st_dev, info.st_ino) not in skip and info.st_mtime_ns >= old_mtime
+        )
+        opened = []
+        for _, path in between:
+            try:
+                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+            except OSError:
+                continue
+            info = os.fstat(fd)
+            opened.append((fd, (info.st_dev, info.st_ino)))
+        return opened
+
+    def _recover_from_copy(self, limit: int, lines: list[str]) -> None:
+        """Before restarting a truncated file: the bytes written after our last read, from the
+        copy copytruncate made (it holds our fingerprint just before our offset)."""
+        size = len(self._fingerprint)
+        if not size:
+            return
+        candidates = sorted(
+            ((info.st_mtime_ns, path) for path, info in self._siblings()
+             if info.st_size > self._offset),
+            reverse=True,
+        )  # fmt: skip
+        for _, path in candidates:
+            try:
+                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+            except OSError:
+                continue
+            try:
+                if os.pread(fd, size, self._offset - size) == self._fingerprint:
+                    self._read_into(fd, limit, lines)
+                    return
+            finally:
+                os.close(fd)
 
     def _open(self, notes: list[str]) -> bool:
         try:
