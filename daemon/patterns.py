@@ -28,6 +28,7 @@ __all__ = [
     "PatternError",
     "check_pattern",
     "compile_pattern",
+    "search_text",
 ]
 
 MAX_MEM = 8 << 20  # RE2's own default: compiled program plus DFA cache, per pattern
@@ -150,3 +151,15 @@ def explain(text: str, exc: Exception) -> str:
 
 def _refused(head: str, what: str, fix: str) -> str:
     return f"{head}: {what} is not supported by the linear-time engine (RE2); {fix}"
+
+
+def search_text(pattern: Pattern, text: str) -> Match | None:
+    """``pattern.search(text)``; like ``re``, a ``$`` also matches before one final newline.
+
+    For program output and response bodies, which usually end with a newline that ``^ok$``
+    means to ignore.
+    """
+    found = pattern.search(text)
+    if found is None and text.endswith("\n"):
+        found = pattern.search(text[:-1])
+    return found

@@ -16,7 +16,6 @@ window empties, then resolve after ``keep_firing_for_seconds`` (default 300 s wi
 from __future__ import annotations
 
 import operator
-import re
 import string
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
@@ -26,6 +25,7 @@ from typing import Any, Literal
 
 from daemon._alerting_settings import RuleSettings
 from daemon.alerts import EVENT_METRICS, AlertEvent, Observation, fingerprint
+from daemon.patterns import compile_pattern
 
 SeriesState = Literal["pending", "firing"]
 DEFAULT_EVENT_KEEP_SECONDS = 300.0
@@ -72,8 +72,8 @@ class CompiledRule:
         self.settings = settings
         self.name = settings.name
         self.is_event = settings.metric in EVENT_METRICS
-        self._match = re.compile(settings.match) if settings.match else None
-        self._where_re = {key: re.compile(p) for key, p in settings.where_re.items()}
+        self._match = compile_pattern(settings.match) if settings.match else None
+        self._where_re = {key: compile_pattern(p) for key, p in settings.where_re.items()}
         self._op = _OPS[settings.op] if settings.op else None
         self.for_seconds = timedelta(seconds=settings.for_seconds)
         self.window = timedelta(seconds=settings.within_seconds or 0)

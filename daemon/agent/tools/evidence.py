@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import heapq
 import logging
-import re
 import stat
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ from daemon.agent.tools._walk import Walk, deny_roots
 from daemon.agent.tools.base import Tier, Tool, ToolContext, tool
 from daemon.agent.tools.files import scan_file
 from daemon.errors import ToolError
+from daemon.patterns import TOOL_MAX_CHARS, TOOL_MAX_MEM, PatternError, compile_pattern
 from daemon.redact import redact
 
 __all__ = ["DiskUsageReport", "FileChanges", "LogMatches", "MetricHistory", "TOOLS"]
@@ -318,7 +318,8 @@ async def grep_log(
 
     Args:
         path: Absolute path of the log, e.g. /var/log/syslog.
-        pattern: Python regular expression, e.g. "(?i)out of memory|oom-killer".
+        pattern: Regular expression (RE2 syntax: no backreferences or lookaround), e.g.
+            "(?i)out of memory|oom-killer".
         lines: How many matching lines to return (the newest), 1 to 1000.
         max_scan_bytes: Search at most this many bytes back from the end of the file.
     """
@@ -327,11 +328,13 @@ async def grep_log(
     if not pattern:
         raise ToolError("pattern is empty; to see the last lines of a log use tail_log")
     try:
-        regex = re.compile(pattern)
-    except re.error as exc:
+        regex = compile_pattern(
+            pattern, where="pattern", max_chars=TOOL_MAX_CHARS, max_mem=TOOL_MAX_MEM
+        )
+    except PatternError as exc:
         raise ToolError(
-            f"invalid regular expression {pattern!r}: {exc} (Python re syntax; escape literal "
-            "characters such as ( [ . with a backslash)"
+            f"{exc} (RE2 syntax: no backreferences or lookaround; escape literal characters "
+            "such as ( [ . with a backslash)"
         ) from None
     if not 1 <= lines <= MAX_GREP_LINES:
         raise ToolError(f"lines must be between 1 and {MAX_GREP_LINES}")

@@ -6,7 +6,6 @@ import asyncio
 import codecs
 import logging
 import os
-import re
 import stat
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -15,6 +14,7 @@ from pathlib import Path
 from daemon.agent.policy import check_read_path
 from daemon.agent.tools.base import Tier, Tool, ToolContext, tool
 from daemon.errors import ToolError
+from daemon.patterns import TOOL_MAX_CHARS, TOOL_MAX_MEM, Pattern, PatternError, compile_pattern
 from daemon.redact import redact
 
 __all__ = ["FileChunk", "LogTail", "TOOLS"]
@@ -165,7 +165,7 @@ def scan_backwards(
     read_at: Callable[[int, int], bytes],
     size: int,
     want: int,
-    pattern: re.Pattern[str] | None,
+    pattern: Pattern | None,
     *,
     scan_limit: int = MAX_SCAN_BYTES,
     line_cap: int = 1024 * 1024,
@@ -219,7 +219,7 @@ def scan_backwards(
 def scan_file(
     path: Path,
     want: int,
-    pattern: re.Pattern[str] | None,
+    pattern: Pattern | None,
     line_cap: int,
     scan_limit: int | None = None,
 ) -> tuple[_Scan, int]:
@@ -254,7 +254,8 @@ async def tail_log(
     Args:
         path: Absolute path of the log, e.g. /var/log/nginx/error.log.
         lines: How many lines to return (the newest), 1 to 5000.
-        grep: Optional Python regular expression; only matching lines count, e.g.
+        grep: Optional regular expression (RE2 syntax: no backreferences or lookaround); only
+            matching lines count, e.g.
             "error|timeout" or "(?i)oom".
     """
     policy = ctx.settings.policy
@@ -262,9 +263,13 @@ async def tail_log(
     if lines < 1:
         raise ToolError("lines must be at least 1")
     try:
-        pattern = re.compile(grep) if grep else None
-    except re.error as exc:
-        raise ToolError(f"invalid grep regular expression {grep!r}: {exc}") from None
+        pattern = (
+            compile_pattern(grep, where="grep", max_chars=TOOL_MAX_CHARS, max_mem=TOOL_MAX_MEM)
+            if grep
+            else None
+        )
+    except PatternError as exc:
+        raise ToolError(str(exc)) from None
     want = min(lines, MAX_TAIL_LINES)
     scan, size = await asyncio.to_thread(scan_file, resolved, want, pattern, policy.max_read_bytes)
     kept: list[str] = []

@@ -203,7 +203,7 @@ async def test_tail_log_reports_no_match_and_bad_regex(root: Path, ctx: ToolCont
     (root / "a.log").write_text("one\ntwo\n")
     tail = await tail_log.invoke(ctx, {"path": str(root / "a.log"), "grep": "three"})
     assert tail.text == "" and "no line matched" in (tail.note or "")
-    with pytest.raises(ToolError, match="invalid grep regular expression"):
+    with pytest.raises(ToolError, match="grep: invalid regular expression"):
         await tail_log.invoke(ctx, {"path": str(root / "a.log"), "grep": "(unclosed"})
     with pytest.raises(ToolError, match="lines"):
         await tail_log.invoke(ctx, {"path": str(root / "a.log"), "lines": 0})
