@@ -6,7 +6,7 @@ import re
 
 from pydantic import BaseModel, ConfigDict
 
-from daemon.patterns import check_pattern
+from daemon.patterns import check_pattern, compile_pattern
 
 
 class Section(BaseModel):
@@ -52,9 +52,9 @@ def check_word(value: str) -> str:
 
 
 def check_regexes(patterns: dict[str, str]) -> dict[str, str]:
-    """Every value compiles as a regular expression."""
-    for pattern in patterns.values():
-        check_regex(pattern)
+    """Every value compiles for the linear-time engine; an error names the label key."""
+    for key, pattern in patterns.items():
+        compile_pattern(pattern, where=key)
     return patterns
 
 

@@ -10,7 +10,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from daemon.patterns import Pattern, compile_pattern
+from daemon.patterns import Pattern, compile_untrusted
 
 _MATCHER = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(=~|!~|!=|=)\s*(.*?)\s*$")
 
@@ -26,7 +26,9 @@ class Matcher:
 
     def __post_init__(self) -> None:
         if self.op in ("=~", "!~"):
-            object.__setattr__(self, "_regex", compile_pattern(self.value, where=f"matcher {self}"))
+            object.__setattr__(
+                self, "_regex", compile_untrusted(self.value, where=f"matcher {self}")
+            )
 
     @classmethod
     def parse(cls, text: str) -> Matcher:

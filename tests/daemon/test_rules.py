@@ -189,6 +189,7 @@ def test_restored_firing_alert_is_not_announced_again_but_resolves() -> None:
     [
         ({"metric": "cpu_temp"}, "unknown metric 'cpu_temp'"),
         ({"match": "("}, "invalid regular expression"),
+        ({"match": "disk(?!ok)"}, r"negative lookahead `\(\?!…\)` is not supported"),
         ({"op": None}, "give both op and threshold"),
         ({"metric": "log_line", "op": None, "threshold": None}, "give exactly one condition"),
         ({"times": 3}, "times = 3 needs within_seconds"),

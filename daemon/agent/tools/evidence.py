@@ -22,7 +22,7 @@ from daemon.agent.tools._walk import Walk, deny_roots
 from daemon.agent.tools.base import Tier, Tool, ToolContext, tool
 from daemon.agent.tools.files import scan_file
 from daemon.errors import ToolError
-from daemon.patterns import TOOL_MAX_CHARS, TOOL_MAX_MEM, PatternError, compile_pattern
+from daemon.patterns import PatternError, compile_untrusted
 from daemon.redact import redact
 
 __all__ = ["DiskUsageReport", "FileChanges", "LogMatches", "MetricHistory", "TOOLS"]
@@ -328,9 +328,7 @@ async def grep_log(
     if not pattern:
         raise ToolError("pattern is empty; to see the last lines of a log use tail_log")
     try:
-        regex = compile_pattern(
-            pattern, where="pattern", max_chars=TOOL_MAX_CHARS, max_mem=TOOL_MAX_MEM
-        )
+        regex = compile_untrusted(pattern, where="pattern")
     except PatternError as exc:
         raise ToolError(
             f"{exc} (RE2 syntax: no backreferences or lookaround; escape literal characters "

@@ -14,7 +14,7 @@ from pathlib import Path
 from daemon.agent.policy import check_read_path
 from daemon.agent.tools.base import Tier, Tool, ToolContext, tool
 from daemon.errors import ToolError
-from daemon.patterns import TOOL_MAX_CHARS, TOOL_MAX_MEM, Pattern, PatternError, compile_pattern
+from daemon.patterns import Pattern, PatternError, compile_untrusted
 from daemon.redact import redact
 
 __all__ = ["FileChunk", "LogTail", "TOOLS"]
@@ -263,11 +263,7 @@ async def tail_log(
     if lines < 1:
         raise ToolError("lines must be at least 1")
     try:
-        pattern = (
-            compile_pattern(grep, where="grep", max_chars=TOOL_MAX_CHARS, max_mem=TOOL_MAX_MEM)
-            if grep
-            else None
-        )
+        pattern = compile_untrusted(grep, where="grep") if grep else None
     except PatternError as exc:
         raise ToolError(str(exc)) from None
     want = min(lines, MAX_TAIL_LINES)

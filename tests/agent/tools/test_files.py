@@ -205,6 +205,10 @@ async def test_tail_log_reports_no_match_and_bad_regex(root: Path, ctx: ToolCont
     assert tail.text == "" and "no line matched" in (tail.note or "")
     with pytest.raises(ToolError, match="grep: invalid regular expression"):
         await tail_log.invoke(ctx, {"path": str(root / "a.log"), "grep": "(unclosed"})
+    with pytest.raises(ToolError, match=r"grep: .*the backreference `\\1` is not supported"):
+        await tail_log.invoke(ctx, {"path": str(root / "a.log"), "grep": r"(o)\1"})
+    with pytest.raises(ToolError, match="grep: .*too large for the linear-time engine"):
+        await tail_log.invoke(ctx, {"path": str(root / "a.log"), "grep": r"\w{1000}" * 20})
     with pytest.raises(ToolError, match="lines"):
         await tail_log.invoke(ctx, {"path": str(root / "a.log"), "lines": 0})
 
