@@ -20,7 +20,7 @@ from typing import Any
 from daemon.agent.policy import check_read_path
 from daemon.agent.tools._walk import Walk, deny_roots
 from daemon.agent.tools.base import Tier, Tool, ToolContext, tool
-from daemon.agent.tools.files import scan_file
+from daemon.agent.tools.files import scan_off_loop
 from daemon.errors import ToolError
 from daemon.patterns import PatternError, compile_untrusted
 from daemon.redact import redact
@@ -338,9 +338,7 @@ async def grep_log(
         raise ToolError(f"lines must be between 1 and {MAX_GREP_LINES}")
     if not 1 <= max_scan_bytes <= MAX_GREP_SCAN_BYTES:
         raise ToolError(f"max_scan_bytes must be between 1 and {MAX_GREP_SCAN_BYTES}")
-    scan, size = await asyncio.to_thread(
-        scan_file, resolved, lines, regex, _LINE_CAP_BYTES, max_scan_bytes
-    )
+    scan, size = await scan_off_loop(resolved, lines, regex, _LINE_CAP_BYTES, max_scan_bytes)
     kept: list[str] = []
     budget, capped, cut = policy.max_read_bytes, False, 0
     for line in scan.lines:  # newest first: keep the newest lines that fit in the budget

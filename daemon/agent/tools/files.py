@@ -7,6 +7,7 @@ import codecs
 import logging
 import os
 import stat
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -170,11 +171,13 @@ def scan_backwards(
     scan_limit: int = MAX_SCAN_BYTES,
     line_cap: int = 1024 * 1024,
     block: int = BLOCK_BYTES,
+    stop: threading.Event | None = None,
 ) -> _Scan:
     """Find the last ``want`` lines (matching ``pattern``) reading blocks from the end.
 
     ``read_at(offset, count)`` returns bytes. Memory stays within ``line_cap`` plus one block;
     a line longer than ``line_cap`` keeps its last ``line_cap`` bytes, prefixed with "…".
+    Setting ``stop`` (the caller gave up, e.g. the tool timed out) ends the scan at the next line.
     """
     found: list[str] = []
     pos, scanned = size, 0
@@ -183,6 +186,8 @@ def scan_backwards(
     carry, cut = b"", False
 
     def emit(raw: bytes, was_cut: bool) -> bool:
+        if stop is not None and stop.is_set():
+            return True
         line = raw.decode("utf-8", errors="replace").removesuffix("\r").translate(_CONTROLS)
         if pattern is None or pattern.search(line):
             found.append(("…" if was_cut else "") + line)
@@ -222,6 +227,7 @@ def scan_file(
     pattern: Pattern | None,
     line_cap: int,
     scan_limit: int | None = None,
+    stop: threading.Event | None = None,
 ) -> tuple[_Scan, int]:
     """The last ``want`` (matching) lines of a file, read backwards; and the file's size."""
     if scan_limit is None:
@@ -239,10 +245,27 @@ def scan_file(
             def read(at: int, count: int) -> bytes:
                 return _read_at(fd, at, count)
 
-        scan = scan_backwards(read, size, want, pattern, scan_limit=scan_limit, line_cap=line_cap)
+        scan = scan_backwards(
+            read, size, want, pattern, scan_limit=scan_limit, line_cap=line_cap, stop=stop
+        )
         return scan, size
     finally:
         os.close(fd)
+
+
+async def scan_off_loop(
+    path: Path, want: int, pattern: Pattern | None, line_cap: int, scan_limit: int | None = None
+) -> tuple[_Scan, int]:
+    """:func:`scan_file` in a worker thread, told to stop when the caller is cancelled.
+
+    RE2 releases the GIL while it matches, so the loop keeps running; the stop keeps a timed-out
+    grep from scanning on in the background.
+    """
+    stop = threading.Event()
+    try:
+        return await asyncio.to_thread(scan_file, path, want, pattern, line_cap, scan_limit, stop)
+    finally:
+        stop.set()
 
 
 @tool(tier=Tier.READ_ONLY)
@@ -267,7 +290,7 @@ async def tail_log(
     except PatternError as exc:
         raise ToolError(str(exc)) from None
     want = min(lines, MAX_TAIL_LINES)
-    scan, size = await asyncio.to_thread(scan_file, resolved, want, pattern, policy.max_read_bytes)
+    scan, size = await scan_off_loop(resolved, want, pattern, policy.max_read_bytes)
     kept: list[str] = []
     budget, capped = policy.max_read_bytes, False
     for line in scan.lines:  # newest first: keep the newest lines that fit in the budget

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ from daemon.agent.tools.files import TOOLS, read_file, scan_backwards, tail_log
 from daemon.clock import SystemClock
 from daemon.config import Settings
 from daemon.errors import PolicyDeniedError, ToolError
+from daemon.patterns import compile_pattern
 
 
 def make_ctx(**policy: Any) -> ToolContext:
@@ -229,3 +231,19 @@ def test_scan_backwards_matches_a_naive_split(block: int) -> None:
 def test_file_tools_are_read_only() -> None:
     assert [read_file, tail_log] == TOOLS
     assert all(t.tier is Tier.READ_ONLY for t in TOOLS)
+
+
+def test_a_scan_stops_at_the_next_line_once_its_caller_gave_up() -> None:
+    """A grep that timed out must not scan on in its worker thread."""
+    stop = threading.Event()
+    data = b"a line that does not match\n" * 100_000
+    reads: list[int] = []
+
+    def read_at(at: int, count: int) -> bytes:
+        reads.append(at)
+        stop.set()  # the tool was cancelled while its thread read the first bytes
+        return data[at : at + count]
+
+    scan = scan_backwards(read_at, len(data), 10, compile_pattern("nomatch"), stop=stop)
+    assert scan.lines == [] and not scan.reached_start
+    assert len(reads) == 2  # the final-newline probe and one block, not 40 blocks
