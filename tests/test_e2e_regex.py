@@ -53,6 +53,10 @@ group_wait_seconds = 0.2
         assert "AllAs" in listed, await daemon.output()
         code, out, err = await daemon.cli("status", timeout=30)
         assert code == 0, err
+        code, out, err = await daemon.cli(
+            "silence", "add", "alertname=~Disk(?=Full)", "--for", "1h"
+        )
+        assert "lookahead `(?=…)` is not supported by the linear-time engine" in out + err
         assert "Traceback" not in await daemon.output()
     finally:
         await daemon.stop()
