@@ -131,20 +131,22 @@ class PatternFilter:
     """
 
     def __init__(self, patterns: Sequence[str]) -> None:
-        self._filter: Any = None
-        if patterns:
-            self._filter = re2.Filter()
-            for text in patterns:
-                try:
-                    self._filter.Add(text, _options(MAX_MEM))
-                except re2.error as exc:
-                    raise PatternError(explain(text, exc)) from None
+        self._all = frozenset(range(len(patterns)))
+        self._filter: Any = re2.Filter()
+        for text in patterns:
+            try:
+                self._filter.Add(text, _options(MAX_MEM))
+            except re2.error as exc:
+                raise PatternError(explain(text, exc)) from None
+        try:
             self._filter.Compile()
+        except re2.error:  # nothing to filter on (no patterns): every pattern is a candidate
+            self._filter = None
 
     def candidates(self, text: str) -> frozenset[int]:
         """Indices (into the patterns given) of those that may match ``text``."""
         if self._filter is None:
-            return frozenset()
+            return self._all
         return frozenset(self._filter.Match(text, True) or ())
 
 

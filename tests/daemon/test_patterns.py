@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from daemon.patterns import (
     PatternError,
+    PatternFilter,
     check_pattern,
     compile_pattern,
     compile_untrusted,
@@ -67,3 +70,48 @@ def test_search_text_lets_dollar_match_before_a_final_newline_like_re() -> None:
     assert pattern.search("READY\n") is None  # RE2's own `$`: the very end only
     assert search_text(pattern, "READY\n") is not None
     assert search_text(pattern, "READY\n\n") is None
+
+
+FILTERED = [
+    r"\bERROR\b|\bFATAL\b",
+    r"(?i)kernel panic",
+    r"Out of memory: Killed process (\d+)",
+    r"Prüfung (?:fehlgeschlagen|failed)",
+    r"took (\d{4,}) ?ms",
+    r"(?i)straße|ÉTÉ",
+    r"^sshd\[\d+\]: Invalid user (\S+)$",
+]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.sampled_from(
+            [
+                "ERROR",
+                "error",
+                "FATAL",
+                "KERNEL PANIC",
+                "kernel panic",
+                "Out of memory: ",
+                "Killed process 42",
+                "Prüfung ",
+                "failed",
+                "took 12345ms",
+                "STRASSE",
+                "straße",
+                "été",
+                "sshd[7]: ",
+                "Invalid user bob",
+                " ",
+                "x",
+                "\u00e9",
+                "\n",
+            ]
+        ),
+        max_size=8,
+    ).map("".join)
+)
+def test_a_pattern_filter_never_rules_out_a_pattern_that_matches(text: str) -> None:
+    matching = {i for i, p in enumerate(FILTERED) if compile_pattern(p).search(text)}
+    assert matching <= PatternFilter(FILTERED).candidates(text)
