@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 
 from daemon.patterns import Pattern, compile_untrusted
 
-_MATCHER = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(=~|!~|!=|=)\s*(.*?)\s*$")
+# The value is stripped in Python: `\s*(.*?)\s*$` backtracks quadratically over long blanks.
+_MATCHER = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(=~|!~|!=|=)(.*)$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +41,7 @@ class Matcher:
                 "label!~regex (e.g. alertname=DiskFull, mount=~/var.*)"
             )
         name, op, value = found.groups()
+        value = value.strip()
         if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
             value = value[1:-1]
         return cls(name, op, value)
