@@ -10,6 +10,7 @@ from pydantic import Field, field_validator, model_validator
 
 from daemon._section import Section, check_hhmm, check_regex, check_regexes, check_zone
 from daemon.alerts import EVENT_METRICS, METRICS, TEXT_METRICS
+from daemon.patterns import compile_pattern
 from daemon.templates import check_template
 
 Severity = Literal["info", "warning", "critical"]
@@ -99,7 +100,7 @@ class RuleSettings(Section):
         if self.times > 1 and self.within_seconds is None:
             raise ValueError(f"times = {self.times} needs within_seconds (the window Y)")
         if self.capture_labels:
-            groups = re.compile(self.match or "").groupindex
+            groups = compile_pattern(self.match or "").groupindex
             missing = [name for name in self.capture_labels if name not in groups]
             if missing:
                 raise ValueError(

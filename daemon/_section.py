@@ -8,6 +8,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator
 
+from daemon.patterns import check_pattern, compile_pattern
+
 INT_MAX = 2**63 - 1  # SQLite's INTEGER and C's ssize_t: larger numbers crash far from the config
 # Durations by their key's unit: ten years is longer than any schedule, and still fits datetime.
 _TEN_YEARS_S = 3650 * 86400.0
@@ -63,12 +65,8 @@ def check_duration(name: str, value: Any) -> Any:
 
 
 def check_regex(pattern: str) -> str:
-    """Compile ``pattern`` or raise ValueError naming the problem."""
-    try:
-        re.compile(pattern)
-    except re.error as exc:
-        raise ValueError(f"invalid regular expression {pattern!r}: {exc}") from None
-    return pattern
+    """``pattern`` if the linear-time engine (RE2) runs it, else a ValueError naming the problem."""
+    return check_pattern(pattern)
 
 
 _HHMM = re.compile(r"([01]\d|2[0-3]):[0-5]\d")
@@ -103,9 +101,9 @@ def check_word(value: str) -> str:
 
 
 def check_regexes(patterns: dict[str, str]) -> dict[str, str]:
-    """Every value compiles as a regular expression."""
-    for pattern in patterns.values():
-        check_regex(pattern)
+    """Every value compiles for the linear-time engine; an error names the label key."""
+    for key, pattern in patterns.items():
+        compile_pattern(pattern, where=key)
     return patterns
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -9,6 +10,8 @@ from zoneinfo import ZoneInfo
 from daemon._alerting_settings import InhibitSettings, MaintenanceSettings
 from daemon.matchers import Matcher, match_all, parse_matchers
 from memory.incidents import Silence
+
+log = logging.getLogger(__name__)
 
 _WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
@@ -77,7 +80,8 @@ class Muter:
         firing: Sequence[Mapping[str, str]],
     ) -> str | None:
         for silence in silences:
-            if silence.active(now) and match_all(_parsed(silence), labels):
+            matchers = _parsed(silence) if silence.active(now) else None
+            if matchers is not None and match_all(matchers, labels):
                 return f"silenced by #{silence.id} until {silence.ends_at:%Y-%m-%d %H:%M} UTC"
         for window in self.windows:
             if window.active(now) and match_all(window.matchers, labels):
@@ -92,18 +96,28 @@ def silenced_until(
     labels: Mapping[str, str], now: datetime, silences: Sequence[Silence]
 ) -> datetime | None:
     """When the last silence muting ``labels`` ends (None: no silence mutes them)."""
-    ends = [s.ends_at for s in silences if s.active(now) and match_all(_parsed(s), labels)]
+    ends = [
+        s.ends_at
+        for s in silences
+        if s.active(now) and (matchers := _parsed(s)) is not None and match_all(matchers, labels)
+    ]
     return max(ends, default=None)
 
 
-_PARSED: dict[tuple[str, ...], list[Matcher]] = {}
+_PARSED: dict[tuple[str, ...], list[Matcher] | None] = {}
 
 
-def _parsed(silence: Silence) -> list[Matcher]:
+def _parsed(silence: Silence) -> list[Matcher] | None:
+    """The silence's matchers; None (it mutes nothing) for one stored before a regex was refused."""
     key = tuple(silence.matchers)
-    found = _PARSED.get(key)
-    if found is None:
-        if len(_PARSED) > 1000:
-            _PARSED.clear()
-        found = _PARSED[key] = [Matcher.parse(text) for text in key]
+    if key in _PARSED:
+        return _PARSED[key]
+    if len(_PARSED) > 1000:
+        _PARSED.clear()
+    try:
+        found: list[Matcher] | None = [Matcher.parse(text) for text in key]
+    except ValueError as exc:
+        log.warning("silence #%s mutes nothing: %s; add a new one", silence.id, exc)
+        found = None
+    _PARSED[key] = found
     return found

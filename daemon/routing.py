@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 from daemon.config import RouteSettings
+from daemon.patterns import Pattern, compile_pattern
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,7 +26,7 @@ class Router:
 
     def __init__(self, routes: list[RouteSettings], default: list[str]) -> None:
         self._routes = [
-            (route, {key: re.compile(pattern) for key, pattern in route.match_re.items()})
+            (route, {key: compile_pattern(pattern) for key, pattern in route.match_re.items()})
             for route in routes
         ]
         self._default = [Destination.parse(item) for item in default]
@@ -46,9 +46,7 @@ class Router:
         return list(dict.fromkeys(chosen))
 
 
-def _matches(
-    route: RouteSettings, patterns: dict[str, re.Pattern[str]], labels: dict[str, str]
-) -> bool:
+def _matches(route: RouteSettings, patterns: dict[str, Pattern], labels: dict[str, str]) -> bool:
     if any(labels.get(key) != value for key, value in route.match.items()):
         return False
     return all(

@@ -16,7 +16,6 @@ window empties, then resolve after ``keep_firing_for_seconds`` (default 300 s wi
 from __future__ import annotations
 
 import operator
-import re
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -25,6 +24,7 @@ from typing import Any, Literal
 
 from daemon._alerting_settings import RuleSettings
 from daemon.alerts import EVENT_METRICS, AlertEvent, Observation, fingerprint
+from daemon.patterns import PatternFilter, compile_pattern
 from daemon.templates import render
 
 SeriesState = Literal["pending", "firing"]
@@ -72,8 +72,8 @@ class CompiledRule:
         self.settings = settings
         self.name = settings.name
         self.is_event = settings.metric in EVENT_METRICS
-        self._match = re.compile(settings.match) if settings.match else None
-        self._where_re = {key: re.compile(p) for key, p in settings.where_re.items()}
+        self._match = compile_pattern(settings.match) if settings.match else None
+        self._where_re = {key: compile_pattern(p) for key, p in settings.where_re.items()}
         self._op = _OPS[settings.op] if settings.op else None
         self.for_seconds = timedelta(seconds=settings.for_seconds)
         self.window = timedelta(seconds=settings.within_seconds or 0)
@@ -181,14 +181,26 @@ class _Series:
         )
 
 
+class _MetricRules:
+    """The rules on one metric, and one pass over the text that rules most regexes out."""
+
+    def __init__(self, rules: list[CompiledRule]) -> None:
+        self.rules = rules
+        patterns = [rule.settings.match for rule in rules if rule.settings.match]
+        slots = iter(range(len(patterns)))
+        self.slots = [next(slots) if rule.settings.match else None for rule in rules]
+        self.prefilter = PatternFilter(patterns) if len(patterns) > 1 else None
+
+
 class RuleEngine:
     """Holds every series; ``evaluate`` and ``tick`` return the changes to persist and announce."""
 
     def __init__(self, rules: Iterable[RuleSettings]) -> None:
         self.rules = [CompiledRule(rule) for rule in rules if rule.enabled]
-        self._by_metric: dict[str, list[CompiledRule]] = {}
+        by_metric: dict[str, list[CompiledRule]] = {}
         for rule in self.rules:
-            self._by_metric.setdefault(rule.settings.metric, []).append(rule)
+            by_metric.setdefault(rule.settings.metric, []).append(rule)
+        self._by_metric = {metric: _MetricRules(found) for metric, found in by_metric.items()}
         self._series: dict[str, _Series] = {}
         self.evaluations = 0
 
@@ -221,24 +233,30 @@ class RuleEngine:
     def evaluate(self, obs: Observation) -> list[Change]:
         """Judge one observation against every rule on its metric."""
         changes: list[Change] = []
-        for rule in self._by_metric.get(obs.metric, ()):
+        found = self._by_metric.get(obs.metric)
+        if found is None:
+            return changes
+        maybe = found.prefilter.candidates(obs.text) if found.prefilter is not None else None
+        for rule, slot in zip(found.rules, found.slots, strict=True):
             if not rule.selects(obs):
                 continue
             self.evaluations += 1
-            change = self._evaluate_rule(rule, obs)
+            miss = maybe is not None and slot is not None and slot not in maybe
+            change = self._evaluate_rule(rule, obs, miss=miss)
             if change is not None:
                 changes.append(change)
         return changes
 
-    def _evaluate_rule(self, rule: CompiledRule, obs: Observation) -> Change | None:
+    def _evaluate_rule(self, rule: CompiledRule, obs: Observation, *, miss: bool) -> Change | None:
+        """``miss``: the prefilter already knows the rule's regex cannot match ``obs.text``."""
         now = obs.at
-        held, captures = rule.judge(obs, firing=False)
+        held, captures = (False, {}) if miss else rule.judge(obs, firing=False)
         if rule.is_event and not held:
             return None  # a line that does not match says nothing about the alert
         labels = rule.alert_labels(obs, captures)
         key = fingerprint(labels)
         series = self._series.get(key)
-        if series is not None and series.state == "firing" and not held:
+        if series is not None and series.state == "firing" and not held and not miss:
             held, _ = rule.judge(obs, firing=True)  # hysteresis: judged against clear_threshold
         if series is None:
             if not held:

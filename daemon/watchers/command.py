@@ -15,7 +15,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import re
 import signal
 from dataclasses import dataclass
 from datetime import datetime
@@ -25,6 +24,7 @@ from pydantic import Field, field_validator
 from daemon._section import Section, check_regex, split_argv
 from daemon.alerts import Observation
 from daemon.clock import Clock, SystemClock
+from daemon.patterns import compile_pattern, search_text
 from daemon.watchers.base import Emit, ErrorReporter
 
 log = logging.getLogger(__name__)
@@ -145,7 +145,7 @@ class CommandCheckWatcher:
         self.source = f"command:{settings.name}"
         self.name = f"watcher.{self.source}"
         self._clock: Clock = clock or SystemClock()
-        self._regex = re.compile(settings.expect_output) if settings.expect_output else None
+        self._regex = compile_pattern(settings.expect_output) if settings.expect_output else None
 
     async def run(self, emit: Emit | None = None) -> None:
         """Run the check every ``interval_seconds`` until cancelled."""
@@ -179,7 +179,7 @@ class CommandCheckWatcher:
             return
         output = result.output_tail.decode(errors="replace")
         ok = result.exit_code == settings.expect_exit and (
-            self._regex is None or self._regex.search(output) is not None
+            self._regex is None or search_text(self._regex, output) is not None
         )
         self._out(emit, at, "command_exit_code", float(result.exit_code))
         self._out(emit, at, "command_ok", 1.0 if ok else 0.0)

@@ -24,6 +24,7 @@ from pydantic import Field, field_validator, model_validator
 from daemon._section import Section, check_regex
 from daemon.alerts import Observation
 from daemon.clock import Clock
+from daemon.patterns import compile_pattern, search_text
 from daemon.watchers.base import Emit, ErrorReporter
 
 if TYPE_CHECKING:
@@ -266,8 +267,8 @@ async def probe_http(session: aiohttp.ClientSession, settings: HttpCheckSettings
     reason = ""
     if status not in settings.expected:
         reason = f"status {status}, expected {' or '.join(map(str, sorted(settings.expected)))}"
-    elif settings.body_regex is not None and not re.search(
-        settings.body_regex, _decode(body, charset)
+    elif settings.body_regex is not None and not search_text(
+        compile_pattern(settings.body_regex), _decode(body, charset)
     ):
         reason = f"body does not match {settings.body_regex!r}"
     return HttpProbe(

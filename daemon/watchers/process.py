@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import re
 import threading
 import time
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from pydantic import Field, field_validator, model_validator
 from daemon._section import Section, check_regex
 from daemon.alerts import Observation
 from daemon.clock import Clock, SystemClock
+from daemon.patterns import compile_pattern
 from daemon.watchers.base import Emit, ErrorReporter
 
 log = logging.getLogger(__name__)
@@ -160,7 +160,7 @@ class ProcessScanner:
         # a snapshot may be this old: shared by watchers waking together, never a scan behind
         self._max_age = min(MAX_SNAPSHOT_AGE_SECONDS, settings.interval_seconds / 2)
         self._last_snapshot = time.monotonic()  # never use a snapshot from before we started
-        self._regex = re.compile(settings.cmdline) if settings.cmdline is not None else None
+        self._regex = compile_pattern(settings.cmdline) if settings.cmdline is not None else None
         self._tracked: dict[ProcessKey, psutil.Process] = {}
 
     def scan(self) -> ProcessSample:

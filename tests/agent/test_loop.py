@@ -13,7 +13,9 @@ import pytest
 from daemon.agent.executor import ToolExecutor
 from daemon.agent.llm import LlmClient
 from daemon.agent.loop import AgentLoop, AgentRequest
-from daemon.agent.tools.base import Tier, ToolContext, ToolRegistry, tool
+from daemon.agent.tools.base import Tier, Tool, ToolContext, ToolRegistry, tool
+from daemon.agent.tools.evidence import grep_log
+from daemon.agent.tools.files import tail_log
 from daemon.approvals import ApprovalBroker
 from daemon.clock import SystemClock
 from daemon.config import Settings, load_settings
@@ -100,7 +102,12 @@ class Harness:
         )
 
 
-def settings_for(fake: FakeChatServer, llm: dict[str, Any] | None = None, **agent: Any) -> Settings:
+def settings_for(
+    fake: FakeChatServer,
+    llm: dict[str, Any] | None = None,
+    policy: dict[str, Any] | None = None,
+    **agent: Any,
+) -> Settings:
     return load_settings(
         None,
         overrides={
@@ -112,6 +119,7 @@ def settings_for(fake: FakeChatServer, llm: dict[str, Any] | None = None, **agen
                 **(llm or {}),
             },
             "agent": {"tool_timeout_seconds": 0.5, **agent},
+            "policy": policy or {},
         },
         environ_secrets=False,
     )
@@ -122,9 +130,14 @@ async def harness_factory(tmp_path: Path, fake_llm: FakeChatServer) -> AsyncIter
     opened: list[tuple[SqliteStore, LlmClient]] = []
 
     async def make(
-        llm_settings: dict[str, Any] | None = None, sleep: Any = None, **agent: Any
+        llm_settings: dict[str, Any] | None = None,
+        sleep: Any = None,
+        *,
+        tools: tuple[Tool, ...] = (),
+        policy: dict[str, Any] | None = None,
+        **agent: Any,
     ) -> Harness:
-        settings = settings_for(fake_llm, llm_settings, **agent)
+        settings = settings_for(fake_llm, llm_settings, policy, **agent)
         clock = SystemClock()
         store = await SqliteStore.open(tmp_path / f"db{len(opened)}.sqlite")
         usage = UsageRepo(store, clock)
@@ -132,7 +145,7 @@ async def harness_factory(tmp_path: Path, fake_llm: FakeChatServer) -> AsyncIter
         opened.append((store, llm))
         broker = ApprovalBroker(clock)
         audit = AuditRepo(store, clock)
-        registry = ToolRegistry([echo, explode, hang, flood, look, restart_service])
+        registry = ToolRegistry([echo, explode, hang, flood, look, restart_service, *tools])
         conversations, runs = ConversationRepo(store, clock), RunRepo(store, clock)
         loop = AgentLoop(
             settings=settings,
@@ -173,6 +186,45 @@ async def test_tool_errors_go_back_to_the_model_and_the_loop_continues(
     steps = await h.runs.steps(result.run_id)
     assert [s.kind for s in steps] == ["llm", "tool", "tool", "tool", "llm"]
     assert [s.index for s in steps] == [1, 2, 3, 4, 5]
+
+
+async def test_a_catastrophic_grep_from_the_model_finishes_and_the_loop_keeps_running(
+    harness_factory: Any, fake_llm: FakeChatServer, tmp_path: Path
+) -> None:
+    """`(a+)+$` backtracks for a minute per hostile line in Python's re, holding the GIL: the
+    whole loop froze, from a worker thread too. On RE2 both greps answer, and a task beside
+    them keeps ticking."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    log = logs / "app.log"
+    log.write_text("boot\n" + "a" * 30 + "!\n" + "x aaaa\n" + "a" * 30 + "!\n")
+    h = await harness_factory(
+        tools=(tail_log, grep_log), policy={"read_paths": [str(logs)]}, tool_timeout_seconds=5
+    )
+    grep = json.dumps({"path": str(log), "grep": "(a+)+$"})
+    pattern = json.dumps({"path": str(log), "pattern": "(a+)+$"})
+    fake_llm.script(
+        Reply(tool_calls=[("tail_log", grep), ("grep_log", pattern)]),
+        Reply(content="One line ends in a's."),
+    )
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await asyncio.sleep(0.001)
+
+    ticking = asyncio.create_task(ticker())
+    try:
+        result = await asyncio.wait_for(h.ask("which lines end in a's?"), 60)
+    finally:
+        ticking.cancel()
+    assert result.status == "ok" and result.text == "One line ends in a's."
+    tail, grepped = (json.loads(text) for text in tool_results(fake_llm.requests[1]))
+    assert tail["lines"] == 1 and tail["text"] == "x aaaa"
+    assert grepped["matched"] == 1 and grepped["lines"] == ["x aaaa"]
+    assert ticks > 1
 
 
 async def test_hanging_tool_times_out(harness_factory: Any, fake_llm: FakeChatServer) -> None:

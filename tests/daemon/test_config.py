@@ -173,6 +173,29 @@ def test_an_invalid_rule_is_named_in_the_error(tmp_path: Path) -> None:
     assert "rules.1 (HotCpu).metric: Value error, unknown metric 'cpu_temp'" in result.stderr
 
 
+def test_patterns_the_linear_time_engine_cannot_run_exit_78_naming_the_key(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(
+        '[[rules]]\nname = "DiskFull"\nmetric = "disk_percent"\nop = ">"\nthreshold = 90\n\n'
+        '[[rules]]\nname = "HotCpu"\nmetric = "log_line"\nmatch = \'error(?=: disk)\'\n\n'
+        "[[routes]]\nmatch_re = { host = '(web)-\\1' }\nto = []\n"
+    )
+    state = str(tmp_path / "state")
+    for args in (["check-config", str(path)], ["run", "--config", str(path), "--state-dir", state]):
+        result = run_cli(*args)
+        assert result.returncode == 78
+        assert (
+            "rules.1 (HotCpu).match: Value error, invalid regular expression 'error(?=: disk)': "
+            "lookahead `(?=…)` is not supported by the linear-time engine (RE2)" in result.stderr
+        )
+        assert (
+            "routes.0.match_re: Value error, host: invalid regular expression '(web)-\\\\1': "
+            "the backreference `\\1` is not supported" in result.stderr
+        )
+
+
 @pytest.mark.parametrize(
     ("task", "message"),
     [

@@ -126,6 +126,18 @@ async def test_incident_commands_answer_viewers_but_only_operators_silence(rig: 
     assert "only take requests" in stranger
 
 
+async def test_a_silence_regex_the_linear_time_engine_cannot_run_gets_a_clear_reply(
+    rig: Rig,
+) -> None:
+    [backref] = await rig.say("OPS", r"silence alertname=~(Disk)\1 2h")
+    assert "matcher alertname=~(Disk)\\1: invalid regular expression" in backref
+    assert "the backreference `\\1` is not supported by the linear-time engine" in backref
+    [lookahead] = await rig.say("OPS", "silence alertname=~Disk(?=Full) 2h")
+    assert "lookahead `(?=…)` is not supported" in lookahead
+    [done] = await rig.say("OPS", "silence alertname=~(a+)+$ 2h")
+    assert done.startswith("Silence #1: alertname=~(a+)+$ until")
+
+
 async def test_questions_go_to_the_agent_and_the_answer_comes_back_in_the_thread(
     rig: Rig,
 ) -> None:

@@ -393,3 +393,25 @@ async def test_one_big_snapshot_is_one_state_and_one_notice(world: World) -> Non
     await world.manager.step()
     [update] = await world.new_messages()
     assert update.startswith("[FIRING:1001] DiskFull")
+
+
+def test_a_stored_silence_whose_regex_is_refused_now_mutes_nothing_and_says_why(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A silence saved before patterns ran on RE2 may hold a lookahead: it is skipped, loudly."""
+    from daemon.muting import Muter
+    from memory.incidents import Silence
+
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    silence = Silence(
+        id=7,
+        matchers=["alertname=~Disk(?=Full)"],
+        starts_at=now - timedelta(hours=1),
+        ends_at=now + timedelta(hours=1),
+        created_by="chat:ops",
+        comment="",
+        expired_at=None,
+    )
+    muter = Muter([], [])
+    assert muter.reason({"alertname": "DiskFull"}, now=now, silences=[silence], firing=[]) is None
+    assert "silence #7 mutes nothing" in caplog.text and "lookahead" in caplog.text

@@ -174,6 +174,39 @@ def test_a_single_log_match_resolves_after_the_default_quiet_time() -> None:
     assert events(engine.tick(at(301))) == ["resolved"]
 
 
+def test_many_log_rules_each_fire_on_their_own_lines_and_only_there() -> None:
+    """One pass rules most regexes out per line; the rest are searched: none is ever missed."""
+    patterns = {
+        "Oom": r"Out of memory: Killed process (?P<pid>\d+)",
+        "Panic": r"(?i)kernel panic",
+        "Slow": r"took (\d{4,}) ?ms",  # no literal long enough to filter on
+        "Umlaut": r"Prüfung fehlgeschlagen",
+        "Catastrophic": r"(a+)+$",
+        "Either": r"\bERROR\b|\bFATAL\b",
+    }
+    engine = RuleEngine(
+        RuleSettings(name=name, metric="log_line", match=match, capture_labels=["pid"])
+        if name == "Oom"
+        else RuleSettings(name=name, metric="log_line", match=match)
+        for name, match in patterns.items()
+    )
+    lines = {
+        "kernel: Out of memory: Killed process 4242 (java)": ["Oom"],
+        "KERNEL PANIC - not syncing": ["Panic"],
+        "request took 12000ms": ["Slow"],
+        "Prüfung fehlgeschlagen für /srv": ["Umlaut"],
+        "a" * 5000 + "!": [],
+        "x " + "a" * 5000: ["Catastrophic"],
+        "app: FATAL boom": ["Either"],
+        "all quiet, took 12 ms, fatalism": [],
+    }
+    for n, (text, expected) in enumerate(lines.items()):
+        obs = Observation(source="log", metric="log_line", at=at(n), text=text)
+        fired = [c.event.labels for c in engine.evaluate(obs) if c.event is not None]
+        assert [labels["alertname"] for labels in fired] == expected, text
+    assert [a.labels.get("pid") for a in engine.alerts() if a.rule == "Oom"] == ["4242"]
+
+
 def test_restored_firing_alert_is_not_announced_again_but_resolves() -> None:
     first = RuleEngine([rule()])
     [change] = first.evaluate(cpu(0, 95))
@@ -189,6 +222,7 @@ def test_restored_firing_alert_is_not_announced_again_but_resolves() -> None:
     [
         ({"metric": "cpu_temp"}, "unknown metric 'cpu_temp'"),
         ({"match": "("}, "invalid regular expression"),
+        ({"match": "disk(?!ok)"}, r"negative lookahead `\(\?!…\)` is not supported"),
         ({"op": None}, "give both op and threshold"),
         ({"metric": "log_line", "op": None, "threshold": None}, "give exactly one condition"),
         ({"times": 3}, "times = 3 needs within_seconds"),

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import heapq
 import logging
-import re
 import stat
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -21,8 +20,9 @@ from typing import Any
 from daemon.agent import sandbox
 from daemon.agent.tools._walk import Walk, deny_roots
 from daemon.agent.tools.base import Tier, Tool, ToolContext, tool
-from daemon.agent.tools.files import checked_path, scan_file
+from daemon.agent.tools.files import checked_path, scan_off_loop
 from daemon.errors import ToolError
+from daemon.patterns import PatternError, compile_untrusted
 from daemon.redact import redact
 
 __all__ = ["DiskUsageReport", "FileChanges", "LogMatches", "MetricHistory", "TOOLS"]
@@ -319,7 +319,8 @@ async def grep_log(
 
     Args:
         path: Absolute path of the log, e.g. /var/log/syslog.
-        pattern: Python regular expression, e.g. "(?i)out of memory|oom-killer".
+        pattern: Regular expression (RE2 syntax: no backreferences or lookaround), e.g.
+            "(?i)out of memory|oom-killer".
         lines: How many matching lines to return (the newest), 1 to 1000.
         max_scan_bytes: Search at most this many bytes back from the end of the file.
     """
@@ -328,28 +329,21 @@ async def grep_log(
     if not pattern:
         raise ToolError("pattern is empty; to see the last lines of a log use tail_log")
     try:
-        regex = re.compile(pattern)
-    except re.error as exc:
+        regex = compile_untrusted(pattern, where="pattern")
+    except PatternError as exc:
         raise ToolError(
-            f"invalid regular expression {pattern!r}: {exc} (Python re syntax; escape literal "
-            "characters such as ( [ . with a backslash)"
+            f"{exc} (RE2 syntax: no backreferences or lookaround; escape literal characters "
+            "such as ( [ . with a backslash)"
         ) from None
     if not 1 <= lines <= MAX_GREP_LINES:
         raise ToolError(f"lines must be between 1 and {MAX_GREP_LINES}")
     if not 1 <= max_scan_bytes <= MAX_GREP_SCAN_BYTES:
         raise ToolError(f"max_scan_bytes must be between 1 and {MAX_GREP_SCAN_BYTES}")
     status = await sandbox.current(ctx.settings)
-    scan, size = await asyncio.to_thread(
-        lambda: scan_file(
-            resolved,
-            lines,
-            regex,
-            _LINE_CAP_BYTES,
-            max_scan_bytes,
-            settings=ctx.settings,
-            status=status,
-        )
-    )
+    scan, size = await scan_off_loop(
+        resolved, lines, regex, _LINE_CAP_BYTES, max_scan_bytes, settings=ctx.settings,
+        status=status,
+    )  # fmt: skip
     kept: list[str] = []
     budget, capped, cut = policy.max_read_bytes, False, 0
     for line in scan.lines:  # newest first: keep the newest lines that fit in the budget

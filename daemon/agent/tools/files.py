@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import codecs
 import logging
-import re
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +17,7 @@ from daemon.agent.sandbox import SandboxStatus
 from daemon.agent.tools._sandboxed_file import SandboxedFile
 from daemon.agent.tools.base import Tier, Tool, ToolContext, tool
 from daemon.errors import ToolError
+from daemon.patterns import Pattern, PatternError, compile_untrusted
 from daemon.redact import redact
 
 if TYPE_CHECKING:
@@ -147,16 +148,18 @@ def scan_backwards(
     read_at: Callable[[int, int], bytes],
     size: int,
     want: int,
-    pattern: re.Pattern[str] | None,
+    pattern: Pattern | None,
     *,
     scan_limit: int = MAX_SCAN_BYTES,
     line_cap: int = 1024 * 1024,
     block: int = BLOCK_BYTES,
+    stop: threading.Event | None = None,
 ) -> _Scan:
     """Find the last ``want`` lines (matching ``pattern``) reading blocks from the end.
 
     ``read_at(offset, count)`` returns bytes. Memory stays within ``line_cap`` plus one block;
     a line longer than ``line_cap`` keeps its last ``line_cap`` bytes, prefixed with "…".
+    Setting ``stop`` (the caller gave up, e.g. the tool timed out) ends the scan at the next line.
     """
     found: list[str] = []
     pos, scanned = size, 0
@@ -165,6 +168,8 @@ def scan_backwards(
     carry, cut = b"", False
 
     def emit(raw: bytes, was_cut: bool) -> bool:
+        if stop is not None and stop.is_set():
+            return True
         line = raw.decode("utf-8", errors="replace").removesuffix("\r").translate(_CONTROLS)
         if pattern is None or pattern.search(line):
             found.append(("…" if was_cut else "") + line)
@@ -201,9 +206,10 @@ def scan_backwards(
 def scan_file(
     path: Path,
     want: int,
-    pattern: re.Pattern[str] | None,
+    pattern: Pattern | None,
     line_cap: int,
     scan_limit: int | None = None,
+    stop: threading.Event | None = None,
     *,
     settings: Settings,
     status: SandboxStatus,
@@ -227,8 +233,36 @@ def scan_file(
             def read(at: int, count: int) -> bytes:
                 return file.read_at(at, count)
 
-        scan = scan_backwards(read, size, want, pattern, scan_limit=scan_limit, line_cap=line_cap)
+        scan = scan_backwards(
+            read, size, want, pattern, scan_limit=scan_limit, line_cap=line_cap, stop=stop
+        )
         return scan, size
+
+
+async def scan_off_loop(
+    path: Path,
+    want: int,
+    pattern: Pattern | None,
+    line_cap: int,
+    scan_limit: int | None = None,
+    *,
+    settings: Settings,
+    status: SandboxStatus,
+) -> tuple[_Scan, int]:
+    """:func:`scan_file` in a worker thread, told to stop when the caller is cancelled.
+
+    RE2 releases the GIL while it matches, so the loop keeps running; the stop keeps a timed-out
+    grep from scanning on in the background.
+    """
+    stop = threading.Event()
+    try:
+        return await asyncio.to_thread(
+            lambda: scan_file(
+                path, want, pattern, line_cap, scan_limit, stop, settings=settings, status=status
+            )
+        )
+    finally:
+        stop.set()
 
 
 @tool(tier=Tier.READ_ONLY)
@@ -240,7 +274,8 @@ async def tail_log(
     Args:
         path: Absolute path of the log, e.g. /var/log/nginx/error.log.
         lines: How many lines to return (the newest), 1 to 5000.
-        grep: Optional Python regular expression; only matching lines count, e.g.
+        grep: Optional regular expression (RE2 syntax: no backreferences or lookaround); only
+            matching lines count, e.g.
             "error|timeout" or "(?i)oom".
     """
     policy = ctx.settings.policy
@@ -248,15 +283,13 @@ async def tail_log(
     if lines < 1:
         raise ToolError("lines must be at least 1")
     try:
-        pattern = re.compile(grep) if grep else None
-    except re.error as exc:
-        raise ToolError(f"invalid grep regular expression {grep!r}: {exc}") from None
+        pattern = compile_untrusted(grep, where="grep") if grep else None
+    except PatternError as exc:
+        raise ToolError(str(exc)) from None
     want = min(lines, MAX_TAIL_LINES)
     status = await sandbox.current(ctx.settings)
-    scan, size = await asyncio.to_thread(
-        lambda: scan_file(
-            resolved, want, pattern, policy.max_read_bytes, settings=ctx.settings, status=status
-        )
+    scan, size = await scan_off_loop(
+        resolved, want, pattern, policy.max_read_bytes, settings=ctx.settings, status=status
     )
     kept: list[str] = []
     budget, capped = policy.max_read_bytes, False

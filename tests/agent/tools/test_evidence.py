@@ -399,6 +399,10 @@ async def test_bad_grep_arguments_are_clear_errors(big_log: Path, tmp_path: Path
     ctx = make_ctx(read_paths=[str(big_log.parent)])
     with pytest.raises(ToolError, match=r"invalid regular expression '\(unclosed'"):
         await grep_log.invoke(ctx, {"path": str(big_log), "pattern": "(unclosed"})
+    with pytest.raises(ToolError, match=r"pattern: .*lookahead `\(\?=…\)` is not supported"):
+        await grep_log.invoke(ctx, {"path": str(big_log), "pattern": "error(?=: disk)"})
+    with pytest.raises(ToolError, match="pattern: .* 1001 characters long; the limit is 1000"):
+        await grep_log.invoke(ctx, {"path": str(big_log), "pattern": "x" * 1001})
     with pytest.raises(ToolError, match="pattern is empty"):
         await grep_log.invoke(ctx, {"path": str(big_log), "pattern": ""})
     with pytest.raises(ToolError, match="lines must be between 1 and 1000"):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from daemon.agent.tools.files import TOOLS, read_file, scan_backwards, tail_log
 from daemon.clock import SystemClock
 from daemon.config import Settings
 from daemon.errors import PolicyDeniedError, ToolError
+from daemon.patterns import compile_pattern
 
 
 def make_ctx(**policy: Any) -> ToolContext:
@@ -204,8 +206,12 @@ async def test_tail_log_reports_no_match_and_bad_regex(root: Path, ctx: ToolCont
     (root / "a.log").write_text("one\ntwo\n")
     tail = await tail_log.invoke(ctx, {"path": str(root / "a.log"), "grep": "three"})
     assert tail.text == "" and "no line matched" in (tail.note or "")
-    with pytest.raises(ToolError, match="invalid grep regular expression"):
+    with pytest.raises(ToolError, match="grep: invalid regular expression"):
         await tail_log.invoke(ctx, {"path": str(root / "a.log"), "grep": "(unclosed"})
+    with pytest.raises(ToolError, match=r"grep: .*the backreference `\\1` is not supported"):
+        await tail_log.invoke(ctx, {"path": str(root / "a.log"), "grep": r"(o)\1"})
+    with pytest.raises(ToolError, match="grep: .*too large for the linear-time engine"):
+        await tail_log.invoke(ctx, {"path": str(root / "a.log"), "grep": r"\w{1000}" * 20})
     with pytest.raises(ToolError, match="lines"):
         await tail_log.invoke(ctx, {"path": str(root / "a.log"), "lines": 0})
 
@@ -226,3 +232,19 @@ def test_scan_backwards_matches_a_naive_split(block: int) -> None:
 def test_file_tools_are_read_only() -> None:
     assert [read_file, tail_log] == TOOLS
     assert all(t.tier is Tier.READ_ONLY for t in TOOLS)
+
+
+def test_a_scan_stops_at_the_next_line_once_its_caller_gave_up() -> None:
+    """A grep that timed out must not scan on in its worker thread."""
+    stop = threading.Event()
+    data = b"a line that does not match\n" * 100_000
+    reads: list[int] = []
+
+    def read_at(at: int, count: int) -> bytes:
+        reads.append(at)
+        stop.set()  # the tool was cancelled while its thread read the first bytes
+        return data[at : at + count]
+
+    scan = scan_backwards(read_at, len(data), 10, compile_pattern("nomatch"), stop=stop)
+    assert scan.lines == [] and not scan.reached_start
+    assert len(reads) == 2  # the final-newline probe and one block, not 40 blocks
