@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import re2
 
@@ -30,10 +31,12 @@ REDACTED = "[REDACTED]"
 _OPTIONS = re2.Options()
 _OPTIONS.log_errors = False  # RE2 would print parse errors to stderr itself
 
-Replacement = Callable[[re2._Match], str]  # type: ignore[name-defined]
+_Match = Any  # re2 ships no type hints
+_Regex = Any
+Replacement = Callable[[_Match], str]
 
 
-def compile_linear(pattern: str) -> re2._Regexp:  # type: ignore[name-defined]
+def compile_linear(pattern: str) -> _Regex:
     """Compile ``pattern`` with RE2 or raise ValueError naming what RE2 cannot run."""
     try:
         return re2.compile(pattern, _OPTIONS)
@@ -50,31 +53,31 @@ class SecretPattern:
     """One secret format: where it shows up (hints) and how to mask it."""
 
     name: str
-    regex: re2._Regexp  # type: ignore[name-defined]
+    regex: _Regex
     replace: Replacement
     hints: tuple[str, ...]
 
 
-def _whole(match: re2._Match) -> str:  # type: ignore[name-defined]
+def _whole(match: _Match) -> str:
     return REDACTED
 
 
-def _keep_head(match: re2._Match) -> str:  # type: ignore[name-defined]
+def _keep_head(match: _Match) -> str:
     return f"{match.group(1)}{REDACTED}"
 
 
 _NSS_SOURCES = frozenset(
-    "files systemd compat ldap nis nisplus sss db winbind dns myhostname resolve mymachines"
-    " mdns4_minimal mdns4 mdns wins [notfound=return]".split()
-)
+    ("files", "systemd", "compat", "ldap", "nis", "nisplus", "sss", "db", "winbind", "dns",
+     "myhostname", "resolve", "mymachines", "mdns4_minimal", "mdns4", "mdns", "wins")
+)  # fmt: skip
 
 
-def _key_value(match: re2._Match) -> str:  # type: ignore[name-defined]
-    key, sep, value = match.group("key"), match.group("sep"), match.group("value")
+def _key_value(match: _Match) -> str:
+    key, sep, value = (str(match.group(name)) for name in ("key", "sep", "value"))
     if value == REDACTED or value in (f'"{REDACTED}"', f"'{REDACTED}'"):
-        return match.group(0)
+        return str(match.group(0))
     if key.lower().endswith("passwd") and ":" in sep and value.lower() in _NSS_SOURCES:
-        return match.group(0)  # nsswitch.conf: "passwd: files systemd"
+        return str(match.group(0))  # nsswitch.conf: "passwd: files systemd"
     for quote in ('\\"', '"', "'"):
         if len(value) >= 2 * len(quote) and value.startswith(quote) and value.endswith(quote):
             return f"{key}{sep}{quote}{REDACTED}{quote}"
@@ -82,10 +85,10 @@ def _key_value(match: re2._Match) -> str:  # type: ignore[name-defined]
     return f"{key}{sep}{REDACTED}{tail}"
 
 
-def _scheme_token(match: re2._Match) -> str:  # type: ignore[name-defined]
-    token = match.group(2)
+def _scheme_token(match: _Match) -> str:
+    token = str(match.group(2))
     if token.isalpha() and token.islower():  # "basic authentication", "bearer tokenization"
-        return match.group(0)
+        return str(match.group(0))
     return f"{match.group(1)}{REDACTED}"
 
 
@@ -186,8 +189,12 @@ _TABLE: tuple[tuple[str, str, Replacement, tuple[str, ...]], ...] = (
     ("npm token", r"\bnpm_[A-Za-z0-9]{36,}", _whole, ("npm_",)),
     ("hugging face token", r"\b(?:hf|api_org)_[A-Za-z0-9]{30,}", _whole, ("hf_", "api_org_")),
     ("google api key", r"\bAIza[0-9A-Za-z_\-]{35}", _whole, ("aiza",)),
-    ("google oauth token", r"\bya29\.[0-9A-Za-z_\-]{20,}|\bGOCSPX-[0-9A-Za-z_\-]{20,}", _whole,
-     ("ya29.", "gocspx-")),  # fmt: skip
+    (
+        "google oauth token",
+        r"\bya29\.[0-9A-Za-z_\-]{20,}|\bGOCSPX-[0-9A-Za-z_\-]{20,}",
+        _whole,
+        ("ya29.", "gocspx-"),
+    ),  # fmt: skip
     (
         "aws access key id",
         r"\b(?:AKIA|ASIA|AGPA|AIDA|AROA|ANPA|ANVA|AIPA)[A-Z0-9]{16}\b",
@@ -254,8 +261,8 @@ _TABLE: tuple[tuple[str, str, Replacement, tuple[str, ...]], ...] = (
     ),
     (  # .pgpass: hostname:port:database:username:password
         "pgpass line",
-        r"(?m)^([^:\s]+:(?:[0-9]+|\*):[^:\s]+:[^:\s]+:)\S+$",
-        _keep_head,
+        r"(?m)^([ \t]*[^:\s]+:(?:[0-9]+|\*):[^:\s]+:[^:\s]+:)[^\s]+([ \t]*)$",
+        lambda m: f"{m.group(1)}{REDACTED}{m.group(2)}",
         (":",),
     ),
     (  # docker config.json: "auth": "base64(user:password)"

@@ -34,12 +34,12 @@ _MAX_PASSES = 4
 # Key names whose value is a secret: the name ends with one of these words (so "access_token"
 # and "x-api-key" count, "max_tokens" and "author" do not).
 _KEY_WORDS = (
-    r"password|passphrase|passwd|pass|pwd|secret|token|api[_-]?key|apikey"
+    r"password|passphrase|passwd|pass|secret|token|api[_-]?key|apikey"
     r"|(?:secret|private|access|signing|encryption|auth|account|master|client)[_-]?key"
     r"|credentials?|auth|authorization|cookies?|session[_-]?id|client-key-data"
     r"|shared[_-]?access[_-]?(?:key|signature)"
 )
-_SECRET_KEY = re.compile(rf"(?:^|[_.\-\s])(?:{_KEY_WORDS})$|^(?:pg|mysql_?)(?:password|pwd)$",
+_SECRET_KEY = re.compile(rf"(?:^|[_.\-\s])(?:{_KEY_WORDS})$|[_.\-]pwd$|^pgpassword$",
                          re.IGNORECASE)  # fmt: skip
 
 _secrets: tuple[str, ...] = ()
@@ -52,7 +52,7 @@ def use_secrets(values: Iterable[str]) -> None:
     secret in a format no pattern knows is still masked in logs, SQLite, prompts and output.
     """
     global _secrets
-    unique = {value for value in values if len(value) >= MIN_SECRET_LENGTH}
+    unique = {v for v in values if len(v) >= MIN_SECRET_LENGTH and v not in REDACTED}
     _secrets = tuple(sorted(unique, key=len, reverse=True))  # longest first: no partial leftovers
 
 
