@@ -111,6 +111,7 @@ _VALUE = (
 )
 _ARG = r"""(?:'[^'\n]*'|"[^"\n]*"|[^\s'"]+)"""  # one shell word
 _SAME_COMMAND = r"[^\n|;&]*?"  # the rest of one simple command, lazily
+_FLAG = r"[ \t]['\"]?"  # before an option: a blank, maybe an opening quote (shlex.join)
 
 _TABLE: tuple[tuple[str, str, Replacement, tuple[str, ...]], ...] = (
     (  # PEM/OpenSSH/PGP private keys, also when cut off by a truncated read.
@@ -217,26 +218,26 @@ _TABLE: tuple[tuple[str, str, Replacement, tuple[str, ...]], ...] = (
     ),
     (  # mysql -pSECRET (attached, as mysql wants it); -P 3306 and -p alone stay.
         "mysql -p",
-        rf"((?i:\b(?:mysql|mariadb)[a-z\-]*){_SAME_COMMAND}[ \t]-p){_ARG}",
+        rf"((?i:\b(?:mysql|mariadb)[a-z\-]*){_SAME_COMMAND}{_FLAG}-p){_ARG}",
         _keep_head,
         ("mysql", "mariadb"),
     ),
     (
         "curl -u user:password",
-        rf"((?i:\b(?:curl|wget)){_SAME_COMMAND}[ \t](?:-u|--user|--proxy-user|-U)[ \t=]*"
+        rf"((?i:\b(?:curl|wget)){_SAME_COMMAND}{_FLAG}(?:-u|--user|--proxy-user|-U)[ \t=]*"
         r"['\"]?[^\s:'\"]*:)[^\s'\"]+",
         _keep_head,
         ("curl", "wget"),
     ),
     (
         "sshpass -p",
-        rf"(\bsshpass\b{_SAME_COMMAND}[ \t]-p[ \t]*){_ARG}",
+        rf"(\bsshpass\b{_SAME_COMMAND}{_FLAG}-p[ \t]*){_ARG}",
         _keep_head,
         ("sshpass",),
     ),
     (
         "redis-cli -a",
-        rf"(\bredis-cli\b{_SAME_COMMAND}[ \t](?:-a|--pass)[ \t]+){_ARG}",
+        rf"(\bredis-cli\b{_SAME_COMMAND}{_FLAG}(?:-a|--pass)[ \t]+){_ARG}",
         _keep_head,
         ("redis-cli",),
     ),

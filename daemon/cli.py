@@ -180,10 +180,13 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_check_config(args: argparse.Namespace) -> int:
     from daemon.config import masked_dump
+    from daemon.config_secrets import plain_toml_warnings
 
     settings, path = _settings(args, args.path)
     print(f"# {path or 'embedded defaults'}: valid. Effective configuration (secrets masked):")
     print(render_toml(masked_dump(settings)))
+    for warning in plain_toml_warnings(settings, path):
+        print(f"# warning: {warning}", file=sys.stderr)
     available, reason = settings.agent_available
     if not available:
         print(f"# note: {reason}", file=sys.stderr)

@@ -19,6 +19,7 @@ from daemon._secret_patterns import PATTERNS, REDACTED, compile_linear
 __all__ = [
     "MIN_SECRET_LENGTH",
     "REDACTED",
+    "add_secrets",
     "check_pattern",
     "is_secret_key",
     "redact",
@@ -54,6 +55,12 @@ def use_secrets(values: Iterable[str]) -> None:
     global _secrets
     unique = {v for v in values if len(v) >= MIN_SECRET_LENGTH and v not in REDACTED}
     _secrets = tuple(sorted(unique, key=len, reverse=True))  # longest first: no partial leftovers
+
+
+def add_secrets(values: Iterable[str]) -> None:
+    """Mask these values verbatim too, keeping the ones already known (a reload that rotates
+    a token still masks the old one, which a running component may hold)."""
+    use_secrets((*_secrets, *values))
 
 
 def check_pattern(pattern: str) -> str:
