@@ -415,14 +415,10 @@ HANDLERS = {
 
 
 def setup_logging(level: str) -> None:
-    """One event per line on stderr; the journal adds its own timestamps."""
-    under_journal = bool(os.environ.get("JOURNAL_STREAM"))
-    fmt = "%(levelname)s %(name)s: %(message)s"
-    if not under_journal:
-        fmt = "%(asctime)s " + fmt
-    logging.basicConfig(level=level, format=fmt, stream=sys.stderr)
-    for noisy in ("httpx", "httpx2", "openai", "aiohttp.access"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    """One event per line on stderr, redacted; the journal adds its own timestamps."""
+    from daemon.logs import setup_logging as setup
+
+    setup(level)
 
 
 def render_toml(data: dict[str, Any], prefix: str = "") -> str:
