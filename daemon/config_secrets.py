@@ -11,7 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel, SecretStr
 
-from daemon.redact import add_secrets, is_secret_key, redact
+from daemon.redact import add_secrets, is_secret_key, redact, use_patterns
 
 __all__ = ["MASK", "masked_config", "plain_toml_warnings", "register_secrets", "secret_values"]
 
@@ -63,8 +63,11 @@ def secret_values(settings: BaseModel) -> list[str]:
 
 
 def register_secrets(settings: BaseModel) -> None:
-    """Mask every configured secret verbatim from now on (kept across reloads)."""
+    """Mask every configured secret verbatim from now on (kept across reloads), and apply the
+    operator's ``[policy] redact_patterns`` in every redaction."""
     add_secrets(secret_values(settings))
+    policy = getattr(settings, "policy", None)
+    use_patterns(getattr(policy, "redact_patterns", ()))
 
 
 # -- check-config -------------------------------------------------------------------------------

@@ -24,6 +24,7 @@ __all__ = [
     "is_secret_key",
     "redact",
     "redact_data",
+    "use_patterns",
     "use_secrets",
 ]
 
@@ -44,6 +45,7 @@ _SECRET_KEY = re.compile(rf"(?:^|[_.\-\s])(?:{_KEY_WORDS})$|[_.\-]pwd$|^pgpasswo
                          re.IGNORECASE)  # fmt: skip
 
 _secrets: tuple[str, ...] = ()
+_patterns: tuple[str, ...] = ()  # [policy] redact_patterns, applied by every redact() call
 
 
 def use_secrets(values: Iterable[str]) -> None:
@@ -61,6 +63,12 @@ def add_secrets(values: Iterable[str]) -> None:
     """Mask these values verbatim too, keeping the ones already known (a reload that rotates
     a token still masks the old one, which a running component may hold)."""
     use_secrets((*_secrets, *values))
+
+
+def use_patterns(patterns: Iterable[str]) -> None:
+    """Apply these operator patterns (``[policy] redact_patterns``) in every :func:`redact`."""
+    global _patterns
+    _patterns = tuple(check_pattern(pattern) for pattern in patterns)
 
 
 def check_pattern(pattern: str) -> str:
@@ -99,7 +107,7 @@ def redact(text: str, extra_patterns: Sequence[str] = ()) -> str:
     """
     if not text:
         return text
-    extra = _compile_extra(tuple(extra_patterns))
+    extra = _compile_extra(tuple(dict.fromkeys((*_patterns, *extra_patterns))))
     for _ in range(_MAX_PASSES):
         redacted = _one_pass(text, extra)
         if redacted == text:

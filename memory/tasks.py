@@ -10,6 +10,7 @@ import aiosqlite
 
 from daemon._task_settings import TaskSpec
 from daemon.clock import Clock
+from daemon.redact import redact
 from memory._codec import from_db_time, from_db_time_opt, to_db_time
 from memory.errors import RecordNotFound
 from memory.store import SqliteStore
@@ -178,7 +179,15 @@ class TaskRepo:
         await self._store.execute_write(
             "UPDATE task_runs SET status = ?, finished_at = ?, tokens = tokens + ?, output = ?,"
             " error = ?, outbox_id = COALESCE(?, outbox_id) WHERE id = ?",
-            (status, to_db_time(self._clock.now()), tokens, output, error, outbox_id, run_id),
+            (
+                status,
+                to_db_time(self._clock.now()),
+                tokens,
+                None if output is None else redact(output),
+                None if error is None else redact(error),
+                outbox_id,
+                run_id,
+            ),
         )
 
     async def last_slot(self, task_id: int) -> datetime | None:
