@@ -17,7 +17,8 @@ __all__ = ["QUIET_LIBRARIES", "RedactingFilter", "quiet_libraries", "setup_loggi
 # <url>"), httpx/httpcore (python-telegram-bot's transport: URLs carry the bot token), slack_sdk
 # (params and JSON bodies of every Web API call, socket-mode envelopes), telegram (Bot API
 # parameters), nio (Matrix URLs with ?access_token=), aiohttp (client traces, access lines with
-# query strings), websockets/h2/hpack (frames and headers).
+# query strings), websockets/h2/hpack (frames and headers), aiosqlite (every SQL call with its
+# parameters, i.e. every stored value).
 QUIET_LIBRARIES = (
     "openai",
     "httpx",
@@ -37,6 +38,7 @@ QUIET_LIBRARIES = (
     "h2",
     "hpack",
     "urllib3",
+    "aiosqlite",
 )
 
 _MARK = "_nightshift_redacted"
