@@ -61,6 +61,7 @@ async def test_secrets_never_reach_the_journal_sqlite_or_the_cli(
     assert "Done. Keys: [REDACTED] and [REDACTED]." in out
     journal = daemon.log_path.read_text(errors="replace")
     assert "run_command 'uptime'" in journal  # the command is logged, the request is not
+    assert " aiosqlite:" not in journal  # its DEBUG lines would carry every stored value
     stored = stored_text(daemon.state_dir / "nightshift.db")
     prompts = json.dumps(fake_llm.requests)
     for where, secret in SECRETS.items():
