@@ -392,7 +392,9 @@ def _ask_daemon(
                 return await client.get(path)
             return await client.post(path, body)
 
-    return _call_daemon(ask)
+    from daemon.redact import redact_data
+
+    return redact_data(_call_daemon(ask), by_key=False)  # everything shown is masked
 
 
 HANDLERS = {

@@ -121,12 +121,12 @@ def is_secret_key(key: str) -> bool:
     return bool(_SECRET_KEY.search(key.strip()))
 
 
-def redact_data(value: Any, extra_patterns: Sequence[str] = ()) -> Any:
+def redact_data(value: Any, extra_patterns: Sequence[str] = (), *, by_key: bool = True) -> Any:
     """Return a copy of ``value`` with secrets masked, recursing into dicts, lists and tuples.
 
-    Values under secret-looking keys are replaced wholesale (``None`` stays ``None`` so "not
-    set" remains visible); every other string goes through :func:`redact`. Other types are
-    returned unchanged.
+    With ``by_key``, values under secret-looking keys are replaced wholesale (``None`` stays
+    ``None`` so "not set" remains visible); every other string goes through :func:`redact`.
+    Other types are returned unchanged.
     """
     if isinstance(value, str):
         return redact(value, extra_patterns)
@@ -134,13 +134,13 @@ def redact_data(value: Any, extra_patterns: Sequence[str] = ()) -> Any:
         return {
             key: (
                 REDACTED
-                if isinstance(key, str) and is_secret_key(key) and item is not None
-                else redact_data(item, extra_patterns)
+                if by_key and isinstance(key, str) and is_secret_key(key) and item is not None
+                else redact_data(item, extra_patterns, by_key=by_key)
             )
             for key, item in value.items()
         }
     if isinstance(value, list):
-        return [redact_data(item, extra_patterns) for item in value]
+        return [redact_data(item, extra_patterns, by_key=by_key) for item in value]
     if isinstance(value, tuple):
-        return tuple(redact_data(item, extra_patterns) for item in value)
+        return tuple(redact_data(item, extra_patterns, by_key=by_key) for item in value)
     return value
