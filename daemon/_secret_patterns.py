@@ -63,7 +63,9 @@ def _whole(match: _Match) -> str:
 
 
 def _keep_head(match: _Match) -> str:
-    return f"{match.group(1)}{REDACTED}"
+    whole = str(match.group(0))
+    tail = whole[len(whole.rstrip(" \t\n\\")) :]  # a blank after, escapes of a closing quote
+    return f"{match.group(1)}{REDACTED}{tail}"
 
 
 _NSS_SOURCES = frozenset(
@@ -78,10 +80,11 @@ def _key_value(match: _Match) -> str:
         return str(match.group(0))
     if key.lower().endswith("passwd") and ":" in sep and value.lower() in _NSS_SOURCES:
         return str(match.group(0))  # nsswitch.conf: "passwd: files systemd"
-    for quote in ('\\"', '"', "'"):
-        if len(value) >= 2 * len(quote) and value.startswith(quote) and value.endswith(quote):
-            return f"{key}{sep}{quote}{REDACTED}{quote}"
-    tail = "\\" if value.endswith("\\") else ""  # the escape of a closing \" in JSON text
+    unescaped = value.lstrip("\\")
+    quote = value[: len(value) - len(unescaped)] + unescaped[:1]
+    if quote[-1:] in ("'", '"') and len(value) >= 2 * len(quote) and value.endswith(quote):
+        return f"{key}{sep}{quote}{REDACTED}{quote}"  # "…", '…', \"…\" (JSON in JSON)
+    tail = value[len(value.rstrip("\\")) :]  # the escapes of a closing \" in JSON text
     return f"{key}{sep}{REDACTED}{tail}"
 
 
@@ -89,6 +92,9 @@ def _scheme_token(match: _Match) -> str:
     token = str(match.group(2))
     if token.isalpha() and token.islower():  # "basic authentication", "bearer tokenization"
         return str(match.group(0))
+    following = str(match.string)[match.end() : match.end() + 1]
+    if following == ":" or (token.endswith("=") and following.strip()):
+        return str(match.group(0))  # "token DB_PASS=x": a key, redacted as key = value
     return f"{match.group(1)}{REDACTED}"
 
 
@@ -103,21 +109,25 @@ _ANY_PREFIX_WORDS = (
 _SEPARATED_WORDS = r"pass|pwd|auth"
 _KEY = (
     rf"(?P<key>(?:[A-Za-z0-9_.\-]*(?:{_ANY_PREFIX_WORDS})"
-    rf"|[A-Za-z0-9]+(?:[_.\-][A-Za-z0-9]+)*[_.\-](?:{_SEPARATED_WORDS}))(?:\\?[\"'])?)"
+    rf"|[A-Za-z0-9]+(?:[_.\-][A-Za-z0-9]+)*[_.\-](?:{_SEPARATED_WORDS}))(?:\\*[\"'])?)"
 )
 _VALUE = (
-    r"(?P<value>\[REDACTED\]|\\\"[^\"\\\n]*\\\"|\"[^\"\n]*\"|'[^'\n]*'"
+    r"(?P<value>\[REDACTED\]|\\+\"[^\"\\\n]*\\+\"|\"[^\"\n]*\"|'[^'\n]*'"
     r"|[^\s,;&\"'}\])]+)"
 )
-_ARG = r"""(?:'[^'\n]*'|"[^"\n]*"|[^\s'"]+)"""  # one shell word
+# A double-quoted shell word must end at a blank or the end: in JSON text a bare quote ends the
+# string, and `-p", "next": "` is structure, not a password.
+_DQ = r"""\"[^"\n]*\"(?:[ \t\n]|\z)"""
+_ARG = rf"""(?:'[^'\n]*'|{_DQ}|[^\s'"]+)"""  # one shell word
 _SAME_COMMAND = r"[^\n|;&]*?"  # the rest of one simple command, lazily
 _FLAG = r"[ \t]['\"]?"  # before an option: a blank, maybe an opening quote (shlex.join)
 
 _TABLE: tuple[tuple[str, str, Replacement, tuple[str, ...]], ...] = (
-    (  # PEM/OpenSSH/PGP private keys, also when cut off by a truncated read.
+    (  # PEM/OpenSSH/PGP private keys, also when cut off by a truncated read: then up to the
+        # end, or to the closing quote of the JSON string it sits in (keeps JSON valid).
         "private key block",
-        r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----(?s:.*?)"
-        r"(?:-----END [A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----|\z)",
+        r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----"
+        r"(?:[^\"]*?-----END [A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----|[^\"\\]*(?:\\[^\"][^\"\\]*)*)",
         _whole,
         ("private key",),
     ),
@@ -216,6 +226,19 @@ _TABLE: tuple[tuple[str, str, Replacement, tuple[str, ...]], ...] = (
         _whole,
         ("$", "{"),
     ),
+    (  # docker config.json: "auth": "base64(user:password)"
+        "docker auth",
+        r"(?i)(\\*\"auth\\*\"[ \t]*:[ \t]*\\*\")[^\"\\\n]+",
+        _keep_head,
+        ('"auth', '\\"auth'),
+    ),
+    (
+        "key = value",
+        rf"(?i){_KEY}(?P<sep>[ \t]*[:=][ \t]*){_VALUE}",
+        _key_value,
+        ("pass", "pwd", "secret", "token", "key", "auth", "credential", "session", "signature"),
+    ),
+    # Arguments of known commands last: a key=value inside them keeps its own context.
     (  # mysql -pSECRET (attached, as mysql wants it); -P 3306 and -p alone stay.
         "mysql -p",
         rf"((?i:\b(?:mysql|mariadb)[a-z\-]*){_SAME_COMMAND}{_FLAG}-p){_ARG}",
@@ -250,13 +273,14 @@ _TABLE: tuple[tuple[str, str, Replacement, tuple[str, ...]], ...] = (
     (  # --password X, --api-key X, --auth-token X (the --password=X form is a key=value).
         "secret flag",
         r"(?i)(--?[a-z0-9\-]*(?:password|passwd|passphrase|token|secret|api-key|apikey)"
-        r"[ \t]+)[^\s\-]\S*",
+        rf"[ \t]+)(?:'[^'\n]*'|{_DQ}|[^\s'\"\-][^\s'\"]*)",
         _keep_head,
         ("pass", "token", "secret", "api-key", "apikey"),
     ),
     (  # .netrc: machine h login u password p, one line or one token per line.
         "netrc password",
-        r"(?m)((?:\bmachine\b|\bdefault\b)[^\n]*?[ \t]password[ \t]+|^[ \t]*password[ \t]+)\S+",
+        r"(?m)((?:\bmachine\b|\bdefault\b)[^\n]*?[ \t]password[ \t]+|^[ \t]*password[ \t]+)"
+        r"[^\s'\"]+",
         _keep_head,
         ("password",),
     ),
@@ -265,18 +289,6 @@ _TABLE: tuple[tuple[str, str, Replacement, tuple[str, ...]], ...] = (
         r"(?m)^([ \t]*[^:\s]+:(?:[0-9]+|\*):[^:\s]+:[^:\s]+:)[^\s]+([ \t]*)$",
         lambda m: f"{m.group(1)}{REDACTED}{m.group(2)}",
         (":",),
-    ),
-    (  # docker config.json: "auth": "base64(user:password)"
-        "docker auth",
-        r"(?i)(\\?\"auth\\?\"[ \t]*:[ \t]*\\?\")[^\"\\\n]+",
-        _keep_head,
-        ('"auth', '\\"auth'),
-    ),
-    (
-        "key = value",
-        rf"(?i){_KEY}(?P<sep>[ \t]*[:=][ \t]*){_VALUE}",
-        _key_value,
-        ("pass", "pwd", "secret", "token", "key", "auth", "credential", "session", "signature"),
     ),
 )
 

@@ -362,3 +362,30 @@ _ADVERSARIAL = st.sampled_from(
 def test_adversarial_repetitions_terminate(pieces: list[str]) -> None:
     text = "".join(pieces)
     assert redact(redact(text)) == redact(text)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.dictionaries(
+        st.sampled_from(["command", "reason", "text", "path", "out"]),
+        st.tuples(_FILLER, st.sampled_from(sorted(FORMATS)), _FILLER),
+        min_size=1,
+    ),
+    st.booleans(),
+)
+def test_tool_arguments_stay_json_and_lose_their_secrets(
+    fields: dict[str, tuple[str, str, str]], nested: bool
+) -> None:
+    import json
+
+    data = {
+        key: f"{before} {FORMATS[case][0]} {after}" for key, (before, case, after) in fields.items()
+    }
+    text = json.dumps(data)
+    if nested:  # a tool call's arguments inside a stored message
+        text = json.dumps({"function": {"arguments": text}})
+    out = redact(text)
+    json.loads(out)
+    for _, case, _ in fields.values():
+        if case not in LINE_FORMATS:
+            assert FORMATS[case][1] not in out
