@@ -73,13 +73,21 @@ def use_patterns(patterns: Iterable[str]) -> None:
 
 def check_pattern(pattern: str) -> str:
     """An operator's redaction pattern that RE2 can run, or ValueError naming the problem."""
-    compile_linear(pattern)
+    if compile_linear(pattern).search("") is not None:
+        raise ValueError(
+            f"redaction pattern {pattern!r} matches the empty string, so it would mask between "
+            "every character; make it match at least one character (e.g. + instead of *)"
+        )
     return pattern
 
 
 @functools.lru_cache(maxsize=64)
 def _compile_extra(patterns: tuple[str, ...]) -> tuple[Any, ...]:
     return tuple(compile_linear(p) for p in patterns)
+
+
+def _mask_nonempty(match: Any) -> str:
+    return REDACTED if match.group(0) else ""
 
 
 def _one_pass(text: str, extra: tuple[Any, ...]) -> str:
@@ -93,7 +101,7 @@ def _one_pass(text: str, extra: tuple[Any, ...]) -> str:
             if replaced != text:
                 text, lowered = replaced, replaced.lower()
     for regex in extra:
-        text = regex.sub(REDACTED, text)
+        text = regex.sub(_mask_nonempty, text)
     return text
 
 

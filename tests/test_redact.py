@@ -249,6 +249,9 @@ def test_operator_patterns_run_on_re2() -> None:
     assert out == f"customer {REDACTED} called"
     with pytest.raises(ValueError, match="RE2"):
         check_pattern(r"(?=x)ACME")
+    with pytest.raises(ValueError, match="matches the empty string"):
+        check_pattern(r"ACME-\d*|")
+    assert redact("a b", [r"x*"]) == "a b"  # an empty match masks nothing
 
 
 def test_redact_data_masks_secret_keys_wholesale_and_recurses() -> None:
