@@ -76,16 +76,18 @@ _NSS_SOURCES = frozenset(
 
 def _key_value(match: _Match) -> str:
     key, sep, value = (str(match.group(name)) for name in ("key", "sep", "value"))
-    if value == REDACTED or value in (f'"{REDACTED}"', f"'{REDACTED}'"):
+    after = match.group("after") or ""  # what ends a JSON string: `"k": "v", ` or `"v"}`
+    value = value[: len(value) - len(after)]
+    if value in (REDACTED, f'"{REDACTED}"', f"'{REDACTED}'"):
         return str(match.group(0))
     if key.lower().endswith("passwd") and ":" in sep and value.lower() in _NSS_SOURCES:
         return str(match.group(0))  # nsswitch.conf: "passwd: files systemd"
     unescaped = value.lstrip("\\")
     quote = value[: len(value) - len(unescaped)] + unescaped[:1]
     if quote[-1:] in ("'", '"') and len(value) >= 2 * len(quote) and value.endswith(quote):
-        return f"{key}{sep}{quote}{REDACTED}{quote}"  # "…", '…', \"…\" (JSON in JSON)
+        return f"{key}{sep}{quote}{REDACTED}{quote}{after}"  # "…", '…', \"…\" (JSON in JSON)
     tail = value[len(value.rstrip("\\")) :]  # the escapes of a closing \" in JSON text
-    return f"{key}{sep}{REDACTED}{tail}"
+    return f"{key}{sep}{REDACTED}{tail}{after}"
 
 
 def _scheme_token(match: _Match) -> str:
@@ -112,7 +114,7 @@ _KEY = (
     rf"|[A-Za-z0-9]+(?:[_.\-][A-Za-z0-9]+)*[_.\-](?:{_SEPARATED_WORDS}))(?:\\*[\"'])?)"
 )
 _VALUE = (
-    r"(?P<value>\[REDACTED\]|\\+\"[^\"\\\n]*\\+\"|\"[^\"\n]*\"|'[^'\n]*'"
+    r"(?P<value>\[REDACTED\]|\\+\"[^\"\\\n]*\\+\"|\"[^\"\n]*\"(?P<after>[\s,;}\]]|\z)|'[^'\n]*'"
     r"|[^\s,;&\"'}\])]+)"
 )
 # A double-quoted shell word must end at a blank or the end: in JSON text a bare quote ends the

@@ -232,6 +232,8 @@ def test_tool_arguments_stay_valid_json_after_redaction() -> None:
         "command": f"curl -u bob:{REDACTED} http://x",
         "env": f"PGPASSWORD={REDACTED}",
     }
+    trailing = json.dumps({"command": "export password=", "next": "x"})
+    assert redact(trailing) == trailing  # the quote that ends the string is not a value
     nested = json.dumps({"arguments": json.dumps({"password": "hunter2"})})
     assert "hunter2" not in redact(nested)
     json.loads(redact(nested))
