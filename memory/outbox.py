@@ -163,10 +163,11 @@ class OutboxRepo:
 
     async def mark_failed(self, message_id: int, error: str) -> None:
         """An attempt failed for good: count it and stop retrying (terminal)."""
+        error = redact(error)
         await self._update(
             message_id,
             "UPDATE outbox SET status = 'failed', attempts = attempts + 1, error = ? WHERE id = ?",
-            (redact(error),),
+            (error,),
         )
         log.warning("outbox message %d failed for good: %s", message_id, error)
 
