@@ -22,6 +22,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from daemon.approvals import ApprovalRequest
 from daemon.chat import DrainingError
 from daemon.errors import ConfigError
+from daemon.redact import redact_data
 from daemon.task_commands import SCHEDULER_OFF, TASK_WORDS, TaskConflict, TaskRejected
 
 if TYPE_CHECKING:
@@ -368,7 +369,8 @@ async def chat(request: web.Request) -> web.StreamResponse:
 def _ndjson_writer(response: web.StreamResponse) -> Callable[[dict[str, Any]], Awaitable[None]]:
     async def send(event: dict[str, Any]) -> None:
         with contextlib.suppress(ConnectionResetError):
-            await response.write((json.dumps(event, default=str) + "\n").encode())
+            line = json.dumps(redact_data(event), default=str)  # CLI output: secrets masked
+            await response.write((line + "\n").encode())
 
     return send
 

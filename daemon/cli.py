@@ -224,10 +224,13 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_check_config(args: argparse.Namespace) -> int:
     from daemon.config import masked_dump
+    from daemon.config_secrets import plain_toml_warnings
 
     settings, path = _settings(args, args.path)
     print(f"# {path or 'embedded defaults'}: valid. Effective configuration (secrets masked):")
     print(render_toml(masked_dump(settings)))
+    for warning in plain_toml_warnings(settings, path):
+        print(f"# warning: {warning}", file=sys.stderr)
     available, reason = settings.agent_available
     if not available:
         print(f"# note: {reason}", file=sys.stderr)
@@ -442,7 +445,9 @@ def _ask_daemon(
                 return await client.get(path)
             return await client.post(path, body)
 
-    return _call_daemon(ask)
+    from daemon.redact import redact_data
+
+    return redact_data(_call_daemon(ask), by_key=False)  # everything shown is masked
 
 
 HANDLERS = {
@@ -465,14 +470,10 @@ HANDLERS = {
 
 
 def setup_logging(level: str) -> None:
-    """One event per line on stderr; the journal adds its own timestamps."""
-    under_journal = bool(os.environ.get("JOURNAL_STREAM"))
-    fmt = "%(levelname)s %(name)s: %(message)s"
-    if not under_journal:
-        fmt = "%(asctime)s " + fmt
-    logging.basicConfig(level=level, format=fmt, stream=sys.stderr)
-    for noisy in ("httpx", "httpx2", "openai", "aiohttp.access"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    """One event per line on stderr, redacted; the journal adds its own timestamps."""
+    from daemon.logs import setup_logging as setup
+
+    setup(level)
 
 
 def render_toml(data: dict[str, Any], prefix: str = "") -> str:

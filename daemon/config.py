@@ -178,8 +178,11 @@ class PolicySettings(Section):
     @field_validator("redact_patterns")
     @classmethod
     def _valid_regexes(cls, patterns: list[str]) -> list[str]:
+        from daemon.redact import check_pattern
+
         for pattern in patterns:
             check_regex(pattern)
+            check_pattern(pattern)  # redaction runs on RE2: linear time on any text
         return patterns
 
 
@@ -537,6 +540,9 @@ def load_settings(
         raise ConfigError(_too_deep_outside(secrets_dir)) from None
     settings = Settings.model_validate(settings.model_dump())
     _check_socket_path(settings, config_path)
+    from daemon.config_secrets import register_secrets
+
+    register_secrets(settings)  # masked verbatim in logs, SQLite, prompts and output from now on
     return settings
 
 
@@ -747,6 +753,7 @@ def _looks_secret(key: str) -> bool:
 
 
 def masked_dump(settings: Settings) -> dict[str, Any]:
-    """The effective config as plain data with every secret replaced by '**********'."""
-    data = settings.model_dump(mode="json")
-    return data  # SecretStr already dumps as '**********' in json mode
+    """The effective config as plain data with every secret-shaped value masked."""
+    from daemon.config_secrets import masked_config
+
+    return masked_config(settings)

@@ -9,6 +9,7 @@ from pathlib import Path
 import psutil
 
 from daemon.config import Settings
+from daemon.redact import redact
 
 OK, WARN, FAIL = "ok  ", "warn", "FAIL"
 Report = Callable[[str, str, str], None]
@@ -20,7 +21,7 @@ async def run_doctor(settings: Settings, config_path: Path | None) -> int:
 
     def report(level: str, name: str, detail: str) -> None:
         results.append((level, name, detail))
-        print(f"{level}  {name}: {detail}")
+        print(redact(f"{level}  {name}: {detail}"))  # errors may quote URLs or headers
 
     report(OK, "config", f"{config_path or 'embedded defaults'} is valid")
     state_dir = settings.state_dir

@@ -1,8 +1,9 @@
-"""Mask secrets in text and data before anything is logged, stored or sent to the model.
+"""Mask secrets in text and data before anything is logged, stored, shown or sent to the model.
 
-``redact`` scans text with a fixed set of precompiled patterns (bearer tokens, API keys,
-chat-platform tokens, cloud keys, ``password=…`` assignments, private key blocks, passwords in
-URLs) plus the operator's ``[policy] redact_patterns``. ``redact_data`` walks dicts, lists and
+One step for everything: :func:`redact` replaces every configured secret value verbatim (see
+:func:`use_secrets`, called when settings load), then every known secret format (the RE2
+patterns in :mod:`daemon._secret_patterns`), then the operator's ``[policy] redact_patterns``
+(also on RE2, so redaction is linear in the text). ``redact_data`` walks dicts, lists and
 tuples, replacing the values of secret-looking keys wholesale and redacting every string.
 """
 
@@ -10,138 +11,116 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
-__all__ = ["REDACTED", "is_secret_key", "redact", "redact_data"]
+from daemon._secret_patterns import PATTERNS, REDACTED, compile_linear
 
-REDACTED = "[REDACTED]"
+__all__ = [
+    "MIN_SECRET_LENGTH",
+    "REDACTED",
+    "add_secrets",
+    "check_pattern",
+    "is_secret_key",
+    "redact",
+    "redact_data",
+    "use_patterns",
+    "use_secrets",
+]
+
+# Configured values shorter than this are not matched verbatim: "abc" would mask every "abc".
+MIN_SECRET_LENGTH = 6
+# Passes until nothing changes: masking one secret never uncovers another half-matched one.
+_MAX_PASSES = 4
 
 # Key names whose value is a secret: the name ends with one of these words (so "access_token"
 # and "x-api-key" count, "max_tokens" and "author" do not).
 _KEY_WORDS = (
     r"password|passphrase|passwd|pass|secret|token|api[_-]?key|apikey"
-    r"|(?:secret|private|access|signing|encryption|auth)[_-]?key|credentials?|auth"
-    r"|authorization|cookies?|session[_-]?id"
+    r"|(?:secret|private|access|signing|encryption|auth|account|master|client)[_-]?key"
+    r"|credentials?|auth|authorization|cookies?|session[_-]?id|client-key-data"
+    r"|shared[_-]?access[_-]?(?:key|signature)"
 )
-_SECRET_KEY = re.compile(rf"(?:^|[_.\-\s])(?:{_KEY_WORDS})$", re.IGNORECASE)
-# In free text only unambiguous names count ("passwd: files" in nsswitch.conf and "auth: ok"
-# are not secrets); "pass" and "auth" need a prefix, as in DB_PASS or basic_auth.
-_TEXT_WORDS = (
-    r"password|passphrase|secret|token|api[_-]?key|apikey"
-    r"|(?:secret|private|access|signing|encryption|auth)[_-]?key|(?<=[_.\-])(?:pass|auth)"
-)
+_SECRET_KEY = re.compile(rf"(?:^|[_.\-\s])(?:{_KEY_WORDS})$|[_.\-]pwd$|^pgpassword$",
+                         re.IGNORECASE)  # fmt: skip
 
-_Replacement = str | Callable[[re.Match[str]], str]
+_secrets: tuple[str, ...] = ()
+_patterns: tuple[str, ...] = ()  # [policy] redact_patterns, applied by every redact() call
 
 
-def _keep_quotes(match: re.Match[str]) -> str:
-    value = match.group("value")
-    quote = value[0] if value[:1] in ("'", '"') else ""
-    return f"{match.group('key')}{match.group('sep')}{quote}{REDACTED}{quote}"
+def use_secrets(values: Iterable[str]) -> None:
+    """Mask these values verbatim from now on (replacing the previous set).
+
+    Called with every configured secret (``SecretStr`` settings) whenever settings load, so a
+    secret in a format no pattern knows is still masked in logs, SQLite, prompts and output.
+    """
+    global _secrets
+    unique = {v for v in values if len(v) >= MIN_SECRET_LENGTH and v not in REDACTED}
+    _secrets = tuple(sorted(unique, key=len, reverse=True))  # longest first: no partial leftovers
 
 
-# (pattern, replacement, hints): a pattern only runs when one of its lower-case hints occurs in
-# the lower-cased text, so clean text costs a few substring scans.
-_PATTERNS: tuple[tuple[re.Pattern[str], _Replacement, tuple[str, ...]], ...] = (
-    # PEM private keys, also when the block is cut off by a truncated read.
-    (
-        re.compile(
-            r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----"
-            r"[\s\S]*?(?:-----END (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----|\Z)"
-        ),
-        REDACTED,
-        ("private key",),
-    ),
-    # user:password@ in URLs: keep the user, drop the password.
-    (
-        re.compile(r"\b([a-zA-Z][a-zA-Z0-9+.\-]{0,30}://[^\s/:@]{1,256}:)[^\s/]+@"),
-        rf"\1{REDACTED}@",
-        ("://",),
-    ),
-    # Authorization and Cookie headers, bearer tokens.
-    (
-        re.compile(
-            r"(?i)\b(authorization[\"']?[ \t]*[:=][ \t]*[\"']?)(?:[a-z]+[ \t]+)?[^\s\"',;]+"
-        ),
-        rf"\1{REDACTED}",
-        ("authorization",),
-    ),
-    (
-        re.compile(r"(?i)\b((?:set-)?cookie[\"']?[ \t]*[:=][ \t]*[\"']?)[^\r\n\"']+"),
-        rf"\1{REDACTED}",
-        ("cookie",),
-    ),
-    (
-        re.compile(r"(?i)\b(bearer[ \t]+)[A-Za-z0-9._~+/\-]{8,}=*"),
-        rf"\1{REDACTED}",
-        ("bearer",),
-    ),
-    # Provider tokens with a recognisable shape.
-    (re.compile(r"\bsk-[A-Za-z0-9_\-]{16,}"), REDACTED, ("sk-",)),  # OpenAI, Moonshot, …
-    (re.compile(r"\bxox[abposr]-[A-Za-z0-9\-]{8,}"), REDACTED, ("xox",)),  # Slack
-    (re.compile(r"\bxapp-[A-Za-z0-9\-]{8,}"), REDACTED, ("xapp-",)),  # Slack app-level
-    (
-        re.compile(r"\b(?:gh[pousr]_[A-Za-z0-9]{30,}|github_pat_[A-Za-z0-9_]{30,})"),
-        REDACTED,
-        ("gh", "github_pat_"),
-    ),
-    (re.compile(r"\bAIza[0-9A-Za-z_\-]{35}"), REDACTED, ("aiza",)),  # Google API keys
-    (
-        re.compile(r"\b(?:AKIA|ASIA|AGPA|AIDA|AROA|ANPA|ANVA|AIPA)[A-Z0-9]{16}\b"),
-        REDACTED,
-        ("akia", "asia", "agpa", "aida", "aroa", "anpa", "anva", "aipa"),
-    ),
-    (  # Telegram bot tokens
-        re.compile(r"(?<![\d:])\d{6,12}:[A-Za-z0-9_\-]{35}(?![\w\-])"),
-        REDACTED,
-        (":",),
-    ),
-    (  # JWTs
-        re.compile(r"\beyJ[A-Za-z0-9_\-]{8,}\.eyJ[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]+"),
-        REDACTED,
-        ("eyj",),
-    ),
-    # key = value / key: value / "key": "value" (the prefix, as in DB_ or aws_, stays).
-    (
-        re.compile(
-            rf"(?i)(?P<key>(?<![A-Za-z0-9])(?:{_TEXT_WORDS})(?![\w\-])[\"']?)"
-            r"(?P<sep>[ \t]*[:=][ \t]*)(?!\[REDACTED\])"
-            r"(?P<value>\"[^\"\n]*\"|'[^'\n]*'|[^\s,;&\"'}\])]+)"
-        ),
-        _keep_quotes,
-        ("pass", "secret", "token", "key", "auth"),
-    ),
-    # --password value
-    (
-        re.compile(r"(?i)(--?(?:password|passphrase|token|secret|api-key)[ \t]+)[^\s\-]\S*"),
-        rf"\1{REDACTED}",
-        ("pass", "token", "secret", "api-key"),
-    ),
-)
+def add_secrets(values: Iterable[str]) -> None:
+    """Mask these values verbatim too, keeping the ones already known (a reload that rotates
+    a token still masks the old one, which a running component may hold)."""
+    use_secrets((*_secrets, *values))
+
+
+def use_patterns(patterns: Iterable[str]) -> None:
+    """Apply these operator patterns (``[policy] redact_patterns``) in every :func:`redact`."""
+    global _patterns
+    _patterns = tuple(check_pattern(pattern) for pattern in patterns)
+
+
+def check_pattern(pattern: str) -> str:
+    """An operator's redaction pattern that RE2 can run, or ValueError naming the problem."""
+    if compile_linear(pattern).search("") is not None:
+        raise ValueError(
+            f"redaction pattern {pattern!r} matches the empty string, so it would mask between "
+            "every character; make it match at least one character (e.g. + instead of *)"
+        )
+    return pattern
 
 
 @functools.lru_cache(maxsize=64)
-def _compile_extra(patterns: tuple[str, ...]) -> tuple[re.Pattern[str], ...]:
-    return tuple(re.compile(p) for p in patterns)
+def _compile_extra(patterns: tuple[str, ...]) -> tuple[Any, ...]:
+    return tuple(compile_linear(p) for p in patterns)
+
+
+def _mask_nonempty(match: Any) -> str:
+    return REDACTED if match.group(0) else ""
+
+
+def _one_pass(text: str, extra: tuple[Any, ...]) -> str:
+    for secret in _secrets:
+        if secret in text:
+            text = text.replace(secret, REDACTED)
+    lowered = text.lower()
+    for pattern in PATTERNS:
+        if any(hint in lowered for hint in pattern.hints):
+            replaced = pattern.regex.sub(pattern.replace, text)
+            if replaced != text:
+                text, lowered = replaced, replaced.lower()
+    for regex in extra:
+        text = regex.sub(_mask_nonempty, text)
+    return text
 
 
 def redact(text: str, extra_patterns: Sequence[str] = ()) -> str:
     """Return ``text`` with every recognised secret replaced by ``[REDACTED]``.
 
     Args:
-        text: Any text: command output, log lines, a model's arguments.
-        extra_patterns: More regular expressions (``[policy] redact_patterns``); each whole
-            match is replaced.
+        text: Any text: command output, log lines, a model's arguments, a chat message.
+        extra_patterns: More regular expressions (``[policy] redact_patterns``, RE2 syntax);
+            each whole match is replaced.
     """
     if not text:
         return text
-    lowered = text.lower()
-    for pattern, replacement, hints in _PATTERNS:
-        if any(hint in lowered for hint in hints):
-            text = pattern.sub(replacement, text)
-    for pattern in _compile_extra(tuple(extra_patterns)):
-        text = pattern.sub(REDACTED, text)
+    extra = _compile_extra(tuple(dict.fromkeys((*_patterns, *extra_patterns))))
+    for _ in range(_MAX_PASSES):
+        redacted = _one_pass(text, extra)
+        if redacted == text:
+            break
+        text = redacted
     return text
 
 
@@ -150,12 +129,12 @@ def is_secret_key(key: str) -> bool:
     return bool(_SECRET_KEY.search(key.strip()))
 
 
-def redact_data(value: Any, extra_patterns: Sequence[str] = ()) -> Any:
+def redact_data(value: Any, extra_patterns: Sequence[str] = (), *, by_key: bool = True) -> Any:
     """Return a copy of ``value`` with secrets masked, recursing into dicts, lists and tuples.
 
-    Values under secret-looking keys are replaced wholesale (``None`` stays ``None`` so "not
-    set" remains visible); every other string goes through :func:`redact`. Other types are
-    returned unchanged.
+    With ``by_key``, values under secret-looking keys are replaced wholesale (``None`` stays
+    ``None`` so "not set" remains visible); every other string goes through :func:`redact`.
+    Other types are returned unchanged.
     """
     if isinstance(value, str):
         return redact(value, extra_patterns)
@@ -163,13 +142,13 @@ def redact_data(value: Any, extra_patterns: Sequence[str] = ()) -> Any:
         return {
             key: (
                 REDACTED
-                if isinstance(key, str) and is_secret_key(key) and item is not None
-                else redact_data(item, extra_patterns)
+                if by_key and isinstance(key, str) and is_secret_key(key) and item is not None
+                else redact_data(item, extra_patterns, by_key=by_key)
             )
             for key, item in value.items()
         }
     if isinstance(value, list):
-        return [redact_data(item, extra_patterns) for item in value]
+        return [redact_data(item, extra_patterns, by_key=by_key) for item in value]
     if isinstance(value, tuple):
-        return tuple(redact_data(item, extra_patterns) for item in value)
+        return tuple(redact_data(item, extra_patterns, by_key=by_key) for item in value)
     return value

@@ -10,6 +10,7 @@ from typing import Any
 import aiosqlite
 
 from daemon.clock import Clock
+from daemon.redact import redact, redact_data
 from memory._codec import dump_json, from_db_time, load_json, to_db_time
 from memory.store import SqliteStore
 
@@ -71,8 +72,8 @@ class AuditRepo:
         self._clock = clock
 
     async def record(self, entry: AuditEntry) -> int:
-        """Store an entry as given (arguments that are not JSON are stored as str)."""
-        arguments = dump_json(entry.arguments, lenient=True) or "{}"
+        """Store an entry, secrets redacted (arguments that are not JSON are stored as str)."""
+        arguments = dump_json(redact_data(entry.arguments), lenient=True) or "{}"
         cur = await self._store.execute_write(
             "INSERT INTO audit_log (actor, action, tool, tier, reason, arguments, result, ok,"
             " duration_ms, run_id, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -81,9 +82,9 @@ class AuditRepo:
                 entry.action,
                 entry.tool,
                 entry.tier,
-                entry.reason,
+                redact(entry.reason),
                 arguments,
-                entry.result,
+                redact(entry.result),
                 int(entry.ok),
                 entry.duration_ms,
                 entry.run_id,

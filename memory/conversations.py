@@ -11,6 +11,7 @@ from typing import Any
 import aiosqlite
 
 from daemon.clock import Clock
+from daemon.redact import redact, redact_data
 from memory._codec import dump_json, from_db_time, load_json, to_db_time
 from memory.errors import RecordNotFound
 from memory.store import SqliteStore
@@ -52,6 +53,10 @@ class StoredMessage:
     name: str | None
     created_at: datetime
     summarized: bool
+
+
+def _redact(text: str | None) -> str | None:
+    return None if text is None else redact(text)
 
 
 def _conversation(row: aiosqlite.Row) -> Conversation:
@@ -132,9 +137,11 @@ class ConversationRepo:
         tool_call_id: str | None = None,
         name: str | None = None,
     ) -> int:
-        """Store a message and return its id; RecordNotFound for an unknown conversation."""
+        """Store a message, secrets redacted, and return its id; RecordNotFound for an unknown
+        conversation."""
         now = to_db_time(self._clock.now())
-        calls = dump_json(tool_calls)
+        content, reasoning_content = _redact(content), _redact(reasoning_content)
+        calls = dump_json(redact_data(tool_calls))
         async with self._store.write() as db:
             cur = await db.execute(
                 "UPDATE conversations SET updated_at = ? WHERE id = ?", (now, conversation_id)
@@ -175,6 +182,7 @@ class ConversationRepo:
         One transaction: the summary replaces the conversation's summary and those messages
         leave :meth:`recent`. Returns how many messages were marked.
         """
+        summary = redact(summary)
         async with self._store.write() as db:
             cur = await db.execute(
                 "UPDATE conversations SET summary = ? WHERE id = ?", (summary, conversation_id)

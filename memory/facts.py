@@ -12,6 +12,7 @@ from datetime import datetime
 import aiosqlite
 
 from daemon.clock import Clock
+from daemon.redact import redact
 from memory._codec import from_db_time, to_db_time
 from memory.store import SqliteStore
 
@@ -67,7 +68,7 @@ class FactRepo:
 
     async def remember(self, text: str, *, tags: str = "", source: str = "") -> int:
         """Store a fact (surrounding whitespace stripped); identical text returns the old id."""
-        text = text.strip()
+        text = redact(text.strip())
         if not text:
             raise ValueError("a fact needs some text")
         async with self._store.write() as db:

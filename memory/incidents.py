@@ -10,6 +10,7 @@ import aiosqlite
 
 from daemon.alerts import AlertEvent
 from daemon.clock import Clock
+from daemon.redact import redact
 from memory._codec import dump_json, from_db_time, from_db_time_opt, load_json, to_db_time
 from memory.errors import RecordNotFound
 from memory.store import SqliteStore
@@ -230,7 +231,7 @@ class IncidentRepo:
         await db.execute(
             "INSERT INTO incident_events (incident_id, at, kind, actor, detail)"
             " VALUES (?, ?, ?, ?, ?)",
-            (incident_id, to_db_time(at), kind, actor, detail),
+            (incident_id, to_db_time(at), kind, actor, redact(detail)),
         )
 
     async def note(
@@ -245,7 +246,7 @@ class IncidentRepo:
         if column not in ("investigation", "postmortem"):
             raise ValueError(column)
         await self._store.execute_write(
-            f"UPDATE incidents SET {column} = ? WHERE id = ?", (text, incident_id)
+            f"UPDATE incidents SET {column} = ? WHERE id = ?", (redact(text), incident_id)
         )
 
     # -- reads ---------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ from datetime import datetime
 import aiosqlite
 
 from daemon.clock import Clock
+from daemon.redact import redact
 from memory._codec import from_db_time, from_db_time_opt, to_db_time
 from memory.errors import RecordNotFound
 from memory.store import SqliteStore
@@ -89,6 +90,7 @@ class OutboxRepo:
         A ``proactive`` message (nobody asked for it, and it is not critical) waits out quiet
         hours; answers to people and critical notices never wait.
         """
+        text = redact(text)  # the last stop before a chat platform
         moment = self._clock.now()
         now = to_db_time(moment)
         held = self.hold_until(moment) if proactive else None
@@ -166,11 +168,12 @@ class OutboxRepo:
             message_id,
             "UPDATE outbox SET attempts = attempts + 1, error = ?, next_attempt_at = ?"
             " WHERE id = ?",
-            (error, to_db_time(next_attempt_at)),
+            (redact(error), to_db_time(next_attempt_at)),
         )
 
     async def mark_failed(self, message_id: int, error: str) -> None:
         """An attempt failed for good: count it and stop retrying (terminal)."""
+        error = redact(error)
         await self._update(
             message_id,
             "UPDATE outbox SET status = 'failed', attempts = attempts + 1, error = ? WHERE id = ?",

@@ -10,6 +10,7 @@ from typing import Any
 import aiosqlite
 
 from daemon.clock import Clock
+from daemon.redact import redact, redact_data
 from memory._codec import dump_json, from_db_time, from_db_time_opt, load_json, to_db_time
 from memory.errors import RecordNotFound
 from memory.store import SqliteStore
@@ -124,9 +125,11 @@ class RunRepo:
         duration_ms: float = 0,
         tokens: int = 0,
     ) -> int:
-        """Record a step (values that are not JSON are stored as str); adds to the run's tokens."""
-        encoded_in = dump_json(input, lenient=True)
-        encoded_out = dump_json(output, lenient=True)
+        """Record a step, secrets redacted (values that are not JSON are stored as str); adds to
+        the run's tokens."""
+        encoded_in = dump_json(redact_data(input), lenient=True)
+        encoded_out = dump_json(redact_data(output), lenient=True)
+        error = None if error is None else redact(error)
         now = to_db_time(self._clock.now())
         params = (
             run_id,
@@ -158,6 +161,7 @@ class RunRepo:
 
     async def finish(self, run_id: int, status: str, error: str | None = None) -> None:
         """Set the run's final status (e.g. "ok", "failed") and finish time."""
+        error = None if error is None else redact(error)
         cur = await self._store.execute_write(
             "UPDATE agent_runs SET status = ?, error = ?, finished_at = ? WHERE id = ?",
             (status, error, to_db_time(self._clock.now()), run_id),

@@ -10,6 +10,7 @@ import aiosqlite
 
 from daemon._task_settings import TaskSpec
 from daemon.clock import Clock
+from daemon.redact import redact
 from memory._codec import from_db_time, from_db_time_opt, to_db_time
 from memory.errors import RecordNotFound
 from memory.store import SqliteStore
@@ -185,9 +186,17 @@ class TaskRepo:
         await self._store.execute_write(
             "UPDATE task_runs SET status = ?, finished_at = ?, tokens = tokens + ?, output = ?,"
             " error = ?, outbox_id = COALESCE(?, outbox_id), settled = ? WHERE id = ?",
-            (status, to_db_time(self._clock.now()), tokens, output, error, outbox_id, settled,
-             run_id),
-        )  # fmt: skip
+            (
+                status,
+                to_db_time(self._clock.now()),
+                tokens,
+                None if output is None else redact(output),
+                None if error is None else redact(error),
+                outbox_id,
+                settled,
+                run_id,
+            ),
+        )
 
     async def last_slot(self, task_id: int) -> datetime | None:
         """The latest scheduled slot claimed (manual runs and retries do not count)."""

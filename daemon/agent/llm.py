@@ -43,6 +43,7 @@ from daemon.agent.model import REASONING_PLACEHOLDER
 from daemon.clock import Clock, SystemClock
 from daemon.config import BudgetSettings, LlmSettings
 from daemon.errors import AgentDisabledError, BudgetExhaustedError, LlmUnavailableError
+from daemon.redact import redact_data
 from memory.usage import LlmUsage
 
 __all__ = ["Completion", "LlmClient", "Mode", "ToolCall", "Usage", "UsageSink"]
@@ -189,6 +190,7 @@ class LlmClient:
     ) -> Completion:
         """One completion from the primary model, else from each fallback in turn."""
         client = self._require_client()
+        messages = redact_data(messages)  # the last stop before the prompt leaves the host
         models = list(dict.fromkeys([self._settings.model, *self._settings.fallback_models]))
         causes: list[str] = []
         last: BaseException | None = None

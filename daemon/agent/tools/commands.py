@@ -213,14 +213,20 @@ async def run_argv(
             network = os.path.basename(program) in NETWORK_COMMANDS
             full = sandbox.wrap(box, full, sandbox.hidden_paths(ctx.settings), network=network)
             where = "sandboxed" + (", host network" if network else "")
-    log.info("run_command %r (%s) for %s: %s", redact(shown), tier, ctx.actor, reason or ctx.reason)
+    # The command only: the request text (ctx.reason) is a person's words and may hold anything.
+    log.info("run_command %r (%s) for %s", redact(shown, policy.redact_patterns), tier, ctx.actor)
     log.debug("run_command %r runs %s", redact(shown), where)
     started = ctx.clock.monotonic()
     exit_code, out, err = await _execute(
         shown, full[0], full, env, seconds=timeout, max_output=policy.max_output_bytes
     )
     duration = ctx.clock.monotonic() - started
-    log.info("run_command %r exited %d after %.2fs", redact(shown), exit_code, duration)
+    log.info(
+        "run_command %r exited %d after %.2fs",
+        redact(shown, policy.redact_patterns),
+        exit_code,
+        duration,
+    )
     total = out.total + err.total
     truncated = total > policy.max_output_bytes
     note = None
@@ -230,7 +236,7 @@ async def run_argv(
             "([policy] max_output_bytes)]"
         )
     return CommandResult(
-        command=shown,
+        command=redact(shown, policy.redact_patterns),
         exit_code=exit_code,
         stdout=redact(out.text(), policy.redact_patterns),
         stderr=redact(err.text(), policy.redact_patterns),
