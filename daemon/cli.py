@@ -348,10 +348,10 @@ def cmd_tasks(args: argparse.Namespace) -> int:
     if action == "add":
         return _add_task(args)
     if action == "list":
-        return _task_command(args, "tasks")
+        return _chat_command(args, "tasks")
     verb = {"run-now": "run"}.get(action, action)
     reason = f" {args.reason}" if action == "pause" and args.reason else ""
-    return _task_command(args, f"tasks {verb} {args.name}{reason}")
+    return _chat_command(args, f"tasks {verb} {args.name}{reason}")
 
 
 def _add_task(args: argparse.Namespace) -> int:
@@ -385,14 +385,6 @@ def _add_task(args: argparse.Namespace) -> int:
         return 3
     print(result["text"])
     return 0
-
-
-def _task_command(args: argparse.Namespace, text: str) -> int:
-    result = _ask_daemon(args, "POST", "/v1/command", {"text": text})
-    if result is None:
-        return 3
-    print(result["text"])
-    return 0 if result.get("ok", True) else 1
 
 
 def _chat_command(args: argparse.Namespace, text: str) -> int:

@@ -4,13 +4,12 @@ reach the journal (the daemon's stderr at --log-level DEBUG), SQLite or `nightsh
 from __future__ import annotations
 
 import json
-import sqlite3
 from pathlib import Path
 
 import pytest
 
 from tests.fakes.chat_completions import FakeChatServer, Reply
-from tests.support import DaemonProcess, write_config
+from tests.support import DaemonProcess, every_stored_text, write_config
 
 WEBHOOK_TOKEN = "opaque-webhook-value-9"  # configured; a format no pattern knows
 SECRETS = {
@@ -35,17 +34,6 @@ async def daemon(tmp_path: Path, fake_llm: FakeChatServer):
     await process.stop()
 
 
-def stored_text(db: Path) -> str:
-    with sqlite3.connect(db) as conn:
-        tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")]
-        return "\n".join(
-            str(value)
-            for table in tables
-            for row in conn.execute(f'SELECT * FROM "{table}"')  # noqa: S608 - names from sqlite
-            for value in row
-        )
-
-
 async def test_secrets_never_reach_the_journal_sqlite_or_the_cli(
     daemon: DaemonProcess, fake_llm: FakeChatServer
 ) -> None:
@@ -62,7 +50,7 @@ async def test_secrets_never_reach_the_journal_sqlite_or_the_cli(
     journal = daemon.log_path.read_text(errors="replace")
     assert "run_command 'uptime'" in journal  # the command is logged, the request is not
     assert " aiosqlite:" not in journal  # its DEBUG lines would carry every stored value
-    stored = stored_text(daemon.state_dir / "nightshift.db")
+    stored = every_stored_text(daemon.state_dir / "nightshift.db")
     prompts = json.dumps(fake_llm.requests)
     for where, secret in SECRETS.items():
         assert secret not in out + err, f"{where} shown by nightshift chat"

@@ -4,7 +4,6 @@ which the person, the model's text, its reasoning and its tool arguments all car
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,6 +13,7 @@ import pytest
 from daemon.redact import use_secrets
 from tests.agent.test_loop import harness_factory  # noqa: F401 - the fixture
 from tests.fakes.chat_completions import FakeChatServer, Reply
+from tests.support import every_stored_text
 
 SECRETS = {
     "person's message": "PersonPw-Hunter-42",
@@ -28,18 +28,6 @@ SECRETS = {
 def no_registered_secrets() -> Iterator[None]:
     yield
     use_secrets([])
-
-
-def every_stored_text(path: Path) -> str:
-    """Every value of every row of every table, read straight from the database file."""
-    with sqlite3.connect(path) as db:
-        tables = [row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='table'")]
-        return "\n".join(
-            str(value)
-            for table in tables
-            for row in db.execute(f'SELECT * FROM "{table}"')  # noqa: S608 - names from sqlite
-            for value in row
-        )
 
 
 async def test_secrets_in_a_conversation_never_reach_sqlite_or_the_prompt(

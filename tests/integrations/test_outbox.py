@@ -80,14 +80,21 @@ async def test_messages_wait_while_the_channel_is_down_then_arrive_in_order_once
     assert (await outbox.depth_by_channel()).get("flaky", 0) == 0
 
 
-async def test_a_rate_limit_while_up_keeps_its_retry_after(
+def rate_limited(
     repo: tuple[OutboxRepo, ManualClock],
-) -> None:
+) -> tuple[OutboxRepo, ManualClock, FlakyChannel, OutboxWorker]:
+    """A channel that is up but refuses (rate limits) sends to the target "ops"."""
     outbox, clock = repo
     channel = FlakyChannel()
     channel.up = True
     channel.refuse = {"ops"}
-    worker = OutboxWorker(outbox, channel, clock)
+    return outbox, clock, channel, OutboxWorker(outbox, channel, clock)
+
+
+async def test_a_rate_limit_while_up_keeps_its_retry_after(
+    repo: tuple[OutboxRepo, ManualClock],
+) -> None:
+    outbox, clock, channel, worker = rate_limited(repo)
     await outbox.enqueue("flaky", "ops", "limited")
     assert await worker.flush() == 0
     channel.refuse.clear()
@@ -99,11 +106,7 @@ async def test_a_rate_limit_while_up_keeps_its_retry_after(
 async def test_a_message_in_backoff_holds_back_only_its_own_target(
     repo: tuple[OutboxRepo, ManualClock],
 ) -> None:
-    outbox, clock = repo
-    channel = FlakyChannel()
-    channel.up = True
-    channel.refuse = {"ops"}
-    worker = OutboxWorker(outbox, channel, clock)
+    outbox, clock, channel, worker = rate_limited(repo)
     await outbox.enqueue("flaky", "ops", "digest (proactive)", proactive=True)
     assert await worker.flush() == 0
     await outbox.enqueue("flaky", "ops", "second to ops")

@@ -3,7 +3,6 @@ directly, never holds one (the model's text, tool arguments and results, chat, e
 
 from __future__ import annotations
 
-import sqlite3
 from pathlib import Path
 
 from daemon.clock import ManualClock
@@ -13,20 +12,10 @@ from memory.facts import FactRepo
 from memory.outbox import OutboxRepo
 from memory.runs import RunRepo
 from memory.store import SqliteStore
+from tests.support import every_stored_text
 
 SECRET = "sk_live_AtRest0123456789abc"
 SAID = f"use STRIPE={SECRET} for billing"
-
-
-def file_text(path: Path) -> str:
-    with sqlite3.connect(path) as db:
-        tables = [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")]
-        return "\n".join(
-            str(value)
-            for table in tables
-            for row in db.execute(f'SELECT * FROM "{table}"')  # noqa: S608 - names from sqlite
-            for value in row
-        )
 
 
 async def test_no_repository_stores_a_secret(
@@ -67,6 +56,6 @@ async def test_no_repository_stores_a_secret(
     await FactRepo(store, clock).remember(SAID)
     await store.close()
 
-    stored = file_text(db_path)
+    stored = every_stored_text(db_path)
     assert SECRET not in stored
     assert "use STRIPE=[REDACTED] for billing" in stored  # the rest stays readable
