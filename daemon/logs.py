@@ -45,10 +45,13 @@ _MARK = "_nightshift_redacted"
 
 
 class RedactingFilter(logging.Filter):
-    """Redact a record's message, arguments, exception and stack text in place.
+    """Redact a record's message, arguments, exception and stack text in place, and keep each
+    record on its own line: control characters in the message are escaped, and every line of a
+    traceback after its first is indented.
 
     Installed on every root handler, so whatever any logger emits (ours or a library's) is
-    masked before it reaches the journal.
+    masked before it reaches the journal, and no text from a label, a log line or a model can
+    start a line that looks like another record (``\nCRITICAL …``).
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
@@ -58,15 +61,30 @@ class RedactingFilter(logging.Filter):
             message = record.getMessage()
         except Exception:  # a bad format string: keep what we can, never drop the record
             message = f"{record.msg!r} {record.args!r}"
-        record.msg, record.args = redact(message), None
+        record.msg, record.args = one_line(redact(message)), None
         if record.exc_info and not record.exc_text:
             record.exc_text = logging.Formatter().formatException(record.exc_info)
         if record.exc_text:
-            record.exc_text = redact(record.exc_text)
+            record.exc_text = _indented(redact(record.exc_text))
         if record.stack_info:
-            record.stack_info = redact(record.stack_info)
+            record.stack_info = _indented(redact(record.stack_info))
         setattr(record, _MARK, True)
         return True
+
+
+_ESCAPES = {code: f"\\x{code:02x}" for code in range(32) if code != 9}
+_ESCAPES |= {10: "\\n", 13: "\\r", 127: "\\x7f", 0x2028: "\\u2028", 0x2029: "\\u2029"}
+
+
+def one_line(text: str) -> str:
+    """``text`` with newlines and other control characters escaped (tabs kept)."""
+    return text.translate(_ESCAPES)
+
+
+def _indented(block: str) -> str:
+    """Every line after the first starts with whitespace: none can pass for a record."""
+    first, *rest = block.split("\n")
+    return "\n".join([first, *(line if line[:1].isspace() else "  " + line for line in rest)])
 
 
 def quiet_libraries() -> None:

@@ -77,3 +77,22 @@ async def test_slack_sdk_request_dumps_never_reach_the_journal_at_debug(
     assert "private words from a person" not in text
     for name in QUIET_LIBRARIES:
         assert not logging.getLogger(name).isEnabledFor(logging.INFO), name
+
+
+async def test_a_label_with_a_newline_cannot_forge_a_log_record(journal: io.StringIO) -> None:
+    """A notification printed by the console channel (the default) carries alert labels."""
+    from integrations.base import OutgoingMessage
+    from integrations.console import ConsoleChannel
+
+    console = ConsoleChannel()
+    await console.start()
+    forged = "[FIRING:1] Disk (mount=/x\nCRITICAL daemon.runtime: database corrupt, wiping)"
+    await console.send(OutgoingMessage(outbox_id=1, target="", text=forged))
+    try:
+        raise ValueError("bad label\nERROR daemon.api: forged")
+    except ValueError:
+        logging.getLogger("daemon.test").exception("failed")
+    await console.stop()
+    lines = journal.getvalue().splitlines()
+    assert not [line for line in lines if line.startswith(("CRITICAL", "ERROR daemon.api"))]
+    assert any("mount=/x\\nCRITICAL daemon.runtime" in line for line in lines)
