@@ -449,7 +449,7 @@ class Settings(BaseSettings):
         if secrets_dir:
             sources.append(
                 NestedSecretsSettingsSource(
-                    file_secret_settings,  # type: ignore[arg-type]
+                    file_secret_settings,
                     secrets_dir=secrets_dir,
                     secrets_nested_delimiter="__",
                     secrets_dir_missing="ok",
@@ -522,7 +522,7 @@ def load_settings(
     if config_path is not None:
         _check_toml(config_path)
     secrets_dir = _secrets_dir(config_path) if environ_secrets else None
-    config = SettingsConfigDict(**Settings.model_config)  # type: ignore[typeddict-item]
+    config = SettingsConfigDict(**Settings.model_config)
     config["toml_file"] = config_path
     config["secrets_dir"] = secrets_dir
     loader: type[Settings] = type("Settings", (Settings,), {"model_config": config})

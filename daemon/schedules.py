@@ -314,7 +314,7 @@ def _cron_next(cron: _Cron, zone: ZoneInfo, after: datetime) -> datetime | None:
     return best
 
 
-class SlotCronTrigger(CronTrigger):
+class SlotCronTrigger(CronTrigger):  # type: ignore[misc]  # untyped in APScheduler 3
     """A CronTrigger (weekdays translated to APScheduler's 0 = Monday) firing at exactly the
     schedule's slots: ``get_next_fire_time`` uses ``next_slot``, so wake-ups and catch-up agree
     also on DST days and for crontab's day-of-month OR day-of-week rule."""

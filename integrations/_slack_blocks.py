@@ -370,7 +370,7 @@ async def close_socket_client(client: SocketModeClient) -> None:
     """Close a SocketModeClient and wait for its tasks (a deaf peer cannot hold us up)."""
     client.closed = True
     try:
-        await asyncio.wait_for(client.close(), CLOSE_TIMEOUT)
+        await asyncio.wait_for(client.close(), CLOSE_TIMEOUT)  # type: ignore[no-untyped-call]
     except Exception as exc:  # noqa: BLE001 - we drop it either way
         log.debug("closing a Slack socket failed: %s", exc)
     tasks = [client.message_processor, client.current_session_monitor, client.message_receiver]

@@ -255,7 +255,7 @@ class SlackChannel:
             client.wss_uri = str(opened["url"])
             client.message_listeners.append(self._on_envelope)
             try:
-                await client.connect()  # retries the same URL forever: bounded by the timeout
+                await client.connect()  # type: ignore[no-untyped-call]  # retried forever: bounded
             except BaseException:
                 await blocks.close_socket_client(client)
                 raise

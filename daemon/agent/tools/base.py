@@ -117,7 +117,7 @@ def tool(
                 annotation,
                 Field(default=default, description=arg_docs.get(param.name)),
             )
-        model = create_model(  # type: ignore[call-overload]
+        model = create_model(
             f"{func.__name__}_args", __config__=ConfigDict(extra="forbid"), **fields
         )
         schema = model.model_json_schema()

@@ -116,7 +116,7 @@ def _is_kernel_thread(proc: psutil.Process) -> bool:
         return bool(int(fields[6]) & _PF_KTHREAD)  # flags: field 9, the 7th after ")"
     except (OSError, IndexError, ValueError):
         try:
-            return proc.pid == 2 or proc.ppid() == 2  # kthreadd and its children
+            return bool(proc.pid == 2 or proc.ppid() == 2)  # kthreadd and its children
         except psutil.Error:
             return False
 
