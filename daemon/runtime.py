@@ -487,8 +487,15 @@ class Runtime:
         return f"{agent}; {len(self.supervisor.health)} components"
 
     def health(self) -> dict[str, Any]:
+        """ok, degraded (a component failing, or a chat channel not up: people may not hear
+        from us) or stopping; ``unhealthy`` names what is wrong."""
         states = {h.name: h.state for h in self.supervisor.health.values()}
         bad = [name for name, state in states.items() if state in ("backoff", "failed")]
+        bad += [
+            f"channel.{name}"
+            for name, info in self.channel_set.health().items()
+            if info["state"] in ("down", "stopped") and f"channel.{name}" not in bad
+        ]
         overall = "stopping" if self.stopping else ("degraded" if bad else "ok")
         return {"status": overall, "unhealthy": bad}
 

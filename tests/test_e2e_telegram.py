@@ -7,6 +7,7 @@ import asyncio
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -130,3 +131,26 @@ async def test_sigterm_while_answering_still_delivers_the_answer(
     daemon.signal(signal.SIGTERM)
     assert await daemon.wait() == 0
     assert any("outlives the shutdown" in text for text in telegram.sent_texts(ANN))
+
+
+async def test_status_is_degraded_while_the_only_chat_platform_is_down(
+    daemon: DaemonProcess, telegram: FakeTelegram, fake_llm: FakeChatServer
+) -> None:
+    async def health() -> dict[str, Any]:
+        code, out, _ = await daemon.cli("status", "--json")
+        return dict(json.loads(out))
+
+    assert (await health())["health"] == "ok"
+    telegram.outage = 502  # Bad Gateway from now on
+    fake_llm.script(Reply(content="noted"))
+    telegram.push_private("wake the long poll", user_id=ANN)  # its next poll meets the outage
+    for _ in range(200):
+        report = await health()
+        if report["channels"]["telegram"]["state"] != "up":
+            break
+        await asyncio.sleep(0.05)
+    assert report["channels"]["telegram"]["state"] == "down"
+    assert report["health"] == "degraded"
+    code, text, _ = await daemon.cli("status")
+    assert "degraded" in text.splitlines()[0]
+    telegram.outage = None
