@@ -9,6 +9,7 @@ whether it runs (approval or allowlist).
 from __future__ import annotations
 
 import json
+import re
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -130,7 +131,9 @@ def build_prompt(
         for a in alerts
     ]
     parts = [
-        f"Investigate incident #{incident.id}: {incident.title} (severity {incident.severity}).",
+        f"Investigate incident #{incident.id} (severity {incident.severity}); its title, made "
+        "from alert labels, and its alerts are below.",
+        fence("incident-title", incident.title),
         "Gather evidence with the read-only tools (metrics history, processes, logs, disk "
         "usage, recent file changes, read-only commands). Change nothing. If a fix is clear, "
         "propose it with propose_action (at most 3); a person approves before anything runs.",
@@ -150,7 +153,11 @@ def build_prompt(
     return "\n\n".join(parts)
 
 
+_TAG = re.compile(r"untrusted-data", re.IGNORECASE)
+
+
 def fence(source: str, text: str) -> str:
-    """Label text as untrusted data; a closing tag inside it is defused."""
-    cleaned = text[:MAX_FENCED_CHARS].replace("</untrusted-data", "<\\/untrusted-data")
+    """Label text as untrusted data. The tag's name is defused inside it in any spelling
+    (``</UNTRUSTED-DATA>``, ``</ untrusted-data``), so it can neither close nor open a fence."""
+    cleaned = _TAG.sub("untrusted_data", text[:MAX_FENCED_CHARS])
     return f'<untrusted-data source="{source}">\n{cleaned}\n</untrusted-data>'
