@@ -19,6 +19,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from daemon.approvals import ApprovalRequest
 from daemon.chat import DrainingError
+from daemon.http_guard import ConnectionGate, connection_cap, install_accept_guard, server_logger
 from daemon.task_commands import SCHEDULER_OFF, TASK_WORDS, TaskConflict, TaskRejected
 
 if TYPE_CHECKING:
@@ -60,6 +61,7 @@ def build_probe_app(runtime: Runtime) -> web.Application:
         alertmanager_routes(
             runtime.incident_manager,
             token.get_secret_value() if token else None,
+            body_timeout=runtime.settings.api.body_timeout_seconds,
             clock=runtime.clock,
             stats=runtime.webhook_stats,
         )
@@ -68,37 +70,66 @@ def build_probe_app(runtime: Runtime) -> web.Application:
 
 
 class ApiServer:
-    """Starts and stops the listeners."""
+    """Starts and stops the listeners, behind the guards of daemon.http_guard."""
 
     def __init__(self, runtime: Runtime, socket_path: Path) -> None:
         self._runtime = runtime
         self._socket_path = socket_path
         self._runners: list[web.AppRunner] = []
+        self._servers: list[asyncio.AbstractServer] = []
+        self._restore_handler: Callable[[], None] | None = None
+        self.gate = ConnectionGate(connection_cap(runtime.settings.api.max_connections))
 
     async def start(self) -> None:
-        runner = web.AppRunner(build_local_app(self._runtime), access_log=None)
-        await runner.setup()
-        self._runners.append(runner)
+        loop = asyncio.get_running_loop()
+        self._restore_handler = install_accept_guard(loop)
+        local = await self._runner(build_local_app(self._runtime))
         with contextlib.suppress(FileNotFoundError):
             self._socket_path.unlink()  # stale from a crash; the state-dir lock proves it is ours
         old_umask = os.umask(0o177)
         try:
-            await web.UnixSite(runner, str(self._socket_path)).start()
+            self._servers.append(
+                await loop.create_unix_server(self._factory(local), str(self._socket_path))
+            )
         finally:
             os.umask(old_umask)
         os.chmod(self._socket_path, 0o600)
         api = self._runtime.settings.api
         if api.tcp_port:
-            probe = web.AppRunner(build_probe_app(self._runtime), access_log=None)
-            await probe.setup()
-            self._runners.append(probe)
-            await web.TCPSite(probe, api.tcp_host, api.tcp_port).start()
+            probe = await self._runner(build_probe_app(self._runtime))
+            self._servers.append(
+                await loop.create_server(self._factory(probe), api.tcp_host, api.tcp_port)
+            )
             log.info("health and metrics on http://%s:%d", api.tcp_host, api.tcp_port)
 
+    async def _runner(self, app: web.Application) -> web.AppRunner:
+        runner = web.AppRunner(
+            app,
+            access_log=None,
+            keepalive_timeout=self._runtime.settings.api.header_timeout_seconds,
+            logger=server_logger(),
+        )
+        await runner.setup()
+        self._runners.append(runner)
+        return runner
+
+    def _factory(self, runner: web.AppRunner) -> Callable[[], asyncio.BaseProtocol]:
+        server = runner.server
+        assert server is not None
+        return self.gate.wrap(server, lambda: len(server.connections))
+
     async def stop(self) -> None:
+        for listener in self._servers:
+            listener.close()
         for runner in reversed(self._runners):
             await runner.cleanup()
         self._runners.clear()
+        for listener in self._servers:
+            await listener.wait_closed()
+        self._servers.clear()
+        if self._restore_handler is not None:
+            self._restore_handler()
+            self._restore_handler = None
         with contextlib.suppress(FileNotFoundError):
             self._socket_path.unlink()
 

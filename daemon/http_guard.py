@@ -1,0 +1,200 @@
+"""Guards for the API's listeners against hostile or broken senders.
+
+    accept() ──▶ gate: over the connection cap? ──▶ 503 + close, one warning per minute
+                        │ no
+                        ▼
+                 aiohttp RequestHandler (headers must arrive within header_timeout; the
+                 webhook reads its body within body_timeout) ──▶ routes
+
+- A connection cap below the open-file limit, so sockets can never take the descriptors SQLite,
+  the watchers and child commands need; connections over it get a 503 and are closed.
+- If descriptors still run out, asyncio's "socket.accept() out of system resource" (logged with a
+  traceback at every retry) becomes one warning line per minute; asyncio itself pauses accepting
+  for a second and retries, so the API serves again once connections close.
+- aiohttp logs a malformed request with a traceback whose message quotes the offending header
+  line — a mistyped ``Authorization`` header would put (part of) a token in the journal. Such
+  records become one line naming only the problem and the peer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import re
+import resource
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp.http_exceptions import HttpProcessingError
+
+__all__ = [
+    "FD_RESERVE",
+    "WARN_EVERY_SECONDS",
+    "ConnectionGate",
+    "RateLimitedWarning",
+    "connection_cap",
+    "install_accept_guard",
+    "server_logger",
+]
+
+log = logging.getLogger(__name__)
+
+FD_RESERVE = 128  # descriptors kept free of API connections: SQLite, watchers, commands, LLM
+MIN_CONNECTIONS = 8
+WARN_EVERY_SECONDS = 60.0
+_OUT_OF_RESOURCES = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+_REFUSAL = (
+    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\n"
+    b"Retry-After: 1\r\nConnection: close\r\nContent-Length: 42\r\n\r\n"
+    b"too many open connections; retry shortly\r\n"
+)
+_REASON_END = re.compile(r"[:'\"\n]")
+
+
+@dataclass
+class RateLimitedWarning:
+    """Logs a warning at most once per ``every`` seconds, counting the ones held back."""
+
+    every: float = WARN_EVERY_SECONDS
+    now: Callable[[], float] = time.monotonic
+    _last: float | None = field(default=None, init=False)
+    suppressed: int = field(default=0, init=False)
+
+    def __call__(self, msg: str, *args: object) -> bool:
+        """Log ``msg % args`` (plus how many were held back) if the last one is old enough."""
+        current = self.now()
+        if self._last is not None and current - self._last < self.every:
+            self.suppressed += 1
+            return False
+        held, self.suppressed, self._last = self.suppressed, 0, current
+        if held:
+            msg += " (%d more since the last warning)"
+            args = (*args, held)
+        log.warning(msg, *args)
+        return True
+
+
+def connection_cap(configured: int, soft_limit: int | None = None) -> int:
+    """``configured``, lowered to keep FD_RESERVE descriptors free under the open-file limit."""
+    if soft_limit is None:
+        soft_limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    if soft_limit == resource.RLIM_INFINITY:
+        return configured
+    allowed = max(soft_limit - FD_RESERVE, MIN_CONNECTIONS)
+    if configured > allowed:
+        log.warning(
+            "api.max_connections = %d but the open-file limit is %d: serving at most %d "
+            "connections at once (raise LimitNOFILE)",
+            configured,
+            soft_limit,
+            allowed,
+        )
+        return allowed
+    return configured
+
+
+class _Refused(asyncio.Protocol):
+    """A connection over the cap: a 503 and close, without reading the request."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.WriteTransport)
+        transport.write(_REFUSAL)
+        transport.close()
+
+
+class ConnectionGate:
+    """Wraps listeners' protocol factories so that at most ``limit`` connections are open."""
+
+    def __init__(self, limit: int, warn: RateLimitedWarning | None = None) -> None:
+        self.limit = limit
+        self.refused = 0
+        self._warn = warn or RateLimitedWarning()
+        self._counts: list[Callable[[], int]] = []
+
+    @property
+    def open(self) -> int:
+        return sum(count() for count in self._counts)
+
+    def wrap(
+        self, factory: Callable[[], asyncio.BaseProtocol], count: Callable[[], int]
+    ) -> Callable[[], asyncio.BaseProtocol]:
+        """A protocol factory for ``loop.create_server``; ``count`` says how many are open."""
+        self._counts.append(count)
+
+        def gated() -> asyncio.BaseProtocol:
+            if self.open < self.limit:
+                return factory()
+            self.refused += 1
+            self._warn(
+                "API: %d connections open (the cap, api.max_connections): refusing new ones "
+                "with 503 until some close",
+                self.limit,
+            )
+            return _Refused()
+
+        return gated
+
+
+def install_accept_guard(
+    loop: asyncio.AbstractEventLoop, warn: RateLimitedWarning | None = None
+) -> Callable[[], None]:
+    """Turn asyncio's per-retry accept() EMFILE traceback into one rate-limited line.
+
+    Returns a function that puts the previous exception handler back.
+    """
+    previous = loop.get_exception_handler()
+    say = warn or RateLimitedWarning()
+
+    def handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        exc = context.get("exception")
+        if (
+            isinstance(exc, OSError)
+            and exc.errno in _OUT_OF_RESOURCES
+            and "accept" in str(context.get("message", ""))
+        ):
+            soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+            say(
+                "API: out of file descriptors (%s, open-file limit %d): new connections wait "
+                "until some close; raise LimitNOFILE or lower api.max_connections",
+                errno.errorcode.get(exc.errno or 0, exc.errno),
+                soft,
+            )
+            return
+        if previous is not None:
+            previous(loop, context)
+        else:
+            loop.default_exception_handler(context)
+
+    loop.set_exception_handler(handler)
+    return lambda: loop.set_exception_handler(previous)
+
+
+class _MalformedRequestFilter(logging.Filter):
+    """Rewrites aiohttp's "Error handling request" records for malformed HTTP into one line."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._warn = RateLimitedWarning(every=10.0)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if not isinstance(exc, HttpProcessingError):
+            return True
+        reason = _REASON_END.split(str(exc.message), maxsplit=1)[0].strip()[:80] or "malformed"
+        peer = record.args[0] if isinstance(record.args, tuple) and record.args else "?"
+        # Never the record itself: its exception text quotes the offending header line.
+        self._warn("refused a malformed HTTP request from %s: %s", peer, reason)
+        return False
+
+
+_FILTER = _MalformedRequestFilter()
+
+
+def server_logger() -> logging.Logger:
+    """The logger for aiohttp's request handlers: malformed requests never show their bytes."""
+    logger = logging.getLogger("daemon.api.http")
+    logger.addFilter(_FILTER)  # a no-op when already there
+    return logger
