@@ -24,7 +24,7 @@ import logging
 import re
 import resource
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,6 +44,7 @@ log = logging.getLogger(__name__)
 
 FD_RESERVE = 128  # descriptors kept free of API connections: SQLite, watchers, commands, LLM
 MIN_CONNECTIONS = 8
+PENDING_SECONDS = 1.0  # a made protocol counts until its listener lists it, at most this long
 WARN_EVERY_SECONDS = 60.0
 _OUT_OF_RESOURCES = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 _REFUSAL = (
@@ -106,27 +107,46 @@ class _Refused(asyncio.Protocol):
 
 
 class ConnectionGate:
-    """Wraps listeners' protocol factories so that at most ``limit`` connections are open."""
+    """Wraps listeners' protocol factories so that at most ``limit`` connections are open.
+
+    A protocol made by the factory joins its listener's ``connections`` only a loop iteration
+    or two later (asyncio schedules connection_made), and a burst of accepts makes many in one
+    go; such handlers count as pending until they show up there or PENDING_SECONDS pass.
+    """
 
     def __init__(self, limit: int, warn: RateLimitedWarning | None = None) -> None:
         self.limit = limit
         self.refused = 0
         self._warn = warn or RateLimitedWarning()
-        self._counts: list[Callable[[], int]] = []
+        self._listeners: list[Callable[[], Collection[object]]] = []
+        self._pending: dict[object, float] = {}
 
     @property
     def open(self) -> int:
-        return sum(count() for count in self._counts)
+        live: set[object] = set()
+        for connections in self._listeners:
+            live.update(connections())
+        now = time.monotonic()
+        self._pending = {
+            handler: made
+            for handler, made in self._pending.items()
+            if handler not in live and now - made < PENDING_SECONDS
+        }
+        return len(live) + len(self._pending)
 
     def wrap(
-        self, factory: Callable[[], asyncio.BaseProtocol], count: Callable[[], int]
+        self,
+        factory: Callable[[], asyncio.BaseProtocol],
+        connections: Callable[[], Collection[object]],
     ) -> Callable[[], asyncio.BaseProtocol]:
-        """A protocol factory for ``loop.create_server``; ``count`` says how many are open."""
-        self._counts.append(count)
+        """A protocol factory for ``loop.create_server``; ``connections`` lists the open ones."""
+        self._listeners.append(connections)
 
         def gated() -> asyncio.BaseProtocol:
             if self.open < self.limit:
-                return factory()
+                handler = factory()
+                self._pending[handler] = time.monotonic()
+                return handler
             self.refused += 1
             self._warn(
                 "API: %d connections open (the cap, api.max_connections): refusing new ones "
