@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 
 RUNTIME_KEY: web.AppKey[Runtime] = web.AppKey("runtime")
 MAX_CHAT_BYTES = 64 * 1024
+LINGER_SECONDS = 1.0  # after an early answer (408, 413), drain the unread body this long at most
 
 
 def build_local_app(runtime: Runtime) -> web.Application:
@@ -107,6 +108,7 @@ class ApiServer:
             app,
             access_log=None,
             keepalive_timeout=self._runtime.settings.api.header_timeout_seconds,
+            lingering_time=LINGER_SECONDS,
             logger=server_logger(),
         )
         await runner.setup()

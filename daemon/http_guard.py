@@ -44,6 +44,8 @@ log = logging.getLogger(__name__)
 
 FD_RESERVE = 128  # descriptors kept free of API connections: SQLite, watchers, commands, LLM
 MIN_CONNECTIONS = 8
+REFUSAL_LINGER_SECONDS = 0.5  # a refused client's request is drained this long at most
+MAX_LINGERING = 64  # refusals drained at once; more are closed at once
 PENDING_SECONDS = 1.0  # a made protocol counts until its listener lists it, at most this long
 WARN_EVERY_SECONDS = 60.0
 _OUT_OF_RESOURCES = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
@@ -98,12 +100,40 @@ def connection_cap(configured: int, soft_limit: int | None = None) -> int:
 
 
 class _Refused(asyncio.Protocol):
-    """A connection over the cap: a 503 and close, without reading the request."""
+    """A connection over the cap: a 503, then close once the client is done sending.
+
+    Closing at once with the request unread would reset the connection and the client would
+    never see the 503; so the request is drained for up to REFUSAL_LINGER_SECONDS, for at most
+    MAX_LINGERING refusals at a time (beyond those, closed at once: a flood must not pile up).
+    """
+
+    lingering = 0
+
+    def __init__(self) -> None:
+        self._timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.WriteTransport)
+        assert isinstance(transport, asyncio.Transport)
         transport.write(_REFUSAL)
-        transport.close()
+        if _Refused.lingering >= MAX_LINGERING:
+            transport.close()
+            return
+        _Refused.lingering += 1
+        self._timer = asyncio.get_running_loop().call_later(REFUSAL_LINGER_SECONDS, transport.close)
+        self._transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        """The request we are refusing: read and dropped."""
+
+    def eof_received(self) -> bool:
+        self._transport.close()
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+            _Refused.lingering -= 1
 
 
 class ConnectionGate:
