@@ -7,6 +7,7 @@ per hour; every incident is still announced, and the skipped ones say why on the
 from __future__ import annotations
 
 import asyncio
+import json
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
@@ -136,6 +137,14 @@ async def test_a_flood_of_incidents_runs_few_investigations_and_announces_all(
             db,
         )
         await wait_until(lambda: findings(db) == 3, "the third investigation finished", db)
+        code, out, err = await daemon.cli("status", "--json")
+        assert code == 0, err
+        assert json.loads(out)["investigations"] == {
+            "running": 0,
+            "skipped_over_limits": 22,
+            "max_concurrent": 2,
+            "max_per_hour": 3,
+        }
     finally:
         await daemon.stop()
 
