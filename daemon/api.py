@@ -118,7 +118,7 @@ class ApiServer:
     def _factory(self, runner: web.AppRunner) -> Callable[[], asyncio.BaseProtocol]:
         server = runner.server
         assert server is not None
-        return self.gate.wrap(server, lambda: server.connections)
+        return self.gate.wrap(server, lambda: len(server.connections))
 
     async def stop(self) -> None:
         for listener in self._servers:

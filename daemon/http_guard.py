@@ -24,10 +24,11 @@ import logging
 import re
 import resource
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from aiohttp.base_protocol import BaseProtocol as _Handler
 from aiohttp.http_exceptions import HttpProcessingError
 
 __all__ = [
@@ -139,38 +140,31 @@ class _Refused(asyncio.Protocol):
 class ConnectionGate:
     """Wraps listeners' protocol factories so that at most ``limit`` connections are open.
 
-    A protocol made by the factory joins its listener's ``connections`` only a loop iteration
-    or two later (asyncio schedules connection_made), and a burst of accepts makes many in one
-    go; such handlers count as pending until they show up there or PENDING_SECONDS pass.
+    A protocol made by the factory is connected (and joins its listener's count) only a loop
+    iteration or two later, and a burst of accepts makes many in one go: until a handler is
+    connected it counts as pending, for at most PENDING_SECONDS.
     """
 
     def __init__(self, limit: int, warn: RateLimitedWarning | None = None) -> None:
         self.limit = limit
         self.refused = 0
         self._warn = warn or RateLimitedWarning()
-        self._listeners: list[Callable[[], Collection[object]]] = []
-        self._pending: dict[object, float] = {}
+        self._counts: list[Callable[[], int]] = []
+        self._pending: dict[_Handler, float] = {}
 
     @property
     def open(self) -> int:
-        live: set[object] = set()
-        for connections in self._listeners:
-            live.update(connections())
         now = time.monotonic()
-        self._pending = {
-            handler: made
-            for handler, made in self._pending.items()
-            if handler not in live and now - made < PENDING_SECONDS
-        }
-        return len(live) + len(self._pending)
+        for handler, made in list(self._pending.items()):
+            if handler.connected or now - made >= PENDING_SECONDS:
+                del self._pending[handler]
+        return sum(count() for count in self._counts) + len(self._pending)
 
     def wrap(
-        self,
-        factory: Callable[[], asyncio.BaseProtocol],
-        connections: Callable[[], Collection[object]],
+        self, factory: Callable[[], _Handler], count: Callable[[], int]
     ) -> Callable[[], asyncio.BaseProtocol]:
-        """A protocol factory for ``loop.create_server``; ``connections`` lists the open ones."""
-        self._listeners.append(connections)
+        """A protocol factory for ``loop.create_server``; ``count`` says how many are open."""
+        self._counts.append(count)
 
         def gated() -> asyncio.BaseProtocol:
             if self.open < self.limit:
