@@ -227,6 +227,8 @@ class _MalformedRequestFilter(logging.Filter):
         exc = record.exc_info[1] if record.exc_info else None
         if not isinstance(exc, HttpProcessingError):
             return True
+        if record.levelno < logging.WARNING:  # e.g. non-HTTP bytes on the port: debug noise
+            return False
         reason = _REASON_END.split(str(exc.message), maxsplit=1)[0].strip()[:80] or "malformed"
         peer = record.args[0] if isinstance(record.args, tuple) and record.args else "?"
         # Never the record itself: its exception text quotes the offending header line.
