@@ -21,13 +21,16 @@ WINDOW = timedelta(hours=1)
 
 
 class InvestigationLimiter:
-    """Admits investigations under ``incidents.max_concurrent_investigations`` and
-    ``incidents.max_investigations_per_hour``; both are read anew at each start (reload)."""
+    """Admits investigations under ``incidents.max_concurrent_investigations``,
+    ``max_investigations_per_hour`` and ``max_investigation_tokens_per_hour`` (tokens of the
+    investigations that ended in the last hour; counted in memory, so a restart forgets them).
+    The settings are read anew at each start (reload)."""
 
     def __init__(self, settings: Callable[[], IncidentSettings], clock: Clock) -> None:
         self._settings = settings
         self._clock = clock
         self._starts: deque[datetime] = deque()
+        self._spent: deque[tuple[datetime, int]] = deque()
         self.running = 0
         self.skipped = 0
 
@@ -37,6 +40,9 @@ class InvestigationLimiter:
         now = self._clock.now()
         while self._starts and now - self._starts[0] >= WINDOW:
             self._starts.popleft()
+        while self._spent and now - self._spent[0][0] >= WINDOW:
+            self._spent.popleft()
+        tokens = sum(spent for _, spent in self._spent)
         why = None
         if self.running >= settings.max_concurrent_investigations:
             why = (
@@ -49,12 +55,23 @@ class InvestigationLimiter:
                 f"{len(self._starts)} investigations started in the last hour, the limit "
                 f"(incidents.max_investigations_per_hour = {settings.max_investigations_per_hour})"
             )
+        elif tokens >= settings.max_investigation_tokens_per_hour:
+            why = (
+                f"investigations used {tokens:,} tokens in the last hour, the limit "
+                f"(incidents.max_investigation_tokens_per_hour = "
+                f"{settings.max_investigation_tokens_per_hour:,})"
+            )
         if why is not None:
             self.skipped += 1
             return why
         self._starts.append(now)
         self.running += 1
         return None
+
+    def spent(self, tokens: int) -> None:
+        """An investigation's agent run used ``tokens``."""
+        if tokens > 0:
+            self._spent.append((self._clock.now(), tokens))
 
     def finished(self) -> None:
         """An admitted investigation ended (however it ended)."""

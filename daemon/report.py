@@ -60,6 +60,7 @@ def _investigations(runtime: Runtime) -> dict[str, Any]:
         "skipped_over_limits": limiter.skipped,
         "max_concurrent": settings.max_concurrent_investigations,
         "max_per_hour": settings.max_investigations_per_hour,
+        "max_tokens_per_hour": settings.max_investigation_tokens_per_hour,
     }
 
 

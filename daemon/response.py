@@ -127,6 +127,7 @@ class IncidentResponder:
             return
         self.investigations += 1
         self.tokens += findings.tokens
+        self.limiter.spent(findings.tokens)
         if findings.status in ("budget", "error") or not findings.text.strip():
             await self._unavailable(incident_id, findings.text or f"status {findings.status}")
             return

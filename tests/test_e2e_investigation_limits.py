@@ -144,6 +144,7 @@ async def test_a_flood_of_incidents_runs_few_investigations_and_announces_all(
             "skipped_over_limits": 22,
             "max_concurrent": 2,
             "max_per_hour": 3,
+            "max_tokens_per_hour": 500_000,
         }
     finally:
         await daemon.stop()

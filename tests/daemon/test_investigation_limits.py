@@ -48,3 +48,23 @@ def test_a_reload_changes_the_limits_at_the_next_start() -> None:
     assert limits.try_start() is not None
     settings[0] = IncidentSettings(max_concurrent_investigations=2)
     assert limits.try_start() is None
+
+
+def test_tokens_used_in_the_last_hour_stop_new_starts() -> None:
+    clock = ManualClock()
+    limits, settings = limiter(clock, concurrent=10, per_hour=100)
+    settings[0] = IncidentSettings(
+        max_concurrent_investigations=10, max_investigation_tokens_per_hour=50_000
+    )
+    assert limits.try_start() is None
+    limits.spent(30_000)
+    limits.finished()
+    assert limits.try_start() is None  # 30,000 < 50,000
+    clock.advance(60)
+    limits.spent(25_000)
+    limits.finished()
+    why = limits.try_start()
+    assert why is not None and "55,000 tokens in the last hour" in why
+    assert "incidents.max_investigation_tokens_per_hour = 50,000" in why
+    clock.advance(3541)  # the first 30,000 are older than an hour
+    assert limits.try_start() is None
