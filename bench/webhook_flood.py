@@ -141,9 +141,14 @@ async def connection_flood(work: Path, connections: int, nofile: int) -> None:
     daemon = await start(work, "http://127.0.0.1:9/v1", nofile=nofile)
     port = daemon.port  # type: ignore[attr-defined]
     try:
-        conns: list[Any] = await asyncio.gather(
-            *(asyncio.open_connection("127.0.0.1", port) for _ in range(connections))
+        opened: list[Any] = await asyncio.gather(
+            *(
+                asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), 10)
+                for _ in range(connections)
+            ),
+            return_exceptions=True,
         )
+        conns = [conn for conn in opened if not isinstance(conn, BaseException)]
         reads = [asyncio.ensure_future(reader.read(12)) for reader, _ in conns]
         _, pending = await asyncio.wait(reads, timeout=5)
         refused = sum(1 for r in reads if r.done() and r.result().startswith(b"HTTP/1.1 503"))
@@ -166,7 +171,10 @@ async def connection_flood(work: Path, connections: int, nofile: int) -> None:
         await daemon.stop()
     log = await daemon.output()
     print(f"connection flood: {connections} at once, daemon RLIMIT_NOFILE {nofile}")
-    print(f"  refused with 503: {refused}, held: {connections - refused}")
+    print(
+        f"  connect failed: {connections - len(conns)}, refused with 503: {refused}, "
+        f"held: {len(conns) - refused}"
+    )
     print(f"  /healthz 200 again {back * 1000:.0f} ms after they closed")
     print(
         f"  log: {log.count('refusing new ones')} cap warning(s), "
