@@ -173,7 +173,7 @@ async def connection_flood(work: Path, connections: int, nofile: int) -> None:
     print(f"connection flood: {connections} at once, daemon RLIMIT_NOFILE {nofile}")
     print(
         f"  connect failed: {connections - len(conns)}, refused with 503: {refused}, "
-        f"held: {len(conns) - refused}"
+        f"held or still queued: {len(conns) - refused}"
     )
     print(f"  /healthz 200 again {back * 1000:.0f} ms after they closed")
     print(
