@@ -19,7 +19,13 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from daemon.approvals import ApprovalRequest
 from daemon.chat import DrainingError
-from daemon.http_guard import ConnectionGate, connection_cap, install_accept_guard, server_logger
+from daemon.http_guard import (
+    ConnectionGate,
+    QuietRequestHandler,
+    connection_cap,
+    install_accept_guard,
+    server_logger,
+)
 from daemon.task_commands import SCHEDULER_OFF, TASK_WORDS, TaskConflict, TaskRejected
 
 if TYPE_CHECKING:
@@ -104,21 +110,28 @@ class ApiServer:
             log.info("health and metrics on http://%s:%d", api.tcp_host, api.tcp_port)
 
     async def _runner(self, app: web.Application) -> web.AppRunner:
-        runner = web.AppRunner(
-            app,
-            access_log=None,
-            keepalive_timeout=self._runtime.settings.api.header_timeout_seconds,
-            lingering_time=LINGER_SECONDS,
-            logger=server_logger(),
-        )
+        runner = web.AppRunner(app, **self._handler_args())
         await runner.setup()
         self._runners.append(runner)
         return runner
 
+    def _handler_args(self) -> dict[str, Any]:
+        return {
+            "access_log": None,
+            "keepalive_timeout": self._runtime.settings.api.header_timeout_seconds,
+            "lingering_time": LINGER_SECONDS,
+            "logger": server_logger(),
+        }
+
     def _factory(self, runner: web.AppRunner) -> Callable[[], asyncio.BaseProtocol]:
         server = runner.server
         assert server is not None
-        return self.gate.wrap(server, lambda: len(server.connections))
+        loop, args = asyncio.get_running_loop(), self._handler_args()
+
+        def handler() -> web.RequestHandler:
+            return QuietRequestHandler(server, loop=loop, **args)
+
+        return self.gate.wrap(handler, lambda: len(server.connections))
 
     async def stop(self) -> None:
         for listener in self._servers:

@@ -28,6 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from aiohttp import web
 from aiohttp.base_protocol import BaseProtocol as _Handler
 from aiohttp.http_exceptions import HttpProcessingError
 
@@ -35,9 +36,11 @@ __all__ = [
     "FD_RESERVE",
     "WARN_EVERY_SECONDS",
     "ConnectionGate",
+    "QuietRequestHandler",
     "RateLimitedWarning",
     "connection_cap",
     "install_accept_guard",
+    "malformed_reason",
     "server_logger",
 ]
 
@@ -216,6 +219,28 @@ def install_accept_guard(
     return lambda: loop.set_exception_handler(previous)
 
 
+def malformed_reason(exc: HttpProcessingError) -> str:
+    """What is wrong with a malformed request, without the request's bytes (they may be a
+    token): aiohttp's message quotes the offending line after the first colon or quote."""
+    return _REASON_END.split(str(exc.message), maxsplit=1)[0].strip()[:80] or "malformed request"
+
+
+class QuietRequestHandler(web.RequestHandler):
+    """aiohttp's request handler, whose 400 for a malformed request names the problem but does
+    not echo the offending line back (a sender that logs our answer would log its own token)."""
+
+    def handle_error(
+        self,
+        request: web.BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        if isinstance(exc, HttpProcessingError):
+            message = f"{status} {malformed_reason(exc)}\n"
+        return super().handle_error(request, status, exc, message)
+
+
 class _MalformedRequestFilter(logging.Filter):
     """Rewrites aiohttp's "Error handling request" records for malformed HTTP into one line."""
 
@@ -229,7 +254,7 @@ class _MalformedRequestFilter(logging.Filter):
             return True
         if record.levelno < logging.WARNING:  # e.g. non-HTTP bytes on the port: debug noise
             return False
-        reason = _REASON_END.split(str(exc.message), maxsplit=1)[0].strip()[:80] or "malformed"
+        reason = malformed_reason(exc)
         peer = record.args[0] if isinstance(record.args, tuple) and record.args else "?"
         # Never the record itself: its exception text quotes the offending header line.
         self._warn("refused a malformed HTTP request from %s: %s", peer, reason)
