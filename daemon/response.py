@@ -159,14 +159,20 @@ class IncidentResponder:
         )
 
     async def _skipped(self, incident_id: int, why: str) -> None:
-        """Over an investigation limit: note it on the incident; tell people at most hourly."""
-        log.warning("incident #%d: investigation skipped: %s", incident_id, why)
+        """Over an investigation limit: note it on the incident; tell people (and the log) at
+        most hourly, so a flood of incidents is not a flood of messages."""
         await self._incidents.note(incident_id, "not investigated", f"investigation skipped: {why}")
         now = self._clock.now()
         last = self._last_skipped
         if last is not None and now - last < UNAVAILABLE_NOTICE_EVERY:
+            log.debug("incident #%d: investigation skipped: %s", incident_id, why)
             return
         self._last_skipped = now
+        log.warning(
+            "incident #%d: investigation skipped: %s (later ones this hour: on their timelines)",
+            incident_id,
+            why,
+        )
         await self._manager.post(
             incident_id,
             f"Incident #{incident_id}: investigation skipped ({why}). The notification above "
