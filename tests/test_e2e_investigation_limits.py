@@ -161,4 +161,6 @@ async def test_a_flood_of_incidents_runs_few_investigations_and_announces_all(
         if "investigation skipped" in text
     ]
     assert len(notice) == 1  # one chat notice per hour, not one per skipped incident
+    log = await daemon.output()
+    assert sum("investigation skipped" in line for line in log.splitlines()) == 1, log
     assert "max_concurrent_investigations" in notice[0] and "incidents show" in notice[0]
