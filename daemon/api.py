@@ -331,8 +331,12 @@ def _ndjson_writer(response: web.StreamResponse) -> Callable[[dict[str, Any]], A
 
 
 async def _json_body(request: web.Request) -> dict[str, Any]:
+    limit = _runtime(request).settings.api.body_timeout_seconds
     try:
-        body = await request.json()
+        async with asyncio.timeout(limit):
+            body = await request.json()
+    except TimeoutError:
+        raise web.HTTPRequestTimeout(text=f"body not received within {limit:g} s") from None
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise web.HTTPBadRequest(text="body is not valid JSON") from None
     if not isinstance(body, dict):

@@ -171,6 +171,13 @@ async def test_connections_that_never_finish_headers_or_body_are_closed(start: S
     status, body = status_and_body(await exchange(port, full[: len(full) - 4900]))
     assert status == 408 and "body not received within 0.5 s" in body
 
+    # the CLI's unix socket too: a local client that stalls mid-body does not hold a handler
+    reader, writer = await asyncio.open_unix_connection(daemon.state_dir / "nightshift.sock")
+    writer.write(b'POST /v1/command HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{"te')
+    status, body = status_and_body(await asyncio.wait_for(reader.read(), GUARD))
+    writer.close()
+    assert status == 408 and "body not received within 0.5 s" in body
+
     assert await healthz(port) == 200
 
 
