@@ -27,6 +27,7 @@ from daemon.http_guard import (
     server_logger,
 )
 from daemon.task_commands import SCHEDULER_OFF, TASK_WORDS, TaskConflict, TaskRejected
+from daemon.webhooks import BODY_TIMEOUT_SECONDS
 
 if TYPE_CHECKING:
     from daemon.runtime import Runtime
@@ -34,14 +35,19 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 RUNTIME_KEY: web.AppKey[Runtime] = web.AppKey("runtime")
+BODY_TIMEOUT_KEY: web.AppKey[float] = web.AppKey("body_timeout", float)
 MAX_CHAT_BYTES = 64 * 1024
 LINGER_SECONDS = 1.0  # after an early answer (408, 413), drain the unread body this long at most
 
 
-def build_local_app(runtime: Runtime) -> web.Application:
-    """Everything the CLI needs; served only on the owner-only unix socket."""
+def build_local_app(
+    runtime: Runtime, *, body_timeout: float = BODY_TIMEOUT_SECONDS
+) -> web.Application:
+    """Everything the CLI needs; served only on the owner-only unix socket. A JSON body not
+    received within ``body_timeout`` seconds is answered 408."""
     app = web.Application(client_max_size=MAX_CHAT_BYTES * 2)
     app[RUNTIME_KEY] = runtime
+    app[BODY_TIMEOUT_KEY] = body_timeout
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics_endpoint)
     app.router.add_get("/v1/status", status)
@@ -90,7 +96,11 @@ class ApiServer:
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         self._restore_handler = install_accept_guard(loop)
-        local = await self._runner(build_local_app(self._runtime))
+        local = await self._runner(
+            build_local_app(
+                self._runtime, body_timeout=self._runtime.settings.api.body_timeout_seconds
+            )
+        )
         with contextlib.suppress(FileNotFoundError):
             self._socket_path.unlink()  # stale from a crash; the state-dir lock proves it is ours
         old_umask = os.umask(0o177)
@@ -331,7 +341,7 @@ def _ndjson_writer(response: web.StreamResponse) -> Callable[[dict[str, Any]], A
 
 
 async def _json_body(request: web.Request) -> dict[str, Any]:
-    limit = _runtime(request).settings.api.body_timeout_seconds
+    limit = request.app[BODY_TIMEOUT_KEY]
     try:
         async with asyncio.timeout(limit):
             body = await request.json()
