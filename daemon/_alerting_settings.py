@@ -220,6 +220,11 @@ class IncidentSettings(Section):
     repeat_interval_seconds: float = Field(default=4 * 3600.0, gt=0, le=30 * 86400)
     send_resolved: bool = True
     investigate: list[Severity] = Field(default_factory=lambda: ["warning", "critical"])  # type: ignore[arg-type]
+    # A flood of incidents must not spend the day's tokens: beyond these, incidents are
+    # announced rule-only with a note that the investigation was skipped.
+    max_concurrent_investigations: int = Field(default=3, ge=1, le=100)
+    max_investigations_per_hour: int = Field(default=20, ge=1, le=10_000)
+    max_investigation_tokens_per_hour: int = Field(default=500_000, ge=1_000, le=10**9)
     runbooks_dir: Path | None = None  # markdown runbooks; default: <state dir>/runbooks
     postmortems: bool = True
     inhibit: list[InhibitSettings] = Field(default_factory=list)

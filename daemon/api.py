@@ -22,8 +22,16 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from daemon.approvals import ApprovalRequest
 from daemon.chat import DrainingError
 from daemon.errors import ConfigError
+from daemon.http_guard import (
+    ConnectionGate,
+    QuietRequestHandler,
+    connection_cap,
+    install_accept_guard,
+    server_logger,
+)
 from daemon.redact import redact_data
 from daemon.task_commands import SCHEDULER_OFF, TASK_WORDS, TaskConflict, TaskRejected
+from daemon.webhooks import BODY_TIMEOUT_SECONDS
 
 if TYPE_CHECKING:
     from daemon.runtime import Runtime
@@ -31,13 +39,19 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 RUNTIME_KEY: web.AppKey[Runtime] = web.AppKey("runtime")
+BODY_TIMEOUT_KEY: web.AppKey[float] = web.AppKey("body_timeout", float)
 MAX_CHAT_BYTES = 64 * 1024
+LINGER_SECONDS = 1.0  # after an early answer (408, 413), drain the unread body this long at most
 
 
-def build_local_app(runtime: Runtime) -> web.Application:
-    """Everything the CLI needs; served only on the owner-only unix socket."""
+def build_local_app(
+    runtime: Runtime, *, body_timeout: float = BODY_TIMEOUT_SECONDS
+) -> web.Application:
+    """Everything the CLI needs; served only on the owner-only unix socket. A JSON body not
+    received within ``body_timeout`` seconds is answered 408."""
     app = web.Application(client_max_size=MAX_CHAT_BYTES * 2)
     app[RUNTIME_KEY] = runtime
+    app[BODY_TIMEOUT_KEY] = body_timeout
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics_endpoint)
     app.router.add_get("/v1/status", status)
@@ -64,6 +78,7 @@ def build_probe_app(runtime: Runtime) -> web.Application:
         alertmanager_routes(
             runtime.incident_manager,
             token.get_secret_value() if token else None,
+            body_timeout=runtime.settings.api.body_timeout_seconds,
             clock=runtime.clock,
             stats=runtime.webhook_stats,
         )
@@ -72,23 +87,32 @@ def build_probe_app(runtime: Runtime) -> web.Application:
 
 
 class ApiServer:
-    """Starts and stops the listeners."""
+    """Starts and stops the listeners, behind the guards of daemon.http_guard."""
 
     def __init__(self, runtime: Runtime, socket_path: Path) -> None:
         self._runtime = runtime
         self._socket_path = socket_path
         self._runners: list[web.AppRunner] = []
         self._socket_id: tuple[int, int] | None = None  # (st_dev, st_ino) of the socket we made
+        self._servers: list[asyncio.AbstractServer] = []
+        self._restore_handler: Callable[[], None] | None = None
+        self.gate = ConnectionGate(connection_cap(runtime.settings.api.max_connections))
 
     async def start(self) -> None:
         """Listen, or raise ConfigError naming the api key that stops us (path, host, port)."""
-        runner = web.AppRunner(build_local_app(self._runtime), access_log=None)
-        await runner.setup()
-        self._runners.append(runner)
+        loop = asyncio.get_running_loop()
+        self._restore_handler = install_accept_guard(loop)
+        local = await self._runner(
+            build_local_app(
+                self._runtime, body_timeout=self._runtime.settings.api.body_timeout_seconds
+            )
+        )
         await remove_stale_socket(self._socket_path)
         old_umask = os.umask(0o177)
         try:
-            await web.UnixSite(runner, str(self._socket_path)).start()
+            self._servers.append(
+                await loop.create_unix_server(self._factory(local), str(self._socket_path))
+            )
         except OSError as exc:
             raise ConfigError(
                 f"api.socket: cannot listen on {self._socket_path}: {exc.strerror or exc}; "
@@ -101,19 +125,51 @@ class ApiServer:
         self._socket_id = (made.st_dev, made.st_ino)
         api = self._runtime.settings.api
         if api.tcp_port:
-            probe = web.AppRunner(build_probe_app(self._runtime), access_log=None)
-            await probe.setup()
-            self._runners.append(probe)
+            probe = await self._runner(build_probe_app(self._runtime))
             try:
-                await web.TCPSite(probe, api.tcp_host, api.tcp_port).start()
+                self._servers.append(
+                    await loop.create_server(self._factory(probe), api.tcp_host, api.tcp_port)
+                )
             except OSError as exc:
                 raise _listen_error(api.tcp_host, api.tcp_port, exc) from None
             log.info("health and metrics on http://%s:%d", api.tcp_host, api.tcp_port)
 
+    async def _runner(self, app: web.Application) -> web.AppRunner:
+        runner = web.AppRunner(app, **self._handler_args())
+        await runner.setup()
+        self._runners.append(runner)
+        return runner
+
+    def _handler_args(self) -> dict[str, Any]:
+        return {
+            "access_log": None,
+            "keepalive_timeout": self._runtime.settings.api.header_timeout_seconds,
+            "lingering_time": LINGER_SECONDS,
+            "logger": server_logger(),
+        }
+
+    def _factory(self, runner: web.AppRunner) -> Callable[[], asyncio.BaseProtocol]:
+        server = runner.server
+        assert server is not None
+        loop, args = asyncio.get_running_loop(), self._handler_args()
+
+        def handler() -> web.RequestHandler:
+            return QuietRequestHandler(server, loop=loop, **args)
+
+        return self.gate.wrap(handler, lambda: len(server.connections))
+
     async def stop(self) -> None:
+        for listener in self._servers:
+            listener.close()
         for runner in reversed(self._runners):
             await runner.cleanup()
         self._runners.clear()
+        for listener in self._servers:
+            await listener.wait_closed()
+        self._servers.clear()
+        if self._restore_handler is not None:
+            self._restore_handler()
+            self._restore_handler = None
         try:  # only the socket this server made: never a file someone put there since
             now = os.lstat(self._socket_path)
         except OSError:
@@ -376,8 +432,12 @@ def _ndjson_writer(response: web.StreamResponse) -> Callable[[dict[str, Any]], A
 
 
 async def _json_body(request: web.Request) -> dict[str, Any]:
+    limit = request.app[BODY_TIMEOUT_KEY]
     try:
-        body = await request.json()
+        async with asyncio.timeout(limit):
+            body = await request.json()
+    except TimeoutError:
+        raise web.HTTPRequestTimeout(text=f"body not received within {limit:g} s") from None
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise web.HTTPBadRequest(text="body is not valid JSON") from None
     if not isinstance(body, dict):

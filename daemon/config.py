@@ -193,6 +193,12 @@ class ApiSettings(Section):
     tcp_host: str = "127.0.0.1"
     tcp_port: int | None = Field(default=None, ge=1, le=65535)
     webhook_token: SecretStr | None = None
+    # Hostile or broken senders: a request's headers must arrive within header_timeout_seconds
+    # (also the idle keep-alive limit), the webhook's body within body_timeout_seconds; at most
+    # max_connections at once (lowered to stay under the open-file limit), the rest get a 503.
+    header_timeout_seconds: float = Field(default=10.0, gt=0, le=3600)
+    body_timeout_seconds: float = Field(default=10.0, gt=0, le=3600)
+    max_connections: int = Field(default=256, ge=1, le=65536)
 
     _socket = field_validator("socket")(lambda cls, value: check_file_name(value))
 

@@ -9,8 +9,8 @@ whether it runs (approval or allowlist).
 from __future__ import annotations
 
 import json
-import re
 import logging
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any

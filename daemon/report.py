@@ -48,7 +48,20 @@ async def status(runtime: Runtime) -> dict[str, Any]:
         "alerting": runtime.alerting.summary(),
         "incidents_open": len(await runtime.incidents.listing(state="open", limit=1000)),
         "webhook": _webhook_state(runtime),
+        "investigations": _investigations(runtime),
+        "api_connections_refused": runtime.api.gate.refused,
         "tasks": await _tasks_summary(runtime),
+    }
+
+
+def _investigations(runtime: Runtime) -> dict[str, Any]:
+    limiter, settings = runtime.responder.limiter, runtime.settings.incidents
+    return {
+        "running": limiter.running,
+        "skipped_over_limits": limiter.skipped,
+        "max_concurrent": settings.max_concurrent_investigations,
+        "max_per_hour": settings.max_investigations_per_hour,
+        "max_tokens_per_hour": settings.max_investigation_tokens_per_hour,
     }
 
 

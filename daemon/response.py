@@ -18,11 +18,12 @@ from daemon.clock import Clock
 from daemon.errors import AgentDisabledError, BudgetExhaustedError, LlmUnavailableError
 from daemon.incidents import IncidentManager
 from daemon.investigation import InvestigationServices, investigate
+from daemon.investigation_limits import InvestigationLimiter
 from daemon.postmortem import write_postmortem
 from daemon.remediation import Remediator
 from memory.conversations import ConversationRepo
 from memory.facts import Fact, FactRepo
-from memory.incidents import IncidentRepo
+from memory.incidents import Incident, IncidentRepo
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +57,8 @@ class IncidentResponder:
         self._clock = clock
         self._tasks: set[asyncio.Task[None]] = set()
         self._last_unavailable: datetime | None = None
+        self._last_skipped: datetime | None = None
+        self.limiter = InvestigationLimiter(settings, clock)
         self.investigations = 0
         self.tokens = 0
 
@@ -88,6 +91,17 @@ class IncidentResponder:
         if self._agent is None or not self._agent.enabled:  # rule-only by configuration
             await self._incidents.note(incident_id, "not investigated", "the agent is off")
             return
+        why = self.limiter.try_start()
+        if why is not None:
+            await self._skipped(incident_id, why)
+            return
+        try:
+            await self._run_investigation(incident_id, incident)
+        finally:
+            self.limiter.finished()
+
+    async def _run_investigation(self, incident_id: int, incident: Incident) -> None:
+        assert self._agent is not None
         alerts = await self._incidents.alerts(incident_id)
         runbook = next(
             (rb for a in alerts if (rb := self._manager.runbooks.find(a.labels, a.annotations))),
@@ -113,6 +127,7 @@ class IncidentResponder:
             return
         self.investigations += 1
         self.tokens += findings.tokens
+        self.limiter.spent(findings.tokens)
         if findings.status in ("budget", "error", "timeout") or not findings.text.strip():
             await self._unavailable(incident_id, findings.text or f"status {findings.status}")
             return
@@ -140,6 +155,29 @@ class IncidentResponder:
             incident_id,
             f"Incident #{incident_id}: no AI investigation ({why}). The notification above has "
             "the alert facts and runbook; I will keep notifying and resolving by rule.",
+            "findings",
+        )
+
+    async def _skipped(self, incident_id: int, why: str) -> None:
+        """Over an investigation limit: note it on the incident; tell people (and the log) at
+        most hourly, so a flood of incidents is not a flood of messages."""
+        await self._incidents.note(incident_id, "not investigated", f"investigation skipped: {why}")
+        now = self._clock.now()
+        last = self._last_skipped
+        if last is not None and now - last < UNAVAILABLE_NOTICE_EVERY:
+            log.debug("incident #%d: investigation skipped: %s", incident_id, why)
+            return
+        self._last_skipped = now
+        log.warning(
+            "incident #%d: investigation skipped: %s (later ones this hour: on their timelines)",
+            incident_id,
+            why,
+        )
+        await self._manager.post(
+            incident_id,
+            f"Incident #{incident_id}: investigation skipped ({why}). The notification above "
+            "has the alert facts and runbook; further incidents over the limit are noted on "
+            "their timelines (`incidents show N`) and handled by rule.",
             "findings",
         )
 

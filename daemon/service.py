@@ -76,6 +76,9 @@ RestartPreventExitStatus=78
 # default 20 s) and stops its commands; whatever is left is killed after TimeoutStopSec.
 KillMode=mixed
 TimeoutStopSec=45
+# Room for API connections (capped at api.max_connections, kept well below this), SQLite,
+# watchers and child commands; past the limit the API refuses new connections with a 503.
+LimitNOFILE=65536
 
 User=__USER__
 Group=__USER__

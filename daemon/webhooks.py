@@ -8,13 +8,17 @@ resolved. Nothing is deduplicated or dropped here; the incident layer tracks by 
 
 Answers: 200 once the intake has committed the events; 503 when no token is configured (the route
 never accepts unauthenticated alerts) or the intake failed (Alertmanager retries 5xx); 401 for a
-missing or wrong token; 413 over the size limit; 400 with ``{"error": ...}`` naming what is wrong
-with the payload. Alertmanager does not retry a 4xx within one send, but sends the unacknowledged
-group again at each group_interval tick (seen with 0.25).
+missing or wrong token; 413 over the size limit; 408 when the body does not arrive within the read
+timeout; 400 with ``{"error": ...}`` naming what is wrong with the payload — including text that
+is not valid Unicode (a lone surrogate such as ``"\\ud800"``), which could never be stored and so
+must not be answered with a 5xx that Alertmanager would retry forever. Alertmanager does not retry
+a 4xx within one send, but sends the unacknowledged group again at each group_interval tick
+(seen with 0.25).
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import logging
@@ -30,6 +34,7 @@ from daemon.alerts import AlertEvent, AlertStatus, fingerprint
 from daemon.clock import Clock
 
 __all__ = [
+    "BODY_TIMEOUT_SECONDS",
     "PATH",
     "AlertIntake",
     "PayloadError",
@@ -44,6 +49,7 @@ log = logging.getLogger(__name__)
 
 PATH = "/v1/webhooks/alertmanager"
 MAX_BYTES = 1_048_576
+BODY_TIMEOUT_SECONDS = 10.0  # a sender that trickles its body is cut off (slowloris)
 DISABLED = "webhook disabled: set api.webhook_token"
 _CHUNK = 64 * 1024
 _GO_ZERO_TIME = datetime(1, 1, 1, tzinfo=UTC)  # Go's time.Time{}: "no end" on a firing alert
@@ -127,8 +133,14 @@ def parse_alertmanager(payload: bytes, *, now: datetime) -> list[AlertEvent]:
     """Validate a webhook payload (version "4") and map each alert to an AlertEvent."""
     try:
         body = json.loads(payload)
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-        raise PayloadError("body", f"not valid JSON ({exc})") from None
+    except UnicodeDecodeError as exc:
+        raise PayloadError(
+            "body",
+            f"not valid UTF-8: byte 0x{exc.object[exc.start]:02x} at offset {exc.start}; "
+            "send the JSON as UTF-8",
+        ) from None
+    except (ValueError, RecursionError) as exc:  # bad JSON, a 5,000-digit number, deep nesting
+        raise PayloadError("body", f"not valid JSON ({_clip(str(exc))})") from None
     if not isinstance(body, dict):
         raise PayloadError("body", f"expected a JSON object, got {_kind(body)}")
     if "version" not in body:
@@ -167,6 +179,8 @@ def _event(alert: object, where: str, now: datetime) -> AlertEvent:
         raise PayloadError(
             f"{where}.fingerprint", f"expected a string, got {_kind(am_fingerprint)}"
         )
+    if am_fingerprint is not None:
+        _check_text(am_fingerprint, f"{where}.fingerprint", "the fingerprint")
     key = am_fingerprint or fingerprint(labels)
     out = dict(labels)
     original = labels.get("severity")
@@ -195,9 +209,32 @@ def _strings(alert: Mapping[str, Any], key: str, where: str, *, required: bool) 
     if not isinstance(value, dict):
         raise PayloadError(f"{where}.{key}", f"expected an object of strings, got {_kind(value)}")
     for name, item in value.items():
+        _check_text(name, f"{where}.{key}", "a label name")
         if not isinstance(item, str):
-            raise PayloadError(f"{where}.{key}.{name}", f"expected a string, got {_kind(item)}")
+            raise PayloadError(
+                f"{where}.{key}.{_clip(name)}", f"expected a string, got {_kind(item)}"
+            )
+        _check_text(item, f"{where}.{key}.{_clip(name)}", "the value")
     return dict(value)
+
+
+def _check_text(text: str, where: str, what: str) -> None:
+    """Refuse text that cannot be stored as UTF-8 (a lone UTF-16 surrogate from a JSON escape)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        bad = text[exc.start]
+        raise PayloadError(
+            where,
+            f"{what} is not valid Unicode: lone surrogate \\u{ord(bad):04x} at character "
+            f"{exc.start}; send UTF-8 text (escape pairs must be complete)",
+        ) from None
+
+
+def _clip(text: str, limit: int = 60) -> str:
+    """Text short enough for an error message, with anything unprintable escaped."""
+    shown = ascii(text)[1:-1]
+    return shown if len(shown) <= limit else shown[: limit - 3] + "..."
 
 
 def _time(alert: Mapping[str, Any], key: str, where: str, *, required: bool) -> datetime | None:
@@ -232,13 +269,15 @@ def alertmanager_routes(
     token: str | None,
     *,
     max_bytes: int = MAX_BYTES,
+    body_timeout: float = BODY_TIMEOUT_SECONDS,
     clock: Clock,
     stats: WebhookStats | None = None,
 ) -> list[web.RouteDef]:
     """The route ``POST /v1/webhooks/alertmanager``, for a TCP-facing aiohttp application.
 
     ``token`` is the bearer token Alertmanager sends (``http_config.authorization``); None
-    disables the route (503). ``stats`` (optional) is updated per request.
+    disables the route (503). A body not received within ``body_timeout`` seconds is answered
+    408. ``stats`` (optional) is updated per request.
     """
     counts = stats if stats is not None else WebhookStats()
     expected = token.encode() if token else None
@@ -256,7 +295,17 @@ def alertmanager_routes(
             if denied != "no bearer token":
                 challenge += ', error="invalid_token"'
             return _error(401, denied, headers={"WWW-Authenticate": challenge})
-        body = await _read_limited(request, max_bytes)
+        try:
+            async with asyncio.timeout(body_timeout):
+                body = await _read_limited(request, max_bytes)
+        except TimeoutError:
+            counts.rejected += 1
+            log.warning(
+                "alertmanager webhook from %s refused: body not received within %gs",
+                request.remote,
+                body_timeout,
+            )
+            return _error(408, f"body not received within {body_timeout:g} s", close=True)
         if body is None:
             counts.rejected += 1
             log.warning(
@@ -307,5 +356,10 @@ async def _read_limited(request: web.Request, max_bytes: int) -> bytes | None:
     return b"".join(chunks)
 
 
-def _error(status: int, message: str, headers: Mapping[str, str] | None = None) -> web.Response:
-    return web.json_response({"error": message}, status=status, headers=headers)
+def _error(
+    status: int, message: str, headers: Mapping[str, str] | None = None, *, close: bool = False
+) -> web.Response:
+    response = web.json_response({"error": message}, status=status, headers=headers)
+    if close:  # the rest of the body may never come: do not wait for it to reuse the connection
+        response.force_close()
+    return response

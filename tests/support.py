@@ -76,6 +76,7 @@ class DaemonProcess:
     env: dict[str, str] = field(default_factory=dict)
     process: asyncio.subprocess.Process | None = None
     notifications: Notifications | None = None
+    nofile: int | None = None  # the daemon's soft RLIMIT_NOFILE, e.g. to run it out of fds
 
     async def start(self, *, wait_ready: bool = True) -> None:
         self.notifications = Notifications(self.state_dir.parent / "notify.sock")
@@ -97,6 +98,7 @@ class DaemonProcess:
             env=env,
             stdout=self._log,
             stderr=asyncio.subprocess.STDOUT,
+            preexec_fn=None if self.nofile is None else self._lower_nofile,
         )
         if wait_ready:
             try:
@@ -105,6 +107,13 @@ class DaemonProcess:
                 await self.stop()
                 output = await self.output()
                 raise AssertionError(f"daemon never became ready; output:\n{output}") from None
+
+    def _lower_nofile(self) -> None:
+        import resource
+
+        assert self.nofile is not None
+        hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+        resource.setrlimit(resource.RLIMIT_NOFILE, (self.nofile, hard))
 
     async def cli(
         self, *args: str, timeout: float = 60.0, stdin: bytes | None = None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import json
 import logging
@@ -203,6 +204,21 @@ BAD_ALERTS: list[tuple[dict[str, Any], str]] = [
     (_with(endsAt="2026-11-22T11:58:01.1234567890Z"), "alerts[1].endsAt: not an RFC 3339 time"),
     (_with(endsAt="0001-01-01T00:00:00+01:00"), "alerts[1].endsAt: out of range"),
     (_with(fingerprint=12), "alerts[1].fingerprint: expected a string, got number"),
+    # JSON "\ud800" decodes to a lone surrogate, which SQLite cannot store: a 400, never a 503
+    (
+        _with(labels={"alertname": "X", "instance": "db\ud800"}),
+        "alerts[1].labels.instance: the value is not valid Unicode: lone surrogate \\ud800 at "
+        "character 2",
+    ),
+    (
+        _with(labels={"alertname": "X", "in\udfffst": "db1"}),
+        "alerts[1].labels: a label name is not valid Unicode: lone surrogate \\udfff",
+    ),
+    (
+        _with(annotations={"summary": "\udc80"}),
+        "alerts[1].annotations.summary: the value is not valid Unicode",
+    ),
+    (_with(fingerprint="ab\ud83d"), "alerts[1].fingerprint: the fingerprint is not valid Unicode"),
 ]
 
 
@@ -217,6 +233,12 @@ def test_each_bad_alert_is_rejected_naming_where(alert: dict[str, Any], message:
 BAD_BODIES: list[tuple[bytes, str]] = [
     (b"{not json", "body: not valid JSON"),
     (b"\xff\xfe", "body: not valid JSON"),
+    (
+        encode(payload(FIRING)).replace(b"db1", b"db\xff"),
+        "body: not valid UTF-8: byte 0xff at offset",
+    ),
+    (b'{"version": ' + b"9" * 5000 + b"}", "body: not valid JSON (Exceeds the limit"),
+    (b"[" * 100_000 + b"]" * 100_000, "body: not valid JSON"),
     (b"[]", "body: expected a JSON object, got list"),
     (encode({k: v for k, v in payload().items() if k != "version"}), "version: missing"),
     (encode(payload(version="3")), 'version: expected "4", got "3"'),
@@ -385,6 +407,26 @@ async def test_invalid_payload_is_400_naming_the_alert(receiver: Receiver) -> No
     assert await response.json() == {"error": "alerts[3].labels: missing alertname"}
     assert receiver.intake.batches == []
     assert receiver.stats.rejected == 1
+
+
+async def test_a_body_that_never_arrives_is_408_after_the_read_timeout() -> None:
+    app = web.Application()
+    app.add_routes(
+        alertmanager_routes(RecordingIntake(), TOKEN, body_timeout=0.2, clock=ManualClock(NOW))
+    )
+    async with TestServer(app, host="127.0.0.1") as server:
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        writer.write(
+            f"POST {PATH} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n"
+            "Content-Length: 1000\r\n\r\n{".encode()
+        )
+        answer = b""
+        async with asyncio.timeout(30):
+            while not answer.endswith(b"}"):
+                answer += await reader.read(1024)
+        writer.close()
+    assert answer.startswith(b"HTTP/1.1 408")
+    assert b'{"error": "body not received within 0.2 s"}' in answer
 
 
 async def test_intake_failure_is_503_so_alertmanager_retries(receiver: Receiver) -> None:

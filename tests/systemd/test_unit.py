@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from daemon.config import RuntimeSettings
+from daemon.config import ApiSettings, RuntimeSettings
+from daemon.http_guard import connection_cap
 from daemon.service import UNIT_NAME, render_unit
 
 # 2.0 before the read-only tools' sandbox: bubblewrap needs user, mount, pid and net
@@ -102,6 +103,15 @@ def test_lifecycle_settings(unit_path: Path) -> None:
     # SIGTERM must reach the daemon alone, and systemd must wait out the default drain.
     assert unit["KillMode"] == ["mixed"]
     assert seconds(unit["TimeoutStopSec"][0]) > RuntimeSettings().drain_timeout_seconds
+
+
+def test_open_file_limit_leaves_room_under_the_connection_cap(unit_path: Path) -> None:
+    """The default 1024 descriptors would cap the API at 1024 - FD_RESERVE connections."""
+    (limit,) = directives(unit_path.read_text())["LimitNOFILE"]
+    assert int(limit) >= 65536
+    assert (
+        connection_cap(ApiSettings().max_connections, int(limit)) == ApiSettings().max_connections
+    )
 
 
 def test_sandbox_keeps_what_the_daemon_needs(unit_path: Path) -> None:
