@@ -124,7 +124,7 @@ async def test_a_flood_of_incidents_runs_few_investigations_and_announces_all(
             "18 investigations skipped for concurrency",
             db,
         )
-        assert fake_llm.in_flight == 2
+        await wait_until(lambda: fake_llm.in_flight == 2, "two investigations at the model", db)
         release.set()
         await wait_until(lambda: findings(db) == 2, "the two investigations finished", db)
 
