@@ -56,6 +56,7 @@ class IncidentResponder:
         self._remediator = remediator
         self._clock = clock
         self._tasks: set[asyncio.Task[None]] = set()
+        self._investigating: dict[int, asyncio.Task[None]] = {}  # incident id → its investigation
         self._last_unavailable: datetime | None = None
         self._last_skipped: datetime | None = None
         self.limiter = InvestigationLimiter(settings, clock)
@@ -65,7 +66,9 @@ class IncidentResponder:
     # -- Responder ------------------------------------------------------------------------------
 
     def first_notified(self, incident_id: int) -> None:
-        self._spawn(self._investigate(incident_id), f"investigate #{incident_id}")
+        task = self._spawn(self._investigate(incident_id), f"investigate #{incident_id}")
+        self._investigating[incident_id] = task
+        task.add_done_callback(lambda _: self._investigating.pop(incident_id, None))
 
     def resolved(self, incident_id: int) -> None:
         self._remediator.incident_resolved(incident_id)
@@ -182,6 +185,9 @@ class IncidentResponder:
         )
 
     async def _postmortem(self, incident_id: int) -> None:
+        investigation = self._investigating.get(incident_id)
+        if investigation is not None:  # its findings belong in the postmortem
+            await asyncio.wait([investigation])
         await self._remediator.settled(incident_id)
         text = await write_postmortem(
             incident_id,
@@ -208,7 +214,7 @@ class IncidentResponder:
             if "postmortem" in fact.tags and fact.source != f"incident:{incident_id}"
         ][:3]
 
-    def _spawn(self, work: Awaitable[None], what: str) -> None:
+    def _spawn(self, work: Awaitable[None], what: str) -> asyncio.Task[None]:
         async def guarded() -> None:
             try:
                 await work
@@ -220,3 +226,4 @@ class IncidentResponder:
         task = asyncio.ensure_future(guarded())
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task

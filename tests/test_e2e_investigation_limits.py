@@ -81,15 +81,17 @@ def findings(db: Path) -> int:
 
 
 async def send(port: int, names: list[str]) -> None:
+    await send_payload(port, payload(names), len(names))
+
+
+async def send_payload(port: int, body: dict[str, Any], accepted: int) -> None:
     url = f"http://127.0.0.1:{port}/v1/webhooks/alertmanager"
     async with (
         aiohttp.ClientSession() as session,
-        session.post(
-            url, json=payload(names), headers={"Authorization": f"Bearer {TOKEN}"}
-        ) as response,
+        session.post(url, json=body, headers={"Authorization": f"Bearer {TOKEN}"}) as response,
     ):
         assert response.status == 200, await response.text()
-        assert await response.json() == {"accepted": len(names)}
+        assert await response.json() == {"accepted": accepted}
 
 
 async def test_a_flood_of_incidents_runs_few_investigations_and_announces_all(
