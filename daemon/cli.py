@@ -36,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     check = commands.add_parser("check-config", help="validate a config and print it, masked")
     check.add_argument("path", nargs="?", type=Path, help="config file (default: embedded)")
+    check.add_argument("--config", type=Path, help="the same, as the other commands take it")
     check.add_argument("--state-dir", type=Path)
 
     status = with_location(commands.add_parser("status", help="show a running daemon's health"))
@@ -219,18 +220,24 @@ def cmd_run(args: argparse.Namespace) -> int:
         path or "(embedded defaults)",
         settings.state_dir,
     )
+    from daemon.config import unknown_environment
+
+    for name in unknown_environment():
+        log.warning("$%s names no setting and is ignored (a typo?)", name)
     return asyncio.run(run_daemon(settings, path))
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    from daemon.config import masked_dump
+    from daemon.config import masked_dump, unknown_environment
     from daemon.config_secrets import plain_toml_warnings
 
-    settings, path = _settings(args, args.path)
+    settings, path = _settings(args, args.path or args.config)
     print(f"# {path or 'embedded defaults'}: valid. Effective configuration (secrets masked):")
     print(render_toml(masked_dump(settings)))
     for warning in plain_toml_warnings(settings, path):
         print(f"# warning: {warning}", file=sys.stderr)
+    for name in unknown_environment():
+        print(f"# warning: ${name} names no setting and is ignored (a typo?)", file=sys.stderr)
     available, reason = settings.agent_available
     if not available:
         print(f"# note: {reason}", file=sys.stderr)
@@ -468,21 +475,34 @@ def setup_logging(level: str) -> None:
     setup(level)
 
 
-def render_toml(data: dict[str, Any], prefix: str = "") -> str:
-    """A readable TOML-like rendering of the effective config."""
-    lines: list[str] = []
-    tables: list[tuple[str, dict[str, Any]]] = []
-    for key, value in data.items():
-        if isinstance(value, dict):
-            tables.append((f"{prefix}{key}", value))
-        elif value is not None:
-            lines.append(f"{key} = {json.dumps(value)}")
-        else:
-            lines.append(f"# {key} = (unset)")
-    out = "\n".join(lines)
-    for name, table in tables:
-        out += f"\n\n[{name}]\n" + render_toml(table, prefix=f"{name}.")
-    return out.strip("\n")
+def render_toml(data: dict[str, Any]) -> str:
+    """The effective config as TOML that check-config and run accept again (tomli-w); unset
+    keys (TOML has no null) are listed in a closing comment."""
+    import tomli_w
+
+    unset: list[str] = []
+    text = tomli_w.dumps(_toml_ready(data, "", unset), multiline_strings=False)
+    if unset:
+        text += "\n# unset (no value): " + ", ".join(unset) + "\n"
+    return text.rstrip("\n")
+
+
+def _toml_ready(value: Any, key: str, unset: list[str]) -> Any:
+    """Drop None (noting its key), paths as strings, tuples as lists."""
+    if isinstance(value, dict):
+        out = {}
+        for name, item in value.items():
+            where = f"{key}.{name}" if key else str(name)
+            if item is None:
+                unset.append(where)
+            else:
+                out[str(name)] = _toml_ready(item, where, unset)
+        return out
+    if isinstance(value, list | tuple):
+        return [_toml_ready(item, key, unset) for item in value if item is not None]
+    if isinstance(value, Path):
+        return str(value)
+    return value
 
 
 def render_status(report: dict[str, Any]) -> str:

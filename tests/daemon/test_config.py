@@ -385,3 +385,34 @@ def test_deep_json_in_an_environment_variable_is_named(
     assert main(["check-config"]) == 78
     err = capsys.readouterr().err
     assert "$NIGHTSHIFT_LLM__FALLBACK_MODELS: JSON nested more than 32 levels deep" in err
+
+
+def test_check_config_prints_toml_that_is_accepted_again(tmp_path: Path) -> None:
+    import tomllib
+
+    result = run_cli("check-config", "--config", str(ROOT / "config.example.toml"))
+    assert result.returncode == 0, result.stderr
+    effective = tomllib.loads(result.stdout)  # valid TOML, not TOML-like text
+    assert effective["llm"]["model"] == "kimi-k2.6"
+    again = tmp_path / "effective.toml"
+    again.write_text(result.stdout)
+    second = run_cli("check-config", str(again))
+    assert second.returncode == 0, second.stderr
+    assert second.stdout.splitlines()[1:] == result.stdout.splitlines()[1:]
+
+
+def test_an_error_from_an_environment_variable_names_it() -> None:
+    result = run_cli("check-config", env={"NIGHTSHIFT_LLM__BASE_URL": "ftp://nowhere"})
+    assert result.returncode == 78
+    assert "llm.base_url" in result.stderr and "$NIGHTSHIFT_LLM__BASE_URL" in result.stderr
+
+
+def test_an_unknown_nightshift_variable_is_warned_about_not_ignored() -> None:
+    env = {"NIGHTSHIFT_LMM__MODEL": "kimi-k2.6", "NIGHTSHIFT_CHANNELS__SLACK__USERS__U1": "admin"}
+    result = run_cli("check-config", env=env)
+    assert result.returncode == 0, result.stderr
+    assert "$NIGHTSHIFT_LMM__MODEL names no setting" in result.stderr
+    assert "USERS__U1" not in result.stderr  # a key of a free-form table is a setting
+    typo = run_cli("check-config", env={"NIGHTSHIFT_LLM__MODLE": "kimi-k2.6"})
+    assert typo.returncode == 78  # in a known section: an error naming the variable
+    assert "llm.modle: unknown key" in typo.stderr and "$NIGHTSHIFT_LLM__MODLE" in typo.stderr
