@@ -79,6 +79,7 @@ def build_probe_app(runtime: Runtime) -> web.Application:
             runtime.incident_manager,
             token.get_secret_value() if token else None,
             body_timeout=runtime.settings.api.body_timeout_seconds,
+            max_bytes=runtime.settings.api.webhook_max_bytes,
             clock=runtime.clock,
             stats=runtime.webhook_stats,
         )

@@ -202,6 +202,9 @@ class ApiSettings(Section):
     header_timeout_seconds: float = Field(default=10.0, gt=0, le=3600)
     body_timeout_seconds: float = Field(default=10.0, gt=0, le=3600)
     max_connections: int = Field(default=256, ge=1, le=65536)
+    # The largest Alertmanager payload taken (one group's full snapshot: ~400 bytes an alert).
+    # Alertmanager never retries a 413, so this errs large; a refused payload raises an alert.
+    webhook_max_bytes: int = Field(default=64 * 1024 * 1024, ge=65_536, le=1024**3)
 
     _socket = field_validator("socket")(lambda cls, value: check_file_name(value))
 

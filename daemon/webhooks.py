@@ -49,6 +49,7 @@ log = logging.getLogger(__name__)
 
 PATH = "/v1/webhooks/alertmanager"
 MAX_BYTES = 1_048_576
+PARSE_ON_LOOP_BYTES = 262_144  # larger bodies are parsed in a worker thread
 BODY_TIMEOUT_SECONDS = 10.0  # a sender that trickles its body is cut off (slowloris)
 DISABLED = "webhook disabled: set api.webhook_token"
 _CHUNK = 64 * 1024
@@ -281,6 +282,7 @@ def alertmanager_routes(
     """
     counts = stats if stats is not None else WebhookStats()
     expected = token.encode() if token else None
+    alarm = RejectionAlarm(intake, clock)
 
     async def receive(request: web.Request) -> web.Response:
         counts.requests += 1
@@ -291,6 +293,7 @@ def alertmanager_routes(
         if denied is not None:
             counts.auth_failures += 1
             log.warning("alertmanager webhook from %s refused: %s", request.remote, denied)
+            await alarm.refused(401, f"{denied} (check webhook_token on both sides)")
             challenge = 'Bearer realm="nightshift"'
             if denied != "no bearer token":
                 challenge += ', error="invalid_token"'
@@ -305,18 +308,24 @@ def alertmanager_routes(
                 request.remote,
                 body_timeout,
             )
+            await alarm.refused(408, f"body not received within {body_timeout:g} s")
             return _error(408, f"body not received within {body_timeout:g} s", close=True)
         if body is None:
             counts.rejected += 1
             log.warning(
                 "alertmanager webhook from %s refused: over %d bytes", request.remote, max_bytes
             )
+            await alarm.refused(413, f"over {max_bytes} bytes (raise api.webhook_max_bytes)")
             return _error(413, f"payload larger than {max_bytes} bytes")
         try:
-            events = parse_alertmanager(body, now=clock.now())
+            if len(body) > PARSE_ON_LOOP_BYTES:  # a big snapshot is parsed off the event loop
+                events = await asyncio.to_thread(parse_alertmanager, body, now=clock.now())
+            else:
+                events = parse_alertmanager(body, now=clock.now())
         except PayloadError as exc:
             counts.rejected += 1
             log.warning("alertmanager webhook from %s rejected: %s", request.remote, exc)
+            await alarm.refused(400, str(exc))
             return _error(400, str(exc))
         try:
             await intake.accept(events)
@@ -325,10 +334,56 @@ def alertmanager_routes(
             log.exception("alertmanager webhook: storing %d event(s) failed", len(events))
             return _error(503, "could not store the alerts; retry later")
         counts.accepted_events += len(events)
+        await alarm.accepted()
         log.debug("alertmanager webhook from %s: %d event(s)", request.remote, len(events))
         return web.json_response({"accepted": len(events)})
 
     return [web.post(PATH, receive)]
+
+
+REJECTED_ALERT = "NightshiftWebhookRejected"
+
+
+class RejectionAlarm:
+    """A refused Alertmanager payload is lost (Alertmanager retries no 4xx), so it raises an
+    alert of our own: firing at the first refusal, resolved by the next accepted payload. Only
+    state changes are written, so a flood of bad requests costs one row."""
+
+    def __init__(self, intake: AlertIntake, clock: Clock) -> None:
+        self._intake = intake
+        self._clock = clock
+        self._since: datetime | None = None
+        self._labels = {"alertname": REJECTED_ALERT, "severity": "critical", "source": "webhook"}
+
+    async def refused(self, status: int, reason: str) -> None:
+        if self._since is not None:
+            return
+        self._since = now = self._clock.now()
+        annotations = {
+            "summary": f"an Alertmanager payload was refused ({status}): {reason[:300]}",
+            "description": "Alertmanager does not retry a 4xx answer: the alerts in that "
+            "payload were not taken. Fix the cause; the next accepted payload resolves this.",
+        }
+        await self._send("firing", annotations, now, None)
+
+    async def accepted(self) -> None:
+        if self._since is None:
+            return
+        now, self._since = self._clock.now(), None
+        await self._send("resolved", {"summary": "Alertmanager payloads are accepted again"},
+                         now, now)  # fmt: skip
+
+    async def _send(
+        self, status: AlertStatus, annotations: dict[str, str], at: datetime, ends: datetime | None
+    ) -> None:
+        event = AlertEvent(
+            fingerprint=fingerprint(self._labels), status=status, labels=self._labels,
+            annotations=annotations, starts_at=at, at=at, ends_at=ends, source="nightshift",
+        )  # fmt: skip
+        try:
+            await self._intake.accept([event])
+        except Exception:  # noqa: BLE001 - the refusal is logged either way
+            log.exception("could not raise the %s alert", REJECTED_ALERT)
 
 
 def _check_bearer(request: web.Request, expected: bytes) -> str | None:

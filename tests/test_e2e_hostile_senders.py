@@ -103,7 +103,9 @@ def alert_payload(**labels: str) -> dict[str, object]:
 def stored_events(db: Path) -> int:
     conn = sqlite3.connect(db)
     try:
-        return int(conn.execute("SELECT count(*) FROM alert_events").fetchone()[0])
+        # payload events only, not the refusal alarm of our own (source 'nightshift')
+        sql = "SELECT count(*) FROM alert_events WHERE source != 'nightshift'"
+        return int(conn.execute(sql).fetchone()[0])
     finally:
         conn.close()
 

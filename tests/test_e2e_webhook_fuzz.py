@@ -225,7 +225,8 @@ def test_fuzzed_payloads_get_2xx_or_4xx_and_accepted_alerts_are_kept(daemon: Dae
 
     assert answers.get(200, 0) > 0 and answers.get(400, 0) > 0, answers  # both kinds were tried
     assert request(daemon.port, "GET", "/healthz")[0] == 200
-    assert scalar(daemon.db, "SELECT count(*) FROM alert_events") == accepted
+    ours = "SELECT count(*) FROM alert_events WHERE source != 'nightshift'"  # not the alarm's
+    assert scalar(daemon.db, ours) == accepted
     poll(
         lambda: scalar(daemon.db, "SELECT count(*) FROM alert_events WHERE handled = 0") == 0,
         "the incident manager handled every accepted alert",

@@ -20,6 +20,7 @@ from daemon.clock import ManualClock
 from daemon.webhooks import (
     DISABLED,
     PATH,
+    REJECTED_ALERT,
     PayloadError,
     WebhookStats,
     alertmanager_routes,
@@ -298,6 +299,15 @@ async def _receiver(token: str | None, max_bytes: int = 1_048_576) -> AsyncItera
         yield Receiver(client, intake, stats)
 
 
+def taken(receiver: Receiver) -> list[AlertEvent]:
+    """Events the intake got from payloads (not the refusal alarm's own)."""
+    return [e for b in receiver.intake.batches for e in b if e.name != REJECTED_ALERT]
+
+
+def alarms(receiver: Receiver) -> list[str]:
+    return [e.status for b in receiver.intake.batches for e in b if e.name == REJECTED_ALERT]
+
+
 @pytest.fixture
 async def receiver() -> AsyncIterator[Receiver]:
     async for item in _receiver(TOKEN, max_bytes=4096):
@@ -321,7 +331,7 @@ async def test_missing_token_is_401_with_a_challenge(receiver: Receiver) -> None
     assert response.status == 401
     assert response.headers["WWW-Authenticate"].startswith("Bearer")
     assert await response.json() == {"error": "no bearer token"}
-    assert receiver.intake.batches == []
+    assert taken(receiver) == []  # only our own alarm, no alert of the payload
     assert receiver.stats.auth_failures == 1
 
 
@@ -330,7 +340,7 @@ async def test_other_auth_schemes_are_401(receiver: Receiver) -> None:
         payload(FIRING), token=None, headers={"Authorization": f"Basic {TOKEN}"}
     )
     assert response.status == 401
-    assert receiver.intake.batches == []
+    assert taken(receiver) == []  # only our own alarm, no alert of the payload
 
 
 async def test_wrong_token_is_401_and_logged_without_the_token(
@@ -343,7 +353,7 @@ async def test_wrong_token_is_401_and_logged_without_the_token(
 
     assert response.status == 401
     assert 'error="invalid_token"' in response.headers["WWW-Authenticate"]
-    assert receiver.intake.batches == []
+    assert taken(receiver) == []  # only our own alarm, no alert of the payload
     assert receiver.stats.auth_failures == 1
     assert "127.0.0.1" in caplog.text and "wrong bearer token" in caplog.text
     assert wrong not in caplog.text and TOKEN not in caplog.text
@@ -360,7 +370,7 @@ async def test_without_a_configured_token_the_route_is_disabled() -> None:
         assert response.status == 503
         assert await response.json() == {"error": DISABLED}
         assert "api.webhook_token" in DISABLED
-        assert receiver.intake.batches == []
+        assert taken(receiver) == []  # only our own alarm, no alert of the payload
 
 
 async def test_an_empty_configured_token_also_disables_the_route() -> None:
@@ -376,7 +386,7 @@ async def test_body_over_the_limit_is_413(receiver: Receiver) -> None:
 
     assert response.status == 413
     assert "4096" in (await response.json())["error"]
-    assert receiver.intake.batches == []
+    assert taken(receiver) == []  # only our own alarm, no alert of the payload
 
 
 async def test_chunked_body_over_the_limit_is_413(receiver: Receiver) -> None:
@@ -391,21 +401,21 @@ async def test_chunked_body_over_the_limit_is_413(receiver: Receiver) -> None:
     )
 
     assert response.status == 413
-    assert receiver.intake.batches == []
+    assert taken(receiver) == []  # only our own alarm, no alert of the payload
 
 
 async def test_malformed_json_is_400_with_the_reason(receiver: Receiver) -> None:
     response = await receiver.post(b'{"version": "4", "alerts": [')
     assert response.status == 400
     assert (await response.json())["error"].startswith("body: not valid JSON")
-    assert receiver.intake.batches == []
+    assert taken(receiver) == []  # only our own alarm, no alert of the payload
 
 
 async def test_invalid_payload_is_400_naming_the_alert(receiver: Receiver) -> None:
     response = await receiver.post(payload(FIRING, FIRING, FIRING, _with(labels={"a": "b"})))
     assert response.status == 400
     assert await response.json() == {"error": "alerts[3].labels: missing alertname"}
-    assert receiver.intake.batches == []
+    assert taken(receiver) == []  # only our own alarm, no alert of the payload
     assert receiver.stats.rejected == 1
 
 
@@ -444,3 +454,18 @@ async def test_intake_failure_is_503_so_alertmanager_retries(receiver: Receiver)
 async def test_only_post_is_served(receiver: Receiver) -> None:
     response = await receiver.client.get(PATH, headers={"Authorization": f"Bearer {TOKEN}"})
     assert response.status == 405
+
+
+async def test_a_refused_payload_raises_one_alarm_until_one_is_accepted_again(
+    receiver: Receiver,
+) -> None:
+    """Alertmanager retries no 4xx: the refused alerts are lost, so people must hear of it."""
+    big = payload(_with(annotations={"description": "x" * 5000}))
+    for _ in range(3):
+        assert (await receiver.post(big)).status == 413
+    assert (await receiver.post(payload(FIRING), token="wrong")).status == 401
+    [firing] = [e for b in receiver.intake.batches for e in b if e.name == REJECTED_ALERT]
+    assert firing.severity == "critical" and "413" in firing.annotations["summary"]
+    assert "webhook_max_bytes" in firing.annotations["summary"]
+    assert (await receiver.post(payload(FIRING))).status == 200
+    assert alarms(receiver) == ["firing", "resolved"]
