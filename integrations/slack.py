@@ -49,6 +49,8 @@ DRAIN_TIMEOUT = 2.0  # seconds stop() lets acknowledged input reach the sink
 NAME_TIMEOUT = 3.0  # seconds for a users.info lookup before falling back to the id
 MAX_PING_INTERVAL = 5.0  # the SDK's default ping interval
 MAX_RETRY_SECONDS = 300.0  # backoff cap between failed rebuilds
+PROBE_SECONDS = 5.0  # while backing off or with a rejected token: is Slack (or the token) back?
+TOKEN_CHECK_SECONDS = 300.0  # while idle and connected: is the bot token still accepted?
 SEEN_SIZE, NAME_CACHE_SIZE = 4096, 1024  # de-duplication and users.info caches
 
 
@@ -57,8 +59,16 @@ class SlackChannel:
 
     name = "slack"
 
-    def __init__(self, settings: SlackChannelSettings) -> None:
+    def __init__(
+        self,
+        settings: SlackChannelSettings,
+        *,
+        probe_seconds: float = PROBE_SECONDS,
+        token_check_seconds: float = TOKEN_CHECK_SECONDS,
+    ) -> None:
         self._settings = settings
+        self._probe_every = probe_seconds
+        self._token_check_every = token_check_seconds
         self._liveness = float(settings.liveness_seconds)
         self._ping_interval = min(MAX_PING_INTERVAL, self._liveness / 3)
         self._sink: InboundSink | None = None
@@ -293,10 +303,18 @@ class SlackChannel:
         log.warning("%s", self._detail)
 
     async def _watch(self) -> None:
-        """Rebuild the SocketModeClient when it stays disconnected or silent too long."""
-        tick = min(1.0, self._liveness / 5)
+        """Rebuild the SocketModeClient when it stays disconnected or silent too long.
+
+        Rebuilds back off (up to MAX_RETRY_SECONDS), but a cheap ``auth.test`` every
+        ``probe_seconds`` ends the backoff as soon as Slack answers again; the bot token is
+        checked every ``token_check_seconds`` while idle (a revoked token shows as down) and
+        every ``probe_seconds`` while rejected (a rotated one is taken within seconds).
+        """
+        tick = min(1.0, self._liveness / 5, self._probe_every)
         down_since: float | None = None
         next_try, backoff = 0.0, self._liveness
+        next_check = time.monotonic() + self._token_check_every  # the bot token, while up
+        next_probe = 0.0  # Slack's answer, while down and backing off
         while True:
             await asyncio.sleep(tick)
             now = time.monotonic()
@@ -306,10 +324,10 @@ class SlackChannel:
                 heard = max(self._last_traffic, self._socket.last_ping_pong_time or 0.0)
                 silent = time.time() - heard
                 if silent <= self._liveness:
-                    if self._bot_problem and now >= next_try:  # is the bot token fixed?
-                        next_try, backoff = now + backoff, min(backoff * 2, MAX_RETRY_SECONDS)
-                        with contextlib.suppress(Exception):
-                            await self._api(self._require_web().auth_test())
+                    if now >= next_check:  # a revoked (or a fixed) bot token
+                        await self._slack_answers()
+                        wait = self._probe_every if self._bot_problem else self._token_check_every
+                        next_check = now + wait
                     continue
                 reason = f"silent for {silent:.1f} s"
             else:
@@ -318,7 +336,13 @@ class SlackChannel:
                     continue  # give the SDK's own reconnect a chance first
                 reason = f"disconnected for {now - down_since:.1f} s"
             if now < next_try:
-                continue
+                if self._app_problem or now < next_probe:
+                    continue  # a rejected app token is not fixed by Slack coming back
+                next_probe = now + self._probe_every
+                if not await self._slack_answers():
+                    continue
+                log.info("Slack answers again: rebuilding the socket now")
+                next_try, backoff = now, self._liveness
             log.warning("Slack socket %s: rebuilding the Socket Mode client", reason)
             try:
                 await self._connect()
@@ -330,6 +354,14 @@ class SlackChannel:
                     await blocks.close_socket_client(dead)
             else:
                 down_since, next_try, backoff = None, 0.0, self._liveness
+
+    async def _slack_answers(self) -> bool:
+        """One auth.test with the bot token: True when Slack accepted it."""
+        try:
+            await self._api(self._require_web().auth_test())
+        except Exception:  # noqa: BLE001 - unreachable or rejected: _api noted which
+            return False
+        return True
 
     async def _on_envelope(
         self, client: AsyncBaseSocketModeClient, message: dict[str, Any], raw: str | None

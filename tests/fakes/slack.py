@@ -79,6 +79,7 @@ class FakeSlack:
         self.users = dict(users or {"U1": "ann", "U2": "bob"})
         self.channels = set(channels)
         self.revoked: set[str] = set()
+        self.outage = False  # every Web API call answers 503 and no socket is accepted
         self.calls: list[ApiCall] = []
         self.messages: dict[tuple[str, str], dict[str, Any]] = {}  # (channel, ts) -> message
         self.acks: list[str] = []
@@ -273,6 +274,8 @@ class FakeSlack:
         auth = request.headers.get("Authorization", "")
         token = auth.removeprefix("Bearer ") if auth.startswith("Bearer ") else params.get("token")
         self.calls.append(ApiCall(method, token, params))
+        if self.outage:
+            return _json({"ok": False, "error": "service_unavailable"}, 503)
         expected = self.app_token if method == "apps.connections.open" else self.bot_token
         if not token:
             return _json({"ok": False, "error": "not_authed"})
@@ -356,7 +359,7 @@ class FakeSlack:
         if ticket not in self._tickets:
             return web.Response(status=401, text="unknown or used ticket")
         self._tickets.discard(ticket)
-        if self.refuse_sockets:
+        if self.refuse_sockets or self.outage:
             return web.Response(status=503, text="no sockets today")
         ws = web.WebSocketResponse(autoping=False)
         await ws.prepare(request)

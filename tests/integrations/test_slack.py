@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -385,3 +386,38 @@ async def test_app_token_revoked_while_running_is_reported(
         await asyncio.sleep(0.1)
     assert channel.health().state == "down"
     assert "token_revoked" in channel.health().detail
+
+
+async def test_a_bot_token_revoked_while_idle_shows_down_and_a_fixed_one_up_again(
+    slack: FakeSlack, sink: RecordingSink
+) -> None:
+    chan = SlackChannel(settings(slack), probe_seconds=0.2, token_check_seconds=0.5)
+    await chan.start(sink)
+    try:
+        assert chan.health().state == "up"
+        slack.revoke(BOT_TOKEN)  # nothing is sent meanwhile: only a check can notice
+        await eventually(lambda: chan.health().state == "down", timeout=10)
+        assert "channels.slack.bot_token" in chan.health().detail
+        slack.revoked.clear()  # rotated: taken at the next probe, not after a long backoff
+        await eventually(lambda: chan.health().state == "up", timeout=10)
+    finally:
+        await chan.stop()
+
+
+async def test_after_an_outage_the_socket_is_rebuilt_as_soon_as_slack_answers(
+    slack: FakeSlack, sink: RecordingSink, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The rebuild backoff grows during an outage (5, 10, 20 s …); it must not outlast it."""
+    chan = SlackChannel(settings(slack), probe_seconds=0.2)
+    await chan.start(sink)
+    caplog.set_level(logging.INFO, logger="integrations.slack")
+    try:
+        slack.outage = True
+        await slack.disconnect()
+        rebuilds = lambda: caplog.text.count("rebuilding the Socket Mode client")  # noqa: E731
+        await eventually(lambda: rebuilds() >= 3, timeout=60)  # the next try is 20 s away
+        slack.outage = False
+        await eventually(lambda: chan.health().state == "up", timeout=60)
+        assert "Slack answers again: rebuilding the socket now" in caplog.text
+    finally:
+        await chan.stop()
