@@ -38,6 +38,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 READ_CHUNK = 1 << 18  # bytes read per worker-thread call; the loop runs between chunks
+EMIT_SLICE = 256  # lines judged by the rules per turn of the loop (a burst never stalls it)
 
 
 class LogWatchSettings(Section):
@@ -152,11 +153,13 @@ class _Session:
             if result.lines:
                 at = self._clock.now()
                 emit, name, path, log_name = self._emit, self._name, self._path, self._settings.name
-                for line in result.lines:
+                for count, line in enumerate(result.lines, 1):
                     labels = {"path": path, "log": log_name}  # one dict each: consumers may keep it
                     emit(
                         Observation(source=name, metric="log_line", at=at, text=line, labels=labels)
                     )
+                    if count % EMIT_SLICE == 0:
+                        await asyncio.sleep(0)  # a burst's rules share the loop with the rest
             if not result.more:
                 return
             await asyncio.sleep(0)
