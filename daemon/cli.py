@@ -523,7 +523,8 @@ def render_status(report: dict[str, Any]) -> str:
         f"; webhook {report['webhook']}",
         f"  tasks:     {report['tasks']['active']} active, {report['tasks']['paused']} paused"
         f" of {report['tasks']['total']}; next run {report['tasks']['next_run'] or '-'}"
-        f" (scheduler {report['tasks']['scheduler']})",
+        f" (scheduler {report['tasks']['scheduler']})"
+        + _missed(report["tasks"].get("missed_skipped", 0)),
         f"  outbox:    {_outbox_line(report['outbox'])}",
         "  channels:  "
         + ", ".join(
@@ -544,6 +545,13 @@ def render_status(report: dict[str, Any]) -> str:
                 f"    {event['at']} {event['component']} {event['event']}: {event['detail']}"
             )
     return "\n".join(lines)
+
+
+def _missed(count: int) -> str:
+    """``; 9 missed slot(s) skipped (see `tasks show NAME`)`` when catch-up skipped any."""
+    if not count:
+        return ""
+    return f"; {count} missed slot(s) skipped since start (see `nightshift tasks show NAME`)"
 
 
 def _outbox_line(depths: dict[str, int]) -> str:

@@ -74,6 +74,7 @@ async def _tasks_summary(runtime: Runtime) -> dict[str, Any]:
         "paused": sum(1 for task in tasks if task.paused_reason),
         "next_run": min(upcoming).isoformat() if upcoming else None,
         "scheduler": "on" if runtime.settings.scheduler.enabled else "off",
+        "missed_skipped": runtime.scheduler.skipped,  # slots skipped by catch-up since start
     }
 
 

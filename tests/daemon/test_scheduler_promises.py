@@ -37,6 +37,7 @@ async def test_a_wake_up_that_claims_first_does_not_hide_the_missed_slots(rig: R
     assert ("2026-03-02T08:10:00.000000Z", "ok", None) in runs
     skipped = [error for _, status, error in runs if status == "skipped"]
     assert skipped == ["9 slot(s) missed while down (once)"]
+    assert scheduler.skipped == 5 * 9  # status counts them: every task skipped nine
 
 
 async def test_catch_up_each_runs_every_missed_slot_below_the_maximum(rig: Rig) -> None:
@@ -124,3 +125,10 @@ async def test_an_interrupted_run_is_retried_once_when_asked(rig: Rig) -> None:
     await scheduler.start([spec])
     await scheduler.wait_idle()
     assert ("2026-03-02T09:00:00.000000Z", "ok", None) in await runs_of(rig, "backup")
+
+
+def test_status_says_how_many_missed_slots_were_skipped() -> None:
+    from daemon.cli import _missed
+
+    assert _missed(0) == ""
+    assert "45 missed slot(s) skipped" in _missed(45) and "tasks show" in _missed(45)
