@@ -8,6 +8,7 @@ import asyncio
 import signal
 import sqlite3
 from collections import Counter
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from tests.support import DaemonProcess
@@ -34,16 +35,31 @@ async def test_every_slot_runs_once_across_sigkill_and_results_are_delivered(
         f'command = ["sh", "-c", "echo $NIGHTSHIFT_SLOT >> {ticks}; echo tick $NIGHTSHIFT_SLOT"]\n'
         'catch_up = "once"\n'
     )
+
+    async def ticked(count: int) -> list[str]:
+        """Wait until the task has written ``count`` slots (the file is the event)."""
+        for _ in range(600):
+            written = ticks.read_text().split() if ticks.exists() else []
+            if len(written) >= count:
+                return written
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"only {len(written)} of {count} ticks")
+
     daemon = DaemonProcess(config, tmp_path / "state")
     await daemon.start()
-    await asyncio.sleep(3.5)
+    before = await ticked(3)
     daemon.signal(signal.SIGKILL)
     await daemon.wait()
     await daemon.stop()  # closes its sockets and log
-    await asyncio.sleep(2.2)  # two slots pass while it is down
+    last = datetime.fromisoformat(max(before).replace("Z", "+00:00"))
+    # down until at least three slots after the last one seen have passed (two are missed
+    # whatever the kill's timing), however slow this machine is
+    await asyncio.sleep(
+        max(0.0, (last + timedelta(seconds=3.5) - datetime.now(UTC)).total_seconds())
+    )
     daemon = DaemonProcess(config, tmp_path / "state")
     await daemon.start()
-    await asyncio.sleep(3.5)
+    await ticked(len(before) + 3)  # the catch-up run and two more after the restart
     await daemon.stop()
 
     written = ticks.read_text().split()
