@@ -209,15 +209,21 @@ def describe_error(exc: BaseException, token: str) -> str:
     return text.replace(token, "<token>") if token else text
 
 
+SLOW_RETRY_SECONDS = 3.0  # a rejected token or a 409: checked again every few seconds
+
+
 def poll_failure(exc: BaseException, backoff: float, token: str) -> tuple[str, float]:
     """Why a getUpdates/getMe failed (for health) and how long to wait before trying again."""
     if isinstance(exc, InvalidToken):
-        return TOKEN_DETAIL, backoff
+        return TOKEN_DETAIL, max(backoff, SLOW_RETRY_SECONDS)
     if isinstance(exc, RetryAfter):
         delay = max(backoff, retry_after_seconds(exc))
         return f"rate limited by Telegram for {delay:.0f} s", delay
     if isinstance(exc, Conflict):
-        return "another client polls this bot token (409 Conflict): run one per bot", backoff
+        return (
+            "another client polls this bot token (409 Conflict): run one per bot",
+            max(backoff, SLOW_RETRY_SECONDS),
+        )
     if isinstance(exc, TelegramError):
         return f"cannot poll Telegram: {describe_error(exc, token)}", backoff
     return f"poll loop error: {describe_error(exc, token)}", backoff

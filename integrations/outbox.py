@@ -37,13 +37,15 @@ class OutboxWorker:
         self._clock = clock
         self._wake = asyncio.Event()
         self._retry_at: datetime | None = None
-        self._outage = False  # a delivery failed while the channel was not up
+        self._watching = False  # a delivery failed: watch the channel's health for a recovery
+        self._outage = False  # ... and it has been seen not up since
 
     def wake(self) -> None:
         self._wake.set()
 
     async def run(self) -> None:
-        """Deliver forever; sleeps until woken or the next retry is due."""
+        """Deliver forever; sleeps until woken, the next retry is due, or (after a failure)
+        the channel's health shows it recovered — checked in memory, every 0.25 s."""
         while True:
             self._wake.clear()  # before flushing, so a wake during the flush is not lost
             await self.flush()
@@ -51,10 +53,25 @@ class OutboxWorker:
             if self._retry_at is not None:
                 until_retry = (self._retry_at - self._clock.now()).total_seconds()
                 timeout = max(0.0, min(timeout, until_retry))
-            if self._outage:
-                timeout = min(timeout, HEALTH_POLL_SECONDS)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=timeout)
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + timeout
+            while not self._wake.is_set():
+                step = deadline - loop.time()
+                if self._watching:
+                    step = min(step, HEALTH_POLL_SECONDS)
+                if step <= 0:
+                    break
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), timeout=step)
+                if self._watching and self._recovered():
+                    break
+
+    def _recovered(self) -> bool:
+        """After a failure: True once the channel, seen not up since, is up again."""
+        if self._channel.health().state != "up":
+            self._outage = True
+            return False
+        return self._outage
 
     async def _thread(self, thread: str | None) -> str | None:
         """``outbox:KEY`` threads under the message queued as KEY (once it was delivered)."""
@@ -64,8 +81,8 @@ class OutboxWorker:
 
     async def flush(self) -> int:
         """Send everything due now, in order per target; stop at the first transient failure."""
-        if self._outage and self._channel.health().state == "up":
-            self._outage = False
+        if self._watching and self._recovered():  # down since the failure, up now
+            self._watching = self._outage = False
             again = await self._repo.retry_now(self._channel.name)
             log.info("%s is up again: retrying %d message(s) now", self._channel.name, again)
         self._retry_at = None
@@ -77,6 +94,8 @@ class OutboxWorker:
             # back the ones behind it to the same target, so people read them in order
             batch = await self._repo.due(self._channel.name, FAR_FUTURE, limit=50, after_id=after)
             if not batch:
+                if not held:  # nothing waits for a retry: no failure to watch
+                    self._watching = self._outage = False
                 return sent
             for row in batch:
                 after = row.id
@@ -100,7 +119,8 @@ class OutboxWorker:
                     await self._repo.mark_failed(row.id, str(exc))
                     continue
                 except (DeliveryError, OSError, TimeoutError) as exc:
-                    self._outage = self._channel.health().state != "up"
+                    self._watching = True
+                    self._outage = self._outage or self._channel.health().state != "up"
                     await self._retry(row.id, row.attempts, exc)
                     return sent
                 await self._repo.mark_delivered(row.id, platform_id)

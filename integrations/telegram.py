@@ -78,7 +78,10 @@ POLL_TIMEOUT_SECONDS = 25
 START_TIMEOUT_SECONDS = 10.0
 STOP_TIMEOUT_SECONDS = 3.0
 BACKOFF_INITIAL_SECONDS = 1.0
-BACKOFF_MAX_SECONDS = 30.0
+# An unreachable Bot API is polled again every second: a failing getUpdates costs nothing, and
+# replies waiting in the outbox go out within about a second of Telegram's recovery (a rejected
+# token or a competing poller is retried every few seconds: see poll_failure).
+BACKOFF_MAX_SECONDS = 1.0
 REQUEST_TIMEOUT_SECONDS = 10.0
 POLL_READ_SLACK_SECONDS = 10.0  # a getUpdates may take its timeout plus PTB's read timeout
 MAX_HANDLE_ATTEMPTS = 5  # the sink failing on one update this often: drop it, log an error

@@ -121,7 +121,7 @@ class FakeTelegram:
         self.calls: list[Call] = []
         self.messages: dict[tuple[int, int], dict[str, Any]] = {}
         self.revoked = False
-        self.outage: int | None = None
+        self._outage: int | None = None
         self.blocked_chats: set[int] = set()
         self._chats: dict[int, dict[str, Any]] = {}
         for chat_id in chats:
@@ -348,6 +348,18 @@ class FakeTelegram:
     async def _api_deleteWebhook(self, params: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         return self._ok(True)
 
+    @property
+    def outage(self) -> int | None:
+        """An HTTP status every call gets while set (e.g. 502); in-flight long polls end with it
+        too, as they do when the Bot API's front loses its upstream."""
+        return self._outage
+
+    @outage.setter
+    def outage(self, status: int | None) -> None:
+        self._outage = status
+        if status is not None:
+            self._notify()
+
     async def _api_getUpdates(self, params: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         offset = int(params.get("offset") or 0)
         timeout = float(params.get("timeout") or 0)
@@ -358,6 +370,8 @@ class FakeTelegram:
         deadline = time.monotonic() + timeout
         async with self._changed:
             while not state.pending and not state.redeliver and not self._closing:
+                if self._outage is not None:
+                    return self._error(self._outage, _DESCRIPTIONS.get(self._outage, "Error"))
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     break
