@@ -18,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from pydantic import SecretStr
 
 from daemon.config import SlackChannelSettings
-from integrations.base import ApprovalAnswer, InboundMessage, OutgoingMessage
+from integrations.base import ApprovalAnswer, ApprovalOutcome, InboundMessage, OutgoingMessage
 from integrations.slack import SlackChannel
 from tests.fakes.slack import APP_TOKEN, BOT_TOKEN, FakeSlack
 
@@ -34,8 +34,8 @@ class Sink:
         self.messages.append(message)
         self.arrived.set()
 
-    async def on_approval(self, answer: ApprovalAnswer) -> None:
-        pass
+    async def on_approval(self, answer: ApprovalAnswer) -> ApprovalOutcome:
+        return ApprovalOutcome(text="Approved.", accepted=True)
 
 
 def dm(text: str, ts: str) -> dict[str, str]:
