@@ -46,6 +46,7 @@ CATCH_UP_PARALLEL = 4  # tasks catching up at once after a start
 # little early); below a second, so a 1-second interval never claims the next slot.
 WAKE_TOLERANCE = timedelta(milliseconds=500)
 RETRY_PREFIX = "retry:"  # the slot of an interrupted run's one retry
+RECENT = timedelta(seconds=2)  # where a wake-up looks for its slot first
 PRUNE_JOB = "nightshift:prune-task-runs"
 
 
@@ -78,6 +79,8 @@ class TaskScheduler:
         # (task name, last claimed slot when armed, armed at)
         self._catch_up_queue: deque[tuple[str, datetime | None, datetime]] = deque()
         self._catch_up_workers = 0
+        self._due: list[str] = []  # wake-ups not claimed yet (a herd is claimed in one go)
+        self._claiming = False
         self.fired = 0
         self.skipped = 0
 
@@ -259,30 +262,61 @@ class TaskScheduler:
         job.add_done_callback(self._background.discard)
 
     async def _fire(self, name: str) -> None:
-        """APScheduler's callback: hand the wake-up to a task of ours and return at once."""
-        self._spawn(self._wake(name))
+        """APScheduler's callback: queue the wake-up and return at once. One claimer takes
+        every wake-up queued meanwhile, so a herd due at the same second is claimed in one
+        transaction instead of one each."""
+        self._due.append(name)
+        if not self._claiming:
+            self._claiming = True
+            self._spawn(self._claim_due())
+
+    async def _claim_due(self) -> None:
+        try:
+            while self._due:
+                await asyncio.sleep(0)  # the other wake-ups of this moment queue up first
+                names, self._due = self._due, []
+                await self._wake_many(names)
+        finally:
+            self._claiming = False
 
     async def _wake(self, name: str) -> None:
         """Find the slot that is due and run it (once)."""
-        try:
-            task = await self._repo.get(name)
-        except LookupError:
-            return
-        if not task.active:
-            return
-        schedule = self.schedule_of(task.spec, task.created_at)
+        await self._wake_many([name])
+
+    async def _wake_many(self, names: Sequence[str]) -> None:
+        """For each task named: the slot due now, claimed (all in one transaction) and run."""
         now = self._clock.now()
-        due = slots_between(
-            schedule,
-            now - timedelta(seconds=self._grace + 1),
-            now + WAKE_TOLERANCE,
-            CATCH_UP_SCAN_LIMIT,
-        )
-        if not due:
-            log.warning("task %s woke with no slot due at %s", name, now.isoformat())
-            return
-        self.fired += 1
-        await self._claim_and_run(task, to_db_time(due[-1]))
+        claims: list[tuple[StoredTask, str]] = []
+        for task in await self._repo.get_many(names):
+            if not task.active:
+                continue
+            schedule = self.schedule_of(task.spec, task.created_at)
+            # the slot is nearly always the last second or two: look there before the whole
+            # grace window (a minutely cron has five more slots in it to step through)
+            due = slots_between(schedule, now - RECENT, now + WAKE_TOLERANCE, 1_000) or (
+                slots_between(
+                    schedule,
+                    now - timedelta(seconds=self._grace + 1),
+                    now + WAKE_TOLERANCE,
+                    CATCH_UP_SCAN_LIMIT,
+                )
+            )
+            if not due:
+                log.warning("task %s woke with no slot due at %s", task.name, now.isoformat())
+                continue
+            self.fired += 1
+            slot = to_db_time(due[-1])
+            if len(self._running.get(task.name, ())) >= task.spec.max_concurrency:
+                await self._claim_and_run(task, slot)  # recorded as skipped, with the reason
+            else:
+                claims.append((task, slot))
+        ids = await self._repo.claim_many([(task.id, slot) for task, slot in claims])
+        for (task, slot), run_id in zip(claims, ids, strict=True):
+            if run_id is None:
+                log.info("task %s slot %s was already claimed; not running it again", task.name,
+                         slot)  # fmt: skip
+            else:
+                self._start(task, run_id, slot)
 
     async def _catch_up_worker(self) -> None:
         """Work through queued catch-ups (thousands at a start: a few workers, names only)."""
@@ -355,10 +389,15 @@ class TaskScheduler:
         if run_id is None:
             log.info("task %s slot %s was already claimed; not running it again", task.name, slot)
             return None
+        self._start(task, run_id, slot)
+        return run_id
+
+    def _start(self, task: StoredTask, run_id: int, slot: str) -> None:
+        """Run a claimed slot in a task of its own (counted against max_concurrency)."""
+        running = self._running.setdefault(task.name, set())
         job = asyncio.ensure_future(self._run(task, run_id, slot))
         running.add(job)
         job.add_done_callback(running.discard)
-        return run_id
 
     async def _run(self, task: StoredTask, run_id: int, slot: str) -> None:
         try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -17,6 +18,7 @@ from memory.store import SqliteStore
 
 __all__ = ["StoredTask", "TaskRepo", "TaskRun"]
 
+_CLAIM_ROWS = 200  # rows per multi-row INSERT (4 variables each, far below SQLite's limit)
 FINISHED = ("ok", "nothing_to_do", "failed", "timeout", "skipped", "interrupted")
 
 
@@ -163,6 +165,33 @@ class TaskRepo:
         )
         return cur.lastrowid if cur.rowcount == 1 else None
 
+    async def claim_many(self, claims: Sequence[tuple[int, str]]) -> list[int | None]:
+        """Claim many (task id, slot) pairs in one transaction (a herd due at the same second):
+        each pair's run id, or None when it was claimed before."""
+        now = to_db_time(self._clock.now())
+        claimed: dict[tuple[int, str], int] = {}
+        async with self._store.write() as db:
+            for start in range(0, len(claims), _CLAIM_ROWS):
+                chunk = claims[start : start + _CLAIM_ROWS]
+                values = ", ".join("(?, ?, 'running', ?)" for _ in chunk)
+                params = [value for task_id, slot in chunk for value in (task_id, slot, now)]
+                rows = await db.execute_fetchall(
+                    f"INSERT INTO task_runs (task_id, slot, status, started_at) VALUES {values}"
+                    " ON CONFLICT (task_id, slot) DO NOTHING RETURNING id, task_id, slot",
+                    params,
+                )
+                claimed.update({(row[1], row[2]): row[0] for row in rows})
+        return [claimed.get(pair) for pair in claims]
+
+    async def get_many(self, names: Sequence[str]) -> list[StoredTask]:
+        """The tasks named (unknown names are left out), in no particular order."""
+        found: list[StoredTask] = []
+        for start in range(0, len(names), _CLAIM_ROWS):
+            chunk = list(names[start : start + _CLAIM_ROWS])
+            marks = ", ".join("?" for _ in chunk)
+            found += await self._tasks(f"WHERE name IN ({marks})", tuple(chunk))
+        return found
+
     async def retry(self, run_id: int) -> None:
         await self._store.execute_write(
             "UPDATE task_runs SET attempt = attempt + 1, status = 'running', error = NULL,"
@@ -267,12 +296,26 @@ class TaskRepo:
         return [_run(row) for row in rows]
 
 
+_SPECS: dict[str, TaskSpec] = {}  # stored JSON → its validated spec (read back for every wake)
+_SPECS_KEPT = 50_000
+
+
+def _spec(text: str) -> TaskSpec:
+    """The TaskSpec stored as ``text``, validated once (specs are never changed in place)."""
+    found = _SPECS.get(text)
+    if found is None:
+        if len(_SPECS) >= _SPECS_KEPT:
+            _SPECS.clear()
+        found = _SPECS[text] = TaskSpec.model_validate(json.loads(text))
+    return found
+
+
 def _task(row: aiosqlite.Row) -> StoredTask:
     return StoredTask(
         id=row["id"],
         name=row["name"],
         source=row["source"],
-        spec=TaskSpec.model_validate(json.loads(row["spec"])),
+        spec=_spec(row["spec"]),
         enabled=bool(row["enabled"]),
         paused_reason=row["paused_reason"],
         owner=row["owner"],
