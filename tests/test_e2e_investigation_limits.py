@@ -94,6 +94,26 @@ async def send_payload(port: int, body: dict[str, Any], accepted: int) -> None:
         assert await response.json() == {"accepted": accepted}
 
 
+async def webhook_daemon(
+    tmp_path: Path, *, llm_url: str | None = None, incidents: str = ""
+) -> tuple[DaemonProcess, int]:
+    """A started daemon taking Alertmanager webhooks on a free port (host watcher off, quick
+    incident timings plus ``incidents`` lines), with the fake model at ``llm_url`` if given."""
+    port = free_port()
+    llm = (
+        f'[llm]\nbase_url = "{llm_url}"\napi_key = "sk-test-0123456789abcdef"\n' if llm_url else ""
+    )
+    config = tmp_path / "config.toml"
+    config.write_text(
+        f'{llm}[api]\ntcp_port = {port}\nwebhook_token = "{TOKEN}"\n'
+        f"[incidents]\ngroup_wait_seconds = 0.2\ngroup_interval_seconds = 1.0\n{incidents}"
+        "[watchers.host]\nenabled = false\n"
+    )
+    daemon = DaemonProcess(config, tmp_path / "state")
+    await daemon.start()
+    return daemon, port
+
+
 async def test_a_flood_of_incidents_runs_few_investigations_and_announces_all(
     tmp_path: Path, fake_llm: FakeChatServer
 ) -> None:
@@ -104,18 +124,12 @@ async def test_a_flood_of_incidents_runs_few_investigations_and_announces_all(
         return Reply(content=FINDINGS, prompt_tokens=1000, completion_tokens=200)
 
     fake_llm.responder = slow_investigation
-    port = free_port()
-    config = tmp_path / "config.toml"
-    config.write_text(
-        f'[llm]\nbase_url = "{fake_llm.base_url}"\napi_key = "sk-test-0123456789abcdef"\n'
-        f'[api]\ntcp_port = {port}\nwebhook_token = "{TOKEN}"\n'
-        "[incidents]\ngroup_wait_seconds = 0.2\ngroup_interval_seconds = 1.0\n"
-        'investigate = ["critical"]\npostmortems = false\n'
-        "max_concurrent_investigations = 2\nmax_investigations_per_hour = 3\n"
-        "[watchers.host]\nenabled = false\n"
+    daemon, port = await webhook_daemon(
+        tmp_path,
+        llm_url=fake_llm.base_url,
+        incidents='investigate = ["critical"]\npostmortems = false\n'
+        "max_concurrent_investigations = 2\nmax_investigations_per_hour = 3\n",
     )
-    daemon = DaemonProcess(config, tmp_path / "state")
-    await daemon.start()
     db = daemon.state_dir / "nightshift.db"
     try:
         flood = [f"Flood{n:02d}" for n in range(20)]  # distinct alertnames: 20 incidents

@@ -9,15 +9,13 @@ from pathlib import Path
 from typing import Any
 
 from tests.fakes.chat_completions import FakeChatServer, Reply
-from tests.peers.alertmanager import free_port
-from tests.support import DaemonProcess
 from tests.test_e2e_investigation_limits import (
     FINDINGS,
-    TOKEN,
     payload,
     query,
     send_payload,
     wait_until,
+    webhook_daemon,
 )
 
 
@@ -35,16 +33,9 @@ async def test_a_postmortem_waits_for_the_running_investigation(
         return Reply(content="Cause: load\nFix: none\nFollow-ups: none")
 
     fake_llm.responder = model
-    port = free_port()
-    config = tmp_path / "config.toml"
-    config.write_text(
-        f'[llm]\nbase_url = "{fake_llm.base_url}"\napi_key = "sk-test-0123456789abcdef"\n'
-        f'[api]\ntcp_port = {port}\nwebhook_token = "{TOKEN}"\n'
-        "[incidents]\ngroup_wait_seconds = 0.2\ngroup_interval_seconds = 1.0\n"
-        'investigate = ["critical"]\n[watchers.host]\nenabled = false\n'
+    daemon, port = await webhook_daemon(
+        tmp_path, llm_url=fake_llm.base_url, incidents='investigate = ["critical"]\n'
     )
-    daemon = DaemonProcess(config, tmp_path / "state")
-    await daemon.start()
     db = daemon.state_dir / "nightshift.db"
     try:
         firing = payload(["DbDown"])

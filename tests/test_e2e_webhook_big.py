@@ -8,21 +8,18 @@ from pathlib import Path
 
 import aiohttp
 
-from tests.peers.alertmanager import free_port
-from tests.support import DaemonProcess
-from tests.test_e2e_investigation_limits import TOKEN, payload, query, send_payload, wait_until
+from tests.test_e2e_investigation_limits import (
+    TOKEN,
+    payload,
+    query,
+    send_payload,
+    wait_until,
+    webhook_daemon,
+)
 
 
 async def test_a_3000_alert_group_is_taken_and_a_refused_one_is_announced(tmp_path: Path) -> None:
-    port = free_port()
-    config = tmp_path / "config.toml"
-    config.write_text(
-        f'[api]\ntcp_port = {port}\nwebhook_token = "{TOKEN}"\n'
-        "[incidents]\ngroup_wait_seconds = 0.2\ngroup_interval_seconds = 1.0\n"
-        'group_by = ["instance"]\n[watchers.host]\nenabled = false\n'
-    )
-    daemon = DaemonProcess(config, tmp_path / "state")
-    await daemon.start()
+    daemon, port = await webhook_daemon(tmp_path, incidents='group_by = ["instance"]\n')
     db = daemon.state_dir / "nightshift.db"
     try:
         big = payload([f"Disk{n:04d}" for n in range(3000)])
