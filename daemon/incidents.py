@@ -150,8 +150,13 @@ class IncidentManager:
         await self._flush_due()
 
     async def _flush_due(self, skip: set[str] | frozenset[str] = frozenset()) -> None:
-        for incident in await self.repo.due(self.clock.now()):
-            if incident.group_key not in skip:
+        """Flush what is due; a group in ``skip`` (events still in the backlog) waits for them,
+        but never longer than group_interval past its due time (a storm that goes on)."""
+        now = self.clock.now()
+        patience = timedelta(seconds=self.settings.group_interval_seconds)
+        for incident in await self.repo.due(now):
+            waited = now - (incident.flush_at or now)
+            if incident.group_key not in skip or waited >= patience:
                 await self._flush(incident)
 
     # -- events ---------------------------------------------------------------------------------
