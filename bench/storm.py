@@ -29,6 +29,7 @@ import sys
 import tempfile
 import time
 from collections import defaultdict
+from datetime import datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -115,8 +116,9 @@ async def feed_accept(
     since = [clock.now()] * len(storm.labels)
     full = [{"alertname": "SlowTarget", "severity": "warning", **x} for x in storm.labels]
     prints = [fingerprint(labels) for labels in full]
-    for start in range(0, len(storm.steps), chunk):
-        at = clock.now()
+
+    def build(start: int, at: datetime) -> list[AlertEvent]:
+        """One chunk's events, built off the loop as the webhook parses a big payload."""
         batch = []
         for index in storm.steps[start : start + chunk]:
             firing[index] = not firing[index]
@@ -134,7 +136,10 @@ async def feed_accept(
                     source="alertmanager",
                 )
             )
-        await manager.accept(batch)
+        return batch
+
+    for start in range(0, len(storm.steps), chunk):
+        await manager.accept(await asyncio.to_thread(build, start, clock.now()))
 
 
 async def scalar(store: SqliteStore, sql: str) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -109,27 +110,38 @@ def _state(row: aiosqlite.Row) -> AlertState:
     )
 
 
+ROWS_ON_LOOP = 1000  # more events than this are encoded for SQLite in a worker thread
+
+
 async def _insert_events(db: aiosqlite.Connection, events: Sequence[AlertEvent]) -> None:
     if not events:
         return
+    if len(events) > ROWS_ON_LOOP:  # a big snapshot: ~10 µs of JSON an event off the loop
+        rows = await asyncio.to_thread(_event_rows, events)
+    else:
+        rows = _event_rows(events)
     await db.executemany(
         "INSERT INTO alert_events (fingerprint, status, labels, annotations, starts_at, ends_at,"
         " value, source, at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        [
-            (
-                e.fingerprint,
-                e.status,
-                dump_json(dict(e.labels)),
-                dump_json(dict(e.annotations)),
-                to_db_time(e.starts_at),
-                to_db_time(e.ends_at) if e.ends_at else None,
-                e.value,
-                e.source,
-                to_db_time(e.at),
-            )
-            for e in events
-        ],
+        rows,
     )
+
+
+def _event_rows(events: Sequence[AlertEvent]) -> list[tuple[object, ...]]:
+    return [
+        (
+            e.fingerprint,
+            e.status,
+            dump_json(dict(e.labels)),
+            dump_json(dict(e.annotations)),
+            to_db_time(e.starts_at),
+            to_db_time(e.ends_at) if e.ends_at else None,
+            e.value,
+            e.source,
+            to_db_time(e.at),
+        )
+        for e in events
+    ]
 
 
 def _event(row: aiosqlite.Row) -> AlertEvent:
