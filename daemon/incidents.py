@@ -53,6 +53,7 @@ log = logging.getLogger(__name__)
 
 BATCH = 500
 MUTED_RECHECK_SECONDS = 60.0
+BACKLOG_PATIENCE_SECONDS = 10.0  # a group waits this long at least for its backlogged events
 FOLLOW_UPS = ("findings", "remediation", "postmortem")  # not tied to a notification sequence
 # Channels where every message after an incident's first notification replies in its thread.
 THREADED_CHANNELS = ("slack", "matrix")
@@ -151,9 +152,12 @@ class IncidentManager:
 
     async def _flush_due(self, skip: set[str] | frozenset[str] = frozenset()) -> None:
         """Flush what is due; a group in ``skip`` (events still in the backlog) waits for them,
-        but never longer than group_interval past its due time (a storm that goes on)."""
+        but never longer than group_interval (at least BACKLOG_PATIENCE) past its due time: a
+        big snapshot is announced whole, a storm that goes on is still announced."""
         now = self.clock.now()
-        patience = timedelta(seconds=self.settings.group_interval_seconds)
+        patience = timedelta(
+            seconds=max(self.settings.group_interval_seconds, BACKLOG_PATIENCE_SECONDS)
+        )
         for incident in await self.repo.due(now):
             waited = now - (incident.flush_at or now)
             if incident.group_key not in skip or waited >= patience:
