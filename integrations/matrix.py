@@ -66,6 +66,7 @@ from integrations._matrix_inbound import (
 )
 from integrations._receive_loop import ReceiveLoop
 from integrations.base import (
+    ApprovalAnswer,
     ApprovalPrompt,
     ChannelHealth,
     DeliveryError,
@@ -88,6 +89,7 @@ BACKOFF_MAX_SECONDS = 60.0
 TIMELINE_LIMIT = 100  # events per room per sync; more while we were away is logged as a gap
 MAX_HANDLE_ATTEMPTS = 5
 TXNS_KEPT = 1000
+TOLD_KEPT = 1000
 # Synapse caches a sync answer for 2 minutes keyed on (device, since, timeout, filter,
 # full_state): a restart within that time would get the previous process's first answer, with
 # an old next_batch, and replay what followed. A random timeout on the first sync avoids it.
@@ -132,6 +134,7 @@ class MatrixChannel:
         self._attempts: dict[str, int] = {}
         self._prompts = Prompts()  # our prompt event ids -> approval ids
         self._txns: OrderedDict[int, str] = OrderedDict()  # outbox id -> transaction id
+        self._told: set[tuple[str, str]] = set()  # (user, approval) told why a reaction failed
         self._loop = ReceiveLoop("sync", sync_timeout + SYNC_SLACK_SECONDS)
 
     async def start(self, sink: InboundSink) -> None:
@@ -381,4 +384,21 @@ class MatrixChannel:
         elif isinstance(event, ReactionEvent):
             answer = await approval_answer(client, room, event, self._prompts)
             if answer is not None:
-                await sink.on_approval(answer)
+                outcome = await sink.on_approval(answer)
+                if not outcome.accepted:  # accepted: the prompt itself is edited to say so
+                    await self._tell_reactor(room.room_id, answer, outcome.text)
+
+    async def _tell_reactor(self, room: str, answer: ApprovalAnswer, text: str) -> None:
+        """A notice in the room saying why a reaction did nothing (once per person and prompt:
+        a stranger's reactions cannot make us talk on and on)."""
+        key = (answer.user_id, answer.approval_id)
+        if key in self._told:
+            return
+        self._told.add(key)
+        while len(self._told) > TOLD_KEPT:
+            self._told.pop()
+        content = {"msgtype": "m.notice", "body": f"{answer.user_id}: {text}"}
+        try:
+            await self._room_send(room, "m.room.message", content)
+        except (DeliveryError, PermanentDeliveryError) as exc:
+            log.info("could not tell %s why their reaction did nothing: %s", answer.user_id, exc)

@@ -13,13 +13,21 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from nio import AsyncClient, ErrorResponse, RoomCreateResponse, RoomGetEventResponse, RoomSendError
+from nio import (
+    AsyncClient,
+    ErrorResponse,
+    RoomCreateResponse,
+    RoomGetEventResponse,
+    RoomMessagesResponse,
+    RoomSendError,
+)
 from pydantic import SecretStr
 
 from daemon.config import MatrixChannelSettings
 from integrations._matrix_events import FileSyncTokenStore, addressed_text, reaction_vote
 from integrations.base import (
     ApprovalAnswer,
+    ApprovalOutcome,
     ApprovalPrompt,
     Channel,
     DeliveryError,
@@ -375,3 +383,34 @@ async def test_file_token_store_round_trips(tmp_path: Path) -> None:
     assert await store.load() is None
     await store.save("s72_1")
     assert await store.load() == "s72_1"
+
+
+async def test_a_refused_reaction_is_told_why_once_in_the_room(
+    peers: Peers, channel: tuple[MatrixChannel, RecordingSink], ann: AsyncClient
+) -> None:
+    chan, sink = channel
+    sink.outcome = ApprovalOutcome(text="Not done: viewers cannot approve", accepted=False)
+    room = await create_room(ann, peers.bot.user_id)
+    await say(ann, room, "restart nginx")
+    await eventually(lambda: len(sink.messages) == 1)
+    prompt = ApprovalPrompt(approval_id="ap-8", text="Restart? approve ap-8", target=room)
+    event_id = await chan.ask_approval(prompt)
+    for key in ("👍️", "❌"):  # two presses, one notice
+        reaction = {"m.relates_to": {"rel_type": "m.annotation", "event_id": event_id, "key": key}}
+        assert not isinstance(await ann.room_send(room, "m.reaction", reaction), ErrorResponse)
+    await eventually(lambda: len(sink.answers) == 2)
+
+    async def notices() -> list[str]:
+        response = await ann.room_messages(room, limit=50)
+        assert isinstance(response, RoomMessagesResponse), response
+        return [
+            e.source["content"]["body"]
+            for e in response.chunk
+            if e.source.get("content", {}).get("msgtype") == "m.notice"
+        ]
+
+    for _ in range(100):
+        if await notices():
+            break
+        await asyncio.sleep(0.05)
+    assert await notices() == ["@ann:localhost: Not done: viewers cannot approve"]
