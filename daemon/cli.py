@@ -407,11 +407,7 @@ def _run_command(args: argparse.Namespace, text: str) -> int:
     word = text.split()[0]
     if word not in ("incidents", "silences", "unsilence"):
         text = "silence " + text
-    result = _ask_daemon(args, "POST", "/v1/command", {"text": text})
-    if result is None:
-        return 3
-    print(result["text"])
-    return 0
+    return _chat_command(args, text)
 
 
 def cmd_install_service(args: argparse.Namespace) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -296,18 +297,11 @@ class TaskRepo:
         return [_run(row) for row in rows]
 
 
-_SPECS: dict[str, TaskSpec] = {}  # stored JSON → its validated spec (read back for every wake)
-_SPECS_KEPT = 50_000
-
-
+@functools.lru_cache(maxsize=50_000)
 def _spec(text: str) -> TaskSpec:
-    """The TaskSpec stored as ``text``, validated once (specs are never changed in place)."""
-    found = _SPECS.get(text)
-    if found is None:
-        if len(_SPECS) >= _SPECS_KEPT:
-            _SPECS.clear()
-        found = _SPECS[text] = TaskSpec.model_validate(json.loads(text))
-    return found
+    """The TaskSpec stored as ``text``, validated once: every wake-up reads its task back, and
+    specs are never changed in place."""
+    return TaskSpec.model_validate(json.loads(text))
 
 
 def _task(row: aiosqlite.Row) -> StoredTask:
