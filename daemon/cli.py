@@ -220,15 +220,17 @@ def cmd_run(args: argparse.Namespace) -> int:
         path or "(embedded defaults)",
         settings.state_dir,
     )
-    from daemon.config import unknown_environment
+    from daemon.config import Settings
+    from daemon.config_env import unknown_environment
 
-    for name in unknown_environment():
+    for name in unknown_environment(Settings):
         log.warning("$%s names no setting and is ignored (a typo?)", name)
     return asyncio.run(run_daemon(settings, path))
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    from daemon.config import masked_dump, unknown_environment
+    from daemon.config import Settings, masked_dump
+    from daemon.config_env import unknown_environment
     from daemon.config_secrets import plain_toml_warnings
 
     settings, path = _settings(args, args.path or args.config)
@@ -236,7 +238,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     print(render_toml(masked_dump(settings)))
     for warning in plain_toml_warnings(settings, path):
         print(f"# warning: {warning}", file=sys.stderr)
-    for name in unknown_environment():
+    for name in unknown_environment(Settings):
         print(f"# warning: ${name} names no setting and is ignored (a typo?)", file=sys.stderr)
     available, reason = settings.agent_available
     if not available:

@@ -10,13 +10,10 @@ from __future__ import annotations
 import os
 import re
 import tomllib
-import typing
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import (
-    BaseModel,
     Field,
     SecretStr,
     ValidationError,
@@ -43,6 +40,7 @@ from daemon._section import (
     check_zone,
 )
 from daemon._task_settings import DigestSettings, QuietHoursSettings, TaskSpec
+from daemon.config_env import from_environment
 from daemon.errors import ConfigError
 from daemon.watchers.command import CommandCheckSettings
 from daemon.watchers.files import FileWatchSettings
@@ -716,7 +714,7 @@ def _describe(exc: ValidationError, config_path: Path | None) -> str:
             shown = ""
         if len(shown) > 90:  # a huge number or a long text: the key and the rule say enough
             shown = shown[:80] + "…)"
-        line = f"  {key}: {message}{shown}{_from_environment(error['loc'])}"
+        line = f"  {key}: {message}{shown}{from_environment(error['loc'])}"
         if not error["loc"] and message.startswith("Value error, "):
             line = f"  {message.removeprefix('Value error, ')}"  # names its own keys
         # one line per key: of a union's alternatives, the most telling one
@@ -728,70 +726,6 @@ def _describe(exc: ValidationError, config_path: Path | None) -> str:
             del found[key]
     lines = [f"{where}: {len(found)} problem(s):", *(line for _, line in found.values())]
     return "\n".join(lines)
-
-
-ENV_PREFIX = "NIGHTSHIFT_"
-
-
-def _env_name(loc: tuple[int | str, ...]) -> str:
-    return ENV_PREFIX + "__".join(str(part) for part in loc).upper()
-
-
-def _from_environment(loc: tuple[int | str, ...]) -> str:
-    """`` (from $NIGHTSHIFT_LLM__BASE_URL)`` when that variable set the value (or its table)."""
-    for size in range(len(loc), 0, -1):
-        name = _env_name(loc[:size])
-        if name in os.environ:
-            return f" (from ${name}; fix or unset it)"
-    return ""
-
-
-def unknown_environment(environ: Mapping[str, str] | None = None) -> list[str]:
-    """NIGHTSHIFT_* variables that name no setting (a typo is otherwise silently ignored)."""
-    environ = os.environ if environ is None else environ
-    known: set[str] = set()
-
-    def walk(model: type[BaseModel], path: tuple[str, ...]) -> None:
-        for name, field in model.model_fields.items():
-            here = (*path, name)
-            known.add(_env_name(here))
-            for kind in _models_in(field.annotation):
-                walk(kind, here)
-
-    walk(Settings, ())
-    free = ("NIGHTSHIFT_LLM__API_KEY",)  # secrets may also be read from files: always known
-    return sorted(
-        name
-        for name in environ
-        if name.startswith(ENV_PREFIX) and name not in known and name not in free
-        and not any(name.startswith(k + "__") and _is_mapping(k) for k in known)
-    )  # fmt: skip
-
-
-def _models_in(annotation: Any) -> list[type[BaseModel]]:
-    """The pydantic models a field's type holds (directly, in a union or a list)."""
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return [annotation]
-    found: list[type[BaseModel]] = []
-    for arg in typing.get_args(annotation):
-        found += _models_in(arg)
-    return found
-
-
-def _is_mapping(env_name: str) -> bool:
-    """Whether the setting behind ``env_name`` is a free-form table (users, headers …)."""
-    path = env_name.removeprefix(ENV_PREFIX).lower().split("__")
-    model: Any = Settings
-    for part in path:
-        fields = getattr(model, "model_fields", {})
-        if part not in fields:
-            return False
-        annotation = fields[part].annotation
-        if typing.get_origin(annotation) is dict:
-            return True
-        models = _models_in(annotation)
-        model = models[0] if models else None
-    return False
 
 
 _HINTS = {
