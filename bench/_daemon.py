@@ -21,7 +21,7 @@ def start_daemon(
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     sock.bind(str(notify))
     sock.settimeout(30)
-    args = [sys.executable, "-m", "daemon.cli", "run", "--state-dir", str(workdir / "state")]
+    args = [sys.executable, "-m", "daemon.cli.main", "run", "--state-dir", str(workdir / "state")]
     if config:
         args += ["--config", str(config)]
     full_env = {**os.environ, "NOTIFY_SOCKET": str(notify), "PYTHONPATH": str(ROOT), **(env or {})}

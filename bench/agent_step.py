@@ -26,8 +26,8 @@ from daemon.agent.executor import ToolExecutor  # noqa: E402
 from daemon.agent.llm import LlmClient  # noqa: E402
 from daemon.agent.loop import AgentLoop, AgentRequest  # noqa: E402
 from daemon.agent.tools.base import Tier, ToolContext, ToolRegistry, tool  # noqa: E402
-from daemon.clock import SystemClock  # noqa: E402
 from daemon.config import load_settings  # noqa: E402
+from daemon.core.clock import SystemClock  # noqa: E402
 from memory.audit import AuditRepo  # noqa: E402
 from memory.conversations import ConversationRepo  # noqa: E402
 from memory.runs import RunRepo  # noqa: E402

@@ -6,7 +6,7 @@ Prints, for the packages ``daemon``, ``integrations`` and ``memory``:
 - module-level import cycles (strongly connected components of more than one module);
 - modules over 400 lines;
 - ``Any`` in the signatures and attributes of public functions and classes (the seams);
-- how many project modules ``import integrations.slack`` and ``import daemon.watchers.logs``
+- how many project modules ``import integrations.slack.channel`` and ``import daemon.watchers.logs``
   load (a channel or a watcher should load nothing above it), and their import time.
 
 Usage: python -m bench.architecture [--edges]
@@ -38,7 +38,7 @@ def group_of(module: str, groups: set[str]) -> str:
 
 
 def package_groups(graph: grimp.ImportGraph) -> set[str]:
-    """Packages one or two levels deep (``daemon.agent``, ``integrations.slack``)."""
+    """Packages one or two levels deep (``daemon.agent``, ``integrations.slack.channel``)."""
     groups: set[str] = set(PACKAGES)
     for module in graph.modules:
         path = module_path(module)
@@ -189,7 +189,12 @@ def main(show_edges: bool) -> None:
         print(f"  {lines:5d} {path}")
     seams = any_at_seams()
     print(f"Any in public signatures/attributes: {sum(seams.values())} in {len(seams)} files")
-    for probe in ("integrations.slack", "daemon.watchers.logs", "memory.store", "daemon.cli"):
+    for probe in (
+        "integrations.slack.channel",
+        "daemon.watchers.logs",
+        "memory.store",
+        "daemon.cli.main",
+    ):
         count, ms = imports_loaded(probe)
         print(f"import {probe}: {count} project modules, {ms:.0f} ms")
 

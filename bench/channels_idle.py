@@ -61,7 +61,7 @@ async def main(seconds: float) -> None:
                     [
                         sys.executable,
                         "-m",
-                        "daemon.cli",
+                        "daemon.cli.main",
                         "status",
                         "--json",
                         "--config",

@@ -11,7 +11,7 @@ started again, so the catch-up path runs too. Printed: runs per task and status,
 tokens and outbox messages (all three must be 0); then a control: with a line in the inbox the
 same task does call the model.
 
-Part 2, a real daemon (``python -m daemon.cli run``) with the digest at the first whole minute
+Part 2, a real daemon (``python -m daemon.cli.main run``) with the digest at the first whole minute
 at least 30 s after launch, the same ``inbox-check`` task every 30 s and the fake model as
 ``llm.base_url``, run for ``--daemon-seconds`` (at least until 15 s after the digest slot):
 printed are the runs recorded in its database, LLM calls, outbox rows and the warnings and
@@ -35,17 +35,17 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._daemon import start_daemon, stop
-from daemon import digest
-from daemon._task_settings import TaskSpec
 from daemon.agent.executor import ToolExecutor
 from daemon.agent.llm import LlmClient
 from daemon.agent.loop import AgentLoop
 from daemon.agent.tools.registry import default_registry
-from daemon.approvals import ApprovalBroker
-from daemon.clock import ManualClock
+from daemon.chat.approvals import ApprovalBroker
 from daemon.config import load_settings
-from daemon.scheduler import TaskScheduler
-from daemon.task_runner import TaskRunner
+from daemon.core.clock import ManualClock
+from daemon.tasks import digest
+from daemon.tasks.runner import TaskRunner
+from daemon.tasks.scheduler import TaskScheduler
+from daemon.tasks.settings import TaskSpec
 from memory.audit import AuditRepo
 from memory.components import ComponentEventRepo
 from memory.conversations import ConversationRepo

@@ -3,7 +3,7 @@
 1. throughput: a child process (`cat`) appends N prepared lines to the watched file; timed from
    the start of the append to the last ``log_line`` Observation emitted. Measured with an emit
    that only counts; with one that runs 20 compiled regexes on every line, once on Python's
-   backtracking ``re`` and once on RE2 (``daemon.patterns``, what the daemon uses for every
+   backtracking ``re`` and once on RE2 (``daemon.core.patterns``, what the daemon uses for every
    configured pattern); and through the real RuleEngine (RE2, one PatternFilter pass per line
    ruling most of the 20 regexes out before any is searched).
 2. a hostile line: the longest line the watcher passes on by default (64 KiB of ``a`` and a ``!``)
@@ -32,9 +32,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from daemon.alerts import Observation
-from daemon.clock import SystemClock
-from daemon.patterns import compile_pattern
+from daemon.core.alerts import Observation
+from daemon.core.clock import SystemClock
+from daemon.core.patterns import compile_pattern
 from daemon.watchers.logs import LogFileWatcher, LogWatchSettings
 
 RULES = [  # what log rules look like: anchors, alternations, captures, a few expensive ones
@@ -115,8 +115,8 @@ def regex_check(compile: Callable[[str], Any] = re.compile) -> Callable[[str], i
 
 def engine_check() -> Callable[[Observation], int]:
     """The real rule engine with the same 20 patterns as log rules (events counted)."""
-    from daemon._alerting_settings import RuleSettings
-    from daemon.rules import RuleEngine
+    from daemon.alerting.rules import RuleEngine
+    from daemon.alerting.settings import RuleSettings
 
     engine = RuleEngine(
         RuleSettings(
@@ -179,8 +179,8 @@ async def throughput(work: Path, data: Path, count: int, counter: Counter) -> tu
 
 def hostile_line_ms() -> float:
     """Milliseconds for the RuleEngine to judge one 64 KiB catastrophic line."""
-    from daemon._alerting_settings import RuleSettings
-    from daemon.rules import RuleEngine
+    from daemon.alerting.rules import RuleEngine
+    from daemon.alerting.settings import RuleSettings
 
     engine = RuleEngine(
         RuleSettings(name=f"LogRule{i}", metric="log_line", match=pattern)

@@ -1,6 +1,6 @@
 """Redaction cost per KiB: typical log text, text dense with secrets, and adversarial text.
 
-Runs :func:`daemon.redact.redact` (the one redaction step before SQLite, logs, prompts, chat
+Runs :func:`daemon.core.redact.redact` (the one redaction step before SQLite, logs, prompts, chat
 and output) with five configured secrets registered, as the daemon has after loading settings.
 Each corpus is about 64 KiB; the figure is the median of several runs, in microseconds per KiB,
 plus the slowest single run, so a super-linear pattern would show up as a jump between sizes.
@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from daemon.redact import redact, use_secrets
+from daemon.core.redact import redact, use_secrets
 from tests.test_redact import FORMATS
 
 LOG_LINES = [

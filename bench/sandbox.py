@@ -24,8 +24,8 @@ from daemon.agent import sandbox  # noqa: E402
 from daemon.agent.tools import files  # noqa: E402
 from daemon.agent.tools.base import Tier, ToolContext  # noqa: E402
 from daemon.agent.tools.commands import run_argv  # noqa: E402
-from daemon.clock import SystemClock  # noqa: E402
 from daemon.config import load_settings  # noqa: E402
+from daemon.core.clock import SystemClock  # noqa: E402
 
 COMMANDS: tuple[list[str], ...] = (["uptime"], ["df"], ["cat", "/proc/loadavg"])
 

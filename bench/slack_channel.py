@@ -19,7 +19,7 @@ from pydantic import SecretStr
 
 from daemon.config import SlackChannelSettings
 from integrations.base import ApprovalAnswer, ApprovalOutcome, InboundMessage, OutgoingMessage
-from integrations.slack import SlackChannel
+from integrations.slack.channel import SlackChannel
 from tests.fakes.slack import APP_TOKEN, BOT_TOKEN, FakeSlack
 
 

@@ -22,8 +22,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import psutil
 
-from daemon.alerts import Observation
 from daemon.config import HostWatcherSettings
+from daemon.core.alerts import Observation
 from daemon.watchers.host import HostMetricsWatcher
 from daemon.watchers.process import ProcessWatcher, ProcessWatchSettings
 

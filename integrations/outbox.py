@@ -14,7 +14,7 @@ import logging
 import random
 from datetime import UTC, datetime, timedelta
 
-from daemon.clock import Clock
+from daemon.core.clock import Clock
 from integrations.base import Channel, DeliveryError, OutgoingMessage, PermanentDeliveryError
 from memory.outbox import OutboxRepo
 

@@ -9,8 +9,8 @@ from typing import Any
 
 import aiosqlite
 
-from daemon.clock import Clock
-from daemon.redact import redact, redact_data
+from daemon.core.clock import Clock
+from daemon.core.redact import redact, redact_data
 from memory._codec import dump_json, from_db_time, load_json, to_db_time
 from memory.store import SqliteStore
 

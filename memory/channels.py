@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from daemon.clock import Clock
+from daemon.core.clock import Clock
 from memory._codec import to_db_time
 from memory.store import SqliteStore
 

@@ -11,8 +11,8 @@ from datetime import datetime
 
 import aiosqlite
 
-from daemon.clock import Clock
-from daemon.redact import redact
+from daemon.core.clock import Clock
+from daemon.core.redact import redact
 from memory._codec import from_db_time, to_db_time
 from memory.store import SqliteStore
 

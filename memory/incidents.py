@@ -8,9 +8,9 @@ from datetime import datetime
 
 import aiosqlite
 
-from daemon.alerts import AlertEvent
-from daemon.clock import Clock
-from daemon.redact import redact
+from daemon.core.alerts import AlertEvent
+from daemon.core.clock import Clock
+from daemon.core.redact import redact
 from memory._codec import dump_json, from_db_time, from_db_time_opt, load_json, to_db_time
 from memory.errors import RecordNotFound
 from memory.store import SqliteStore

@@ -10,9 +10,9 @@ from datetime import datetime
 
 import aiosqlite
 
-from daemon._task_settings import TaskSpec
-from daemon.clock import Clock
-from daemon.redact import redact
+from daemon.core.clock import Clock
+from daemon.core.redact import redact
+from daemon.tasks.settings import TaskSpec
 from memory._codec import from_db_time, from_db_time_opt, to_db_time
 from memory.errors import RecordNotFound
 from memory.store import SqliteStore

@@ -8,7 +8,7 @@ from datetime import datetime
 
 import aiosqlite
 
-from daemon.clock import Clock
+from daemon.core.clock import Clock
 from memory._codec import from_db_time, to_db_time
 from memory.store import SqliteStore
 

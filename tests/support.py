@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-NIGHTSHIFT = [sys.executable, "-m", "daemon.cli"]
+NIGHTSHIFT = [sys.executable, "-m", "daemon.cli.main"]
 ROOT = Path(__file__).resolve().parent.parent
 
 

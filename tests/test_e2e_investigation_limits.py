@@ -178,6 +178,6 @@ async def test_a_flood_of_incidents_runs_few_investigations_and_announces_all(
     ]
     assert len(notice) == 1  # one chat notice per hour, not one per skipped incident
     log = await daemon.output()
-    skips = [line for line in log.splitlines() if "daemon.response: incident #" in line]
+    skips = [line for line in log.splitlines() if "daemon.response.responder: incident #" in line]
     assert len(skips) == 1 and "investigation skipped" in skips[0], log  # not one per incident
     assert "max_concurrent_investigations" in notice[0] and "incidents show" in notice[0]

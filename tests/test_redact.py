@@ -9,7 +9,7 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from daemon.redact import (
+from daemon.core.redact import (
     MIN_SECRET_LENGTH,
     REDACTED,
     check_pattern,

@@ -10,9 +10,9 @@ from typing import Any
 
 from daemon.agent import policy, sandbox
 from daemon.agent.tools.base import Tier, ToolContext, ToolRegistry, render_result
-from daemon.approvals import ApprovalBroker
-from daemon.errors import PolicyDeniedError, ToolError, ToolTimeoutError
-from daemon.redact import redact, redact_data
+from daemon.chat.approvals import ApprovalBroker
+from daemon.core.errors import PolicyDeniedError, ToolError, ToolTimeoutError
+from daemon.core.redact import redact, redact_data
 from memory.audit import AuditEntry, AuditRepo
 
 log = logging.getLogger(__name__)

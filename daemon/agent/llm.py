@@ -5,7 +5,7 @@
 jittered backoff (honouring ``Retry-After``), falls back to ``fallback_models``, caps concurrency,
 and refuses to call at all once the hard daily token budget is spent.
 
-Errors raised (from ``daemon.errors``):
+Errors raised (from ``daemon.core.errors``):
 
     BudgetExhaustedError  the day's budget is spent; no request was sent
     AgentDisabledError    no API key, or the API refused it (401/403: key or region)
@@ -40,10 +40,10 @@ from daemon.agent._stream import (
     retry_after,
 )
 from daemon.agent.model import REASONING_PLACEHOLDER
-from daemon.clock import Clock, SystemClock
 from daemon.config import BudgetSettings, LlmSettings
-from daemon.errors import AgentDisabledError, BudgetExhaustedError, LlmUnavailableError
-from daemon.redact import redact_data
+from daemon.core.clock import Clock, SystemClock
+from daemon.core.errors import AgentDisabledError, BudgetExhaustedError, LlmUnavailableError
+from daemon.core.redact import redact_data
 from memory.usage import LlmUsage
 
 __all__ = ["Completion", "LlmClient", "Mode", "ToolCall", "Usage", "UsageSink"]

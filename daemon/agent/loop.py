@@ -24,9 +24,9 @@ from daemon.agent.model import REASONING_PLACEHOLDER
 from daemon.agent.prompts import STEP_CAP_NOTE, TURN_STOP_NOTE, system_prompt
 from daemon.agent.replay import replay
 from daemon.agent.tools.base import ToolContext
-from daemon.clock import Clock
 from daemon.config import Settings
-from daemon.errors import AgentDisabledError, BudgetExhaustedError, LlmUnavailableError
+from daemon.core.clock import Clock
+from daemon.core.errors import AgentDisabledError, BudgetExhaustedError, LlmUnavailableError
 from memory.conversations import ConversationRepo
 from memory.runs import RunRepo
 from memory.store import SqliteStore

@@ -23,7 +23,7 @@ from daemon.agent._options import SPECS, UnknownOption, parse
 from daemon.agent.sandbox import covers
 from daemon.agent.tools.base import Tier
 from daemon.config import PolicySettings
-from daemon.errors import PolicyDeniedError
+from daemon.core.errors import PolicyDeniedError
 
 __all__ = [
     "Decision",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from daemon.clock import Clock
+from daemon.core.clock import Clock
 
 if TYPE_CHECKING:
     from daemon.config import WatchersSettings

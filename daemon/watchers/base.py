@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Protocol
 
-from daemon.alerts import Observation
-from daemon.clock import Clock
+from daemon.core.alerts import Observation
+from daemon.core.clock import Clock
 
 Emit = Callable[[Observation], None]
 

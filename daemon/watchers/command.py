@@ -21,10 +21,10 @@ from datetime import datetime
 
 from pydantic import Field, field_validator
 
-from daemon._section import Section, check_regex, split_argv
-from daemon.alerts import Observation
-from daemon.clock import Clock, SystemClock
-from daemon.patterns import compile_pattern, search_text
+from daemon.core.alerts import Observation
+from daemon.core.clock import Clock, SystemClock
+from daemon.core.patterns import compile_pattern, search_text
+from daemon.core.section import Section, check_regex, split_argv
 from daemon.watchers.base import Emit, ErrorReporter
 
 log = logging.getLogger(__name__)

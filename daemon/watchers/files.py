@@ -22,9 +22,9 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field, field_validator
 
-from daemon._section import Section, check_word
-from daemon.alerts import Observation
-from daemon.clock import Clock
+from daemon.core.alerts import Observation
+from daemon.core.clock import Clock
+from daemon.core.section import Section, check_word
 from daemon.watchers._fileinfo import Inspection, Mode, below, inspect, kind_of, matches
 from daemon.watchers._inotify import Inotify, InstanceLimitError, describe, dir_id
 from daemon.watchers.base import Emit, ErrorReporter

@@ -20,9 +20,9 @@ from typing import Any
 import psutil
 
 from daemon.agent.tools.host import HostSample, Temperature, sample_host
-from daemon.alerts import Observation
-from daemon.clock import Clock, SystemClock
 from daemon.config import HostWatcherSettings
+from daemon.core.alerts import Observation
+from daemon.core.clock import Clock, SystemClock
 from daemon.watchers.base import Emit, ErrorReporter
 
 log = logging.getLogger(__name__)
@@ -209,7 +209,7 @@ class HostMetricsWatcher:
 
 
 def _export(sample: HostSample) -> None:
-    from daemon import metrics
+    from daemon.core import metrics
 
     metrics.HOST_CPU.set(sample.cpu_percent)
     metrics.HOST_MEMORY.set(sample.memory_percent)

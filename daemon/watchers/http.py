@@ -21,10 +21,10 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import Field, field_validator, model_validator
 
-from daemon._section import Section, check_regex
-from daemon.alerts import Observation
-from daemon.clock import Clock
-from daemon.patterns import compile_pattern, search_text
+from daemon.core.alerts import Observation
+from daemon.core.clock import Clock
+from daemon.core.patterns import compile_pattern, search_text
+from daemon.core.section import Section, check_regex
 from daemon.watchers.base import Emit, ErrorReporter
 
 if TYPE_CHECKING:

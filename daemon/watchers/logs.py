@@ -24,9 +24,9 @@ from typing import TYPE_CHECKING
 
 from pydantic import Field, field_validator
 
-from daemon._section import Section, check_word
-from daemon.alerts import Observation
-from daemon.clock import Clock
+from daemon.core.alerts import Observation
+from daemon.core.clock import Clock
+from daemon.core.section import Section, check_word
 from daemon.watchers._inotify import Inotify, describe, dir_id, limit_message
 from daemon.watchers._tail import Tail, TailRead
 from daemon.watchers.base import Emit, ErrorReporter

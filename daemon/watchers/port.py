@@ -14,9 +14,9 @@ from dataclasses import dataclass
 
 from pydantic import Field, field_validator
 
-from daemon._section import Section
-from daemon.alerts import Observation
-from daemon.clock import Clock
+from daemon.core.alerts import Observation
+from daemon.core.clock import Clock
+from daemon.core.section import Section
 from daemon.watchers.base import Emit, ErrorReporter
 
 log = logging.getLogger(__name__)

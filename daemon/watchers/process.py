@@ -21,10 +21,10 @@ from typing import Self
 import psutil
 from pydantic import Field, field_validator, model_validator
 
-from daemon._section import Section, check_regex
-from daemon.alerts import Observation
-from daemon.clock import Clock, SystemClock
-from daemon.patterns import compile_pattern
+from daemon.core.alerts import Observation
+from daemon.core.clock import Clock, SystemClock
+from daemon.core.patterns import compile_pattern
+from daemon.core.section import Section, check_regex
 from daemon.watchers.base import Emit, ErrorReporter
 
 log = logging.getLogger(__name__)

@@ -15,9 +15,9 @@ import pytest
 
 from daemon.agent.llm import Completion, LlmClient, ToolCall, Usage
 from daemon.agent.model import REASONING_PLACEHOLDER
-from daemon.clock import ManualClock
 from daemon.config import BudgetSettings, LlmSettings
-from daemon.errors import AgentDisabledError, BudgetExhaustedError, LlmUnavailableError
+from daemon.core.clock import ManualClock
+from daemon.core.errors import AgentDisabledError, BudgetExhaustedError, LlmUnavailableError
 from memory.store import SqliteStore
 from memory.usage import LlmUsage, UsageRepo
 from tests.fakes.chat_completions import DEFAULT_TEXT, FakeChatServer, Reply

@@ -16,9 +16,9 @@ from daemon.agent.loop import AgentLoop, AgentRequest
 from daemon.agent.tools.base import Tier, Tool, ToolContext, ToolRegistry, tool
 from daemon.agent.tools.evidence import grep_log
 from daemon.agent.tools.files import tail_log
-from daemon.approvals import ApprovalBroker
-from daemon.clock import SystemClock
+from daemon.chat.approvals import ApprovalBroker
 from daemon.config import Settings, load_settings
+from daemon.core.clock import SystemClock
 from memory.audit import AuditRepo
 from memory.conversations import ConversationRepo
 from memory.runs import RunRepo

@@ -16,7 +16,7 @@ from daemon.agent.policy import (
 )
 from daemon.agent.tools.base import Tier
 from daemon.config import PolicySettings
-from daemon.errors import PolicyDeniedError
+from daemon.core.errors import PolicyDeniedError
 
 
 @pytest.fixture

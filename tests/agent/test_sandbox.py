@@ -33,9 +33,9 @@ from daemon.agent.loop import AgentLoop, AgentRequest
 from daemon.agent.policy import classify_command, decide
 from daemon.agent.tools import commands, evidence, files
 from daemon.agent.tools.base import Tier, ToolContext, ToolRegistry
-from daemon.approvals import ApprovalBroker
-from daemon.clock import SystemClock
+from daemon.chat.approvals import ApprovalBroker
 from daemon.config import PolicySettings, Settings, load_settings
+from daemon.core.clock import SystemClock
 from memory.audit import AuditRepo
 from memory.conversations import ConversationRepo
 from memory.runs import RunRepo

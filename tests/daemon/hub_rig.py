@@ -4,18 +4,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from daemon.access import AccessControl
 from daemon.agent.executor import ToolExecutor
 from daemon.agent.loop import AgentLoop
 from daemon.agent.tools.base import ToolRegistry
-from daemon.approvals import ApprovalBroker
-from daemon.chat import ChatService
-from daemon.clock import ManualClock
-from daemon.commands import IncidentCommands
+from daemon.chat.access import AccessControl
+from daemon.chat.approvals import ApprovalBroker
+from daemon.chat.conversations import ChatService
+from daemon.chat.hub import ChannelHub
+from daemon.chat.pairing import PairingCodes
 from daemon.config import Settings
-from daemon.hub import ChannelHub
-from daemon.pairing import PairingCodes
-from daemon.task_commands import TaskCommands
+from daemon.core.clock import ManualClock
+from daemon.incidents.commands import IncidentCommands
+from daemon.tasks.commands import TaskCommands
 from integrations.base import ApprovalPrompt, ChannelHealth, InboundSink, OutgoingMessage
 from integrations.outbox import OutboxWorker
 from memory.audit import AuditRepo

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from daemon._alerting_settings import RuleSettings
-from daemon.alerting import AlertPipeline
-from daemon.alerts import Observation
-from daemon.clock import ManualClock
+from daemon.alerting.pipeline import AlertPipeline
+from daemon.alerting.settings import RuleSettings
+from daemon.core.alerts import Observation
+from daemon.core.clock import ManualClock
 from memory.alerts import AlertRepo
 from memory.store import SqliteStore
 

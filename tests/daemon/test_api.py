@@ -13,10 +13,10 @@ from typing import Any, cast
 import aiohttp
 import pytest
 
-from daemon.api import ApiServer
-from daemon.clock import SystemClock
 from daemon.config import load_settings
-from daemon.errors import ConfigError
+from daemon.core.clock import SystemClock
+from daemon.core.errors import ConfigError
+from daemon.runtime.api import ApiServer
 from tests.support import DaemonProcess, write_config
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
-from daemon.approvals import ApprovalBroker, ApprovalRequest
-from daemon.clock import SystemClock
+from daemon.chat.approvals import ApprovalBroker, ApprovalRequest
+from daemon.core.clock import SystemClock
 
 
 async def test_approval_granted_by_a_person() -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from daemon.config import load_settings, masked_dump
-from daemon.errors import ConfigError
+from daemon.core.errors import ConfigError
 from tests.support import ROOT
 
 
@@ -22,7 +22,7 @@ def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Complet
     full_env.pop("CREDENTIALS_DIRECTORY", None)
     full_env.update(env or {}, PYTHONPATH=str(ROOT))
     return subprocess.run(
-        [sys.executable, "-m", "daemon.cli", *args],
+        [sys.executable, "-m", "daemon.cli.main", *args],
         capture_output=True,
         text=True,
         env=full_env,
@@ -281,7 +281,7 @@ TASK = '[[scheduler.tasks]]\nname = "report"\nprompt = "hi"\ninterval_seconds = 
 def test_every_bad_config_is_refused_naming_the_key(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], toml: str, expected: str
 ) -> None:
-    from daemon.cli import main
+    from daemon.cli.main import main
 
     path = tmp_path / "bad.toml"
     path.write_text(toml + "\n")
@@ -379,7 +379,7 @@ def test_a_value_of_several_allowed_types_is_one_problem_on_one_line(tmp_path: P
 def test_deep_json_in_an_environment_variable_is_named(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from daemon.cli import main
+    from daemon.cli.main import main
 
     monkeypatch.setenv("NIGHTSHIFT_LLM__FALLBACK_MODELS", "[" * 20_000 + "]" * 20_000)
     assert main(["check-config"]) == 78

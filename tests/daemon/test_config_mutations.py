@@ -1,6 +1,6 @@
 """Property: any mutation of config.example.toml is accepted or refused with exit 78 naming a key.
 
-`nightshift check-config` runs in-process (daemon.cli.main); any exception other than the
+`nightshift check-config` runs in-process (daemon.cli.main.main); any exception other than the
 handled ConfigError escapes and fails the test with its traceback.
 """
 
@@ -17,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from daemon.cli import main
+from daemon.cli.main import main
 from tests.support import ROOT
 
 EXAMPLE: dict[str, Any] = tomllib.loads((ROOT / "config.example.toml").read_text())

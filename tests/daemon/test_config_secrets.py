@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from daemon.config import load_settings
-from daemon.errors import ConfigError
-from daemon.redact import REDACTED, redact, use_secrets
+from daemon.core.errors import ConfigError
+from daemon.core.redact import REDACTED, redact, use_secrets
 from tests.daemon.test_config import run_cli
 
 SECRETS = {

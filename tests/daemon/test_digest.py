@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from daemon import digest
-from daemon._task_settings import TaskSpec
-from daemon.clock import ManualClock
+from daemon.core.clock import ManualClock
+from daemon.tasks import digest
+from daemon.tasks.settings import TaskSpec
 from memory.components import ComponentEventRepo
 from memory.incidents import IncidentRepo
 from memory.store import SqliteStore

@@ -11,7 +11,7 @@ import textwrap
 
 import pytest
 
-from daemon.http_guard import FD_RESERVE, RateLimitedWarning, connection_cap
+from daemon.runtime.http_guard import FD_RESERVE, RateLimitedWarning, connection_cap
 from tests.support import ROOT
 
 
@@ -20,7 +20,7 @@ def test_the_warning_is_logged_once_per_period_with_the_count_held_back(
 ) -> None:
     now = [100.0]
     warn = RateLimitedWarning(every=60.0, now=lambda: now[0])
-    with caplog.at_level(logging.WARNING, logger="daemon.http_guard"):
+    with caplog.at_level(logging.WARNING, logger="daemon.runtime.http_guard"):
         assert warn("out of %s", "fds")
         now[0] += 30
         assert not warn("out of %s", "fds")
@@ -32,7 +32,7 @@ def test_the_warning_is_logged_once_per_period_with_the_count_held_back(
 
 def test_the_cap_stays_below_the_open_file_limit(caplog: pytest.LogCaptureFixture) -> None:
     assert connection_cap(256, 65536) == 256
-    with caplog.at_level(logging.WARNING, logger="daemon.http_guard"):
+    with caplog.at_level(logging.WARNING, logger="daemon.runtime.http_guard"):
         assert connection_cap(256, 256) == 256 - FD_RESERVE
     assert "api.max_connections = 256 but the open-file limit is 256" in caplog.text
     assert "raise LimitNOFILE" in caplog.text
@@ -42,7 +42,7 @@ def test_the_cap_stays_below_the_open_file_limit(caplog: pytest.LogCaptureFixtur
 SERVER = textwrap.dedent(
     """
     import asyncio, logging, resource, sys
-    from daemon.http_guard import install_accept_guard
+    from daemon.runtime.http_guard import install_accept_guard
 
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(message)s")
 

@@ -14,12 +14,12 @@ from daemon.agent.executor import ToolExecutor
 from daemon.agent.llm import LlmClient
 from daemon.agent.loop import AgentLoop
 from daemon.agent.tools.base import ToolRegistry
-from daemon.approvals import ApprovalBroker
-from daemon.clock import ManualClock
-from daemon.commands import IncidentCommands
+from daemon.chat.approvals import ApprovalBroker
+from daemon.chat.hub import ChannelHub
+from daemon.chat.pairing import PairingCodes
 from daemon.config import load_settings
-from daemon.hub import ChannelHub
-from daemon.pairing import PairingCodes
+from daemon.core.clock import ManualClock
+from daemon.incidents.commands import IncidentCommands
 from integrations.base import (
     ApprovalAnswer,
     InboundMessage,

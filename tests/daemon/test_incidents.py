@@ -10,14 +10,14 @@ from typing import Any
 
 import pytest
 
-from daemon._alerting_settings import IncidentSettings, RuleSettings
-from daemon.alerting import AlertPipeline
-from daemon.alerts import AlertEvent, Observation, fingerprint
-from daemon.clock import ManualClock
-from daemon.commands import IncidentCommands
-from daemon.incidents import IncidentManager
-from daemon.routing import Router
-from daemon.runbooks import RunbookLibrary
+from daemon.alerting.pipeline import AlertPipeline
+from daemon.alerting.settings import IncidentSettings, RuleSettings
+from daemon.core.alerts import AlertEvent, Observation, fingerprint
+from daemon.core.clock import ManualClock
+from daemon.incidents.commands import IncidentCommands
+from daemon.incidents.manager import IncidentManager
+from daemon.incidents.routing import Router
+from daemon.incidents.runbooks import RunbookLibrary
 from memory.alerts import AlertRepo
 from memory.incidents import IncidentRepo, SilenceRepo
 from memory.outbox import OutboxRepo
@@ -194,8 +194,8 @@ async def test_a_silence_that_ends_is_followed_by_the_notice_at_that_moment(
 
 async def test_maintenance_window_mutes_only_inside_it(world: World) -> None:
     world.manager.settings = IncidentSettings(group_wait_seconds=0)
-    from daemon._alerting_settings import MaintenanceSettings
-    from daemon.muting import Muter
+    from daemon.alerting.settings import MaintenanceSettings
+    from daemon.incidents.muting import Muter
 
     window = MaintenanceSettings(
         name="backup",
@@ -212,8 +212,8 @@ async def test_maintenance_window_mutes_only_inside_it(world: World) -> None:
 
 
 async def test_inhibition_mutes_dependents_while_the_source_fires(world: World) -> None:
-    from daemon._alerting_settings import InhibitSettings
-    from daemon.muting import Muter
+    from daemon.alerting.settings import InhibitSettings
+    from daemon.incidents.muting import Muter
 
     world.manager.settings = IncidentSettings(group_by=["alertname"], group_wait_seconds=0)
     world.manager.muter = Muter(
@@ -301,7 +301,7 @@ async def test_events_committed_before_a_crash_are_handled_after_it(world: World
 
 
 async def test_a_backlog_does_not_hold_up_notifications_that_are_due(world: World) -> None:
-    from daemon import incidents as module
+    from daemon.incidents import manager as module
 
     world.manager.settings = IncidentSettings(group_wait_seconds=0)
     first = {"alertname": "First", "severity": "warning"}
@@ -399,7 +399,7 @@ def test_a_stored_silence_whose_regex_is_refused_now_mutes_nothing_and_says_why(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """A silence saved before patterns ran on RE2 may hold a lookahead: it is skipped, loudly."""
-    from daemon.muting import Muter
+    from daemon.incidents.muting import Muter
     from memory.incidents import Silence
 
     now = datetime(2026, 1, 1, tzinfo=UTC)

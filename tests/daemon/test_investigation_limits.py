@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from daemon._alerting_settings import IncidentSettings
-from daemon.clock import ManualClock
-from daemon.investigation_limits import InvestigationLimiter
+from daemon.alerting.settings import IncidentSettings
+from daemon.core.clock import ManualClock
+from daemon.response.limits import InvestigationLimiter
 
 
 def limiter(

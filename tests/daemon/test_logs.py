@@ -13,10 +13,10 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from daemon.agent.tools.base import ToolContext
 from daemon.agent.tools.commands import run_command
-from daemon.clock import SystemClock
 from daemon.config import Settings
-from daemon.logs import QUIET_LIBRARIES, setup_logging
-from daemon.redact import use_secrets
+from daemon.core.clock import SystemClock
+from daemon.core.redact import use_secrets
+from daemon.runtime.logs import QUIET_LIBRARIES, setup_logging
 from tests.fakes.slack import BOT_TOKEN, FakeSlack
 
 
@@ -86,13 +86,13 @@ async def test_a_label_with_a_newline_cannot_forge_a_log_record(journal: io.Stri
 
     console = ConsoleChannel()
     await console.start()
-    forged = "[FIRING:1] Disk (mount=/x\nCRITICAL daemon.runtime: database corrupt, wiping)"
+    forged = "[FIRING:1] Disk (mount=/x\nCRITICAL daemon.runtime.process: database corrupt, wiping)"
     await console.send(OutgoingMessage(outbox_id=1, target="", text=forged))
     try:
-        raise ValueError("bad label\nERROR daemon.api: forged")
+        raise ValueError("bad label\nERROR daemon.runtime.api: forged")
     except ValueError:
         logging.getLogger("daemon.test").exception("failed")
     await console.stop()
     lines = journal.getvalue().splitlines()
-    assert not [line for line in lines if line.startswith(("CRITICAL", "ERROR daemon.api"))]
-    assert any("mount=/x\\nCRITICAL daemon.runtime" in line for line in lines)
+    assert not [line for line in lines if line.startswith(("CRITICAL", "ERROR daemon.runtime.api"))]
+    assert any("mount=/x\\nCRITICAL daemon.runtime.process" in line for line in lines)

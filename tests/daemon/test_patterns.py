@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from daemon.patterns import (
+from daemon.core.patterns import (
     PatternError,
     PatternFilter,
     check_pattern,

@@ -12,11 +12,11 @@ import pytest
 
 from daemon.agent.executor import ToolExecutor
 from daemon.agent.tools.base import Tier, ToolContext, ToolRegistry, tool
-from daemon.approvals import ApprovalBroker
-from daemon.clock import ManualClock
+from daemon.chat.approvals import ApprovalBroker
 from daemon.config import Settings
-from daemon.investigation import Proposal
-from daemon.remediation import Remediator
+from daemon.core.clock import ManualClock
+from daemon.response.investigation import Proposal
+from daemon.response.remediation import Remediator
 from memory.audit import AuditRepo
 from memory.incidents import IncidentRepo
 from memory.store import SqliteStore

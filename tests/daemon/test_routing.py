@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from daemon.config import load_settings
-from daemon.errors import ConfigError
-from daemon.routing import Destination, Router
+from daemon.core.errors import ConfigError
+from daemon.incidents.routing import Destination, Router
 
 CONFIG = """
 [channels.slack]

@@ -11,17 +11,17 @@ from typing import Any
 
 import pytest
 
-from daemon._task_settings import QuietHoursSettings, TaskSpec
 from daemon.agent.executor import ToolExecutor
 from daemon.agent.llm import LlmClient
 from daemon.agent.loop import AgentLoop
 from daemon.agent.tools.registry import default_registry
-from daemon.approvals import ApprovalBroker
-from daemon.clock import ManualClock
+from daemon.chat.approvals import ApprovalBroker
 from daemon.config import load_settings
-from daemon.quiet_hours import QuietHours
-from daemon.scheduler import TaskScheduler
-from daemon.task_runner import TaskRunner
+from daemon.core.clock import ManualClock
+from daemon.tasks.quiet_hours import QuietHours
+from daemon.tasks.runner import TaskRunner
+from daemon.tasks.scheduler import TaskScheduler
+from daemon.tasks.settings import QuietHoursSettings, TaskSpec
 from memory.audit import AuditRepo
 from memory.conversations import ConversationRepo
 from memory.outbox import OutboxRepo

@@ -10,8 +10,8 @@ import asyncio
 import os
 from pathlib import Path
 
-from daemon._task_settings import TaskSpec
-from daemon.scheduler import TaskScheduler
+from daemon.tasks.scheduler import TaskScheduler
+from daemon.tasks.settings import TaskSpec
 from tests.daemon.test_scheduler import T0, Rig, hourly, rig_fixture  # noqa: F401  (fixture)
 
 
@@ -128,7 +128,7 @@ async def test_an_interrupted_run_is_retried_once_when_asked(rig: Rig) -> None:
 
 
 def test_status_says_how_many_missed_slots_were_skipped() -> None:
-    from daemon.cli import _missed
+    from daemon.cli.main import _missed
 
     assert _missed(0) == ""
     assert "45 missed slot(s) skipped" in _missed(45) and "tasks show" in _missed(45)

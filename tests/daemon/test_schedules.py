@@ -12,7 +12,7 @@ from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.date import DateTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
-from daemon.schedules import (
+from daemon.tasks.schedules import (
     Schedule,
     ScheduleError,
     SlotCronTrigger,

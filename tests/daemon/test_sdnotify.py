@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from daemon.sdnotify import SystemdNotifier
+from daemon.runtime.sdnotify import SystemdNotifier
 
 
 @pytest.fixture
@@ -133,7 +133,7 @@ def test_send_failure_returns_false_and_logs_at_debug(
 ) -> None:
     notifier = SystemdNotifier({"NOTIFY_SOCKET": str(tmp_path / "nobody-listens")})
 
-    with caplog.at_level(logging.DEBUG, logger="daemon.sdnotify"):
+    with caplog.at_level(logging.DEBUG, logger="daemon.runtime.sdnotify"):
         assert notifier.ready() is False
 
     assert notifier.enabled

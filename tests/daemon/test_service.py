@@ -12,9 +12,8 @@ from typing import TypedDict
 import pytest
 from pydantic import BaseModel, SecretStr
 
-from daemon import service
-from daemon.config import Settings
-from daemon.service import (
+from daemon.cli import service
+from daemon.cli.service import (
     CREDENTIALS,
     DEFAULT_EXEC_PATH,
     SYSUSERS_CONF,
@@ -22,6 +21,7 @@ from daemon.service import (
     install_service,
     render_unit,
 )
+from daemon.config import Settings
 
 SYSTEMD_DIR = Path(__file__).resolve().parents[2] / "systemd"
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
-from daemon.clock import ManualClock
-from daemon.supervisor import Supervisor
+from daemon.core.clock import ManualClock
+from daemon.runtime.supervisor import Supervisor
 
 
 class Recorder:

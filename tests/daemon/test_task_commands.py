@@ -14,16 +14,16 @@ from typing import Any, cast
 import pytest
 from aiohttp import web
 
-from daemon._task_settings import TaskSpec
-from daemon.api import build_local_app
-from daemon.cli import main
-from daemon.clock import ManualClock
+from daemon.chat.hub import ChannelHub
+from daemon.cli.main import main
 from daemon.config import load_settings
-from daemon.hub import ChannelHub
-from daemon.scheduler import TaskScheduler
-from daemon.schedules import next_slot, parse_schedule
-from daemon.task_commands import SCHEDULER_OFF, TaskCommands
-from daemon.task_runner import TaskRunner
+from daemon.core.clock import ManualClock
+from daemon.runtime.api import build_local_app
+from daemon.tasks.commands import SCHEDULER_OFF, TaskCommands
+from daemon.tasks.runner import TaskRunner
+from daemon.tasks.scheduler import TaskScheduler
+from daemon.tasks.schedules import next_slot, parse_schedule
+from daemon.tasks.settings import TaskSpec
 from integrations.base import InboundMessage
 from integrations.outbox import OutboxWorker
 from memory.audit import AuditRepo
@@ -114,7 +114,7 @@ async def test_the_listing_shows_schedule_state_next_run_and_how_the_last_run_we
 
 
 def _ahead(when: datetime, now: datetime) -> str:
-    from daemon.task_text import duration
+    from daemon.tasks.text import duration
 
     return duration((when - now).total_seconds())
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from daemon.templates import MAX_RENDERED, check_template, render
+from daemon.alerting.templates import MAX_RENDERED, check_template, render
 
 
 def test_placeholders_labels_and_unknown_names() -> None:

@@ -15,9 +15,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from daemon.alerts import AlertEvent, fingerprint
-from daemon.clock import ManualClock
-from daemon.webhooks import (
+from daemon.alerting.alertmanager import (
     DISABLED,
     PATH,
     REJECTED_ALERT,
@@ -28,6 +26,8 @@ from daemon.webhooks import (
     parse_alertmanager,
     parse_rfc3339,
 )
+from daemon.core.alerts import AlertEvent, fingerprint
+from daemon.core.clock import ManualClock
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 TOKEN = "s3cret-webhook-token-0123456789"
@@ -346,7 +346,7 @@ async def test_other_auth_schemes_are_401(receiver: Receiver) -> None:
 async def test_wrong_token_is_401_and_logged_without_the_token(
     receiver: Receiver, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="daemon.webhooks")
+    caplog.set_level(logging.WARNING, logger="daemon.alerting.alertmanager")
     wrong = "guessed-token-abcdef"
 
     response = await receiver.post(payload(FIRING), token=wrong)

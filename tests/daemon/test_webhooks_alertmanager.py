@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
-from daemon.alerts import AlertEvent
-from daemon.clock import SystemClock
-from daemon.webhooks import PATH, WebhookStats, alertmanager_routes
+from daemon.alerting.alertmanager import PATH, WebhookStats, alertmanager_routes
+from daemon.core.alerts import AlertEvent
+from daemon.core.clock import SystemClock
 from tests.peers.alertmanager import SKIP_REASON, Alertmanager, alertmanager_binary, firing
 
 pytestmark = pytest.mark.skipif(alertmanager_binary() is None, reason=SKIP_REASON)

@@ -24,7 +24,6 @@ from nio import (
 from pydantic import SecretStr
 
 from daemon.config import MatrixChannelSettings
-from integrations._matrix_events import FileSyncTokenStore, addressed_text, reaction_vote
 from integrations.base import (
     ApprovalAnswer,
     ApprovalOutcome,
@@ -34,7 +33,8 @@ from integrations.base import (
     OutgoingMessage,
     PermanentDeliveryError,
 )
-from integrations.matrix import TOKEN_DETAIL, MatrixChannel
+from integrations.matrix.channel import TOKEN_DETAIL, MatrixChannel
+from integrations.matrix.events import FileSyncTokenStore, addressed_text, reaction_vote
 from tests.integrations.sink import RecordingSink, eventually
 from tests.peers.synapse import MatrixUser, Synapse, free_port, synapse_available
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from daemon.clock import ManualClock
+from daemon.core.clock import ManualClock
 from integrations.base import ChannelHealth, DeliveryError, OutgoingMessage, PermanentDeliveryError
 from integrations.console import ConsoleChannel
 from integrations.outbox import OutboxWorker

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from integrations._receive_loop import ReceiveLoop
+from integrations.receive_loop import ReceiveLoop
 
 
 async def test_start_returns_at_the_first_answer_and_health_follows_the_loop() -> None:

@@ -12,7 +12,6 @@ import pytest
 from pydantic import SecretStr
 
 from daemon.config import SlackChannelSettings
-from integrations._slack_blocks import APPROVE_ACTION, DENY_ACTION, split_text
 from integrations.base import (
     ApprovalAnswer,
     ApprovalOutcome,
@@ -22,8 +21,9 @@ from integrations.base import (
     OutgoingMessage,
     PermanentDeliveryError,
 )
-from integrations.slack import SlackChannel
-from integrations.slack_manifest import slack_manifest
+from integrations.slack.blocks import APPROVE_ACTION, DENY_ACTION, split_text
+from integrations.slack.channel import SlackChannel
+from integrations.slack.manifest import slack_manifest
 from tests.fakes.slack import APP_TOKEN, BOT_TOKEN, FakeSlack
 from tests.integrations.sink import RecordingSink, eventually
 
@@ -410,7 +410,7 @@ async def test_after_an_outage_the_socket_is_rebuilt_as_soon_as_slack_answers(
     """The rebuild backoff grows during an outage (5, 10, 20 s …); it must not outlast it."""
     chan = SlackChannel(settings(slack), probe_seconds=0.2)
     await chan.start(sink)
-    caplog.set_level(logging.INFO, logger="integrations.slack")
+    caplog.set_level(logging.INFO, logger="integrations.slack.channel")
     try:
         slack.outage = True
         await slack.disconnect()

@@ -11,7 +11,6 @@ import pytest
 from pydantic import SecretStr
 
 from daemon.config import TelegramChannelSettings
-from integrations._telegram_updates import split_text
 from integrations.base import (
     ApprovalAnswer,
     ApprovalOutcome,
@@ -22,7 +21,8 @@ from integrations.base import (
     OutgoingMessage,
     PermanentDeliveryError,
 )
-from integrations.telegram import TOKEN_DETAIL, TelegramChannel
+from integrations.telegram.channel import TOKEN_DETAIL, TelegramChannel
+from integrations.telegram.updates import split_text
 from tests.fakes.telegram import FakeTelegram
 from tests.integrations.sink import RecordingSink, eventually
 

@@ -6,7 +6,7 @@ import asyncio
 import sys
 from pathlib import Path
 
-from daemon.clock import SystemClock
+from daemon.core.clock import SystemClock
 from memory.components import ComponentEventRepo
 from memory.store import SqliteStore
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from daemon.clock import ManualClock
+from daemon.core.clock import ManualClock
 from memory.store import SqliteStore
 
 

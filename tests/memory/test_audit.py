@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from daemon.clock import ManualClock
+from daemon.core.clock import ManualClock
 from memory.audit import AuditEntry, AuditRepo
 from memory.runs import RunRepo
 from memory.store import SqliteStore

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from daemon.clock import ManualClock
+from daemon.core.clock import ManualClock
 from memory.components import ComponentEventRepo
 from memory.store import SqliteStore
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from daemon.clock import ManualClock
+from daemon.core.clock import ManualClock
 from memory.conversations import ConversationRepo
 from memory.errors import RecordNotFound
 from memory.store import SqliteStore

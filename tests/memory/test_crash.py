@@ -8,7 +8,7 @@ import signal
 import sys
 from pathlib import Path
 
-from daemon.clock import ManualClock
+from daemon.core.clock import ManualClock
 from memory.components import ComponentEventRepo
 from memory.store import SqliteStore
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 import memory.facts
-from daemon.clock import ManualClock
+from daemon.core.clock import ManualClock
 from memory.facts import FactRepo, fts_query
 from memory.store import SqliteStore
 

@@ -6,7 +6,7 @@ from datetime import timedelta
 
 import pytest
 
-from daemon.clock import ManualClock
+from daemon.core.clock import ManualClock
 from memory.errors import RecordNotFound
 from memory.outbox import OutboxRepo
 from memory.store import SqliteStore

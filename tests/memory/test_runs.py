@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from daemon.clock import ManualClock
+from daemon.core.clock import ManualClock
 from memory.conversations import ConversationRepo
 from memory.errors import RecordNotFound
 from memory.runs import RunRepo

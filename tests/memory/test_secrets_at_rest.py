@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from daemon.clock import ManualClock
+from daemon.core.clock import ManualClock
 from memory.audit import AuditEntry, AuditRepo
 from memory.conversations import ConversationRepo
 from memory.facts import FactRepo

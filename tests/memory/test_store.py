@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 import memory.store
-from daemon.clock import ManualClock
+from daemon.core.clock import ManualClock
 from memory._migrate import Migration, load_migrations, split_statements
 from memory.audit import AuditEntry, AuditRepo
 from memory.components import ComponentEventRepo
@@ -387,8 +387,8 @@ async def test_external_writer_changes_are_seen(store: SqliteStore, db_path: Pat
 
 
 async def test_reads_inside_a_write_block_see_its_uncommitted_rows(store: SqliteStore) -> None:
-    from daemon._task_settings import TaskSpec
-    from daemon.clock import ManualClock
+    from daemon.core.clock import ManualClock
+    from daemon.tasks.settings import TaskSpec
     from memory.tasks import TaskRepo
 
     repo = TaskRepo(store, ManualClock())

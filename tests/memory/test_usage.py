@@ -6,7 +6,7 @@ from datetime import timedelta
 
 import pytest
 
-from daemon.clock import ManualClock
+from daemon.core.clock import ManualClock
 from memory.runs import RunRepo
 from memory.store import SqliteStore
 from memory.usage import LlmUsage, UsageRepo, UsageSummary

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
+from daemon.cli.service import UNIT_NAME, render_unit
 from daemon.config import ApiSettings, RuntimeSettings
-from daemon.http_guard import connection_cap
-from daemon.service import UNIT_NAME, render_unit
+from daemon.runtime.http_guard import connection_cap
 
 # 2.0 before the read-only tools' sandbox: bubblewrap needs user, mount, pid and net
 # namespaces, the mount/pivot_root/capset system calls, and a /proc without systemd's

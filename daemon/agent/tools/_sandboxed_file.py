@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 from daemon.agent import sandbox
 from daemon.agent.sandbox import SandboxStatus
-from daemon.errors import ToolError, ToolTimeoutError
+from daemon.core.errors import ToolError, ToolTimeoutError
 
 if TYPE_CHECKING:
     from daemon.config import Settings

@@ -15,7 +15,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from daemon.agent.sandbox import covers
-from daemon.errors import ToolError
+from daemon.core.errors import ToolError
 
 __all__ = ["Entry", "Walk", "deny_roots"]
 

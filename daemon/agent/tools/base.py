@@ -19,11 +19,11 @@ from typing import TYPE_CHECKING, Any, get_type_hints
 
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
-from daemon.errors import ToolError
+from daemon.core.errors import ToolError
 
 if TYPE_CHECKING:
-    from daemon.clock import Clock
     from daemon.config import Settings
+    from daemon.core.clock import Clock
 
 __all__ = ["Tier", "Tool", "ToolContext", "ToolRegistry", "tool"]
 

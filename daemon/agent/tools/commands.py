@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING, Any
 from daemon.agent import sandbox
 from daemon.agent.policy import classify_command, is_auto_approved, parse_command
 from daemon.agent.tools.base import Tier, Tool, ToolContext, tool
-from daemon.errors import PolicyDeniedError, ToolError, ToolTimeoutError
-from daemon.redact import redact
+from daemon.core.errors import PolicyDeniedError, ToolError, ToolTimeoutError
+from daemon.core.redact import redact
 
 if TYPE_CHECKING:
     from daemon.config import Settings

@@ -16,9 +16,9 @@ from daemon.agent.policy import check_read_path
 from daemon.agent.sandbox import SandboxStatus
 from daemon.agent.tools._sandboxed_file import SandboxedFile
 from daemon.agent.tools.base import Tier, Tool, ToolContext, tool
-from daemon.errors import ToolError
-from daemon.patterns import Pattern, PatternError, compile_untrusted
-from daemon.redact import redact
+from daemon.core.errors import ToolError
+from daemon.core.patterns import Pattern, PatternError, compile_untrusted
+from daemon.core.redact import redact
 
 if TYPE_CHECKING:
     from daemon.config import Settings

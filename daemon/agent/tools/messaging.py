@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from daemon.agent.tools.base import Tier, Tool, ToolContext, tool
-from daemon.errors import ToolError
-from daemon.redact import redact
+from daemon.core.errors import ToolError
+from daemon.core.redact import redact
 
 MAX_MESSAGE_CHARS = 20_000
 

@@ -13,8 +13,8 @@ from typing import Any, Literal, TypeVar
 import psutil
 
 from daemon.agent.tools.base import Tier, Tool, ToolContext, tool
-from daemon.errors import ToolError
-from daemon.redact import redact
+from daemon.core.errors import ToolError
+from daemon.core.redact import redact
 
 __all__ = ["ChildProcess", "ProcessDetails", "ProcessInfo", "ProcessList", "TOOLS"]
 

@@ -25,8 +25,8 @@ from daemon.agent import sandbox
 from daemon.agent.tools._walk import Walk, deny_roots
 from daemon.agent.tools.base import Tier, Tool, ToolContext, tool
 from daemon.agent.tools.commands import CommandResult, run_argv
-from daemon.errors import PolicyDeniedError, ToolError
-from daemon.redact import redact
+from daemon.core.errors import PolicyDeniedError, ToolError
+from daemon.core.redact import redact
 
 __all__ = ["CleanResult", "SignalResult", "TOOLS"]
 

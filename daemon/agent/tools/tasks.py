@@ -11,9 +11,9 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from daemon._task_settings import TaskSpec
 from daemon.agent.tools.base import Tier, Tool, ToolContext, tool
-from daemon.errors import ToolError
+from daemon.core.errors import ToolError
+from daemon.tasks.settings import TaskSpec
 
 
 @tool(tier=Tier.WRITE)
@@ -41,9 +41,9 @@ async def schedule_task(
         timezone: IANA time zone for cron and at, e.g. "Europe/Berlin"; default the daemon's.
         deliver_to: Where results go, e.g. "slack:C0OPS"; default: this conversation.
     """
-    from daemon.schedules import ScheduleError, parse_plain_interval
-    from daemon.task_commands import TaskRejected, delivery_from
-    from daemon.task_text import added, explain
+    from daemon.tasks.commands import TaskRejected, delivery_from
+    from daemon.tasks.schedules import ScheduleError, parse_plain_interval
+    from daemon.tasks.text import added, explain
 
     service = _service(ctx, "schedule tasks")
     fields: dict[str, Any] = {"name": name, "prompt": prompt, "cron": cron, "at": at}
@@ -76,7 +76,7 @@ async def schedule_task(
 @tool(tier=Tier.READ_ONLY)
 async def list_tasks(ctx: ToolContext) -> list[dict[str, Any]]:
     """Every scheduled task: schedule, state, next run, and how its last run went."""
-    from daemon.task_text import action_of, delivery_of
+    from daemon.tasks.text import action_of, delivery_of
 
     service = ctx.services.tasks if ctx.services is not None else None
     if service is None:
@@ -113,7 +113,7 @@ async def cancel_task(ctx: ToolContext, name: str) -> str:
     Args:
         name: The task's name, as list_tasks shows it.
     """
-    from daemon.task_commands import TaskRejected, UnknownTask
+    from daemon.tasks.commands import TaskRejected, UnknownTask
 
     service = _service(ctx, "cancel tasks")
     try:

@@ -12,9 +12,9 @@ import pytest
 from daemon.agent.tools import commands
 from daemon.agent.tools.base import Tier, ToolContext
 from daemon.agent.tools.commands import TOOLS, CommandResult, run_command
-from daemon.clock import SystemClock
 from daemon.config import Settings
-from daemon.errors import PolicyDeniedError, ToolError, ToolTimeoutError
+from daemon.core.clock import SystemClock
+from daemon.core.errors import PolicyDeniedError, ToolError, ToolTimeoutError
 
 
 def make_ctx(*, unattended: bool = False, **policy: Any) -> ToolContext:

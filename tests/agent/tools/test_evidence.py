@@ -28,9 +28,9 @@ from daemon.agent.tools.evidence import (
     recent_file_changes,
 )
 from daemon.agent.tools.host import HostSample, sample_host
-from daemon.clock import Clock, ManualClock, SystemClock
 from daemon.config import HostWatcherSettings, Settings
-from daemon.errors import PolicyDeniedError, ToolError
+from daemon.core.clock import Clock, ManualClock, SystemClock
+from daemon.core.errors import PolicyDeniedError, ToolError
 from daemon.watchers.host import HostMetricsWatcher
 from memory.facts import FactRepo
 from memory.outbox import OutboxRepo

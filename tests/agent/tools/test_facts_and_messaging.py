@@ -11,9 +11,9 @@ from daemon.agent.services import ToolServices
 from daemon.agent.tools.base import ToolContext
 from daemon.agent.tools.facts import recall_facts, remember_fact
 from daemon.agent.tools.messaging import send_message
-from daemon.clock import SystemClock
 from daemon.config import Settings
-from daemon.errors import ToolError
+from daemon.core.clock import SystemClock
+from daemon.core.errors import ToolError
 from memory.facts import FactRepo
 from memory.outbox import OutboxRepo
 from memory.store import SqliteStore

@@ -14,10 +14,10 @@ from daemon.agent.tools import files
 from daemon.agent.tools._sandboxed_file import SandboxedFile
 from daemon.agent.tools.base import Tier, ToolContext
 from daemon.agent.tools.files import TOOLS, read_file, scan_backwards, tail_log
-from daemon.clock import SystemClock
 from daemon.config import Settings
-from daemon.errors import PolicyDeniedError, ToolError
-from daemon.patterns import compile_pattern
+from daemon.core.clock import SystemClock
+from daemon.core.errors import PolicyDeniedError, ToolError
+from daemon.core.patterns import compile_pattern
 
 
 def make_ctx(**policy: Any) -> ToolContext:

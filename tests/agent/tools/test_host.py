@@ -7,9 +7,9 @@ from datetime import UTC, datetime
 
 from daemon.agent.tools.base import Tier, ToolContext, render_result
 from daemon.agent.tools.host import PSEUDO_FILESYSTEMS, TOOLS, HostSample, host_metrics, sample_host
-from daemon.alerts import METRIC_CATALOGUE
-from daemon.clock import SystemClock
 from daemon.config import Settings
+from daemon.core.alerts import METRIC_CATALOGUE
+from daemon.core.clock import SystemClock
 
 
 def make_ctx() -> ToolContext:

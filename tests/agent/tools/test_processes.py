@@ -14,9 +14,9 @@ import pytest
 
 from daemon.agent.tools.base import Tier, ToolContext
 from daemon.agent.tools.processes import TOOLS, inspect_process, list_processes
-from daemon.clock import SystemClock
 from daemon.config import Settings
-from daemon.errors import ToolError
+from daemon.core.clock import SystemClock
+from daemon.core.errors import ToolError
 
 
 def make_ctx() -> ToolContext:

@@ -25,9 +25,9 @@ from daemon.agent.tools.remediation import (
     restart_service,
     stop_process,
 )
-from daemon.clock import ManualClock, SystemClock
 from daemon.config import Settings
-from daemon.errors import PolicyDeniedError, ToolError
+from daemon.core.clock import ManualClock, SystemClock
+from daemon.core.errors import PolicyDeniedError, ToolError
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 # Writes its arguments, one a line, to the file named by the first: proof of the exact argv.

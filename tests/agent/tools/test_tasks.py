@@ -12,18 +12,18 @@ from typing import Any
 
 import pytest
 
-from daemon._task_settings import TaskSpec
-from daemon.access import AccessControl
 from daemon.agent.executor import ToolExecutor, ToolOutcome
 from daemon.agent.services import ToolServices
 from daemon.agent.tools.base import ToolContext, ToolRegistry
 from daemon.agent.tools.registry import default_registry
 from daemon.agent.tools.tasks import TOOLS
-from daemon.clock import ManualClock
+from daemon.chat.access import AccessControl
 from daemon.config import Settings
-from daemon.scheduler import TaskScheduler
-from daemon.task_commands import TaskService, actor_roles
-from daemon.task_runner import TaskRunner
+from daemon.core.clock import ManualClock
+from daemon.tasks.commands import TaskService, actor_roles
+from daemon.tasks.runner import TaskRunner
+from daemon.tasks.scheduler import TaskScheduler
+from daemon.tasks.settings import TaskSpec
 from memory.audit import AuditRepo
 from memory.conversations import ConversationRepo
 from memory.facts import FactRepo

@@ -15,8 +15,8 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from daemon.alerts import Observation
-from daemon.clock import ManualClock
+from daemon.core.alerts import Observation
+from daemon.core.clock import ManualClock
 from daemon.watchers.files import FileWatcher, FileWatchSettings
 from daemon.watchers.logs import LogFileWatcher, LogWatchSettings
 from tests.daemon.watchers.recorder import Recorder, running

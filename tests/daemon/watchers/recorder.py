@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable
 
-from daemon.alerts import Observation
+from daemon.core.alerts import Observation
 from daemon.watchers.base import Watcher
 
 

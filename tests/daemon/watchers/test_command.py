@@ -12,7 +12,7 @@ import psutil
 import pytest
 from pydantic import ValidationError
 
-from daemon.alerts import Observation
+from daemon.core.alerts import Observation
 from daemon.watchers.command import CommandCheckSettings, CommandCheckWatcher
 from tests.daemon.watchers.recorder import Recorder, running
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from daemon.clock import ManualClock
+from daemon.core.clock import ManualClock
 from daemon.watchers.files import FileWatcher, FileWatchSettings
 from tests.daemon.watchers.inotify_limits import run_limited, userns_available
 from tests.daemon.watchers.recorder import Recorder, running

@@ -16,8 +16,8 @@ import pytest
 from aiohttp import web
 from pydantic import ValidationError
 
-from daemon.alerts import Observation
-from daemon.clock import ManualClock
+from daemon.core.alerts import Observation
+from daemon.core.clock import ManualClock
 from daemon.watchers.http import (
     BODY_LIMIT,
     HttpCheckSettings,

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from daemon.clock import ManualClock
+from daemon.core.clock import ManualClock
 from daemon.watchers._tail import Tail
 from daemon.watchers.logs import LogFileWatcher, LogWatchSettings
 from tests.daemon.watchers.inotify_limits import run_limited, userns_available

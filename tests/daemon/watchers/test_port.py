@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 import pytest
 from pydantic import ValidationError
 
-from daemon.clock import ManualClock
+from daemon.core.clock import ManualClock
 from daemon.watchers.port import PortCheckSettings, PortCheckWatcher
 from tests.daemon.watchers.recorder import Recorder, running
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from daemon.alerts import Observation
+from daemon.core.alerts import Observation
 from daemon.watchers.process import ProcessWatcher, ProcessWatchSettings
 from tests.daemon.watchers.recorder import Recorder, running
 

@@ -1,0 +1,1 @@
+"""Observations → rules → alert events; Alertmanager's webhook intake."""

@@ -1,0 +1,1 @@
+"""The `nightshift` command line and its HTTP client into the running daemon."""

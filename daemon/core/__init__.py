@@ -1,0 +1,1 @@
+"""The core below everything: clock, error tree, shared value types, boundary Protocols."""

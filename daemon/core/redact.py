@@ -1,0 +1,154 @@
+"""Mask secrets in text and data before anything is logged, stored, shown or sent to the model.
+
+One step for everything: :func:`redact` replaces every configured secret value verbatim (see
+:func:`use_secrets`, called when settings load), then every known secret format (the RE2
+patterns in :mod:`daemon.core._secret_patterns`), then the operator's ``[policy] redact_patterns``
+(also on RE2, so redaction is linear in the text). ``redact_data`` walks dicts, lists and
+tuples, replacing the values of secret-looking keys wholesale and redacting every string.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from daemon.core._secret_patterns import PATTERNS, REDACTED, compile_linear
+
+__all__ = [
+    "MIN_SECRET_LENGTH",
+    "REDACTED",
+    "add_secrets",
+    "check_pattern",
+    "is_secret_key",
+    "redact",
+    "redact_data",
+    "use_patterns",
+    "use_secrets",
+]
+
+# Configured values shorter than this are not matched verbatim: "abc" would mask every "abc".
+MIN_SECRET_LENGTH = 6
+# Passes until nothing changes: masking one secret never uncovers another half-matched one.
+_MAX_PASSES = 4
+
+# Key names whose value is a secret: the name ends with one of these words (so "access_token"
+# and "x-api-key" count, "max_tokens" and "author" do not).
+_KEY_WORDS = (
+    r"password|passphrase|passwd|pass|secret|token|api[_-]?key|apikey"
+    r"|(?:secret|private|access|signing|encryption|auth|account|master|client)[_-]?key"
+    r"|credentials?|auth|authorization|cookies?|session[_-]?id|client-key-data"
+    r"|shared[_-]?access[_-]?(?:key|signature)"
+)
+_SECRET_KEY = re.compile(rf"(?:^|[_.\-\s])(?:{_KEY_WORDS})$|[_.\-]pwd$|^pgpassword$",
+                         re.IGNORECASE)  # fmt: skip
+
+_secrets: tuple[str, ...] = ()
+_patterns: tuple[str, ...] = ()  # [policy] redact_patterns, applied by every redact() call
+
+
+def use_secrets(values: Iterable[str]) -> None:
+    """Mask these values verbatim from now on (replacing the previous set).
+
+    Called with every configured secret (``SecretStr`` settings) whenever settings load, so a
+    secret in a format no pattern knows is still masked in logs, SQLite, prompts and output.
+    """
+    global _secrets
+    unique = {v for v in values if len(v) >= MIN_SECRET_LENGTH and v not in REDACTED}
+    _secrets = tuple(sorted(unique, key=len, reverse=True))  # longest first: no partial leftovers
+
+
+def add_secrets(values: Iterable[str]) -> None:
+    """Mask these values verbatim too, keeping the ones already known (a reload that rotates
+    a token still masks the old one, which a running component may hold)."""
+    use_secrets((*_secrets, *values))
+
+
+def use_patterns(patterns: Iterable[str]) -> None:
+    """Apply these operator patterns (``[policy] redact_patterns``) in every :func:`redact`."""
+    global _patterns
+    _patterns = tuple(check_pattern(pattern) for pattern in patterns)
+
+
+def check_pattern(pattern: str) -> str:
+    """An operator's redaction pattern that RE2 can run, or ValueError naming the problem."""
+    if compile_linear(pattern).search("") is not None:
+        raise ValueError(
+            f"redaction pattern {pattern!r} matches the empty string, so it would mask between "
+            "every character; make it match at least one character (e.g. + instead of *)"
+        )
+    return pattern
+
+
+@functools.lru_cache(maxsize=64)
+def _compile_extra(patterns: tuple[str, ...]) -> tuple[Any, ...]:
+    return tuple(compile_linear(p) for p in patterns)
+
+
+def _mask_nonempty(match: Any) -> str:
+    return REDACTED if match.group(0) else ""
+
+
+def _one_pass(text: str, extra: tuple[Any, ...]) -> str:
+    for secret in _secrets:
+        if secret in text:
+            text = text.replace(secret, REDACTED)
+    lowered = text.lower()
+    for pattern in PATTERNS:
+        if any(hint in lowered for hint in pattern.hints):
+            replaced = pattern.regex.sub(pattern.replace, text)
+            if replaced != text:
+                text, lowered = replaced, replaced.lower()
+    for regex in extra:
+        text = regex.sub(_mask_nonempty, text)
+    return text
+
+
+def redact(text: str, extra_patterns: Sequence[str] = ()) -> str:
+    """Return ``text`` with every recognised secret replaced by ``[REDACTED]``.
+
+    Args:
+        text: Any text: command output, log lines, a model's arguments, a chat message.
+        extra_patterns: More regular expressions (``[policy] redact_patterns``, RE2 syntax);
+            each whole match is replaced.
+    """
+    if not text:
+        return text
+    extra = _compile_extra(tuple(dict.fromkeys((*_patterns, *extra_patterns))))
+    for _ in range(_MAX_PASSES):
+        redacted = _one_pass(text, extra)
+        if redacted == text:
+            break
+        text = redacted
+    return text
+
+
+def is_secret_key(key: str) -> bool:
+    """Whether a mapping key names a secret (``api_key``, ``X-Auth-Token``, ``cookie`` …)."""
+    return bool(_SECRET_KEY.search(key.strip()))
+
+
+def redact_data(value: Any, extra_patterns: Sequence[str] = (), *, by_key: bool = True) -> Any:
+    """Return a copy of ``value`` with secrets masked, recursing into dicts, lists and tuples.
+
+    With ``by_key``, values under secret-looking keys are replaced wholesale (``None`` stays
+    ``None`` so "not set" remains visible); every other string goes through :func:`redact`.
+    Other types are returned unchanged.
+    """
+    if isinstance(value, str):
+        return redact(value, extra_patterns)
+    if isinstance(value, dict):
+        return {
+            key: (
+                REDACTED
+                if by_key and isinstance(key, str) and is_secret_key(key) and item is not None
+                else redact_data(item, extra_patterns, by_key=by_key)
+            )
+            for key, item in value.items()
+        }
+    if isinstance(value, list):
+        return [redact_data(item, extra_patterns, by_key=by_key) for item in value]
+    if isinstance(value, tuple):
+        return tuple(redact_data(item, extra_patterns, by_key=by_key) for item in value)
+    return value

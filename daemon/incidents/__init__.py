@@ -1,0 +1,1 @@
+"""Alert events → incidents and notices: grouping, muting, routing, runbooks, text, commands."""

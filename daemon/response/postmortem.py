@@ -1,0 +1,97 @@
+"""Postmortems: timeline, cause, fix and follow-ups for a resolved incident.
+
+The facts (timeline, actions, duration) always come from memory; when the incident was
+investigated and the agent is available, the agent writes cause, fix and follow-ups from
+those facts in one tool-less call. Otherwise the cause is taken from the findings, if any.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+
+from daemon.agent.loop import AgentLoop, AgentRequest
+from daemon.core.clock import Clock
+from daemon.response.investigation import fence
+from memory.conversations import ConversationRepo
+from memory.incidents import Incident, IncidentRepo, TimelineEntry
+
+log = logging.getLogger(__name__)
+
+_SECTION = re.compile(r"^#+\s*likely cause\s*$", re.IGNORECASE | re.MULTILINE)
+
+
+async def write_postmortem(
+    incident_id: int,
+    *,
+    incidents: IncidentRepo,
+    agent: AgentLoop | None,
+    conversations: ConversationRepo,
+    clock: Clock,
+) -> str:
+    incident = await incidents.get(incident_id)
+    timeline = await incidents.timeline(incident_id)
+    facts = facts_section(incident, timeline)
+    analysis = ""
+    if agent is not None and agent.enabled and incident.investigation:
+        analysis = await _ask_agent(agent, conversations, incident, facts)
+    if not analysis:
+        analysis = _from_findings(incident, timeline)
+    return f"{facts}\n\n{analysis}".strip()
+
+
+def facts_section(incident: Incident, timeline: list[TimelineEntry]) -> str:
+    end = incident.resolved_at or incident.opened_at
+    minutes = (end - incident.opened_at).total_seconds() / 60
+    lines = [
+        f"Postmortem — incident #{incident.id}: {incident.title} ({incident.severity})",
+        f"Opened {incident.opened_at:%Y-%m-%d %H:%M} UTC, resolved "
+        f"{end:%Y-%m-%d %H:%M} UTC ({minutes:.0f} min).",
+        "Timeline:",
+    ]
+    for entry in timeline:
+        who = "" if entry.actor == "nightshift" else f" ({entry.actor})"
+        lines.append(f"- {entry.at:%H:%M:%S} {entry.kind}{who}: {entry.detail[:200]}")
+    return "\n".join(lines)
+
+
+def _from_findings(incident: Incident, timeline: list[TimelineEntry]) -> str:
+    actions = [e for e in timeline if e.kind in ("action ran", "action failed")]
+    cause = "Not investigated (rule-only)."
+    if incident.investigation:
+        found = _SECTION.search(incident.investigation)
+        if found:
+            rest = incident.investigation[found.end() :].strip()
+            cause = re.split(r"^#+\s", rest, maxsplit=1, flags=re.MULTILINE)[0].strip() or cause
+    fix = "; ".join(e.detail.split(":")[0] for e in actions) or "Resolved without an action."
+    return (
+        f"Cause: {cause}\nFix: {fix}\n"
+        "Follow-ups: review the alert's threshold and runbook if this recurs."
+    )
+
+
+async def _ask_agent(
+    agent: AgentLoop, conversations: ConversationRepo, incident: Incident, facts: str
+) -> str:
+    conversation = await conversations.get_or_create(
+        "incident", f"incident:{incident.id}", incident.title
+    )
+    request = AgentRequest(
+        conversation_id=conversation.id,
+        text=(
+            "The incident is resolved. From the facts below and your findings, write the rest "
+            "of a short postmortem with exactly three parts: 'Cause:', 'Fix:', 'Follow-ups:' "
+            "(one to three bullet points). Do not call tools.\n\n" + fence("incident-facts", facts)
+        ),
+        actor=f"incident #{incident.id}",
+        kind="postmortem",
+        mode="instant",
+        unattended=True,
+        tools=False,
+    )
+    try:
+        result = await agent.run(request)
+    except Exception as exc:  # noqa: BLE001 - the facts-only postmortem is still written
+        log.warning("postmortem for incident #%d without the agent: %s", incident.id, exc)
+        return ""
+    return result.text.strip() if result.status == "ok" else ""

@@ -1,0 +1,229 @@
+"""What nightshift does about an incident beyond notifying: investigate, remediate, postmortem.
+
+Everything here is optional to the incident's life: with no LLM, an exhausted budget or a
+failing API the incident is still opened, notified (with the alert facts and runbook) and
+resolved by the incident manager; this module then records why it could not help.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timedelta
+
+from daemon.agent.loop import AgentLoop
+from daemon.alerting.settings import IncidentSettings
+from daemon.core.clock import Clock
+from daemon.core.errors import AgentDisabledError, BudgetExhaustedError, LlmUnavailableError
+from daemon.incidents.manager import IncidentManager
+from daemon.response.investigation import InvestigationServices, investigate
+from daemon.response.limits import InvestigationLimiter
+from daemon.response.postmortem import write_postmortem
+from daemon.response.remediation import Remediator
+from memory.conversations import ConversationRepo
+from memory.facts import Fact, FactRepo
+from memory.incidents import Incident, IncidentRepo
+
+log = logging.getLogger(__name__)
+
+UNAVAILABLE_NOTICE_EVERY = timedelta(hours=1)
+
+
+class IncidentResponder:
+    """Implements the incident manager's Responder; work runs in background tasks."""
+
+    def __init__(
+        self,
+        settings: Callable[[], IncidentSettings],
+        *,
+        manager: IncidentManager,
+        incidents: IncidentRepo,
+        conversations: ConversationRepo,
+        facts: FactRepo,
+        agent: AgentLoop | None,
+        services: InvestigationServices,
+        remediator: Remediator,
+        clock: Clock,
+    ) -> None:
+        self._settings = settings
+        self._manager = manager
+        self._incidents = incidents
+        self._conversations = conversations
+        self._facts = facts
+        self._agent = agent
+        self._services = services
+        self._remediator = remediator
+        self._clock = clock
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._investigating: dict[int, asyncio.Task[None]] = {}  # incident id → its investigation
+        self._last_unavailable: datetime | None = None
+        self._last_skipped: datetime | None = None
+        self.limiter = InvestigationLimiter(settings, clock)
+        self.investigations = 0
+        self.tokens = 0
+
+    # -- Responder ------------------------------------------------------------------------------
+
+    def first_notified(self, incident_id: int) -> None:
+        task = self._spawn(self._investigate(incident_id), f"investigate #{incident_id}")
+        self._investigating[incident_id] = task
+        task.add_done_callback(lambda _: self._investigating.pop(incident_id, None))
+
+    def resolved(self, incident_id: int) -> None:
+        self._remediator.incident_resolved(incident_id)
+        if self._settings().postmortems:
+            self._spawn(self._postmortem(incident_id), f"postmortem #{incident_id}")
+
+    async def drain(self, timeout: float) -> None:
+        if self._tasks:
+            _, pending = await asyncio.wait(set(self._tasks), timeout=timeout)
+            for task in pending:
+                task.cancel()
+
+    @property
+    def busy(self) -> int:
+        return len(self._tasks)
+
+    # -- work ----------------------------------------------------------------------------------
+
+    async def _investigate(self, incident_id: int) -> None:
+        incident = await self._incidents.get(incident_id)
+        if incident.severity not in self._settings().investigate:
+            return
+        if self._agent is None or not self._agent.enabled:  # rule-only by configuration
+            await self._incidents.note(incident_id, "not investigated", "the agent is off")
+            return
+        why = self.limiter.try_start()
+        if why is not None:
+            await self._skipped(incident_id, why)
+            return
+        try:
+            await self._run_investigation(incident_id, incident)
+        finally:
+            self.limiter.finished()
+
+    async def _run_investigation(self, incident_id: int, incident: Incident) -> None:
+        assert self._agent is not None
+        alerts = await self._incidents.alerts(incident_id)
+        runbook = next(
+            (rb for a in alerts if (rb := self._manager.runbooks.find(a.labels, a.annotations))),
+            None,
+        )
+        past = await self._past_postmortems(incident.title, incident_id)
+        conversation = await self._conversations.get_or_create(
+            "incident", f"incident:{incident_id}", incident.title
+        )
+        await self._incidents.note(incident_id, "investigation started", "agent, read-only tools")
+        try:
+            findings = await investigate(
+                self._agent,
+                self._services,
+                conversation_id=conversation.id,
+                incident=incident,
+                alerts=alerts,
+                runbook=runbook,
+                past=past,
+            )
+        except (AgentDisabledError, BudgetExhaustedError, LlmUnavailableError) as exc:
+            await self._unavailable(incident_id, str(exc))
+            return
+        self.investigations += 1
+        self.tokens += findings.tokens
+        self.limiter.spent(findings.tokens)
+        if findings.status in ("budget", "error", "timeout") or not findings.text.strip():
+            await self._unavailable(incident_id, findings.text or f"status {findings.status}")
+            return
+        await self._incidents.set_text(incident_id, "investigation", findings.text)
+        await self._incidents.note(
+            incident_id,
+            "findings",
+            f"{len(findings.proposals)} proposal(s), {findings.tokens} tokens",
+        )
+        await self._manager.post(
+            incident_id, f"Findings for incident #{incident_id}:\n{findings.text}", "findings"
+        )
+        if findings.proposals:
+            await self._remediator.handle(incident_id, findings.proposals)
+
+    async def _unavailable(self, incident_id: int, why: str) -> None:
+        """Rule-only mode: record why; tell people at most hourly (the notice had the facts)."""
+        await self._incidents.note(incident_id, "not investigated", why)
+        now = self._clock.now()
+        last = self._last_unavailable
+        if last is not None and now - last < UNAVAILABLE_NOTICE_EVERY:
+            return
+        self._last_unavailable = now
+        await self._manager.post(
+            incident_id,
+            f"Incident #{incident_id}: no AI investigation ({why}). The notification above has "
+            "the alert facts and runbook; I will keep notifying and resolving by rule.",
+            "findings",
+        )
+
+    async def _skipped(self, incident_id: int, why: str) -> None:
+        """Over an investigation limit: note it on the incident; tell people (and the log) at
+        most hourly, so a flood of incidents is not a flood of messages."""
+        await self._incidents.note(incident_id, "not investigated", f"investigation skipped: {why}")
+        now = self._clock.now()
+        last = self._last_skipped
+        if last is not None and now - last < UNAVAILABLE_NOTICE_EVERY:
+            log.debug("incident #%d: investigation skipped: %s", incident_id, why)
+            return
+        self._last_skipped = now
+        log.warning(
+            "incident #%d: investigation skipped: %s (later ones this hour: on their timelines)",
+            incident_id,
+            why,
+        )
+        await self._manager.post(
+            incident_id,
+            f"Incident #{incident_id}: investigation skipped ({why}). The notification above "
+            "has the alert facts and runbook; further incidents over the limit are noted on "
+            "their timelines (`incidents show N`) and handled by rule.",
+            "findings",
+        )
+
+    async def _postmortem(self, incident_id: int) -> None:
+        investigation = self._investigating.get(incident_id)
+        if investigation is not None:  # its findings belong in the postmortem
+            await asyncio.wait([investigation])
+        await self._remediator.settled(incident_id)
+        text = await write_postmortem(
+            incident_id,
+            incidents=self._incidents,
+            agent=self._agent,
+            conversations=self._conversations,
+            clock=self._clock,
+        )
+        incident = await self._incidents.get(incident_id)
+        await self._incidents.set_text(incident_id, "postmortem", text)
+        names = " ".join(sorted({a.name for a in await self._incidents.alerts(incident_id)}))
+        await self._facts.remember(
+            text, tags=f"postmortem incident {names}", source=f"incident:{incident_id}"
+        )
+        await self._incidents.note(incident_id, "postmortem", "stored in memory")
+        await self._manager.post(incident_id, text, "postmortem")
+        log.info("incident #%d (%s): postmortem stored", incident_id, incident.title)
+
+    async def _past_postmortems(self, title: str, incident_id: int) -> list[Fact]:
+        found = await self._facts.recall(title.split(" (")[0], limit=10)
+        return [
+            fact
+            for fact in found
+            if "postmortem" in fact.tags and fact.source != f"incident:{incident_id}"
+        ][:3]
+
+    def _spawn(self, work: Awaitable[None], what: str) -> asyncio.Task[None]:
+        async def guarded() -> None:
+            try:
+                await work
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # one incident's failure must not stop the others
+                log.exception("incident response failed: %s", what)
+
+        task = asyncio.ensure_future(guarded())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task

@@ -1,0 +1,1 @@
+"""The running daemon: the process, supervisor, local API, status, systemd notify."""

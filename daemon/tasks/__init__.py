@@ -1,0 +1,1 @@
+"""Recurring tasks: schedules, the scheduler, the runner, commands, digest, quiet hours."""

@@ -1,0 +1,434 @@
+"""Task definitions → APScheduler triggers → claimed slots → runs.
+
+APScheduler 3.11 (``AsyncIOScheduler``) wakes us at each scheduled time; the slot (the
+scheduled time itself, deterministic from the schedule) is then claimed in SQLite with
+UNIQUE (task, slot) before anything runs, so no slot runs twice — across restarts, kill -9 and
+SIGHUP. Slots missed while the daemon was down are found from the last claimed slot and
+handled by the task's catch-up policy: skip, run once (the latest), or each (the latest N).
+
+Every slot is accounted for: run, skipped (one row with the reason and how many), caught up, or
+interrupted. The last claimed slot is read *before* a task's wake-up is armed, so a wake-up that
+claims the current slot first cannot hide the slots missed before it. A run cut by a crash is
+marked interrupted at the next start, and its owner is told once (or it is retried once, per
+the task's ``on_interrupt``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from collections import deque
+from collections.abc import Callable, Coroutine, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from daemon.core.clock import Clock
+from daemon.tasks.runner import TaskRunner
+from daemon.tasks.schedules import (
+    Schedule,
+    describe,
+    next_slot,
+    parse_schedule,
+    slots_between,
+    to_trigger,
+)
+from daemon.tasks.settings import TaskSpec
+from memory._codec import to_db_time
+from memory.tasks import StoredTask, TaskRepo
+
+log = logging.getLogger(__name__)
+
+CATCH_UP_SCAN_LIMIT = 100_000  # slots examined after downtime (a minutely task: ~70 days)
+CATCH_UP_PARALLEL = 4  # tasks catching up at once after a start
+# A wake-up claims the latest slot at most this far ahead of the clock (APScheduler may wake a
+# little early); below a second, so a 1-second interval never claims the next slot.
+WAKE_TOLERANCE = timedelta(milliseconds=500)
+RETRY_PREFIX = "retry:"  # the slot of an interrupted run's one retry
+RECENT = timedelta(seconds=2)  # where a wake-up looks for its slot first
+PRUNE_JOB = "nightshift:prune-task-runs"
+
+
+class TaskScheduler:
+    """Owns the APScheduler instance and every task's in-flight runs."""
+
+    name = "scheduler"
+
+    def __init__(
+        self,
+        *,
+        repo: TaskRepo,
+        runner: TaskRunner | None,
+        clock: Clock,
+        timezone: Callable[[], str],
+        misfire_grace_seconds: float = 300.0,
+        keep_runs_days: Callable[[], float] = lambda: 30.0,
+        drain_timeout: Callable[[], float] = lambda: 5.0,
+    ) -> None:
+        self._repo = repo
+        self.runner = runner
+        self._clock = clock
+        self._timezone = timezone
+        self._grace = misfire_grace_seconds
+        self._keep_days = keep_runs_days
+        self._drain_timeout = drain_timeout
+        self._aps: Any = None
+        self._running: dict[str, set[asyncio.Task[None]]] = {}
+        self._background: set[asyncio.Task[None]] = set()
+        # (task name, last claimed slot when armed, armed at)
+        self._catch_up_queue: deque[tuple[str, datetime | None, datetime]] = deque()
+        self._catch_up_workers = 0
+        self._due: list[str] = []  # wake-ups not claimed yet (a herd is claimed in one go)
+        self._claiming = False
+        self.fired = 0
+        self.skipped = 0
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    async def start(self, config_tasks: Sequence[TaskSpec]) -> None:
+        from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+        # APScheduler logs every wake-up at INFO; our own log says what ran and how it went.
+        logging.getLogger("apscheduler").setLevel(logging.WARNING)
+        interrupted = await self._repo.mark_interrupted()
+        if interrupted:
+            log.warning("%d task run(s) were interrupted by the last shutdown", interrupted)
+        self._aps = AsyncIOScheduler(
+            timezone=ZoneInfo("UTC"),
+            job_defaults={
+                "misfire_grace_time": int(self._grace),
+                "coalesce": True,
+                "max_instances": 100,  # our own per-task limit applies (max_concurrency)
+            },
+        )
+        self._aps.start()
+        first_prune = self._clock.now() + timedelta(minutes=10)
+        self._aps.add_job(
+            self._fire_prune, "interval", hours=24, id=PRUNE_JOB, next_run_time=first_prune
+        )
+        await self.reconcile(config_tasks)
+        for task in await self._repo.all():
+            if task.source == "runtime":
+                await self._arm(task)
+        await self._settle_interrupted()
+
+    async def run(self, config_tasks: Callable[[], Sequence[TaskSpec]]) -> None:
+        """For the supervisor: start, then keep the scheduler until cancelled."""
+        await self.start(config_tasks())
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await self.stop()
+
+    async def stop(self, timeout: float | None = None) -> None:
+        """Stop waking; wait for in-flight runs up to ``timeout`` (default: the drain timeout),
+        then cancel the rest (they are recorded as interrupted)."""
+        if timeout is None:
+            timeout = self._drain_timeout()
+        if self._aps is not None:
+            self._aps.shutdown(wait=False)
+            self._aps = None
+        running = {t for tasks in self._running.values() for t in tasks} | self._background
+        if running:
+            _, pending = await asyncio.wait(running, timeout=timeout)
+            for task in pending:
+                task.cancel()
+
+    async def reconcile(self, config_tasks: Sequence[TaskSpec]) -> dict[str, list[str]]:
+        """Make config-declared tasks match ``config_tasks``: add, change, remove."""
+        report: dict[str, list[str]] = {"added": [], "changed": [], "removed": []}
+        wanted = {spec.name for spec in config_tasks}
+        existing = {t.name: t for t in await self._repo.all()}
+        for spec in config_tasks:
+            before = existing.get(spec.name)
+            task, changed = await self._repo.upsert(spec, source="config", owner="config")
+            if before is None:
+                report["added"].append(spec.name)
+            elif changed:
+                report["changed"].append(spec.name)
+            if before is None or changed or self._job(spec.name) is None:
+                await self._arm(task)
+        for name, task in existing.items():
+            if task.source == "config" and name not in wanted:
+                self._disarm(name)
+                await self._repo.remove(name)
+                report["removed"].append(name)
+        if any(report.values()):
+            log.info("tasks reconciled: %s", report)
+        return report
+
+    # -- definitions at run time ----------------------------------------------------------------
+
+    async def add(self, spec: TaskSpec, owner: str) -> StoredTask:
+        task, _ = await self._repo.upsert(spec, source="runtime", owner=owner)
+        await self._arm(task)
+        return task
+
+    async def remove(self, name: str) -> bool:
+        self._disarm(name)
+        return await self._repo.remove(name)
+
+    async def pause(self, name: str, reason: str) -> None:
+        await self._repo.set_paused(name, reason)
+        self._disarm(name)
+
+    async def resume(self, name: str) -> StoredTask:
+        """Resume from now: slots that passed while paused are marked skipped, not caught up."""
+        await self._repo.set_paused(name, None)
+        task = await self._repo.get(name)
+        schedule = self.schedule_of(task.spec, task.created_at)
+        last = await self._repo.last_slot(task.id) or task.created_at
+        passed = slots_between(schedule, last, self._clock.now(), CATCH_UP_SCAN_LIMIT)
+        if passed:
+            run_id = await self._repo.claim(task.id, to_db_time(passed[-1]), status="skipped")
+            if run_id is not None:
+                await self._repo.finish(
+                    run_id, "skipped", error=f"{len(passed)} slot(s) passed while paused"
+                )
+        await self._arm(task, catch_up=False)
+        return task
+
+    async def run_now(self, name: str) -> int | None:
+        task = await self._repo.get(name)
+        slot = f"manual:{to_db_time(self._clock.now())}:{secrets.token_hex(3)}"
+        return await self._claim_and_run(task, slot)
+
+    def next_run(self, name: str) -> datetime | None:
+        job = self._job(name)
+        return job.next_run_time if job is not None else None
+
+    # -- firing ---------------------------------------------------------------------------------
+
+    def schedule_of(self, spec: TaskSpec, created: datetime | None = None) -> Schedule:
+        return parse_schedule(
+            cron=spec.cron,
+            interval_seconds=spec.interval_seconds,
+            at=spec.at,
+            timezone=spec.timezone or self._timezone(),
+            anchor=created,
+        )
+
+    async def _arm(self, task: StoredTask, *, catch_up: bool = True) -> None:
+        self._disarm(task.name)
+        if not task.active or self._aps is None:
+            return
+        schedule = self.schedule_of(task.spec, task.created_at)
+        if catch_up:  # in the background: a catch-up run may take long (an LLM task)
+            # Read before the wake-up is armed: once it claims a slot, the gap is out of sight.
+            last = await self._repo.last_slot(task.id)
+            if self._aps is None:
+                return  # stopped meanwhile
+            self._catch_up_queue.append((task.name, last, self._clock.now()))
+            while self._catch_up_workers < CATCH_UP_PARALLEL:
+                self._catch_up_workers += 1
+                self._spawn(self._catch_up_worker())
+        if next_slot(schedule, self._clock.now()) is None:
+            return  # a one-shot that is over
+        self._aps.add_job(
+            self._fire,
+            to_trigger(schedule),
+            args=[task.name],
+            id=task.name,
+            name=f"task {task.name} ({describe(schedule)})",
+            replace_existing=True,
+        )
+
+    def _disarm(self, name: str) -> None:
+        if self._job(name) is not None:
+            self._aps.remove_job(name)
+
+    def _job(self, name: str) -> Any:
+        return self._aps.get_job(name) if self._aps is not None else None
+
+    async def _fire_prune(self) -> None:
+        async def prune() -> None:
+            await self.prune()
+
+        self._spawn(prune())
+
+    async def prune(self) -> int:
+        """Forget task runs older than keep_runs_days (each task's latest slot stays)."""
+        before = self._clock.now() - timedelta(days=self._keep_days())
+        removed = await self._repo.prune(before)
+        if removed:
+            log.info("forgot %d task run(s) older than %s", removed, before.date())
+        return removed
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        """Background work we own: APScheduler's shutdown cannot cancel it; stop() waits."""
+        job = asyncio.ensure_future(work)
+        self._background.add(job)
+        job.add_done_callback(self._background.discard)
+
+    async def _fire(self, name: str) -> None:
+        """APScheduler's callback: queue the wake-up and return at once. One claimer takes
+        every wake-up queued meanwhile, so a herd due at the same second is claimed in one
+        transaction instead of one each."""
+        self._due.append(name)
+        if not self._claiming:
+            self._claiming = True
+            self._spawn(self._claim_due())
+
+    async def _claim_due(self) -> None:
+        try:
+            while self._due:
+                await asyncio.sleep(0)  # the other wake-ups of this moment queue up first
+                names, self._due = self._due, []
+                await self._wake_many(names)
+        finally:
+            self._claiming = False
+
+    async def _wake(self, name: str) -> None:
+        """Find the slot that is due and run it (once)."""
+        await self._wake_many([name])
+
+    async def _wake_many(self, names: Sequence[str]) -> None:
+        """For each task named: the slot due now, claimed (all in one transaction) and run."""
+        now = self._clock.now()
+        claims: list[tuple[StoredTask, str]] = []
+        for task in await self._repo.get_many(names):
+            if not task.active:
+                continue
+            schedule = self.schedule_of(task.spec, task.created_at)
+            # the slot is nearly always the last second or two: look there before the whole
+            # grace window (a minutely cron has five more slots in it to step through)
+            due = slots_between(schedule, now - RECENT, now + WAKE_TOLERANCE, 1_000) or (
+                slots_between(
+                    schedule,
+                    now - timedelta(seconds=self._grace + 1),
+                    now + WAKE_TOLERANCE,
+                    CATCH_UP_SCAN_LIMIT,
+                )
+            )
+            if not due:
+                log.warning("task %s woke with no slot due at %s", task.name, now.isoformat())
+                continue
+            self.fired += 1
+            slot = to_db_time(due[-1])
+            if len(self._running.get(task.name, ())) >= task.spec.max_concurrency:
+                await self._claim_and_run(task, slot)  # recorded as skipped, with the reason
+            else:
+                claims.append((task, slot))
+        ids = await self._repo.claim_many([(task.id, slot) for task, slot in claims])
+        for (task, slot), run_id in zip(claims, ids, strict=True):
+            if run_id is None:
+                log.info("task %s slot %s was already claimed; not running it again", task.name,
+                         slot)  # fmt: skip
+            else:
+                self._start(task, run_id, slot)
+
+    async def _catch_up_worker(self) -> None:
+        """Work through queued catch-ups (thousands at a start: a few workers, names only)."""
+        try:
+            while self._catch_up_queue:
+                name, last, armed_at = self._catch_up_queue.popleft()
+                try:
+                    task = await self._repo.get(name)
+                except LookupError:
+                    continue
+                if task.active:
+                    await self._catch_up(task, last, armed_at)
+        finally:
+            self._catch_up_workers -= 1
+
+    async def _catch_up(self, task: StoredTask, last: datetime | None, now: datetime) -> None:
+        """Slots missed after ``last`` (the last claimed when armed) up to ``now`` (armed at)."""
+        schedule = self.schedule_of(task.spec, task.created_at)
+        missed = slots_between(schedule, last or task.created_at, now, CATCH_UP_SCAN_LIMIT)
+        if not missed:
+            return
+        policy = task.spec.catch_up
+        keep = min(len(missed), {"skip": 0, "once": 1, "each": task.spec.catch_up_max}[policy])
+        cut = len(missed) - keep
+        run, skipped = missed[cut:], missed[:cut]
+        if skipped:  # one row marks how far the skip went: the next catch-up starts after it
+            self.skipped += len(skipped)
+            run_id = await self._repo.claim(task.id, to_db_time(skipped[-1]), status="skipped")
+            if run_id is not None:
+                await self._repo.finish(
+                    run_id, "skipped", error=f"{len(skipped)} slot(s) missed while down ({policy})"
+                )
+        log.info(
+            "task %s: %d missed slot(s); catch-up %s runs %d",
+            task.name,
+            len(missed),
+            policy,
+            len(run),
+        )
+        for slot in run:  # one after the other, oldest first
+            await self._claim_and_run(task, to_db_time(slot))
+            await self._wait_for(task.name)
+
+    async def _settle_interrupted(self) -> None:
+        """Tell each interrupted run's owner once, or retry it once (``on_interrupt``)."""
+        for run in await self._repo.interrupted_unsettled():
+            try:
+                task = await self._repo.get_by_id(run.task_id)
+            except LookupError:
+                await self._repo.settle(run.id, None)
+                continue
+            retry = task.spec.on_interrupt == "retry" and not run.slot.startswith(RETRY_PREFIX)
+            if retry and task.active:
+                await self._repo.settle(run.id, None)
+                log.info("task %s: retrying the interrupted run of slot %s", task.name, run.slot)
+                await self._claim_and_run(task, RETRY_PREFIX + run.slot)
+                continue
+            assert self.runner is not None, "TaskScheduler.runner is set before start()"
+            outbox_id = await self.runner.tell_interrupted(task, run.id, run.slot)
+            await self._repo.settle(run.id, outbox_id)
+
+    async def _claim_and_run(self, task: StoredTask, slot: str) -> int | None:
+        running = self._running.setdefault(task.name, set())
+        if len(running) >= task.spec.max_concurrency:
+            run_id = await self._repo.claim(task.id, slot, status="skipped")
+            if run_id is not None:
+                await self._repo.finish(run_id, "skipped", error="the previous run is still going")
+            return None
+        run_id = await self._repo.claim(task.id, slot)
+        if run_id is None:
+            log.info("task %s slot %s was already claimed; not running it again", task.name, slot)
+            return None
+        self._start(task, run_id, slot)
+        return run_id
+
+    def _start(self, task: StoredTask, run_id: int, slot: str) -> None:
+        """Run a claimed slot in a task of its own (counted against max_concurrency)."""
+        running = self._running.setdefault(task.name, set())
+        job = asyncio.ensure_future(self._run(task, run_id, slot))
+        running.add(job)
+        job.add_done_callback(running.discard)
+
+    async def _run(self, task: StoredTask, run_id: int, slot: str) -> None:
+        try:
+            async with asyncio.timeout(task.spec.timeout_seconds):
+                assert self.runner is not None, "TaskScheduler.runner is set before start()"
+                status = await self.runner.run(task, run_id, slot)
+            log.info("task %s (slot %s): %s", task.name, slot, status)
+            if status == "failed" and not (await self._repo.get(task.name)).active:
+                self._disarm(task.name)  # the failure policy paused it
+        except TimeoutError:
+            log.warning(
+                "task %s ran past %gs and was cancelled", task.name, task.spec.timeout_seconds
+            )
+            await self._repo.finish(
+                run_id, "timeout", error=f"ran past {task.spec.timeout_seconds:g}s"
+            )
+            await self._repo.record_outcome(task.id, failed=True)
+        except asyncio.CancelledError:
+            await asyncio.shield(
+                self._repo.finish(run_id, "interrupted", error="cancelled at shutdown")
+            )
+            raise
+        except Exception as exc:  # a runner bug must not kill the scheduler
+            log.exception("task %s crashed", task.name)
+            await self._repo.finish(run_id, "failed", error=repr(exc)[:500])
+
+    async def _wait_for(self, name: str) -> None:
+        while running := set(self._running.get(name, ())):
+            await asyncio.wait(running)
+
+    async def wait_idle(self) -> None:
+        """Wait for every in-flight run and catch-up (tests and drain)."""
+        while running := {t for tasks in self._running.values() for t in tasks} | self._background:
+            await asyncio.wait(running)

@@ -1,0 +1,1 @@
+"""Matrix through the client-server API."""
