@@ -20,7 +20,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from daemon.core.redact import redact, use_secrets
-from tests.test_redact import FORMATS
+from tests.daemon.core.test_redact import FORMATS
 
 LOG_LINES = [
     'Nov 22 10:{m:02d}:{s:02d} web1 nginx: 10.0.{a}.{b} - - "GET /api/items/{n} HTTP/1.1" 200 '

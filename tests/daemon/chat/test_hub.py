@@ -32,7 +32,7 @@ from memory.conversations import ConversationRepo
 from memory.incidents import IncidentRepo, SilenceRepo
 from memory.runs import RunRepo
 from memory.store import SqliteStore
-from tests.daemon.hub_rig import RecordingChannel, build_hub
+from tests.daemon.chat.hub_rig import RecordingChannel, build_hub
 from tests.fakes.chat_completions import FakeChatServer, Reply
 
 

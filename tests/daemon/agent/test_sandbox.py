@@ -43,7 +43,7 @@ from memory.store import SqliteStore
 from memory.usage import UsageRepo
 from tests.fakes.chat_completions import FakeChatServer, Reply
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 CHILD_ENV = "NIGHTSHIFT_SANDBOX_TEST_CHILD"
 CANARY = "CANARY-4711-denied-content"
 SQLITE_HEADER = b"SQLite format 3\x00"

@@ -23,7 +23,7 @@ from daemon.cli.service import (
 )
 from daemon.config import Settings
 
-SYSTEMD_DIR = Path(__file__).resolve().parents[2] / "systemd"
+SYSTEMD_DIR = Path(__file__).resolve().parents[3] / "systemd"
 
 
 def exec_start(unit: str) -> str:

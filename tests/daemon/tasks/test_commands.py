@@ -31,7 +31,7 @@ from memory.conversations import ConversationRepo
 from memory.outbox import OutboxRepo
 from memory.store import SqliteStore
 from memory.tasks import TaskRepo
-from tests.daemon.hub_rig import RecordingChannel, build_hub
+from tests.daemon.chat.hub_rig import RecordingChannel, build_hub
 
 
 @dataclass

@@ -11,7 +11,7 @@ import pytest
 from daemon.config import load_settings
 from daemon.core.errors import ConfigError
 from daemon.core.redact import REDACTED, redact, use_secrets
-from tests.daemon.test_config import run_cli
+from tests.daemon.config.test_loading import run_cli
 
 SECRETS = {
     "url password": "UrlPa55word",

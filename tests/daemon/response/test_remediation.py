@@ -20,7 +20,7 @@ from daemon.response.remediation import Remediator
 from memory.audit import AuditRepo
 from memory.incidents import IncidentRepo
 from memory.store import SqliteStore
-from tests.daemon.test_incidents import World
+from tests.daemon.incidents.test_manager import World
 
 MARKS: list[str] = []
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from daemon.tasks.scheduler import TaskScheduler
 from daemon.tasks.settings import TaskSpec
-from tests.daemon.test_scheduler import T0, Rig, hourly, rig_fixture  # noqa: F401  (fixture)
+from tests.daemon.tasks.test_scheduler import T0, Rig, hourly, rig_fixture  # noqa: F401  (fixture)
 
 
 async def runs_of(rig: Rig, name: str) -> list[tuple[str, str, str | None]]:

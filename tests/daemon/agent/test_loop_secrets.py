@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from daemon.core.redact import use_secrets
-from tests.agent.test_loop import harness_factory  # noqa: F401 - the fixture
+from tests.daemon.agent.test_loop import harness_factory  # noqa: F401 - the fixture
 from tests.fakes.chat_completions import FakeChatServer, Reply
 from tests.support import every_stored_text
 
