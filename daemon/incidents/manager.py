@@ -7,13 +7,16 @@ one. Notifications are decided per incident at its ``flush_at``:
 * a new incident waits ``group_wait`` to collect its alerts, then notifies once;
 * a change (an alert added or resolved) notifies at most once per ``group_interval``;
 * an unchanged, still-firing incident is repeated every ``repeat_interval``;
-* when every alert has resolved, a resolved notice is sent (if the incident was ever notified)
-  and the incident closes.
+* when every alert has resolved, a resolved notice is sent (if the incident was ever notified);
+  the incident closes (and its postmortem is written) once nothing has fired again for
+  ``group_interval`` — a re-fire before that joins it, as Alertmanager's group would.
 
 Flapping (an alert that fires and resolves faster than ``group_wait``) is never lost: an
 incident whose alerts all resolved before its first notice stays open for ``group_interval``
 after its ``group_wait``, so a re-fire joins it and is announced at once; one that fired more
-than once is announced as flapping even if it is resolved at that moment. A single blip that
+than once is announced as flapping even if it is resolved at that moment. An alert that goes on
+flapping after its resolved (or flapping) notice stays in the same incident: one incident, one
+postmortem, updates at most once per ``group_interval``. A single blip that
 never comes back closes silently (as Alertmanager does), with the reason in its timeline, and
 starts no investigation or postmortem. A notice says how often its most restless alert fired.
 
@@ -54,6 +57,8 @@ log = logging.getLogger(__name__)
 BATCH = 500
 MUTED_RECHECK_SECONDS = 60.0
 BACKLOG_PATIENCE_SECONDS = 10.0  # a group waits this long at least for its backlogged events
+# notified_digest prefix: the resolution was announced; the incident closes if nothing re-fires
+SETTLING = "resolved:"
 FOLLOW_UPS = ("findings", "remediation", "postmortem")  # not tied to a notification sequence
 # Channels where every message after an incident's first notification replies in its thread.
 THREADED_CHANNELS = ("slack", "matrix")
@@ -64,7 +69,11 @@ class Responder(Protocol):
 
     def first_notified(self, incident_id: int) -> None: ...
 
-    def resolved(self, incident_id: int) -> None: ...
+    def resolved(self, incident_id: int) -> None:
+        """Every alert resolved and that was announced (it may still fire again)."""
+
+    def closed(self, incident_id: int) -> None:
+        """An announced incident stayed resolved for group_interval and is closed."""
 
 
 class IncidentManager:
@@ -252,14 +261,17 @@ class IncidentManager:
         digest = _digest(visible)
         resolved = all(a.status == "resolved" for a in alerts)
         announced = incident.notifications > 0
-        first = False
+        first = told_resolved = closed = False
+        settle = timedelta(seconds=self.settings.group_interval_seconds)
         async with self.store.write() as db:
             fired = await IncidentRepo.most_fired(db, incident.id)
             if resolved and not announced:
                 outcome = await self._resolved_unannounced(db, incident, alerts, fired, now)
                 if outcome is None:
                     return  # held open: a re-fire joins it
-                announced = outcome
+                told_resolved = outcome
+            elif resolved and incident.notified_digest == SETTLING + digest:
+                closed = await self._close_if_settled(db, incident, now)
             elif resolved:
                 if self.settings.send_resolved:
                     await self._send(
@@ -269,11 +281,17 @@ class IncidentManager:
                         "resolved",
                         now,
                     )
-                    await IncidentRepo.mark_notified(db, incident.id, now, digest)
-                await IncidentRepo.resolve(db, incident.id, now)
+                    await IncidentRepo.mark_notified(db, incident.id, now, SETTLING + digest)
+                else:
+                    await db.execute(
+                        "UPDATE incidents SET notified_digest = ? WHERE id = ?",
+                        (SETTLING + digest, incident.id),
+                    )
                 await IncidentRepo.add_event(
                     db, incident.id, now, "resolved", "every alert resolved"
                 )
+                await IncidentRepo.replace_flush(db, incident.id, now + settle)
+                told_resolved = True
             elif not firing:
                 if incident.notified_digest != "muted:" + digest:
                     reasons = sorted(set(muted.values()))
@@ -318,11 +336,39 @@ class IncidentManager:
                     assert incident.notified_at is not None
                     await IncidentRepo.replace_flush(db, incident.id, incident.notified_at + repeat)
         self._wake_outbox()
-        if self.responder is not None:
-            if resolved and announced:  # nobody heard of a blip: no postmortem for it
+        if self.responder is not None:  # nobody heard of a blip: no postmortem for it
+            if told_resolved:
                 self.responder.resolved(incident.id)
+            if closed:
+                self.responder.closed(incident.id)
             elif first:
                 self.responder.first_notified(incident.id)
+
+    async def _close_if_settled(
+        self, db: aiosqlite.Connection, incident: Incident, now: datetime
+    ) -> bool:
+        """The resolution was announced: close the incident once no alert has fired or
+        resolved for group_interval (a flap since then only pushes the close back)."""
+        rows = list(
+            await db.execute_fetchall(
+                "SELECT max(at) FROM incident_events WHERE incident_id = ?"
+                " AND kind IN ('alert firing', 'alert resolved')",
+                (incident.id,),
+            )
+        )
+        last = from_db_time(rows[0][0]) if rows and rows[0][0] else incident.opened_at
+        quiet_from = max(last, incident.notified_at or last)
+        settle = timedelta(seconds=self.settings.group_interval_seconds)
+        if now < quiet_from + settle:
+            await IncidentRepo.replace_flush(db, incident.id, quiet_from + settle)
+            return False
+        await IncidentRepo.resolve(db, incident.id, last)
+        fired = await IncidentRepo.most_fired(db, incident.id)
+        why = "nothing fired again within group_interval"
+        await IncidentRepo.add_event(
+            db, incident.id, now, "closed", why + (f"; fired {fired} times" if fired > 1 else "")
+        )
+        return True
 
     async def _resolved_unannounced(
         self,
@@ -332,16 +378,18 @@ class IncidentManager:
         fired: int,
         now: datetime,
     ) -> bool | None:
-        """Every alert resolved before the first notice. Flapping is announced (True); a blip
-        is held open for group_interval after group_wait (None), then closed silently (False)."""
+        """Every alert resolved before the first notice. Flapping is announced (True) and the
+        incident settles like a resolved one; a blip is held open for group_interval after
+        group_wait (None), then closed silently (False)."""
         if fired >= 2:
             text = incident_text.flapping_notice(incident, alerts, fired)
             await self._send(db, incident, text, "notified", now)
-            await IncidentRepo.mark_notified(db, incident.id, now, _digest(alerts))
-            await IncidentRepo.resolve(db, incident.id, now)
+            await IncidentRepo.mark_notified(db, incident.id, now, SETTLING + _digest(alerts))
             await IncidentRepo.add_event(
                 db, incident.id, now, "resolved", f"flapped: fired {fired} times, now resolved"
             )
+            settle = timedelta(seconds=self.settings.group_interval_seconds)
+            await IncidentRepo.replace_flush(db, incident.id, now + settle)
             return True
         hold = timedelta(
             seconds=self.settings.group_wait_seconds + self.settings.group_interval_seconds

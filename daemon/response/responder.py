@@ -72,6 +72,8 @@ class IncidentResponder:
 
     def resolved(self, incident_id: int) -> None:
         self._remediator.incident_resolved(incident_id)
+
+    def closed(self, incident_id: int) -> None:
         if self._settings().postmortems:
             self._spawn(self._postmortem(incident_id), f"postmortem #{incident_id}")
 

@@ -53,7 +53,8 @@ class Alertmanager:
     """One Alertmanager in ``directory`` sending every group to ``webhook_url``.
 
     Groups by ``alertname`` with group_wait/group_interval 1 s and repeat_interval 1 h, and sends
-    resolved notifications. ``token`` is what it puts in ``Authorization: Bearer``.
+    resolved notifications. ``token`` is what it puts in ``Authorization: Bearer``; ``also_to``
+    are more webhook URLs the same receiver notifies (with the same token).
     """
 
     def __init__(
@@ -67,6 +68,7 @@ class Alertmanager:
         group_interval: str = "1s",
         repeat_interval: str = "1h",
         resolve_timeout: str = "5m",
+        also_to: Sequence[str] = (),
     ) -> None:
         binary = alertmanager_binary()
         if binary is None:
@@ -90,12 +92,13 @@ class Alertmanager:
                     "name": "nightshift",
                     "webhook_configs": [
                         {
-                            "url": webhook_url,
+                            "url": url,
                             "send_resolved": True,
                             "http_config": {
                                 "authorization": {"type": "Bearer", "credentials": token}
                             },
                         }
+                        for url in (webhook_url, *also_to)
                     ],
                 }
             ],

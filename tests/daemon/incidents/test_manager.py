@@ -129,14 +129,81 @@ async def test_resolution_sends_one_resolved_notice_and_closes(world: World) -> 
     assert notice.startswith("[RESOLVED] HostDown — incident #1")
     await world.resolve("HostDown", instance="a")  # repeated resolve: ignored
     assert await world.after(0) == []
+    assert await world.after(300) == []  # nothing fired again for group_interval: closed
     [incident] = await world.incidents.listing()
     assert incident.state == "resolved"
-    # the same alert firing again opens a new incident, announced no sooner than
-    # group_interval after the resolved notice (at most one message per group per interval)
+    # the same alert firing again later opens a new incident, after its own group_wait
     await world.fire("HostDown", instance="a")
-    assert await world.after(299) == []
+    assert await world.after(29) == []
     [text] = await world.after(1)
     assert "incident #2" in text
+
+
+class Recorder:
+    """A Responder that records what it was asked to do."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, int]] = []
+
+    def first_notified(self, incident_id: int) -> None:
+        self.calls.append(("investigate", incident_id))
+
+    def resolved(self, incident_id: int) -> None:
+        self.calls.append(("resolved", incident_id))
+
+    def closed(self, incident_id: int) -> None:
+        self.calls.append(("postmortem", incident_id))
+
+
+async def test_an_alert_flapping_on_after_its_resolved_notice_stays_one_incident(
+    world: World,
+) -> None:
+    """A re-fire right after the resolved notice joins the incident (as Alertmanager's group
+    does); it used to open a new incident, with its own notices and postmortem, every cycle."""
+    recorder = Recorder()
+    world.manager.responder = recorder
+    await world.fire("Flappy", host="web1")
+    sent = await world.after(30)
+    for _ in range(6):  # 30 minutes of flapping: 100 s resolved, 100 s firing
+        await world.resolve("Flappy", host="web1")
+        sent += await world.after(100)
+        await world.fire("Flappy", host="web1")
+        sent += await world.after(100)
+    await world.resolve("Flappy", host="web1")
+    sent += await world.after(300)
+    sent += await world.after(300)
+    assert [i.state for i in await world.incidents.listing()] == ["resolved"]
+    assert all("incident #1 " in text for text in sent), sent
+    assert len(sent) <= 1 + 1230 // 300 + 1  # the first notice, then one per group_interval
+    assert sent[0].startswith("[FIRING:1]") and sent[-1].startswith("[RESOLVED]")
+    assert any("Flapping: fired" in text for text in sent)
+    assert [c for c in recorder.calls if c[0] != "resolved"] == [
+        ("investigate", 1), ("postmortem", 1),
+    ]  # fmt: skip
+    timeline = await world.incidents.timeline(1)
+    assert timeline[-1].kind == "closed" and "fired 7 times" in timeline[-1].detail
+
+
+async def test_flapping_that_goes_on_after_its_flapping_notice_stays_one_incident(
+    world: World,
+) -> None:
+    recorder = Recorder()
+    world.manager.responder = recorder
+    for _ in range(3):  # every phase shorter than group_wait
+        await world.fire("Flappy", host="web1")
+        assert await world.after(4) == []
+        await world.resolve("Flappy", host="web1")
+        assert await world.after(4) == []
+    [notice] = await world.after(6)
+    assert notice.startswith("[FLAPPING] Flappy")
+    await world.fire("Flappy", host="web1")  # flaps once more, resolved again by the next tick
+    await world.after(4)
+    await world.resolve("Flappy", host="web1")
+    assert await world.after(300) == []  # the state people were told (resolved) still holds
+    assert await world.after(300) == []
+    [incident] = await world.incidents.listing()
+    assert incident.state == "resolved"
+    assert recorder.calls == [("resolved", 1), ("postmortem", 1)]
 
 
 async def test_grouping_by_labels_separates_incidents(world: World, tmp_path: Path) -> None:
@@ -340,6 +407,7 @@ async def test_flapping_faster_than_group_wait_is_announced(world: World) -> Non
     [notice] = await world.after(6)
     assert notice.startswith("[FLAPPING] Flappy")
     assert "fired up to 3 times" in notice
+    assert await world.after(300) == []  # closed quietly when nothing fired again
     assert [i.state for i in await world.incidents.listing()] == ["resolved"]
 
 
