@@ -8,8 +8,7 @@ from dataclasses import dataclass
 
 import aiosqlite
 
-from daemon.alerting.rules import AlertState, Change
-from daemon.core.alerts import AlertEvent
+from daemon.core.alerts import AlertEvent, AlertState, Change
 from memory._codec import dump_json, from_db_time, from_db_time_opt, load_json, to_db_time
 from memory.store import SqliteStore
 

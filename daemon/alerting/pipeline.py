@@ -13,9 +13,9 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from daemon.alerting.rules import Change, RuleEngine
+from daemon.alerting.rules import RuleEngine
 from daemon.alerting.settings import RuleSettings
-from daemon.core.alerts import AlertEvent, Observation
+from daemon.core.alerts import AlertEvent, Change, Observation
 from daemon.core.clock import Clock
 from memory.alerts import AlertRepo
 

@@ -24,10 +24,17 @@ from typing import Any, Literal
 
 from daemon.alerting.settings import RuleSettings
 from daemon.alerting.templates import render
-from daemon.core.alerts import EVENT_METRICS, AlertEvent, Observation, fingerprint
+from daemon.core.alerts import (
+    EVENT_METRICS,
+    AlertEvent,
+    AlertState,
+    Change,
+    Observation,
+    SeriesState,
+    fingerprint,
+)
 from daemon.core.patterns import PatternFilter, compile_pattern
 
-SeriesState = Literal["pending", "firing"]
 DEFAULT_EVENT_KEEP_SECONDS = 300.0
 MAX_TEXT_IN_ANNOTATION = 500
 
@@ -39,30 +46,6 @@ _OPS: dict[str, Callable[[float, float], bool]] = {
     "==": operator.eq,
     "!=": operator.ne,
 }
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class AlertState:
-    """A pending or firing alert as stored in memory (resolved ones are deleted)."""
-
-    fingerprint: str
-    rule: str
-    state: SeriesState
-    labels: Mapping[str, str]
-    annotations: Mapping[str, str]
-    value: float | None
-    active_since: datetime
-    fired_at: datetime | None
-    updated_at: datetime
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class Change:
-    """What to persist: the new state (None = delete the row) and the event to announce."""
-
-    fingerprint: str
-    state: AlertState | None
-    event: AlertEvent | None = None
 
 
 class CompiledRule:

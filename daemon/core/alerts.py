@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Literal
 
 AlertStatus = Literal["firing", "resolved"]
+SeriesState = Literal["pending", "firing"]  # a stored series; resolved ones are deleted
 SEVERITIES = ("info", "warning", "critical")
 
 # Every metric a watcher can report, by watcher. Rules are validated against this catalogue.
@@ -93,3 +94,27 @@ def fingerprint(labels: Mapping[str, str]) -> str:
     """A stable id for an alert: the hash of its sorted labels (alertname included)."""
     text = "\x1f".join(f"{key}\x1e{labels[key]}" for key in sorted(labels))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class AlertState:
+    """A pending or firing alert as stored in memory (resolved ones are deleted)."""
+
+    fingerprint: str
+    rule: str
+    state: SeriesState
+    labels: Mapping[str, str]
+    annotations: Mapping[str, str]
+    value: float | None
+    active_since: datetime
+    fired_at: datetime | None
+    updated_at: datetime
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Change:
+    """What to persist: the new state (None = delete the row) and the event to announce."""
+
+    fingerprint: str
+    state: AlertState | None
+    event: AlertEvent | None = None

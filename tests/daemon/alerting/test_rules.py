@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from daemon.alerting.rules import Change, RuleEngine
+from daemon.alerting.rules import RuleEngine
 from daemon.alerting.settings import RuleSettings
-from daemon.core.alerts import Observation
+from daemon.core.alerts import Change, Observation
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
