@@ -79,18 +79,6 @@ class ChannelHealth:
     detail: str = ""
 
 
-class DeliveryError(Exception):
-    """Sending failed but may succeed later (network, rate limit: ``retry_after`` seconds)."""
-
-    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
-
-
-class PermanentDeliveryError(Exception):
-    """Sending can never succeed (unknown room, message rejected, revoked token)."""
-
-
 class InboundSink(Protocol):
     """Where a channel hands what people send; both calls return once the input is stored."""
 

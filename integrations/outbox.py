@@ -15,7 +15,8 @@ import random
 from datetime import UTC, datetime, timedelta
 
 from daemon.core.clock import Clock
-from integrations.base import Channel, DeliveryError, OutgoingMessage, PermanentDeliveryError
+from daemon.core.errors import DeliveryError, PermanentDeliveryError
+from integrations.base import Channel, OutgoingMessage
 from memory.outbox import OutboxRepo
 
 log = logging.getLogger(__name__)

@@ -3,7 +3,6 @@
 from memory.audit import AuditEntry, AuditRecord, AuditRepo
 from memory.components import ComponentEvent, ComponentEventRepo
 from memory.conversations import Conversation, ConversationRepo, StoredMessage
-from memory.errors import RecordNotFound, SchemaTooNewError, StoreError
 from memory.facts import Fact, FactRepo
 from memory.outbox import OutboxMessage, OutboxRepo
 from memory.runs import AgentRun, RunRepo, RunStep
@@ -24,12 +23,9 @@ __all__ = [
     "LlmUsage",
     "OutboxMessage",
     "OutboxRepo",
-    "RecordNotFound",
     "RunRepo",
     "RunStep",
-    "SchemaTooNewError",
     "SqliteStore",
-    "StoreError",
     "StoredMessage",
     "UsageRecord",
     "UsageRepo",

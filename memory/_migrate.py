@@ -17,8 +17,8 @@ from typing import Any
 
 import aiosqlite
 
+from daemon.core.errors import StoreError
 from memory._codec import to_db_time
-from memory.errors import StoreError
 
 __all__ = [
     "Migration",

@@ -11,9 +11,9 @@ from typing import Any
 import aiosqlite
 
 from daemon.core.clock import Clock
+from daemon.core.errors import RecordNotFound
 from daemon.core.redact import redact, redact_data
 from memory._codec import dump_json, from_db_time, load_json, to_db_time
-from memory.errors import RecordNotFound
 from memory.store import SqliteStore
 
 __all__ = ["Conversation", "ConversationRepo", "StoredMessage"]

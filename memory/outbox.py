@@ -10,9 +10,9 @@ from datetime import datetime
 import aiosqlite
 
 from daemon.core.clock import Clock
+from daemon.core.errors import RecordNotFound
 from daemon.core.redact import redact
 from memory._codec import from_db_time, from_db_time_opt, to_db_time
-from memory.errors import RecordNotFound
 from memory.store import SqliteStore
 
 __all__ = ["OutboxMessage", "OutboxRepo"]

@@ -25,8 +25,8 @@ from typing import Any
 
 import aiosqlite
 
+from daemon.core.errors import SchemaTooNewError, StoreError
 from memory._migrate import current_version, load_migrations, migrate, scalar
-from memory.errors import SchemaTooNewError, StoreError
 
 __all__ = ["SqliteStore"]
 

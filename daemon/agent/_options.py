@@ -11,10 +11,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from daemon.core.errors import InputError
+
 __all__ = ["SPECS", "Parsed", "Spec", "UnknownOption", "parse"]
 
 
-class UnknownOption(ValueError):
+class UnknownOption(InputError):
     """An option the table does not know (the program would refuse it, or we are out of date)."""
 
 

@@ -9,6 +9,8 @@ from typing import Any
 
 import openai
 
+from daemon.core.errors import TransientError
+
 __all__ = [
     "Answer",
     "MalformedAnswer",
@@ -22,7 +24,7 @@ __all__ = [
 ]
 
 
-class MalformedAnswer(Exception):
+class MalformedAnswer(TransientError):
     """A 200 that is no usable completion (not JSON, wrong shape, cut stream); retried as a 5xx."""
 
 

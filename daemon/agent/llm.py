@@ -42,7 +42,12 @@ from daemon.agent._stream import (
 from daemon.agent.model import REASONING_PLACEHOLDER
 from daemon.config import BudgetSettings, LlmSettings
 from daemon.core.clock import Clock, SystemClock
-from daemon.core.errors import AgentDisabledError, BudgetExhaustedError, LlmUnavailableError
+from daemon.core.errors import (
+    AgentDisabledError,
+    BudgetExhaustedError,
+    LlmUnavailableError,
+    NightshiftError,
+)
 from daemon.core.redact import redact_data
 from memory.usage import LlmUsage
 
@@ -122,7 +127,7 @@ class UsageSink(Protocol):
         ...
 
 
-class _ModelFailed(Exception):
+class _ModelFailed(NightshiftError):
     """One model failed for good (retries spent, or not found); the next fallback may work."""
 
 

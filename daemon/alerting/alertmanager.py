@@ -32,6 +32,7 @@ from aiohttp import web
 
 from daemon.core.alerts import AlertEvent, AlertStatus, fingerprint
 from daemon.core.clock import Clock
+from daemon.core.errors import PayloadError
 
 __all__ = [
     "BODY_TIMEOUT_SECONDS",
@@ -68,15 +69,6 @@ _SEVERITY_WORDS = {
     "info": "info information informational notice low debug none ok p4 p5 sev4 sev5 s4",
 }
 _SEVERITY_MAP = {word: level for level, words in _SEVERITY_WORDS.items() for word in words.split()}
-
-
-class PayloadError(ValueError):
-    """The payload is not a valid Alertmanager webhook (v4); the message names where and what."""
-
-    def __init__(self, location: str, problem: str) -> None:
-        super().__init__(f"{location}: {problem}" if location else problem)
-        self.location = location
-        self.problem = problem
 
 
 class AlertIntake(Protocol):

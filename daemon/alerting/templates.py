@@ -12,6 +12,8 @@ import string
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from daemon.core.errors import TemplateError
+
 __all__ = ["MAX_PRECISION", "MAX_RENDERED", "MAX_WIDTH", "check_template", "render"]
 
 MAX_WIDTH = 200  # characters one field may be padded to
@@ -24,10 +26,6 @@ _SPEC = re.compile(
     re.DOTALL,
 )
 _FIELD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\[[^\[\]{}]*\])*")
-
-
-class TemplateError(ValueError):
-    """A template that cannot be rendered safely; the message says what to change."""
 
 
 def check_spec(spec: str) -> None:

@@ -9,14 +9,10 @@ from dataclasses import dataclass
 
 from daemon.agent.loop import AgentLoop, AgentRequest, AgentResult, EventSink
 from daemon.core import metrics
-from daemon.core.errors import AgentDisabledError
+from daemon.core.errors import AgentDisabledError, DrainingError
 from memory.conversations import ConversationRepo
 
 log = logging.getLogger(__name__)
-
-
-class DrainingError(Exception):
-    """The daemon is shutting down and accepts no new work."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -9,19 +9,9 @@ from typing import Any
 
 import aiohttp
 
+from daemon.core.errors import ApiError, DaemonNotRunning
+
 BASE = "http://nightshift"
-
-
-class DaemonNotRunning(Exception):
-    """No daemon answers on the socket."""
-
-    def __init__(self, socket_path: Path, detail: str = "") -> None:
-        state_dir = socket_path.parent
-        super().__init__(
-            f"nightshift is not running for state directory {state_dir} (no answer on "
-            f"{socket_path}{': ' + detail if detail else ''}). Start it with `nightshift run` "
-            "(or `systemctl start nightshift`), and pass the same --config/--state-dir here."
-        )
 
 
 class DaemonClient:
@@ -76,10 +66,6 @@ class DaemonClient:
                         yield json.loads(line)
         except aiohttp.ClientConnectionError as exc:
             raise DaemonNotRunning(self.socket_path, str(exc)) from None
-
-
-class ApiError(Exception):
-    """The daemon answered with an error status."""
 
 
 async def _json_or_raise(response: aiohttp.ClientResponse) -> Any:

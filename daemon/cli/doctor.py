@@ -41,7 +41,7 @@ async def run_doctor(settings: Settings, config_path: Path | None) -> int:
 
 
 async def _check_database(settings: Settings, report: Report) -> None:
-    from memory.errors import StoreError
+    from daemon.core.errors import StoreError
     from memory.store import SqliteStore
 
     path = settings.database_path
@@ -59,7 +59,8 @@ async def _check_database(settings: Settings, report: Report) -> None:
 
 
 async def _check_daemon(settings: Settings, report: Report) -> None:
-    from daemon.cli.client import DaemonClient, DaemonNotRunning
+    from daemon.cli.client import DaemonClient
+    from daemon.core.errors import DaemonNotRunning
 
     try:
         async with DaemonClient(settings.socket_path, timeout=5) as client:

@@ -291,7 +291,7 @@ def cmd_approvals(args: argparse.Namespace) -> int:
 
 
 def cmd_answer(args: argparse.Namespace) -> int:
-    from daemon.cli.client import ApiError
+    from daemon.core.errors import ApiError
 
     body = {"approve": args.command == "approve"}
     try:
@@ -364,8 +364,8 @@ def cmd_tasks(args: argparse.Namespace) -> int:
 
 
 def _add_task(args: argparse.Namespace) -> int:
-    from daemon.cli.client import ApiError
-    from daemon.tasks.schedules import ScheduleError, parse_plain_interval
+    from daemon.core.errors import ApiError, ScheduleError
+    from daemon.tasks.schedules import parse_plain_interval
 
     body: dict[str, Any] = {"name": args.name}
     if args.every is not None:
@@ -419,7 +419,7 @@ def cmd_install_service(args: argparse.Namespace) -> int:
 
 
 def _call_daemon(factory: Any) -> Any:
-    from daemon.cli.client import DaemonNotRunning
+    from daemon.core.errors import DaemonNotRunning
 
     try:
         return asyncio.run(factory())

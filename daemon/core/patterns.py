@@ -19,6 +19,8 @@ from typing import Any, Protocol, cast
 
 import re2
 
+from daemon.core.errors import PatternError
+
 __all__ = [
     "MAX_MEM",
     "UNTRUSTED_MAX_CHARS",
@@ -58,10 +60,6 @@ _UNSUPPORTED: tuple[tuple[str, str, str], ...] = (
     ("bad repetition operator: *+", "the possessive `*+`", "use `*`: RE2 never backtracks"),
     ("bad repetition operator: ?+", "the possessive `?+`", "use `?`: RE2 never backtracks"),
 )
-
-
-class PatternError(ValueError):
-    """A pattern the linear-time engine cannot run, with what and where in the message."""
 
 
 class Match(Protocol):

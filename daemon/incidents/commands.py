@@ -16,8 +16,8 @@ from datetime import timedelta
 from daemon.alerting.matchers import Matcher, parse_matchers
 from daemon.chat.access import Action
 from daemon.core.clock import Clock
+from daemon.core.errors import CommandError, RecordNotFound
 from daemon.incidents import text as incident_text
-from memory.errors import RecordNotFound
 from memory.incidents import IncidentRepo, SilenceRepo
 
 MAX_SILENCE = timedelta(days=30)
@@ -34,10 +34,6 @@ USAGE = (
     "Usage: incidents · incidents show ID · silence ID|MATCHERS DURATION [reason] · silences · "
     "unsilence ID (durations like 30m, 2h, 1d)"
 )
-
-
-class CommandError(ValueError):
-    """A command the user typed wrong; the message says how to type it right."""
 
 
 def parse_duration(text: str) -> timedelta:

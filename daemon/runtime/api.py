@@ -21,8 +21,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from daemon.alerting.alertmanager import BODY_TIMEOUT_SECONDS
 from daemon.chat.approvals import ApprovalRequest
-from daemon.chat.conversations import DrainingError
-from daemon.core.errors import ConfigError
+from daemon.core.errors import ConfigError, DrainingError, TaskConflict, TaskRejected
 from daemon.core.redact import redact_data
 from daemon.runtime.http_guard import (
     ConnectionGate,
@@ -31,7 +30,7 @@ from daemon.runtime.http_guard import (
     install_accept_guard,
     server_logger,
 )
-from daemon.tasks.commands import SCHEDULER_OFF, TASK_WORDS, TaskConflict, TaskRejected
+from daemon.tasks.commands import SCHEDULER_OFF, TASK_WORDS
 
 if TYPE_CHECKING:
     from daemon.runtime.process import Runtime

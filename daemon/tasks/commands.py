@@ -19,6 +19,7 @@ from pydantic import ValidationError
 
 from daemon.chat.access import AccessControl, Action
 from daemon.core.clock import Clock
+from daemon.core.errors import CommandError, TaskConflict, TaskRejected, UnknownTask
 from daemon.tasks import text as task_text
 from daemon.tasks.settings import CHANNELS, TaskSpec
 from daemon.tasks.text import TaskView
@@ -59,26 +60,6 @@ _ACTION = re.compile(r"\s(prompt|command)(?:\s+|$)")
 _QUOTES = str.maketrans({"“": '"', "”": '"', "„": '"', "‘": "'", "’": "'"})
 
 
-class TaskRejected(ValueError):
-    """A task request that cannot be carried out; the message says why and what to do."""
-
-
-class TaskConflict(TaskRejected):
-    """A task of that name exists already."""
-
-
-class UnknownTask(LookupError):
-    """No task has this name."""
-
-    def __init__(self, name: str) -> None:
-        super().__init__(f"no task named {name!r}")
-        self.name = name
-
-
-class CommandError(ValueError):
-    """A command typed wrong; the message says how to type it right."""
-
-
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Reply:
     text: str
@@ -102,7 +83,8 @@ class TaskService:
 
     async def add(self, spec: TaskSpec, owner: str) -> StoredTask:
         """Add a run-time task; refuses built-ins, name clashes and one-shots in the past."""
-        from daemon.tasks.schedules import ScheduleError, parse_schedule
+        from daemon.core.errors import ScheduleError
+        from daemon.tasks.schedules import parse_schedule
 
         if spec.builtin is not None:
             raise TaskRejected("built-in jobs cannot be added as tasks; give a prompt or command")
@@ -146,7 +128,8 @@ class TaskService:
         return task
 
     async def view(self, task: StoredTask) -> TaskView:
-        from daemon.tasks.schedules import ScheduleError, describe
+        from daemon.core.errors import ScheduleError
+        from daemon.tasks.schedules import describe
 
         try:
             schedule = describe(self.scheduler.schedule_of(task.spec, task.created_at))
@@ -264,7 +247,8 @@ def parse_add(text: str, origin: str | None = None) -> dict[str, Any]:
     """``NAME every 15m [in ZONE] [to TARGET] prompt TEXT…`` → TaskSpec fields (unvalidated)."""
     from datetime import datetime
 
-    from daemon.tasks.schedules import ScheduleError, parse_plain_interval
+    from daemon.core.errors import ScheduleError
+    from daemon.tasks.schedules import parse_plain_interval
 
     found = _ACTION.search(" " + text)
     if found is None:

@@ -17,6 +17,7 @@ from datetime import datetime
 
 from daemon.agent.loop import AgentLoop, AgentRequest
 from daemon.core.clock import Clock
+from daemon.core.errors import NightshiftError
 from daemon.response.investigation import fence
 from daemon.watchers.command import run_command
 from memory.conversations import ConversationRepo
@@ -30,7 +31,7 @@ MAX_DELIVERED_CHARS = 12_000
 MAX_BACKOFF_SECONDS = 3600.0
 
 
-class TaskFailure(Exception):
+class TaskFailure(NightshiftError):
     """A run that did not work; retried per the task's policy."""
 
 

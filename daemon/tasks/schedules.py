@@ -32,6 +32,8 @@ from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.date import DateTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
+from daemon.core.errors import ScheduleError
+
 MIN_INTERVAL_SECONDS = 1
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)  # interval anchor when none is given
 _JUMP = timedelta(hours=3)  # more than any current UTC offset change (Antarctica/Troll: 2 h)
@@ -48,10 +50,6 @@ _ITEM = re.compile(r"^(?:(\*)|([0-9a-z]+)(?:-([0-9a-z]+))?)(?:/([0-9]+))?$")
 _PLAIN = re.compile(r"(\d+)\s*([wdhms])")
 _UNITS = {"w": 604800, "d": 86400, "h": 3600, "m": 60, "s": 1}
 _WHAT = {"cron": "cron", "interval": "interval_seconds", "once": "at"}
-
-
-class ScheduleError(ValueError):
-    """A schedule is invalid; the message names the problem and how to fix it."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

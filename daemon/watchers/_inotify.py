@@ -25,6 +25,8 @@ from collections.abc import Callable, Hashable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from daemon.core.errors import NightshiftError
+
 if TYPE_CHECKING:
     from watchdog.events import FileSystemEvent
     from watchdog.observers.api import BaseObserver, ObservedWatch
@@ -35,7 +37,7 @@ STOP_TIMEOUT = 5.0  # seconds to wait for watchdog's threads to end
 _SYSCTL = Path("/proc/sys/fs/inotify")
 
 
-class InstanceLimitError(OSError):
+class InstanceLimitError(NightshiftError, OSError):
     """No inotify instance could be had (EMFILE), from ``start()`` or ``schedule()`` alike."""
 
 

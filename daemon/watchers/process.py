@@ -23,6 +23,7 @@ from pydantic import Field, field_validator, model_validator
 
 from daemon.core.alerts import Observation
 from daemon.core.clock import Clock, SystemClock
+from daemon.core.errors import NightshiftError
 from daemon.core.patterns import compile_pattern
 from daemon.core.section import Section, check_regex
 from daemon.watchers.base import Emit, ErrorReporter
@@ -70,7 +71,7 @@ class ProcessSample:
     cpu_percent: float
 
 
-class PidfileUnreadable(OSError):
+class PidfileUnreadable(NightshiftError, OSError):
     """The pidfile exists but cannot be read (permissions, a directory…)."""
 
 

@@ -43,14 +43,13 @@ from nio import (
 from nio.rooms import MatrixRoom
 
 from daemon.config import MatrixChannelSettings
+from daemon.core.errors import DeliveryError, PermanentDeliveryError, TransientError
 from integrations.base import (
     ApprovalAnswer,
     ApprovalPrompt,
     ChannelHealth,
-    DeliveryError,
     InboundSink,
     OutgoingMessage,
-    PermanentDeliveryError,
 )
 from integrations.matrix.events import (
     CHANNEL,
@@ -97,7 +96,7 @@ CACHE_BUSTER_MS = 60_000
 _NETWORK_ERRORS = (aiohttp.ClientError, TimeoutError, OSError)
 
 
-class _SyncFailed(Exception):
+class _SyncFailed(TransientError):
     def __init__(self, response: ErrorResponse) -> None:
         super().__init__(describe(response))
         self.response = response

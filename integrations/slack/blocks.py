@@ -20,13 +20,8 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.socket_mode.aiohttp import SocketModeClient
 from slack_sdk.web.async_slack_response import AsyncSlackResponse
 
-from integrations.base import (
-    ApprovalAnswer,
-    ApprovalPrompt,
-    DeliveryError,
-    InboundMessage,
-    PermanentDeliveryError,
-)
+from daemon.core.errors import DeliveryError, NightshiftError, PermanentDeliveryError
+from integrations.base import ApprovalAnswer, ApprovalPrompt, InboundMessage
 
 log = logging.getLogger(__name__)
 
@@ -322,7 +317,7 @@ def token_detail(which: str, error: str) -> str:
     return f"Slack rejected the {kind} ({error}): rotate channels.slack.{token}"
 
 
-class TokenRejected(Exception):
+class TokenRejected(NightshiftError):
     """Slack rejected a token: the operator must rotate it."""
 
     def __init__(self, which: str, error: str) -> None:

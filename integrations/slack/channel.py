@@ -25,14 +25,13 @@ from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.web.async_slack_response import AsyncSlackResponse
 
 from daemon.config import SlackChannelSettings
+from daemon.core.errors import DeliveryError, PermanentDeliveryError
 from integrations.base import (
     ApprovalAnswer,
     ApprovalPrompt,
     ChannelHealth,
-    DeliveryError,
     InboundSink,
     OutgoingMessage,
-    PermanentDeliveryError,
 )
 from integrations.slack import blocks
 from integrations.slack.blocks import ParsedEvent

@@ -41,14 +41,8 @@ from telegram.ext import AIORateLimiter, ExtBot
 from telegram.request import HTTPXRequest
 
 from daemon.config import TelegramChannelSettings
-from integrations.base import (
-    ApprovalPrompt,
-    ChannelHealth,
-    DeliveryError,
-    InboundSink,
-    OutgoingMessage,
-    PermanentDeliveryError,
-)
+from daemon.core.errors import DeliveryError, PermanentDeliveryError
+from integrations.base import ApprovalPrompt, ChannelHealth, InboundSink, OutgoingMessage
 from integrations.receive_loop import ReceiveLoop
 from integrations.telegram.updates import (
     TOKEN_DETAIL,

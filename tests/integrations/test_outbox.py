@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from daemon.core.clock import ManualClock
-from integrations.base import ChannelHealth, DeliveryError, OutgoingMessage, PermanentDeliveryError
+from daemon.core.errors import DeliveryError, PermanentDeliveryError
+from integrations.base import ChannelHealth, OutgoingMessage
 from integrations.console import ConsoleChannel
 from integrations.outbox import OutboxWorker
 from memory.outbox import OutboxRepo

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from daemon.core.clock import ManualClock
+from daemon.core.errors import RecordNotFound
 from memory.conversations import ConversationRepo
-from memory.errors import RecordNotFound
 from memory.store import SqliteStore
 
 TOOL_CALLS = [

@@ -7,7 +7,7 @@ from datetime import timedelta
 import pytest
 
 from daemon.core.clock import ManualClock
-from memory.errors import RecordNotFound
+from daemon.core.errors import RecordNotFound
 from memory.outbox import OutboxRepo
 from memory.store import SqliteStore
 

@@ -7,8 +7,8 @@ from datetime import UTC, datetime
 import pytest
 
 from daemon.core.clock import ManualClock
+from daemon.core.errors import RecordNotFound
 from memory.conversations import ConversationRepo
-from memory.errors import RecordNotFound
 from memory.runs import RunRepo
 from memory.store import SqliteStore
 

@@ -13,11 +13,11 @@ import pytest
 
 import memory.store
 from daemon.core.clock import ManualClock
+from daemon.core.errors import SchemaTooNewError, StoreError
 from memory._migrate import Migration, load_migrations, split_statements
 from memory.audit import AuditEntry, AuditRepo
 from memory.components import ComponentEventRepo
 from memory.conversations import ConversationRepo
-from memory.errors import SchemaTooNewError, StoreError
 from memory.outbox import OutboxRepo
 from memory.runs import RunRepo
 from memory.store import SqliteStore

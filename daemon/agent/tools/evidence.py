@@ -21,8 +21,8 @@ from daemon.agent import sandbox
 from daemon.agent.tools._walk import Walk, deny_roots
 from daemon.agent.tools.base import Tier, Tool, ToolContext, tool
 from daemon.agent.tools.files import checked_path, scan_off_loop
-from daemon.core.errors import ToolError
-from daemon.core.patterns import PatternError, compile_untrusted
+from daemon.core.errors import PatternError, ToolError
+from daemon.core.patterns import compile_untrusted
 from daemon.core.redact import redact
 
 __all__ = ["DiskUsageReport", "FileChanges", "LogMatches", "MetricHistory", "TOOLS"]

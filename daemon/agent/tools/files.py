@@ -16,8 +16,8 @@ from daemon.agent.policy import check_read_path
 from daemon.agent.sandbox import SandboxStatus
 from daemon.agent.tools._sandboxed_file import SandboxedFile
 from daemon.agent.tools.base import Tier, Tool, ToolContext, tool
-from daemon.core.errors import ToolError
-from daemon.core.patterns import Pattern, PatternError, compile_untrusted
+from daemon.core.errors import PatternError, ToolError
+from daemon.core.patterns import Pattern, compile_untrusted
 from daemon.core.redact import redact
 
 if TYPE_CHECKING:

@@ -41,8 +41,9 @@ async def schedule_task(
         timezone: IANA time zone for cron and at, e.g. "Europe/Berlin"; default the daemon's.
         deliver_to: Where results go, e.g. "slack:C0OPS"; default: this conversation.
     """
-    from daemon.tasks.commands import TaskRejected, delivery_from
-    from daemon.tasks.schedules import ScheduleError, parse_plain_interval
+    from daemon.core.errors import ScheduleError, TaskRejected
+    from daemon.tasks.commands import delivery_from
+    from daemon.tasks.schedules import parse_plain_interval
     from daemon.tasks.text import added, explain
 
     service = _service(ctx, "schedule tasks")
@@ -113,7 +114,7 @@ async def cancel_task(ctx: ToolContext, name: str) -> str:
     Args:
         name: The task's name, as list_tasks shows it.
     """
-    from daemon.tasks.commands import TaskRejected, UnknownTask
+    from daemon.core.errors import TaskRejected, UnknownTask
 
     service = _service(ctx, "cancel tasks")
     try:

@@ -19,7 +19,6 @@ from daemon.alerting.alertmanager import (
     DISABLED,
     PATH,
     REJECTED_ALERT,
-    PayloadError,
     WebhookStats,
     alertmanager_routes,
     normalize_severity,
@@ -28,6 +27,7 @@ from daemon.alerting.alertmanager import (
 )
 from daemon.core.alerts import AlertEvent, fingerprint
 from daemon.core.clock import ManualClock
+from daemon.core.errors import PayloadError
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 TOKEN = "s3cret-webhook-token-0123456789"

@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from daemon.core.errors import PatternError
 from daemon.core.patterns import (
-    PatternError,
     PatternFilter,
     check_pattern,
     compile_pattern,

@@ -12,9 +12,9 @@ from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.date import DateTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
+from daemon.core.errors import ScheduleError
 from daemon.tasks.schedules import (
     Schedule,
-    ScheduleError,
     SlotCronTrigger,
     describe,
     next_slot,

@@ -24,14 +24,13 @@ from nio import (
 from pydantic import SecretStr
 
 from daemon.config import MatrixChannelSettings
+from daemon.core.errors import DeliveryError, PermanentDeliveryError
 from integrations.base import (
     ApprovalAnswer,
     ApprovalOutcome,
     ApprovalPrompt,
     Channel,
-    DeliveryError,
     OutgoingMessage,
-    PermanentDeliveryError,
 )
 from integrations.matrix.channel import TOKEN_DETAIL, MatrixChannel
 from integrations.matrix.events import FileSyncTokenStore, addressed_text, reaction_vote

@@ -12,14 +12,13 @@ import pytest
 from pydantic import SecretStr
 
 from daemon.config import SlackChannelSettings
+from daemon.core.errors import DeliveryError, PermanentDeliveryError
 from integrations.base import (
     ApprovalAnswer,
     ApprovalOutcome,
     ApprovalPrompt,
     Channel,
-    DeliveryError,
     OutgoingMessage,
-    PermanentDeliveryError,
 )
 from integrations.slack.blocks import APPROVE_ACTION, DENY_ACTION, split_text
 from integrations.slack.channel import SlackChannel

@@ -11,15 +11,14 @@ import pytest
 from pydantic import SecretStr
 
 from daemon.config import TelegramChannelSettings
+from daemon.core.errors import DeliveryError, PermanentDeliveryError
 from integrations.base import (
     ApprovalAnswer,
     ApprovalOutcome,
     ApprovalPrompt,
     Channel,
-    DeliveryError,
     InboundMessage,
     OutgoingMessage,
-    PermanentDeliveryError,
 )
 from integrations.telegram.channel import TOKEN_DETAIL, TelegramChannel
 from integrations.telegram.updates import split_text
