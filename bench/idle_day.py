@@ -42,10 +42,10 @@ from daemon.agent.tools.registry import default_registry
 from daemon.chat.approvals import ApprovalBroker
 from daemon.config import load_settings
 from daemon.core.clock import ManualClock
+from daemon.core.tasks import TaskSpec
 from daemon.tasks import digest
 from daemon.tasks.runner import TaskRunner
 from daemon.tasks.scheduler import TaskScheduler
-from daemon.tasks.settings import TaskSpec
 from memory.audit import AuditRepo
 from memory.components import ComponentEventRepo
 from memory.conversations import ConversationRepo

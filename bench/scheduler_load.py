@@ -45,10 +45,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._daemon import memory_kb
+from daemon.core.schedule import parse_schedule, slots_between
+from daemon.core.tasks import TaskSpec
 from daemon.tasks.runner import TaskRunner
 from daemon.tasks.scheduler import TaskScheduler
-from daemon.tasks.schedules import parse_schedule, slots_between
-from daemon.tasks.settings import TaskSpec
 from memory._codec import from_db_time, to_db_time
 from memory.conversations import ConversationRepo
 from memory.outbox import OutboxRepo

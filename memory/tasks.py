@@ -13,7 +13,7 @@ import aiosqlite
 from daemon.core.clock import Clock
 from daemon.core.errors import RecordNotFound
 from daemon.core.redact import redact
-from daemon.tasks.settings import TaskSpec
+from daemon.core.tasks import TaskSpec
 from memory._codec import from_db_time, from_db_time_opt, to_db_time
 from memory.store import SqliteStore
 

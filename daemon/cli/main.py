@@ -365,7 +365,7 @@ def cmd_tasks(args: argparse.Namespace) -> int:
 
 def _add_task(args: argparse.Namespace) -> int:
     from daemon.core.errors import ApiError, ScheduleError
-    from daemon.tasks.schedules import parse_plain_interval
+    from daemon.core.schedule import parse_plain_interval
 
     body: dict[str, Any] = {"name": args.name}
     if args.every is not None:

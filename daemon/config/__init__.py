@@ -41,7 +41,7 @@ from daemon.core.section import (
     check_sane,
     check_zone,
 )
-from daemon.tasks.settings import DigestSettings, QuietHoursSettings, TaskSpec
+from daemon.core.tasks import DigestSettings, QuietHoursSettings, TaskSpec
 from daemon.watchers.command import CommandCheckSettings
 from daemon.watchers.files import FileWatchSettings
 from daemon.watchers.http import HttpCheckSettings

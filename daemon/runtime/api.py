@@ -316,7 +316,7 @@ async def add_task(request: web.Request) -> web.Response:
     """`nightshift tasks add`: a JSON TaskSpec; 400 names what is wrong, 409 a name clash."""
     from pydantic import ValidationError
 
-    from daemon.tasks.settings import TaskSpec
+    from daemon.core.tasks import TaskSpec
     from daemon.tasks.text import added, explain
 
     task_commands = getattr(_runtime(request), "task_commands", None)

@@ -20,8 +20,8 @@ from pydantic import ValidationError
 from daemon.chat.access import AccessControl, Action
 from daemon.core.clock import Clock
 from daemon.core.errors import CommandError, TaskConflict, TaskRejected, UnknownTask
+from daemon.core.tasks import CHANNELS, TaskSpec
 from daemon.tasks import text as task_text
-from daemon.tasks.settings import CHANNELS, TaskSpec
 from daemon.tasks.text import TaskView
 from memory.tasks import StoredTask, TaskRepo
 
@@ -84,7 +84,7 @@ class TaskService:
     async def add(self, spec: TaskSpec, owner: str) -> StoredTask:
         """Add a run-time task; refuses built-ins, name clashes and one-shots in the past."""
         from daemon.core.errors import ScheduleError
-        from daemon.tasks.schedules import parse_schedule
+        from daemon.core.schedule import parse_schedule
 
         if spec.builtin is not None:
             raise TaskRejected("built-in jobs cannot be added as tasks; give a prompt or command")
@@ -129,7 +129,7 @@ class TaskService:
 
     async def view(self, task: StoredTask) -> TaskView:
         from daemon.core.errors import ScheduleError
-        from daemon.tasks.schedules import describe
+        from daemon.core.schedule import describe
 
         try:
             schedule = describe(self.scheduler.schedule_of(task.spec, task.created_at))
@@ -248,7 +248,7 @@ def parse_add(text: str, origin: str | None = None) -> dict[str, Any]:
     from datetime import datetime
 
     from daemon.core.errors import ScheduleError
-    from daemon.tasks.schedules import parse_plain_interval
+    from daemon.core.schedule import parse_plain_interval
 
     found = _ACTION.search(" " + text)
     if found is None:

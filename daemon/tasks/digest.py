@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from daemon.tasks.settings import TaskSpec
+from daemon.core.tasks import TaskSpec
 from memory.components import ComponentEventRepo
 from memory.incidents import IncidentRepo
 from memory.tasks import TaskRepo

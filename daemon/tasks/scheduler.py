@@ -25,8 +25,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from daemon.core.clock import Clock
-from daemon.tasks.runner import TaskRunner
-from daemon.tasks.schedules import (
+from daemon.core.schedule import (
     Schedule,
     describe,
     next_slot,
@@ -34,7 +33,8 @@ from daemon.tasks.schedules import (
     slots_between,
     to_trigger,
 )
-from daemon.tasks.settings import TaskSpec
+from daemon.core.tasks import TaskSpec
+from daemon.tasks.runner import TaskRunner
 from memory._codec import to_db_time
 from memory.tasks import StoredTask, TaskRepo
 

@@ -388,7 +388,7 @@ async def test_external_writer_changes_are_seen(store: SqliteStore, db_path: Pat
 
 async def test_reads_inside_a_write_block_see_its_uncommitted_rows(store: SqliteStore) -> None:
     from daemon.core.clock import ManualClock
-    from daemon.tasks.settings import TaskSpec
+    from daemon.core.tasks import TaskSpec
     from memory.tasks import TaskRepo
 
     repo = TaskRepo(store, ManualClock())

@@ -13,7 +13,7 @@ from pydantic import ValidationError
 
 from daemon.agent.tools.base import Tier, Tool, ToolContext, tool
 from daemon.core.errors import ToolError
-from daemon.tasks.settings import TaskSpec
+from daemon.core.tasks import TaskSpec
 
 
 @tool(tier=Tier.WRITE)
@@ -42,8 +42,8 @@ async def schedule_task(
         deliver_to: Where results go, e.g. "slack:C0OPS"; default: this conversation.
     """
     from daemon.core.errors import ScheduleError, TaskRejected
+    from daemon.core.schedule import parse_plain_interval
     from daemon.tasks.commands import delivery_from
-    from daemon.tasks.schedules import parse_plain_interval
     from daemon.tasks.text import added, explain
 
     service = _service(ctx, "schedule tasks")

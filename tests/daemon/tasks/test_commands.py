@@ -18,12 +18,12 @@ from daemon.chat.hub import ChannelHub
 from daemon.cli.main import main
 from daemon.config import load_settings
 from daemon.core.clock import ManualClock
+from daemon.core.schedule import next_slot, parse_schedule
+from daemon.core.tasks import TaskSpec
 from daemon.runtime.api import build_local_app
 from daemon.tasks.commands import SCHEDULER_OFF, TaskCommands
 from daemon.tasks.runner import TaskRunner
 from daemon.tasks.scheduler import TaskScheduler
-from daemon.tasks.schedules import next_slot, parse_schedule
-from daemon.tasks.settings import TaskSpec
 from integrations.base import InboundMessage
 from integrations.outbox import OutboxWorker
 from memory.audit import AuditRepo

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from daemon.core.clock import ManualClock
+from daemon.core.tasks import TaskSpec
 from daemon.tasks import digest
-from daemon.tasks.settings import TaskSpec
 from memory.components import ComponentEventRepo
 from memory.incidents import IncidentRepo
 from memory.store import SqliteStore

@@ -10,8 +10,8 @@ import asyncio
 import os
 from pathlib import Path
 
+from daemon.core.tasks import TaskSpec
 from daemon.tasks.scheduler import TaskScheduler
-from daemon.tasks.settings import TaskSpec
 from tests.daemon.tasks.test_scheduler import T0, Rig, hourly, rig_fixture  # noqa: F401  (fixture)
 
 

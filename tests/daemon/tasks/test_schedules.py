@@ -13,7 +13,7 @@ from apscheduler.triggers.date import DateTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 from daemon.core.errors import ScheduleError
-from daemon.tasks.schedules import (
+from daemon.core.schedule import (
     Schedule,
     SlotCronTrigger,
     describe,

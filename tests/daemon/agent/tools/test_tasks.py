@@ -20,10 +20,10 @@ from daemon.agent.tools.tasks import TOOLS
 from daemon.chat.access import AccessControl
 from daemon.config import Settings
 from daemon.core.clock import ManualClock
+from daemon.core.tasks import TaskSpec
 from daemon.tasks.commands import TaskService, actor_roles
 from daemon.tasks.runner import TaskRunner
 from daemon.tasks.scheduler import TaskScheduler
-from daemon.tasks.settings import TaskSpec
 from memory.audit import AuditRepo
 from memory.conversations import ConversationRepo
 from memory.facts import FactRepo

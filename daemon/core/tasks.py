@@ -96,7 +96,7 @@ class TaskSpec(Section):
             )
         if self.command == [] or self.precheck == []:
             raise ValueError(f"task {self.name!r}: command/precheck must not be empty")
-        from daemon.tasks.schedules import parse_schedule
+        from daemon.core.schedule import parse_schedule
 
         parse_schedule(  # raises a ValueError that names the problem
             cron=self.cron,
