@@ -41,7 +41,8 @@ from daemon.core.section import (
     check_sane,
     check_zone,
 )
-from daemon.core.tasks import DigestSettings, QuietHoursSettings, TaskSpec
+from daemon.core.tasks import TaskSpec
+from daemon.tasks.settings import DigestSettings, QuietHoursSettings
 from daemon.watchers.command import CommandCheckSettings
 from daemon.watchers.files import FileWatchSettings
 from daemon.watchers.http import HttpCheckSettings

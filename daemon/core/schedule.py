@@ -24,28 +24,23 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from difflib import get_close_matches
 from functools import lru_cache
-from typing import Any, Literal
+from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
-
-from apscheduler.triggers.base import BaseTrigger
-from apscheduler.triggers.cron import CronTrigger
-from apscheduler.triggers.date import DateTrigger
-from apscheduler.triggers.interval import IntervalTrigger
 
 from daemon.core.errors import ScheduleError
 
 MIN_INTERVAL_SECONDS = 1
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)  # interval anchor when none is given
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)  # interval anchor when none is given
 _JUMP = timedelta(hours=3)  # more than any current UTC offset change (Antarctica/Troll: 2 h)
 _MAX_DAYS = 366 * 8 + 2  # Feb 29 can be 8 years away (2096 -> 2104)
 _MACROS = {"@hourly": "0 * * * *", "@daily": "0 0 * * *", "@weekly": "0 0 * * 0"}
 _MACROS |= {"@monthly": "0 0 1 * *", "@yearly": "0 0 1 1 *"}
 _MONTHS = ["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"]
-_DAYS = ["sun", "mon", "tue", "wed", "thu", "fri", "sat"]  # crontab numbering: 0 = Sunday
+WEEKDAYS = ["sun", "mon", "tue", "wed", "thu", "fri", "sat"]  # crontab numbering: 0 = Sunday
 _Field = tuple[str, int, int, list[str], str]  # name, low, high, names, allowed (for messages)
 _FIELDS: list[_Field] = [("minute", 0, 59, [], "0-59"), ("hour", 0, 23, [], "0-23")]
 _FIELDS += [("day-of-month", 1, 31, [], "1-31"), ("month", 1, 12, _MONTHS, "1-12 or jan-dec")]
-_FIELDS += [("day-of-week", 0, 7, _DAYS, "0-7 (0 and 7 = Sunday) or sun-sat")]
+_FIELDS += [("day-of-week", 0, 7, WEEKDAYS, "0-7 (0 and 7 = Sunday) or sun-sat")]
 _ITEM = re.compile(r"^(?:(\*)|([0-9a-z]+)(?:-([0-9a-z]+))?)(?:/([0-9]+))?$")
 _PLAIN = re.compile(r"(\d+)\s*([wdhms])")
 _UNITS = {"w": 604800, "d": 86400, "h": 3600, "m": 60, "s": 1}
@@ -64,7 +59,7 @@ class Schedule:
     anchor: datetime | None = None  # interval slots are anchor + k*interval (None: the epoch)
 
     def __post_init__(self) -> None:
-        _zone(self.timezone)
+        zone_info(self.timezone)
         if (want := _WHAT.get(self.kind)) is None:
             raise ScheduleError(f"unknown schedule kind {self.kind!r}: use cron, interval or once")
         given = [name for name in _WHAT.values() if getattr(self, name) is not None]
@@ -72,7 +67,7 @@ class Schedule:
             got = ", ".join(given) or "none"
             raise ScheduleError(f"a schedule of kind {self.kind!r} takes {want} (got {got})")
         if self.cron is not None:
-            _parse_cron(self.cron)
+            parse_cron(self.cron)
         if self.interval_seconds is not None:
             _check_interval(self.interval_seconds)
         for name, value in (("at", self.at), ("anchor", self.anchor)):
@@ -94,7 +89,7 @@ class _Cron:
         return (dom or dow) if self.either else (dom and dow)
 
 
-def _zone(name: str) -> ZoneInfo:
+def zone_info(name: str) -> ZoneInfo:
     try:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError, TypeError):
@@ -118,7 +113,7 @@ def _check_interval(seconds: float) -> None:
 
 
 @lru_cache(maxsize=512)
-def _parse_cron(text: str) -> _Cron:
+def parse_cron(text: str) -> _Cron:
     expr = _MACROS.get(text.strip().lower(), text.strip().lower())
     if expr.startswith("@"):
         raise ScheduleError(f"unknown cron macro {text.strip()!r}: use {', '.join(_MACROS)}")
@@ -217,7 +212,7 @@ def parse_schedule(
     if len(given := [name for name, value in pairs if value is not None]) != 1:
         got = " and ".join(given) if given else "none"
         raise ScheduleError(f"give exactly one of cron, interval or at (got {got})")
-    zone = _zone(timezone)
+    zone = zone_info(timezone)
     if cron is not None:
         return Schedule(kind="cron", cron=cron.strip(), timezone=timezone)
     if interval_seconds is not None:
@@ -236,7 +231,7 @@ def parse_schedule(
     return Schedule(kind="once", at=when, timezone=timezone)
 
 
-def _utc(value: datetime) -> datetime:
+def as_utc(value: datetime) -> datetime:
     return value.astimezone(UTC).replace(microsecond=0)
 
 
@@ -245,13 +240,13 @@ def next_slot(schedule: Schedule, after: datetime) -> datetime | None:
     if after.utcoffset() is None:
         raise ValueError(f"after {after.isoformat()} must be timezone-aware")
     if schedule.at is not None:
-        return _utc(schedule.at) if _utc(schedule.at) > after else None
+        return as_utc(schedule.at) if as_utc(schedule.at) > after else None
     if schedule.kind == "interval":
         step = timedelta(seconds=int(schedule.interval_seconds or 0))
-        anchor = _utc(schedule.anchor) if schedule.anchor is not None else _EPOCH
+        anchor = as_utc(schedule.anchor) if schedule.anchor is not None else EPOCH
         return anchor if after < anchor else anchor + ((after - anchor) // step + 1) * step
     assert schedule.cron is not None
-    return _cron_next(_parse_cron(schedule.cron), _zone(schedule.timezone), after)
+    return _cron_next(parse_cron(schedule.cron), zone_info(schedule.timezone), after)
 
 
 def slots_between(schedule: Schedule, start: datetime, end: datetime, limit: int) -> list[datetime]:
@@ -312,52 +307,6 @@ def _cron_next(cron: _Cron, zone: ZoneInfo, after: datetime) -> datetime | None:
     return best
 
 
-class SlotCronTrigger(CronTrigger):  # type: ignore[misc]  # untyped in APScheduler 3
-    """A CronTrigger (weekdays translated to APScheduler's 0 = Monday) firing at exactly the
-    schedule's slots: ``get_next_fire_time`` uses ``next_slot``, so wake-ups and catch-up agree
-    also on DST days and for crontab's day-of-month OR day-of-week rule."""
-
-    __slots__ = ("schedule",)
-
-    def __init__(self, schedule: Schedule) -> None:
-        assert schedule.cron is not None
-        cron = _parse_cron(schedule.cron)
-        fields = ((cron.minutes, 60), (cron.hours, 24), (cron.days, 31), (cron.months, 12))
-        texts = ("*" if len(v) == n else ",".join(map(str, sorted(v))) for v, n in fields)
-        days = sorted(cron.weekdays, key=lambda d: (d - 1) % 7)  # APScheduler: 0 = Monday
-        dow = "*" if len(days) == 7 else ",".join(_DAYS[d] for d in days)
-        kwargs = dict(zip(("minute", "hour", "day", "month"), texts, strict=True))
-        super().__init__(**kwargs, day_of_week=dow, timezone=_zone(schedule.timezone))
-        self.schedule = schedule
-
-    def get_next_fire_time(
-        self, previous_fire_time: datetime | None, now: datetime
-    ) -> datetime | None:
-        # as CronTrigger: the first slot after the previous one, or at/after now if that is earlier
-        after = now - timedelta(microseconds=1)
-        if previous_fire_time is not None and now >= previous_fire_time:
-            after = previous_fire_time
-        return next_slot(self.schedule, after)  # UTC: local times in a DST fold compare unequal
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (SlotCronTrigger, (self.schedule,))
-
-    def __str__(self) -> str:
-        return describe(self.schedule)
-
-
-def to_trigger(schedule: Schedule) -> BaseTrigger:
-    """The APScheduler 3.11 trigger firing at exactly the schedule's slots (UTC fire times)."""
-    if schedule.kind == "cron":
-        return SlotCronTrigger(schedule)
-    if schedule.kind == "interval":  # absolute time: UTC fire times, like our slots
-        anchor = _utc(schedule.anchor) if schedule.anchor is not None else _EPOCH
-        seconds = int(schedule.interval_seconds or 0)
-        return IntervalTrigger(seconds=seconds, start_date=anchor, timezone=UTC)
-    assert schedule.at is not None
-    return DateTrigger(run_date=_utc(schedule.at), timezone=UTC)
-
-
 def _show(value: datetime, zone: ZoneInfo) -> str:
     local = value.astimezone(zone)
     return f"{local:%Y-%m-%d %H:%M}" + (f":{local:%S}" if local.second else "") + f" {zone.key}"
@@ -375,7 +324,7 @@ def describe(schedule: Schedule) -> str:
                 text, seconds = f"{text}{seconds // size}{unit}", seconds % size
         return f"every {text}"
     assert schedule.at is not None
-    return f"once at {_show(schedule.at, _zone(schedule.timezone))}"
+    return f"once at {_show(schedule.at, zone_info(schedule.timezone))}"
 
 
 def parse_plain_interval(text: str) -> float:

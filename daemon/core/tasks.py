@@ -1,4 +1,4 @@
-"""Config models for scheduled tasks, the daily digest and quiet hours.
+"""The task spec: what runs when, and where its result goes.
 
 A ``TaskSpec`` is one task's whole definition; tasks from config and tasks created at run time
 (CLI, chat, agent tools) share it, and it is stored as JSON in the ``tasks`` table.
@@ -12,7 +12,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from daemon.core.section import Section, check_hhmm, split_argv
+from daemon.core.section import Section, split_argv
 
 CHANNELS = ("console", "slack", "telegram", "matrix")
 _NAME = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
@@ -105,25 +105,3 @@ class TaskSpec(Section):
             timezone=self.timezone or "UTC",
         )
         return self
-
-
-class DigestSettings(Section):
-    """A daily summary: incidents, task outcomes, budget. Skipped when nothing happened."""
-
-    enabled: bool = False
-    time: str = "09:00"  # local time, HH:MM
-    deliver_to: str = "console"
-
-    _target = field_validator("deliver_to")(lambda cls, v: check_target(v))
-
-    _time = field_validator("time")(lambda cls, value: check_hhmm(value))
-
-
-class QuietHoursSettings(Section):
-    """During these hours only critical messages are delivered; the rest wait until the end."""
-
-    enabled: bool = False
-    start: str = "22:00"
-    end: str = "07:00"
-
-    _times = field_validator("start", "end")(lambda cls, value: check_hhmm(value))

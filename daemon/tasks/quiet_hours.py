@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
-from daemon.core.tasks import QuietHoursSettings
+from daemon.tasks.settings import QuietHoursSettings
 
 
 class QuietHours:

@@ -31,10 +31,10 @@ from daemon.core.schedule import (
     next_slot,
     parse_schedule,
     slots_between,
-    to_trigger,
 )
 from daemon.core.tasks import TaskSpec
 from daemon.tasks.runner import TaskRunner
+from daemon.tasks.triggers import to_trigger
 from memory._codec import to_db_time
 from memory.tasks import StoredTask, TaskRepo
 

@@ -18,10 +18,11 @@ from daemon.agent.tools.registry import default_registry
 from daemon.chat.approvals import ApprovalBroker
 from daemon.config import load_settings
 from daemon.core.clock import ManualClock
-from daemon.core.tasks import QuietHoursSettings, TaskSpec
+from daemon.core.tasks import TaskSpec
 from daemon.tasks.quiet_hours import QuietHours
 from daemon.tasks.runner import TaskRunner
 from daemon.tasks.scheduler import TaskScheduler
+from daemon.tasks.settings import QuietHoursSettings
 from memory.audit import AuditRepo
 from memory.conversations import ConversationRepo
 from memory.outbox import OutboxRepo

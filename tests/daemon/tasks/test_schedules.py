@@ -15,14 +15,13 @@ from apscheduler.triggers.interval import IntervalTrigger
 from daemon.core.errors import ScheduleError
 from daemon.core.schedule import (
     Schedule,
-    SlotCronTrigger,
     describe,
     next_slot,
     parse_plain_interval,
     parse_schedule,
     slots_between,
-    to_trigger,
 )
+from daemon.tasks.triggers import SlotCronTrigger, to_trigger
 
 BERLIN = "Europe/Berlin"
 
