@@ -80,6 +80,7 @@ class TaskScheduler:
         # (task name, the caught-up slots claimed when it was armed: run id, slot)
         self._catch_up_queue: deque[tuple[str, list[tuple[int, str]]]] = deque()
         self._catch_up_workers = 0
+        self._caught_up: dict[str, asyncio.Event] = {}  # set when a task's catch-up is over
         self._due: list[str] = []  # wake-ups not claimed yet (a herd is claimed in one go)
         self._claiming = False
         self.fired = 0
@@ -223,6 +224,7 @@ class TaskScheduler:
                 return  # stopped meanwhile
             runs = await self._decide_catch_up(task, last, self._clock.now())
             if runs:  # run in the background: a catch-up run may take long (an LLM task)
+                self._caught_up[task.name] = asyncio.Event()
                 self._catch_up_queue.append((task.name, runs))
                 while self._catch_up_workers < CATCH_UP_PARALLEL:
                     self._catch_up_workers += 1
@@ -330,10 +332,11 @@ class TaskScheduler:
             while self._catch_up_queue:
                 name, runs = self._catch_up_queue.popleft()
                 try:
-                    task = await self._repo.get(name)
+                    await self._run_caught_up(await self._repo.get(name), runs)
                 except LookupError:
-                    continue  # removed, with its runs
-                await self._run_caught_up(task, runs)
+                    pass  # removed, with its runs
+                finally:
+                    self._caught_up.pop(name, asyncio.Event()).set()
         finally:
             self._catch_up_workers -= 1
 
@@ -386,13 +389,21 @@ class TaskScheduler:
                 continue
             retry = task.spec.on_interrupt == "retry" and not run.slot.startswith(RETRY_PREFIX)
             if retry and task.active:
-                await self._repo.settle(run.id, None)
-                log.info("task %s: retrying the interrupted run of slot %s", task.name, run.slot)
-                await self._claim_and_run(task, RETRY_PREFIX + run.slot)
+                self._spawn(self._retry(task, run.id, run.slot))
                 continue
             assert self.runner is not None, "TaskScheduler.runner is set before start()"
             outbox_id = await self.runner.tell_interrupted(task, run.id, run.slot)
             await self._repo.settle(run.id, outbox_id)
+
+    async def _retry(self, task: StoredTask, run_id: int, slot: str) -> None:
+        """An interrupted run's one retry, once the task's runs in flight (its catch-up) are
+        over; settled after the claim, so a crash before it retries at the next start."""
+        if (caught_up := self._caught_up.get(task.name)) is not None:
+            await caught_up.wait()
+        await self._wait_for(task.name)
+        log.info("task %s: retrying the interrupted run of slot %s", task.name, slot)
+        await self._claim_and_run(task, RETRY_PREFIX + slot)
+        await self._repo.settle(run_id, None)
 
     async def _claim_and_run(self, task: StoredTask, slot: str) -> int | None:
         running = self._running.setdefault(task.name, set())

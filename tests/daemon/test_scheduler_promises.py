@@ -207,3 +207,28 @@ async def test_a_kill_during_catch_up_leaves_no_missed_slot_unaccounted(rig: Rig
     await scheduler.start(fast)
     await scheduler.wait_idle()
     assert {name: await unaccounted(rig, name) for name in names} == dict.fromkeys(names, [])
+
+
+async def test_an_interrupted_run_is_retried_even_when_its_catch_up_runs_first(rig: Rig) -> None:
+    """At the start after a crash, catch-up runs the latest missed slot; the interrupted run's
+    one retry waits for it instead of being marked skipped ("the previous run is still going")
+    — which left it neither retried nor reported."""
+    spec = TaskSpec(
+        name="backup", interval_seconds=60, command=["sh", "-c", "sleep 0.3; echo backed up"],
+        catch_up="once", on_interrupt="retry",
+    )  # fmt: skip
+    await rig.scheduler.start([spec])
+    task = await rig.repo.get("backup")
+    assert await rig.repo.claim(task.id, "2026-03-02T08:01:00.000000Z") is not None  # crashed
+    rig.clock.advance(3 * 60 + 1)  # 08:02, 08:03 missed: catch-up runs 08:03
+    scheduler = await rig.restart()
+    await scheduler.start([spec])
+    await scheduler.wait_idle()
+    runs = {slot: status for slot, status, _ in await runs_of(rig, "backup")}
+    assert runs == {
+        "2026-03-02T08:01:00.000000Z": "interrupted",
+        "2026-03-02T08:02:00.000000Z": "skipped",
+        "2026-03-02T08:03:00.000000Z": "ok",
+        "retry:2026-03-02T08:01:00.000000Z": "ok",
+    }
+    assert await rig.repo.interrupted_unsettled() == []  # retried: settled
