@@ -184,6 +184,38 @@ class TaskRepo:
                 claimed.update({(row[1], row[2]): row[0] for row in rows})
         return [claimed.get(pair) for pair in claims]
 
+    async def claim_catch_up(
+        self, task_id: int, skipped: tuple[str, str] | None, slots: Sequence[str]
+    ) -> list[tuple[int, str]]:
+        """Record a catch-up decision in one transaction: the skipped row (slot, reason) and a
+        'claimed' row for each slot to run (started later by ``start_claimed``); returns the
+        claimed (run id, slot) pairs, leaving out slots claimed before."""
+        now = to_db_time(self._clock.now())
+        claimed: list[tuple[int, str]] = []
+        async with self._store.write() as db:
+            if skipped is not None:
+                await db.execute(
+                    "INSERT INTO task_runs (task_id, slot, status, started_at, finished_at, error)"
+                    " VALUES (?, ?, 'skipped', ?, ?, ?) ON CONFLICT (task_id, slot) DO NOTHING",
+                    (task_id, skipped[0], now, now, redact(skipped[1])),
+                )
+            for slot in slots:
+                cur = await db.execute(
+                    "INSERT INTO task_runs (task_id, slot, status, started_at)"
+                    " VALUES (?, ?, 'claimed', ?) ON CONFLICT (task_id, slot) DO NOTHING",
+                    (task_id, slot, now),
+                )
+                if cur.rowcount == 1 and cur.lastrowid is not None:
+                    claimed.append((cur.lastrowid, slot))
+        return claimed
+
+    async def start_claimed(self, run_id: int) -> None:
+        """A claimed (caught-up) slot starts running now."""
+        await self._store.execute_write(
+            "UPDATE task_runs SET status = 'running', started_at = ? WHERE id = ?",
+            (to_db_time(self._clock.now()), run_id),
+        )
+
     async def get_many(self, names: Sequence[str]) -> list[StoredTask]:
         """The tasks named (unknown names are left out), in no particular order."""
         found: list[StoredTask] = []
@@ -244,7 +276,9 @@ class TaskRepo:
         """At startup: runs left running by a previous process are over."""
         cur = await self._store.execute_write(
             "UPDATE task_runs SET status = 'interrupted', finished_at = ?, settled = 0,"
-            " error = 'the daemon stopped during the run' WHERE status IN ('running', 'claimed')",
+            " error = CASE status WHEN 'claimed' THEN 'the daemon stopped before this caught-up"
+            " slot ran' ELSE 'the daemon stopped during the run' END"
+            " WHERE status IN ('running', 'claimed')",
             (to_db_time(self._clock.now()),),
         )
         return cur.rowcount

@@ -7,10 +7,11 @@ SIGHUP. Slots missed while the daemon was down are found from the last claimed s
 handled by the task's catch-up policy: skip, run once (the latest), or each (the latest N).
 
 Every slot is accounted for: run, skipped (one row with the reason and how many), caught up, or
-interrupted. The last claimed slot is read *before* a task's wake-up is armed, so a wake-up that
-claims the current slot first cannot hide the slots missed before it. A run cut by a crash is
-marked interrupted at the next start, and its owner is told once (or it is retried once, per
-the task's ``on_interrupt``).
+interrupted. A task's catch-up is decided and recorded (the skipped row, and a claim on each slot
+to run) *before* its wake-up is armed, so a wake-up that claims the current slot first cannot
+hide the slots missed before it — not even when the process is killed before the catch-up runs.
+A run cut by a crash (or a caught-up slot claimed but not started) is marked interrupted at the
+next start, and its owner is told once (or it is retried once, per the task's ``on_interrupt``).
 """
 
 from __future__ import annotations
@@ -76,9 +77,10 @@ class TaskScheduler:
         self._aps: Any = None
         self._running: dict[str, set[asyncio.Task[None]]] = {}
         self._background: set[asyncio.Task[None]] = set()
-        # (task name, last claimed slot when armed, armed at)
-        self._catch_up_queue: deque[tuple[str, datetime | None, datetime]] = deque()
+        # (task name, the caught-up slots claimed when it was armed: run id, slot)
+        self._catch_up_queue: deque[tuple[str, list[tuple[int, str]]]] = deque()
         self._catch_up_workers = 0
+        self._caught_up: dict[str, asyncio.Event] = {}  # set when a task's catch-up is over
         self._due: list[str] = []  # wake-ups not claimed yet (a herd is claimed in one go)
         self._claiming = False
         self.fired = 0
@@ -214,15 +216,21 @@ class TaskScheduler:
         if not task.active or self._aps is None:
             return
         schedule = self.schedule_of(task.spec, task.created_at)
-        if catch_up:  # in the background: a catch-up run may take long (an LLM task)
-            # Read before the wake-up is armed: once it claims a slot, the gap is out of sight.
+        if catch_up:
+            # Decided and recorded before the wake-up is armed: once it claims a slot, the gap
+            # is out of sight (even if this process is killed before the catch-up runs).
             last = await self._repo.last_slot(task.id)
             if self._aps is None:
                 return  # stopped meanwhile
-            self._catch_up_queue.append((task.name, last, self._clock.now()))
-            while self._catch_up_workers < CATCH_UP_PARALLEL:
-                self._catch_up_workers += 1
-                self._spawn(self._catch_up_worker())
+            runs = await self._decide_catch_up(task, last, self._clock.now())
+            if runs:  # run in the background: a catch-up run may take long (an LLM task)
+                self._caught_up[task.name] = asyncio.Event()
+                self._catch_up_queue.append((task.name, runs))
+                while self._catch_up_workers < CATCH_UP_PARALLEL:
+                    self._catch_up_workers += 1
+                    self._spawn(self._catch_up_worker())
+            if self._aps is None:
+                return
         if next_slot(schedule, self._clock.now()) is None:
             return  # a one-shot that is over
         self._aps.add_job(
@@ -322,33 +330,34 @@ class TaskScheduler:
         """Work through queued catch-ups (thousands at a start: a few workers, names only)."""
         try:
             while self._catch_up_queue:
-                name, last, armed_at = self._catch_up_queue.popleft()
+                name, runs = self._catch_up_queue.popleft()
                 try:
-                    task = await self._repo.get(name)
+                    await self._run_caught_up(await self._repo.get(name), runs)
                 except LookupError:
-                    continue
-                if task.active:
-                    await self._catch_up(task, last, armed_at)
+                    pass  # removed, with its runs
+                finally:
+                    self._caught_up.pop(name, asyncio.Event()).set()
         finally:
             self._catch_up_workers -= 1
 
-    async def _catch_up(self, task: StoredTask, last: datetime | None, now: datetime) -> None:
-        """Slots missed after ``last`` (the last claimed when armed) up to ``now`` (armed at)."""
+    async def _decide_catch_up(
+        self, task: StoredTask, last: datetime | None, now: datetime
+    ) -> list[tuple[int, str]]:
+        """Slots missed after ``last`` (the last claimed) up to ``now``, by the task's policy:
+        the skipped ones marked and the ones to run claimed, in one transaction."""
         schedule = self.schedule_of(task.spec, task.created_at)
         missed = slots_between(schedule, last or task.created_at, now, CATCH_UP_SCAN_LIMIT)
         if not missed:
-            return
+            return []
         policy = task.spec.catch_up
         keep = min(len(missed), {"skip": 0, "once": 1, "each": task.spec.catch_up_max}[policy])
         cut = len(missed) - keep
         run, skipped = missed[cut:], missed[:cut]
+        mark = None
         if skipped:  # one row marks how far the skip went: the next catch-up starts after it
             self.skipped += len(skipped)
-            run_id = await self._repo.claim(task.id, to_db_time(skipped[-1]), status="skipped")
-            if run_id is not None:
-                await self._repo.finish(
-                    run_id, "skipped", error=f"{len(skipped)} slot(s) missed while down ({policy})"
-                )
+            reason = f"{len(skipped)} slot(s) missed while down ({policy})"
+            mark = (to_db_time(skipped[-1]), reason)
         log.info(
             "task %s: %d missed slot(s); catch-up %s runs %d",
             task.name,
@@ -356,9 +365,19 @@ class TaskScheduler:
             policy,
             len(run),
         )
-        for slot in run:  # one after the other, oldest first
-            await self._claim_and_run(task, to_db_time(slot))
-            await self._wait_for(task.name)
+        return await self._repo.claim_catch_up(task.id, mark, [to_db_time(s) for s in run])
+
+    async def _run_caught_up(self, task: StoredTask, runs: list[tuple[int, str]]) -> None:
+        """Run the claimed caught-up slots one after the other, oldest first."""
+        for run_id, slot in runs:
+            if not task.active:
+                await self._repo.finish(run_id, "skipped", error="the task was paused")
+            elif len(self._running.get(task.name, ())) >= task.spec.max_concurrency:
+                await self._repo.finish(run_id, "skipped", error="the previous run is still going")
+            else:
+                await self._repo.start_claimed(run_id)
+                self._start(task, run_id, slot)
+                await self._wait_for(task.name)
 
     async def _settle_interrupted(self) -> None:
         """Tell each interrupted run's owner once, or retry it once (``on_interrupt``)."""
@@ -370,13 +389,21 @@ class TaskScheduler:
                 continue
             retry = task.spec.on_interrupt == "retry" and not run.slot.startswith(RETRY_PREFIX)
             if retry and task.active:
-                await self._repo.settle(run.id, None)
-                log.info("task %s: retrying the interrupted run of slot %s", task.name, run.slot)
-                await self._claim_and_run(task, RETRY_PREFIX + run.slot)
+                self._spawn(self._retry(task, run.id, run.slot))
                 continue
             assert self.runner is not None, "TaskScheduler.runner is set before start()"
             outbox_id = await self.runner.tell_interrupted(task, run.id, run.slot)
             await self._repo.settle(run.id, outbox_id)
+
+    async def _retry(self, task: StoredTask, run_id: int, slot: str) -> None:
+        """An interrupted run's one retry, once the task's runs in flight (its catch-up) are
+        over; settled after the claim, so a crash before it retries at the next start."""
+        if (caught_up := self._caught_up.get(task.name)) is not None:
+            await caught_up.wait()
+        await self._wait_for(task.name)
+        log.info("task %s: retrying the interrupted run of slot %s", task.name, slot)
+        await self._claim_and_run(task, RETRY_PREFIX + slot)
+        await self._repo.settle(run_id, None)
 
     async def _claim_and_run(self, task: StoredTask, slot: str) -> int | None:
         running = self._running.setdefault(task.name, set())
