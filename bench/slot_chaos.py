@@ -52,7 +52,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._daemon import start_daemon, stop
-from daemon.schedules import parse_schedule, slots_between
+from daemon.core.schedule import parse_schedule, slots_between
 from memory._codec import from_db_time, to_db_time
 
 # name, schedule, catch-up, catch_up_max, on_interrupt, seconds the command sleeps

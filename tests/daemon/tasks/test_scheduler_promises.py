@@ -160,7 +160,8 @@ async def _nothing() -> str:
 async def unaccounted(rig: Rig, name: str) -> list[str]:
     """Slots of ``name`` from its creation to now with no run row and no skipped row covering
     them (a skipped row "N slot(s) missed …" covers the N slots ending at its own)."""
-    from daemon.schedules import slots_between
+    from daemon.core.schedule import slots_between
+
     from memory._codec import to_db_time
 
     task = await rig.repo.get(name)
