@@ -34,12 +34,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from daemon.alerting.pipeline import AlertPipeline
-from daemon.alerting.settings import IncidentSettings, RuleSettings
+from daemon.alerting.settings import RuleSettings
 from daemon.core.alerts import Observation
 from daemon.core.clock import SystemClock
 from daemon.incidents.manager import IncidentManager
 from daemon.incidents.routing import Router
 from daemon.incidents.runbooks import RunbookLibrary
+from daemon.incidents.settings import IncidentSettings
 from daemon.watchers.logs import LogFileWatcher, LogWatchSettings
 from daemon.watchers.process import ProcessWatcher, ProcessWatchSettings
 from memory.alerts import AlertRepo

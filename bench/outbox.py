@@ -19,10 +19,10 @@ from pydantic import SecretStr
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.slack_channel import Sink
-from daemon.config import SlackChannelSettings
 from daemon.core.clock import SystemClock
 from integrations.outbox import OutboxWorker
 from integrations.slack.channel import SlackChannel
+from integrations.slack.settings import SlackChannelSettings
 from memory.outbox import OutboxRepo
 from memory.store import SqliteStore
 from tests.fakes.slack import APP_TOKEN, BOT_TOKEN, FakeSlack

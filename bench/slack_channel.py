@@ -17,9 +17,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from pydantic import SecretStr
 
-from daemon.config import SlackChannelSettings
 from integrations.base import ApprovalAnswer, ApprovalOutcome, InboundMessage, OutgoingMessage
 from integrations.slack.channel import SlackChannel
+from integrations.slack.settings import SlackChannelSettings
 from tests.fakes.slack import APP_TOKEN, BOT_TOKEN, FakeSlack
 
 

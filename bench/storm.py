@@ -35,12 +35,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from daemon.alerting.pipeline import AlertPipeline
-from daemon.alerting.settings import IncidentSettings, RuleSettings
+from daemon.alerting.settings import RuleSettings
 from daemon.core.alerts import AlertEvent, Observation, fingerprint
 from daemon.core.clock import SystemClock
 from daemon.incidents.manager import IncidentManager
 from daemon.incidents.routing import Router
 from daemon.incidents.runbooks import RunbookLibrary
+from daemon.incidents.settings import IncidentSettings
 from memory._codec import from_db_time
 from memory.alerts import AlertRepo
 from memory.incidents import IncidentRepo, SilenceRepo

@@ -22,10 +22,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import psutil
 
-from daemon.config import HostWatcherSettings
 from daemon.core.alerts import Observation
 from daemon.watchers.host import HostMetricsWatcher
 from daemon.watchers.process import ProcessWatcher, ProcessWatchSettings
+from daemon.watchers.settings import HostWatcherSettings
 
 HOST_INTERVAL = 30.0
 PROCESS_INTERVAL = 10.0

@@ -118,3 +118,6 @@ class Channel(Protocol):
     async def close_approval(self, prompt: ApprovalPrompt, platform_id: str, outcome: str) -> None:
         """Replace the controls with the outcome (e.g. "approved by @ann")."""
         ...
+
+
+Role = Literal["viewer", "operator", "admin"]

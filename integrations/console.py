@@ -8,6 +8,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from daemon.core.section import Section
 from integrations.base import ApprovalPrompt, ChannelHealth, InboundSink, OutgoingMessage
 
 log = logging.getLogger(__name__)
@@ -75,3 +76,9 @@ class ConsoleChannel:
         queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(SUBSCRIBER_QUEUE)
         self._subscribers.add(queue)
         return queue, lambda: self._subscribers.discard(queue)
+
+
+class ConsoleChannelSettings(Section):
+    """The local console channel used by `nightshift chat`."""
+
+    enabled: bool = True

@@ -11,7 +11,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from daemon.config import AgentSettings
+from daemon.agent.settings import AgentSettings
 
 __all__ = ["FREE_TEXT_FIELDS", "CallGuard", "Refusal", "call_key"]
 

@@ -7,7 +7,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from daemon.agent.prompts import SUMMARISE
-from daemon.config import AgentSettings
+from daemon.agent.settings import AgentSettings
 from memory.conversations import Conversation, ConversationRepo, StoredMessage
 
 if TYPE_CHECKING:

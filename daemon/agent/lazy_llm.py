@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
     from daemon.agent.llm import Completion, LlmClient
-    from daemon.config import BudgetSettings
+    from daemon.agent.settings import BudgetSettings
 
 
 class LazyLlmClient:

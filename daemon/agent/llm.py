@@ -40,7 +40,7 @@ from daemon.agent._stream import (
     retry_after,
 )
 from daemon.agent.model import REASONING_PLACEHOLDER
-from daemon.config import BudgetSettings, LlmSettings
+from daemon.agent.settings import BudgetSettings, LlmSettings
 from daemon.core.clock import Clock, SystemClock
 from daemon.core.errors import (
     AgentDisabledError,

@@ -21,8 +21,8 @@ from pathlib import Path
 
 from daemon.agent._options import SPECS, UnknownOption, parse
 from daemon.agent.sandbox import covers
+from daemon.agent.settings import PolicySettings
 from daemon.agent.tools.base import Tier
-from daemon.config import PolicySettings
 from daemon.core.errors import PolicyDeniedError
 
 __all__ = [

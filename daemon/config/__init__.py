@@ -13,13 +13,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import (
-    Field,
-    SecretStr,
-    ValidationError,
-    field_validator,
-    model_validator,
-)
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     NestedSecretsSettingsSource,
@@ -29,59 +23,22 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from daemon.alerting.settings import IncidentSettings, RuleSettings
+from daemon.agent.settings import AgentSettings, LlmSettings, PolicySettings
+from daemon.alerting.settings import RuleSettings
 from daemon.config.env import from_environment
 from daemon.core.errors import ConfigError
-from daemon.core.section import (
-    Section,
-    check_file_name,
-    check_http_url,
-    check_regex,
-    check_regexes,
-    check_sane,
-    check_zone,
-)
-from daemon.core.tasks import TaskSpec
-from daemon.tasks.settings import DigestSettings, QuietHoursSettings
-from daemon.watchers.command import CommandCheckSettings
-from daemon.watchers.files import FileWatchSettings
-from daemon.watchers.http import HttpCheckSettings
-from daemon.watchers.logs import LogWatchSettings
-from daemon.watchers.port import PortCheckSettings
-from daemon.watchers.process import ProcessWatchSettings
+from daemon.core.section import Section, check_file_name, check_sane
+from daemon.incidents.settings import CHANNEL_NAMES, IncidentSettings, RouteSettings
+from daemon.tasks.settings import SchedulerSettings
+from daemon.watchers.settings import WatchersSettings
+from integrations.console import ConsoleChannelSettings
+from integrations.matrix.settings import MatrixChannelSettings
+from integrations.slack.settings import SlackChannelSettings
+from integrations.telegram.settings import TelegramChannelSettings
 
 __all__ = ["Settings", "default_config_path", "default_state_dir", "load_settings"]
 
 MAX_SOCKET_PATH = 107  # sizeof(sun_path) on Linux, less the terminating NUL
-
-Mode = Literal["thinking", "instant"]
-
-
-class LlmSettings(Section):
-    """The model endpoint (Kimi K2.6 or any OpenAI-compatible server)."""
-
-    base_url: str = "https://api.moonshot.ai/v1"
-    api_key: SecretStr | None = None
-    model: str = "kimi-k2.6"
-    fallback_models: list[str] = Field(default_factory=list)
-    # How thinking is switched: "moonshot" sends {"thinking": {...}}, "vllm" sends
-    # chat_template_kwargs, "none" sends nothing (plain OpenAI-compatible servers).
-    thinking_style: Literal["moonshot", "vllm", "none"] = "moonshot"
-    keep_thinking: bool = False
-    stream: bool = False
-    timeout_seconds: float = Field(default=180.0, gt=0)
-    connect_timeout_seconds: float = Field(default=10.0, gt=0)
-    max_retries: int = Field(default=4, ge=0, le=20)
-    retry_initial_seconds: float = Field(default=1.0, ge=0)
-    retry_max_seconds: float = Field(default=60.0, gt=0)
-    concurrency: int = Field(default=4, ge=1, le=1000)
-    max_tokens_thinking: int = Field(default=32768, ge=1024, le=1_048_576)
-    max_tokens_instant: int = Field(default=8192, ge=256, le=1_048_576)
-    price_input_per_mtok: float = Field(default=0.60, ge=0)
-    price_cached_input_per_mtok: float = Field(default=0.15, ge=0)
-    price_output_per_mtok: float = Field(default=2.50, ge=0)
-
-    _base_url = field_validator("base_url")(lambda cls, value: check_http_url(value))
 
 
 class StateSettings(Section):
@@ -93,99 +50,6 @@ class StateSettings(Section):
     secrets_dir: Path | None = None
 
     _database = field_validator("database")(lambda cls, value: check_file_name(value))
-
-
-class BudgetSettings(Section):
-    """The hard daily token cap; once spent the agent is refused until the next day."""
-
-    daily_tokens: int = Field(default=2_000_000, ge=0)
-    timezone: str = "UTC"
-
-    @field_validator("timezone")
-    @classmethod
-    def _known_zone(cls, value: str) -> str:
-        return check_zone(value)
-
-
-class AgentSettings(Section):
-    """The agent loop."""
-
-    enabled: bool = True
-    chat_mode: Mode = "thinking"
-    max_steps: int = Field(default=12, ge=1, le=200)
-    repeated_call_limit: int = Field(default=2, ge=1)
-    context_tokens: int = Field(default=120_000, ge=4_000)
-    keep_recent_messages: int = Field(default=12, ge=2)
-    tool_output_chars: int = Field(default=12_000, ge=500, le=1_000_000)
-    tool_timeout_seconds: float = Field(default=60.0, gt=0)
-    turn_timeout_seconds: float = Field(default=900.0, gt=0, allow_inf_nan=False)
-    max_tool_calls_per_step: int = Field(default=8, ge=1, le=1000)
-    max_tool_calls_per_turn: int = Field(default=40, ge=1, le=10_000)
-    progress_after_seconds: float = Field(default=30.0, ge=0, allow_inf_nan=False)  # 0: never
-    history_messages: int = Field(default=40, ge=2)
-    instructions: str = ""
-    budget: BudgetSettings = Field(default_factory=BudgetSettings)
-
-
-class PolicySettings(Section):
-    """What tools may touch and which commands need a person's approval."""
-
-    read_paths: list[str] = Field(
-        default_factory=lambda: ["/var/log", "/proc", "/etc", "/tmp", "/srv", "/opt", "/home"]
-    )
-    deny_paths: list[str] = Field(
-        default_factory=lambda: ["/etc/shadow", "/etc/gshadow", "/etc/sudoers", "/etc/ssh", "/root"]
-    )
-    max_read_bytes: int = Field(default=262_144, ge=1024, le=64 * 2**20)
-    read_only_commands: list[str] = Field(
-        default_factory=lambda: [
-            "uptime",
-            "df",
-            "free",
-            "ps",
-            "top -b -n 1",
-            "uname",
-            "hostname",
-            "whoami",
-            "id",
-            "ss",
-            "ip addr",
-            "ip route",
-            "systemctl status",
-            "systemctl is-active",
-            "systemctl list-units",
-            "journalctl",
-            "du",
-            "ls",
-            "cat",
-            "tail",
-            "head",
-            "wc",
-            "date",
-            "lsblk",
-            "mount",
-            "dmesg",
-        ]
-    )
-    write_commands: list[str] = Field(default_factory=list)
-    auto_approve: list[str] = Field(default_factory=list)
-    approval_timeout_seconds: float = Field(default=300.0, gt=0)
-    command_timeout_seconds: float = Field(default=30.0, gt=0)
-    max_output_bytes: int = Field(default=65_536, ge=1024, le=64 * 2**20)
-    redact_patterns: list[str] = Field(default_factory=list)
-    # "auto": read-only tools run in a bubblewrap sandbox, or need approval when none can be set
-    # up; "off": no sandbox, so every read-only tool needs approval.
-    sandbox: Literal["auto", "off"] = "auto"
-
-    @field_validator("redact_patterns")
-    @classmethod
-    def _valid_regexes(cls, patterns: list[str]) -> list[str]:
-        from daemon.core.redact import check_pattern
-
-        for pattern in patterns:
-            check_regex(pattern)
-            check_pattern(pattern)  # redaction runs on RE2: linear time on any text
-        return patterns
 
 
 class ApiSettings(Section):
@@ -218,160 +82,11 @@ class ApiSettings(Section):
         return value
 
 
-class ConsoleChannelSettings(Section):
-    """The local console channel used by `nightshift chat`."""
-
-    enabled: bool = True
-
-
-Role = Literal["viewer", "operator", "admin"]
-
-
-class SlackChannelSettings(Section):
-    """Slack through Socket Mode (no public URL needed)."""
-
-    enabled: bool = False
-    bot_token: SecretStr | None = None  # xoxb-…
-    app_token: SecretStr | None = None  # xapp-… with connections:write
-    api_url: str = "https://slack.com/api/"
-    default_channel: str = ""  # where notifications go, e.g. "C0123456789"
-    users: dict[str, Role] = Field(default_factory=dict)  # Slack user id -> role
-    liveness_seconds: float = Field(default=30.0, ge=5)
-
-    @model_validator(mode="after")
-    def _tokens_when_enabled(self) -> SlackChannelSettings:
-        if self.enabled and (self.bot_token is None or self.app_token is None):
-            raise ValueError(
-                "Slack is enabled but bot_token (xoxb-…) and app_token (xapp-…) are not both "
-                "set; give them as credential files channels__slack__bot_token / "
-                "channels__slack__app_token or env NIGHTSHIFT_CHANNELS__SLACK__BOT_TOKEN"
-            )
-        return self
-
-
-class TelegramChannelSettings(Section):
-    """Telegram through long polling."""
-
-    enabled: bool = False
-    bot_token: SecretStr | None = None
-    api_url: str = "https://api.telegram.org/bot"
-    default_chat: str = ""  # chat id for notifications
-    users: dict[str, Role] = Field(default_factory=dict)  # Telegram user id -> role
-    require_mention_in_groups: bool = True
-
-    @model_validator(mode="after")
-    def _token_when_enabled(self) -> TelegramChannelSettings:
-        if self.enabled and self.bot_token is None:
-            raise ValueError(
-                "Telegram is enabled but bot_token is not set; give it as the credential file "
-                "channels__telegram__bot_token or env NIGHTSHIFT_CHANNELS__TELEGRAM__BOT_TOKEN"
-            )
-        return self
-
-
-class MatrixChannelSettings(Section):
-    enabled: bool = False
-    homeserver: str = ""
-    user_id: str = ""
-    access_token: SecretStr | None = None
-    default_room: str = ""
-    users: dict[str, Role] = Field(default_factory=dict)  # Matrix user id -> role
-
-    @model_validator(mode="after")
-    def _login_when_enabled(self) -> MatrixChannelSettings:
-        if self.enabled and (not self.homeserver or not self.user_id or self.access_token is None):
-            raise ValueError(
-                "Matrix is enabled but homeserver, user_id and access_token are not all set; "
-                "give the token as the credential file channels__matrix__access_token"
-            )
-        return self
-
-
 class ChannelsSettings(Section):
     console: ConsoleChannelSettings = Field(default_factory=ConsoleChannelSettings)
     slack: SlackChannelSettings = Field(default_factory=SlackChannelSettings)
     telegram: TelegramChannelSettings = Field(default_factory=TelegramChannelSettings)
     matrix: MatrixChannelSettings = Field(default_factory=MatrixChannelSettings)
-
-
-class HostWatcherSettings(Section):
-    """psutil host metrics sampled on an interval."""
-
-    enabled: bool = True
-    interval_seconds: float = Field(default=30.0, ge=1.0)
-    history: int = Field(default=120, ge=1)
-    mounts: list[str] = Field(default_factory=list)  # watch these even if tmpfs; [] = all disks
-
-
-class WatchersSettings(Section):
-    host: HostWatcherSettings = Field(default_factory=HostWatcherSettings)
-    processes: list[ProcessWatchSettings] = Field(default_factory=list)
-    ports: list[PortCheckSettings] = Field(default_factory=list)
-    http: list[HttpCheckSettings] = Field(default_factory=list)
-    commands: list[CommandCheckSettings] = Field(default_factory=list)
-    files: list[FileWatchSettings] = Field(default_factory=list)
-    logs: list[LogWatchSettings] = Field(default_factory=list)
-
-    @model_validator(mode="after")
-    def _unique_names(self) -> WatchersSettings:
-        for kind in ("processes", "ports", "http", "commands", "files", "logs"):
-            names = [item.name for item in getattr(self, kind)]
-            repeated = sorted({name for name in names if names.count(name) > 1})
-            if repeated:
-                raise ValueError(
-                    f"[[watchers.{kind}]] names must be unique; repeated: {', '.join(repeated)}"
-                )
-        return self
-
-
-class SchedulerSettings(Section):
-    enabled: bool = True
-    timezone: str = "UTC"
-    misfire_grace_seconds: float = Field(default=300.0, ge=1)
-    keep_runs_days: float = Field(default=30.0, gt=0)  # task run history kept this long
-    tasks: list[TaskSpec] = Field(default_factory=list)
-    digest: DigestSettings = Field(default_factory=DigestSettings)
-    quiet_hours: QuietHoursSettings = Field(default_factory=QuietHoursSettings)
-
-    @field_validator("tasks")
-    @classmethod
-    def _unique(cls, tasks: list[TaskSpec]) -> list[TaskSpec]:
-        names = [task.name for task in tasks]
-        repeated = sorted({name for name in names if names.count(name) > 1})
-        if repeated:
-            raise ValueError(f"task names must be unique; repeated: {', '.join(repeated)}")
-        return tasks
-
-    @field_validator("timezone")
-    @classmethod
-    def _known_zone(cls, value: str) -> str:
-        return check_zone(value)
-
-
-CHANNEL_NAMES = ("console", "slack", "telegram", "matrix")
-
-
-class RouteSettings(Section):
-    """Where notifications with matching severity/labels go (first match wins unless continue)."""
-
-    match: dict[str, str] = Field(default_factory=dict)  # exact values, e.g. severity = "critical"
-    match_re: dict[str, str] = Field(default_factory=dict)  # regular expressions (full match)
-    to: list[str] = Field(default_factory=list)  # "slack" (its default target) or "slack:C0OPS"
-    continue_matching: bool = False  # also try the routes below
-
-    _valid_regexes = field_validator("match_re")(lambda cls, patterns: check_regexes(patterns))
-
-    @field_validator("to")
-    @classmethod
-    def _known_channels(cls, targets: list[str]) -> list[str]:
-        for target in targets:
-            channel = target.split(":", 1)[0]
-            if channel not in CHANNEL_NAMES:
-                raise ValueError(
-                    f"unknown channel {channel!r} in {target!r}; use one of "
-                    f"{', '.join(CHANNEL_NAMES)}, optionally with ':target' (e.g. 'slack:C0OPS')"
-                )
-        return targets
 
 
 class RuntimeSettings(Section):

@@ -14,6 +14,7 @@ from typing import Literal
 
 AlertStatus = Literal["firing", "resolved"]
 SeriesState = Literal["pending", "firing"]  # a stored series; resolved ones are deleted
+Severity = Literal["info", "warning", "critical"]
 SEVERITIES = ("info", "warning", "critical")
 
 # Every metric a watcher can report, by watcher. Rules are validated against this catalogue.

@@ -38,13 +38,13 @@ from typing import Protocol
 
 import aiosqlite
 
-from daemon.alerting.settings import IncidentSettings
 from daemon.core.alerts import AlertEvent
 from daemon.core.clock import Clock
 from daemon.incidents import text as incident_text
 from daemon.incidents.muting import Muter, silenced_until
 from daemon.incidents.routing import Router
 from daemon.incidents.runbooks import Runbook, RunbookLibrary
+from daemon.incidents.settings import IncidentSettings
 from integrations.outbox import THREAD_REF
 from memory._codec import from_db_time
 from memory.alerts import AlertRepo, StoredAlertEvent

@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from daemon.alerting.matchers import Matcher, match_all, parse_matchers
-from daemon.alerting.settings import InhibitSettings, MaintenanceSettings
+from daemon.incidents.settings import InhibitSettings, MaintenanceSettings
 from memory.incidents import Silence
 
 log = logging.getLogger(__name__)

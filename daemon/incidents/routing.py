@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from daemon.config import RouteSettings
 from daemon.core.patterns import Pattern, compile_pattern
+from daemon.incidents.settings import RouteSettings
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,8 +12,8 @@ from collections import deque
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
-from daemon.alerting.settings import IncidentSettings
 from daemon.core.clock import Clock
+from daemon.incidents.settings import IncidentSettings
 
 __all__ = ["WINDOW", "InvestigationLimiter"]
 

@@ -13,10 +13,10 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 
 from daemon.agent.loop import AgentLoop
-from daemon.alerting.settings import IncidentSettings
 from daemon.core.clock import Clock
 from daemon.core.errors import AgentDisabledError, BudgetExhaustedError, LlmUnavailableError
 from daemon.incidents.manager import IncidentManager
+from daemon.incidents.settings import IncidentSettings
 from daemon.response.investigation import InvestigationServices, investigate
 from daemon.response.limits import InvestigationLimiter
 from daemon.response.postmortem import write_postmortem

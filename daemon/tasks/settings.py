@@ -3,10 +3,10 @@
 
 from __future__ import annotations
 
-from pydantic import field_validator
+from pydantic import Field, field_validator
 
-from daemon.core.section import Section, check_hhmm
-from daemon.core.tasks import check_target
+from daemon.core.section import Section, check_hhmm, check_zone
+from daemon.core.tasks import TaskSpec, check_target
 
 
 class DigestSettings(Section):
@@ -29,3 +29,27 @@ class QuietHoursSettings(Section):
     end: str = "07:00"
 
     _times = field_validator("start", "end")(lambda cls, value: check_hhmm(value))
+
+
+class SchedulerSettings(Section):
+    enabled: bool = True
+    timezone: str = "UTC"
+    misfire_grace_seconds: float = Field(default=300.0, ge=1)
+    keep_runs_days: float = Field(default=30.0, gt=0)  # task run history kept this long
+    tasks: list[TaskSpec] = Field(default_factory=list)
+    digest: DigestSettings = Field(default_factory=DigestSettings)
+    quiet_hours: QuietHoursSettings = Field(default_factory=QuietHoursSettings)
+
+    @field_validator("tasks")
+    @classmethod
+    def _unique(cls, tasks: list[TaskSpec]) -> list[TaskSpec]:
+        names = [task.name for task in tasks]
+        repeated = sorted({name for name in names if names.count(name) > 1})
+        if repeated:
+            raise ValueError(f"task names must be unique; repeated: {', '.join(repeated)}")
+        return tasks
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        return check_zone(value)

@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING
 from daemon.core.clock import Clock
 
 if TYPE_CHECKING:
-    from daemon.config import WatchersSettings
     from daemon.watchers.base import Watcher
+    from daemon.watchers.settings import WatchersSettings
 
 
 def build_watchers(settings: WatchersSettings, clock: Clock) -> list[Watcher]:

@@ -42,7 +42,6 @@ from nio import (
 )
 from nio.rooms import MatrixRoom
 
-from daemon.config import MatrixChannelSettings
 from daemon.core.errors import DeliveryError, PermanentDeliveryError, TransientError
 from integrations.base import (
     ApprovalAnswer,
@@ -72,6 +71,7 @@ from integrations.matrix.inbound import (
     inbound_message,
     inviter_of,
 )
+from integrations.matrix.settings import MatrixChannelSettings
 from integrations.receive_loop import ReceiveLoop
 
 __all__ = ["TOKEN_DETAIL", "FileSyncTokenStore", "MatrixChannel", "SyncTokenStore"]

@@ -24,7 +24,6 @@ from slack_sdk.socket_mode.response import SocketModeResponse
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.web.async_slack_response import AsyncSlackResponse
 
-from daemon.config import SlackChannelSettings
 from daemon.core.errors import DeliveryError, PermanentDeliveryError
 from integrations.base import (
     ApprovalAnswer,
@@ -35,6 +34,7 @@ from integrations.base import (
 )
 from integrations.slack import blocks
 from integrations.slack.blocks import ParsedEvent
+from integrations.slack.settings import SlackChannelSettings
 
 __all__ = ["SlackChannel"]
 

@@ -40,10 +40,10 @@ from telegram.error import (
 from telegram.ext import AIORateLimiter, ExtBot
 from telegram.request import HTTPXRequest
 
-from daemon.config import TelegramChannelSettings
 from daemon.core.errors import DeliveryError, PermanentDeliveryError
 from integrations.base import ApprovalPrompt, ChannelHealth, InboundSink, OutgoingMessage
 from integrations.receive_loop import ReceiveLoop
+from integrations.telegram.settings import TelegramChannelSettings
 from integrations.telegram.updates import (
     TOKEN_DETAIL,
     BotIdentity,

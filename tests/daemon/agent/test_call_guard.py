@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from daemon.agent.call_guard import CallGuard, call_key
-from daemon.config import AgentSettings
+from daemon.agent.settings import AgentSettings
 
 
 def test_free_text_fields_do_not_make_calls_different() -> None:

@@ -15,7 +15,7 @@ import pytest
 
 from daemon.agent.llm import Completion, LlmClient, ToolCall, Usage
 from daemon.agent.model import REASONING_PLACEHOLDER
-from daemon.config import BudgetSettings, LlmSettings
+from daemon.agent.settings import BudgetSettings, LlmSettings
 from daemon.core.clock import ManualClock
 from daemon.core.errors import AgentDisabledError, BudgetExhaustedError, LlmUnavailableError
 from memory.store import SqliteStore

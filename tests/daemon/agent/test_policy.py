@@ -14,8 +14,8 @@ from daemon.agent.policy import (
     decide,
     is_auto_approved,
 )
+from daemon.agent.settings import PolicySettings
 from daemon.agent.tools.base import Tier
-from daemon.config import PolicySettings
 from daemon.core.errors import PolicyDeniedError
 
 

@@ -31,10 +31,11 @@ from daemon.agent.executor import ToolExecutor
 from daemon.agent.llm import LlmClient
 from daemon.agent.loop import AgentLoop, AgentRequest
 from daemon.agent.policy import classify_command, decide
+from daemon.agent.settings import PolicySettings
 from daemon.agent.tools import commands, evidence, files
 from daemon.agent.tools.base import Tier, ToolContext, ToolRegistry
 from daemon.chat.approvals import ApprovalBroker
-from daemon.config import PolicySettings, Settings, load_settings
+from daemon.config import Settings, load_settings
 from daemon.core.clock import SystemClock
 from memory.audit import AuditRepo
 from memory.conversations import ConversationRepo

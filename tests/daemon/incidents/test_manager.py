@@ -11,13 +11,14 @@ from typing import Any
 import pytest
 
 from daemon.alerting.pipeline import AlertPipeline
-from daemon.alerting.settings import IncidentSettings, RuleSettings
+from daemon.alerting.settings import RuleSettings
 from daemon.core.alerts import AlertEvent, Observation, fingerprint
 from daemon.core.clock import ManualClock
 from daemon.incidents.commands import IncidentCommands
 from daemon.incidents.manager import IncidentManager
 from daemon.incidents.routing import Router
 from daemon.incidents.runbooks import RunbookLibrary
+from daemon.incidents.settings import IncidentSettings
 from memory.alerts import AlertRepo
 from memory.incidents import IncidentRepo, SilenceRepo
 from memory.outbox import OutboxRepo
@@ -261,8 +262,8 @@ async def test_a_silence_that_ends_is_followed_by_the_notice_at_that_moment(
 
 async def test_maintenance_window_mutes_only_inside_it(world: World) -> None:
     world.manager.settings = IncidentSettings(group_wait_seconds=0)
-    from daemon.alerting.settings import MaintenanceSettings
     from daemon.incidents.muting import Muter
+    from daemon.incidents.settings import MaintenanceSettings
 
     window = MaintenanceSettings(
         name="backup",
@@ -279,8 +280,8 @@ async def test_maintenance_window_mutes_only_inside_it(world: World) -> None:
 
 
 async def test_inhibition_mutes_dependents_while_the_source_fires(world: World) -> None:
-    from daemon.alerting.settings import InhibitSettings
     from daemon.incidents.muting import Muter
+    from daemon.incidents.settings import InhibitSettings
 
     world.manager.settings = IncidentSettings(group_by=["alertname"], group_wait_seconds=0)
     world.manager.muter = Muter(

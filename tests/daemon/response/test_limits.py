@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from daemon.alerting.settings import IncidentSettings
 from daemon.core.clock import ManualClock
+from daemon.incidents.settings import IncidentSettings
 from daemon.response.limits import InvestigationLimiter
 
 

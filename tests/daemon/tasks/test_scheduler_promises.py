@@ -161,7 +161,6 @@ async def unaccounted(rig: Rig, name: str) -> list[str]:
     """Slots of ``name`` from its creation to now with no run row and no skipped row covering
     them (a skipped row "N slot(s) missed …" covers the N slots ending at its own)."""
     from daemon.core.schedule import slots_between
-
     from memory._codec import to_db_time
 
     task = await rig.repo.get(name)

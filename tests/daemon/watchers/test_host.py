@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from daemon.config import HostWatcherSettings
 from daemon.watchers.host import HostMetricsWatcher
+from daemon.watchers.settings import HostWatcherSettings
 from tests.daemon.watchers.recorder import Recorder, running
 from tests.support import mounted_tmpfs
 

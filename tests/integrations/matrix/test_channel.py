@@ -23,7 +23,6 @@ from nio import (
 )
 from pydantic import SecretStr
 
-from daemon.config import MatrixChannelSettings
 from daemon.core.errors import DeliveryError, PermanentDeliveryError
 from integrations.base import (
     ApprovalAnswer,
@@ -34,6 +33,7 @@ from integrations.base import (
 )
 from integrations.matrix.channel import TOKEN_DETAIL, MatrixChannel
 from integrations.matrix.events import FileSyncTokenStore, addressed_text, reaction_vote
+from integrations.matrix.settings import MatrixChannelSettings
 from tests.integrations.sink import RecordingSink, eventually
 from tests.peers.synapse import MatrixUser, Synapse, free_port, synapse_available
 

@@ -11,7 +11,6 @@ from typing import Any
 import pytest
 from pydantic import SecretStr
 
-from daemon.config import SlackChannelSettings
 from daemon.core.errors import DeliveryError, PermanentDeliveryError
 from integrations.base import (
     ApprovalAnswer,
@@ -23,6 +22,7 @@ from integrations.base import (
 from integrations.slack.blocks import APPROVE_ACTION, DENY_ACTION, split_text
 from integrations.slack.channel import SlackChannel
 from integrations.slack.manifest import slack_manifest
+from integrations.slack.settings import SlackChannelSettings
 from tests.fakes.slack import APP_TOKEN, BOT_TOKEN, FakeSlack
 from tests.integrations.sink import RecordingSink, eventually
 

@@ -10,7 +10,6 @@ from collections.abc import AsyncIterator
 import pytest
 from pydantic import SecretStr
 
-from daemon.config import TelegramChannelSettings
 from daemon.core.errors import DeliveryError, PermanentDeliveryError
 from integrations.base import (
     ApprovalAnswer,
@@ -21,6 +20,7 @@ from integrations.base import (
     OutgoingMessage,
 )
 from integrations.telegram.channel import TOKEN_DETAIL, TelegramChannel
+from integrations.telegram.settings import TelegramChannelSettings
 from integrations.telegram.updates import split_text
 from tests.fakes.telegram import FakeTelegram
 from tests.integrations.sink import RecordingSink, eventually

@@ -1,0 +1,131 @@
+"""Settings of the agent: the model endpoint, the loop, the token budget and the tool policy."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator
+
+from daemon.core.section import Section, check_http_url, check_regex, check_zone
+
+Mode = Literal["thinking", "instant"]
+
+
+class LlmSettings(Section):
+    """The model endpoint (Kimi K2.6 or any OpenAI-compatible server)."""
+
+    base_url: str = "https://api.moonshot.ai/v1"
+    api_key: SecretStr | None = None
+    model: str = "kimi-k2.6"
+    fallback_models: list[str] = Field(default_factory=list)
+    # How thinking is switched: "moonshot" sends {"thinking": {...}}, "vllm" sends
+    # chat_template_kwargs, "none" sends nothing (plain OpenAI-compatible servers).
+    thinking_style: Literal["moonshot", "vllm", "none"] = "moonshot"
+    keep_thinking: bool = False
+    stream: bool = False
+    timeout_seconds: float = Field(default=180.0, gt=0)
+    connect_timeout_seconds: float = Field(default=10.0, gt=0)
+    max_retries: int = Field(default=4, ge=0, le=20)
+    retry_initial_seconds: float = Field(default=1.0, ge=0)
+    retry_max_seconds: float = Field(default=60.0, gt=0)
+    concurrency: int = Field(default=4, ge=1, le=1000)
+    max_tokens_thinking: int = Field(default=32768, ge=1024, le=1_048_576)
+    max_tokens_instant: int = Field(default=8192, ge=256, le=1_048_576)
+    price_input_per_mtok: float = Field(default=0.60, ge=0)
+    price_cached_input_per_mtok: float = Field(default=0.15, ge=0)
+    price_output_per_mtok: float = Field(default=2.50, ge=0)
+
+    _base_url = field_validator("base_url")(lambda cls, value: check_http_url(value))
+
+
+class BudgetSettings(Section):
+    """The hard daily token cap; once spent the agent is refused until the next day."""
+
+    daily_tokens: int = Field(default=2_000_000, ge=0)
+    timezone: str = "UTC"
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        return check_zone(value)
+
+
+class AgentSettings(Section):
+    """The agent loop."""
+
+    enabled: bool = True
+    chat_mode: Mode = "thinking"
+    max_steps: int = Field(default=12, ge=1, le=200)
+    repeated_call_limit: int = Field(default=2, ge=1)
+    context_tokens: int = Field(default=120_000, ge=4_000)
+    keep_recent_messages: int = Field(default=12, ge=2)
+    tool_output_chars: int = Field(default=12_000, ge=500, le=1_000_000)
+    tool_timeout_seconds: float = Field(default=60.0, gt=0)
+    turn_timeout_seconds: float = Field(default=900.0, gt=0, allow_inf_nan=False)
+    max_tool_calls_per_step: int = Field(default=8, ge=1, le=1000)
+    max_tool_calls_per_turn: int = Field(default=40, ge=1, le=10_000)
+    progress_after_seconds: float = Field(default=30.0, ge=0, allow_inf_nan=False)  # 0: never
+    history_messages: int = Field(default=40, ge=2)
+    instructions: str = ""
+    budget: BudgetSettings = Field(default_factory=BudgetSettings)
+
+
+class PolicySettings(Section):
+    """What tools may touch and which commands need a person's approval."""
+
+    read_paths: list[str] = Field(
+        default_factory=lambda: ["/var/log", "/proc", "/etc", "/tmp", "/srv", "/opt", "/home"]
+    )
+    deny_paths: list[str] = Field(
+        default_factory=lambda: ["/etc/shadow", "/etc/gshadow", "/etc/sudoers", "/etc/ssh", "/root"]
+    )
+    max_read_bytes: int = Field(default=262_144, ge=1024, le=64 * 2**20)
+    read_only_commands: list[str] = Field(
+        default_factory=lambda: [
+            "uptime",
+            "df",
+            "free",
+            "ps",
+            "top -b -n 1",
+            "uname",
+            "hostname",
+            "whoami",
+            "id",
+            "ss",
+            "ip addr",
+            "ip route",
+            "systemctl status",
+            "systemctl is-active",
+            "systemctl list-units",
+            "journalctl",
+            "du",
+            "ls",
+            "cat",
+            "tail",
+            "head",
+            "wc",
+            "date",
+            "lsblk",
+            "mount",
+            "dmesg",
+        ]
+    )
+    write_commands: list[str] = Field(default_factory=list)
+    auto_approve: list[str] = Field(default_factory=list)
+    approval_timeout_seconds: float = Field(default=300.0, gt=0)
+    command_timeout_seconds: float = Field(default=30.0, gt=0)
+    max_output_bytes: int = Field(default=65_536, ge=1024, le=64 * 2**20)
+    redact_patterns: list[str] = Field(default_factory=list)
+    # "auto": read-only tools run in a bubblewrap sandbox, or need approval when none can be set
+    # up; "off": no sandbox, so every read-only tool needs approval.
+    sandbox: Literal["auto", "off"] = "auto"
+
+    @field_validator("redact_patterns")
+    @classmethod
+    def _valid_regexes(cls, patterns: list[str]) -> list[str]:
+        from daemon.core.redact import check_pattern
+
+        for pattern in patterns:
+            check_regex(pattern)
+            check_pattern(pattern)  # redaction runs on RE2: linear time on any text
+        return patterns
