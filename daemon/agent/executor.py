@@ -10,7 +10,7 @@ from typing import Any
 
 from daemon.agent import policy, sandbox
 from daemon.agent.tools.base import Tier, ToolContext, ToolRegistry, render_result
-from daemon.chat.approvals import ApprovalBroker
+from daemon.core.abc import Approver
 from daemon.core.errors import PolicyDeniedError, ToolError, ToolTimeoutError
 from daemon.core.redact import redact, redact_data
 from memory.audit import AuditEntry, AuditRepo
@@ -38,7 +38,7 @@ class ToolExecutor:
         registry: ToolRegistry,
         *,
         audit: AuditRepo | None,
-        approvals: ApprovalBroker | None,
+        approvals: Approver | None,
     ) -> None:
         self.registry = registry
         self._audit = audit

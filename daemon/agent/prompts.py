@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import socket
 from typing import Any
 
@@ -49,3 +50,16 @@ def system_prompt(settings: Settings, summary: str | None = None) -> dict[str, A
     if summary:
         text += "\n" + SUMMARY_NOTE + summary
     return {"role": "system", "content": text}
+
+
+MAX_FENCED_CHARS = 4000
+
+
+_TAG = re.compile(r"untrusted-data", re.IGNORECASE)
+
+
+def fence(source: str, text: str) -> str:
+    """Label text as untrusted data. The tag's name is defused inside it in any spelling
+    (``</UNTRUSTED-DATA>``, ``</ untrusted-data``), so it can neither close nor open a fence."""
+    cleaned = _TAG.sub("untrusted_data", text[:MAX_FENCED_CHARS])
+    return f'<untrusted-data source="{source}">\n{cleaned}\n</untrusted-data>'

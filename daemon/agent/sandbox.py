@@ -72,7 +72,7 @@ _cache: dict[tuple[str, str], SandboxStatus] = {}
 
 def status_for(settings: Settings) -> SandboxStatus:
     """The sandbox status for these settings, probing bubblewrap once (blocking, ~10 ms)."""
-    from daemon.agent.tools.commands import child_environment
+    from daemon.core.environment import child_environment
 
     path = child_environment()["PATH"]
     key = (settings.policy.sandbox, path)
@@ -89,7 +89,7 @@ def status_for(settings: Settings) -> SandboxStatus:
 
 async def current(settings: Settings) -> SandboxStatus:
     """:func:`status_for` without blocking the event loop on the first probe."""
-    from daemon.agent.tools.commands import child_environment
+    from daemon.core.environment import child_environment
 
     key = (settings.policy.sandbox, child_environment()["PATH"])
     cached = _cache.get(key)
@@ -98,7 +98,7 @@ async def current(settings: Settings) -> SandboxStatus:
 
 def probe(bwrap: str = "bwrap", *, path: str | None = None) -> SandboxStatus:
     """Start ``bwrap <sandbox> true`` once and say whether it worked, and why not."""
-    from daemon.agent.tools.commands import child_environment
+    from daemon.core.environment import child_environment
 
     env = child_environment()
     program = shutil.which(bwrap, path=path or env["PATH"])

@@ -2,31 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime, timedelta
-from enum import IntEnum
-from typing import Literal
 
 from daemon.config import ChannelsSettings
-
-Action = Literal["ask", "approve", "silence", "admin"]
+from daemon.core.access import REQUIRED, Action, Role
 
 DENIAL_NOTICE_INTERVAL = timedelta(hours=1)
-
-
-class Role(IntEnum):
-    """Ordered: each role may do everything the ones below it may."""
-
-    VIEWER = 1  # ask questions, read status
-    OPERATOR = 2  # approve actions, silence alerts
-    ADMIN = 3  # tasks and policy
-
-
-REQUIRED: dict[Action, Role] = {
-    "ask": Role.VIEWER,
-    "approve": Role.OPERATOR,
-    "silence": Role.OPERATOR,
-    "admin": Role.ADMIN,
-}
 
 
 class AccessControl:
@@ -72,3 +54,14 @@ class AccessControl:
             return False
         self._last_notice[key] = now
         return True
+
+
+def actor_roles(access: AccessControl) -> Callable[[str], str | None]:
+    """For ToolServices.role_of: "slack:U123" → that user's role name (console: admin)."""
+
+    def role_of(actor: str) -> str | None:
+        channel, _, user_id = actor.partition(":")
+        role = access.role_of(channel, user_id)
+        return role.name.lower() if role is not None else None
+
+    return role_of

@@ -7,43 +7,13 @@ import logging
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from daemon.core.clock import Clock
+from daemon.core.messages import ApprovalDecision, ApprovalRequest
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ApprovalRequest:
-    """A privileged tool call waiting for a person's decision."""
-
-    id: str
-    tool: str
-    arguments: dict[str, Any]
-    actor: str
-    reason: str
-    expires_at: datetime
-    conversation: str | None = None
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "tool": self.tool,
-            "arguments": self.arguments,
-            "actor": self.actor,
-            "reason": self.reason,
-            "expires_at": self.expires_at.isoformat(),
-            "conversation": self.conversation,
-        }
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ApprovalDecision:
-    approved: bool
-    by: str
-    note: str = ""
 
 
 @dataclass(slots=True)

@@ -15,11 +15,12 @@ from typing import Any
 
 from daemon.agent.loop import AgentRequest
 from daemon.chat.access import AccessControl
-from daemon.chat.approvals import ApprovalBroker, ApprovalDecision, ApprovalRequest
+from daemon.chat.approvals import ApprovalBroker
 from daemon.chat.conversations import ChatService
 from daemon.chat.pairing import PairingCodes
 from daemon.core.clock import Clock
 from daemon.core.errors import DrainingError
+from daemon.core.messages import ApprovalDecision, ApprovalRequest
 from daemon.incidents.commands import IncidentCommands
 from daemon.tasks.commands import SCHEDULER_OFF, TASK_WORDS, TaskCommands
 from integrations.base import (

@@ -4,19 +4,10 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime
-from typing import Protocol
 
+from daemon.core.abc import Clock
 
-class Clock(Protocol):
-    """Wall-clock and monotonic time."""
-
-    def now(self) -> datetime:
-        """Aware UTC wall-clock time."""
-        ...
-
-    def monotonic(self) -> float:
-        """Seconds from an arbitrary origin, never going backwards."""
-        ...
+__all__ = ["Clock", "ManualClock", "SystemClock"]
 
 
 class SystemClock:

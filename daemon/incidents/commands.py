@@ -14,7 +14,7 @@ import re
 from datetime import timedelta
 
 from daemon.alerting.matchers import Matcher, parse_matchers
-from daemon.chat.access import Action
+from daemon.core.access import Action
 from daemon.core.clock import Clock
 from daemon.core.errors import CommandError, RecordNotFound
 from daemon.incidents import text as incident_text

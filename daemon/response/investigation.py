@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from daemon.agent.loop import AgentLoop, AgentRequest
+from daemon.agent.prompts import MAX_FENCED_CHARS, fence
 from daemon.agent.services import ToolServices
 from daemon.agent.tools.base import Tier, Tool, ToolContext, ToolRegistry, tool
 from daemon.core.errors import ToolError
@@ -26,7 +26,6 @@ from memory.incidents import Incident, IncidentAlert
 log = logging.getLogger(__name__)
 
 MAX_PROPOSALS = 3
-MAX_FENCED_CHARS = 4000
 SECTIONS = ("Summary", "Evidence", "Likely cause", "Proposed actions")
 
 
@@ -151,13 +150,3 @@ def build_prompt(
     if past:
         parts.append(fence("past-incidents", "\n\n".join(fact.text[:1500] for fact in past[:3])))
     return "\n\n".join(parts)
-
-
-_TAG = re.compile(r"untrusted-data", re.IGNORECASE)
-
-
-def fence(source: str, text: str) -> str:
-    """Label text as untrusted data. The tag's name is defused inside it in any spelling
-    (``</UNTRUSTED-DATA>``, ``</ untrusted-data``), so it can neither close nor open a fence."""
-    cleaned = _TAG.sub("untrusted_data", text[:MAX_FENCED_CHARS])
-    return f'<untrusted-data source="{source}">\n{cleaned}\n</untrusted-data>'

@@ -11,8 +11,8 @@ import logging
 import re
 
 from daemon.agent.loop import AgentLoop, AgentRequest
+from daemon.agent.prompts import fence
 from daemon.core.clock import Clock
-from daemon.response.investigation import fence
 from memory.conversations import ConversationRepo
 from memory.incidents import Incident, IncidentRepo, TimelineEntry
 

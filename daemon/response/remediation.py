@@ -19,8 +19,8 @@ from typing import Any
 from daemon.agent.executor import ToolExecutor
 from daemon.agent.tools.base import ToolContext
 from daemon.alerting.matchers import match_all, parse_matchers
-from daemon.chat.approvals import ApprovalBroker
 from daemon.config import Settings
+from daemon.core.abc import Approver
 from daemon.core.clock import Clock
 from daemon.incidents.manager import IncidentManager
 from daemon.response.investigation import Proposal
@@ -39,7 +39,7 @@ class Remediator:
         settings: Callable[[], Settings],
         *,
         executor: ToolExecutor,
-        approvals: ApprovalBroker,
+        approvals: Approver,
         incidents: IncidentRepo,
         manager: IncidentManager,
         clock: Clock,

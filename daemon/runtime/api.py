@@ -20,8 +20,8 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from daemon.alerting.alertmanager import BODY_TIMEOUT_SECONDS
-from daemon.chat.approvals import ApprovalRequest
 from daemon.core.errors import ConfigError, DrainingError, TaskConflict, TaskRejected
+from daemon.core.messages import ApprovalRequest
 from daemon.core.redact import redact_data
 from daemon.runtime.http_guard import (
     ConnectionGate,

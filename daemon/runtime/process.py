@@ -23,7 +23,7 @@ from daemon.agent.services import ToolServices
 from daemon.agent.tools.registry import default_registry
 from daemon.alerting.alertmanager import WebhookStats
 from daemon.alerting.pipeline import AlertPipeline
-from daemon.chat.access import AccessControl
+from daemon.chat.access import AccessControl, actor_roles
 from daemon.chat.approvals import ApprovalBroker
 from daemon.chat.conversations import ChatService
 from daemon.chat.hub import ChannelHub
@@ -40,7 +40,7 @@ from daemon.runtime.api import ApiServer
 from daemon.runtime.channels import ChannelSet, build_channels
 from daemon.runtime.sdnotify import SystemdNotifier
 from daemon.runtime.supervisor import Supervisor
-from daemon.tasks.commands import TaskCommands, actor_roles
+from daemon.tasks.commands import TaskCommands
 from daemon.watchers import build_watchers
 from daemon.watchers.host import HostMetricsWatcher
 from integrations.console import ConsoleChannel

@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import re
 import shlex
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
-from daemon.chat.access import AccessControl, Action
+from daemon.core.access import Action
 from daemon.core.clock import Clock
 from daemon.core.errors import CommandError, TaskConflict, TaskRejected, UnknownTask
 from daemon.core.tasks import CHANNELS, TaskSpec
@@ -37,7 +36,6 @@ __all__ = [
     "TaskRejected",
     "TaskService",
     "UnknownTask",
-    "actor_roles",
     "delivery_from",
     "parse_add",
 ]
@@ -306,17 +304,6 @@ def parse_add(text: str, origin: str | None = None) -> dict[str, Any]:
         fields["timezone"] = given["in"][0]
     fields.update(delivery_from(origin) if "to" not in given else {"deliver_to": given["to"][0]})
     return fields
-
-
-def actor_roles(access: AccessControl) -> Callable[[str], str | None]:
-    """For ToolServices.role_of: "slack:U123" → that user's role name (console: admin)."""
-
-    def role_of(actor: str) -> str | None:
-        channel, _, user_id = actor.partition(":")
-        role = access.role_of(channel, user_id)
-        return role.name.lower() if role is not None else None
-
-    return role_of
 
 
 def delivery_from(origin: str | None) -> dict[str, str]:

@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from daemon.agent.loop import AgentLoop, AgentRequest
+from daemon.agent.prompts import fence
 from daemon.core.clock import Clock
 from daemon.core.errors import NightshiftError
-from daemon.response.investigation import fence
 from daemon.watchers.command import run_command
 from memory.conversations import ConversationRepo
 from memory.outbox import OutboxRepo

@@ -92,7 +92,7 @@ async def run_command(
 ) -> CommandResult:
     """Run ``argv`` in its own session with a scrubbed environment (no daemon secrets) plus
     ``extra_env``; raises OSError when it cannot be started."""
-    from daemon.agent.tools.commands import child_environment
+    from daemon.core.environment import child_environment
 
     proc = await asyncio.create_subprocess_exec(
         *argv,

@@ -19,10 +19,10 @@ from typing import Any
 
 import psutil
 
-from daemon.agent.tools.host import HostSample, Temperature, sample_host
 from daemon.core.alerts import Observation
 from daemon.core.clock import Clock, SystemClock
 from daemon.watchers.base import Emit, ErrorReporter
+from daemon.watchers.host_sample import HostSample, Temperature, sample_host
 from daemon.watchers.settings import HostWatcherSettings
 
 log = logging.getLogger(__name__)

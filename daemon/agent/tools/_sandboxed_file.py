@@ -35,7 +35,7 @@ _source: list[str] = []
 def _helper_argv(path: str, hidden: tuple[str, ...]) -> list[str]:
     """The helper as ``python -I -S -c SOURCE PATH``: only the interpreter must be visible in
     the sandbox, so this one if it is, else a python3 on PATH outside every hidden path."""
-    from daemon.agent.tools.commands import child_environment
+    from daemon.core.environment import child_environment
 
     if not _source:
         _source.append(HELPER.read_text(encoding="utf-8"))
@@ -63,7 +63,7 @@ class SandboxedFile:
     @classmethod
     def open(cls, path: Path | str, settings: Settings, status: SandboxStatus) -> SandboxedFile:
         """Start the helper on ``path`` (sandboxed when ``status`` is available)."""
-        from daemon.agent.tools.commands import child_environment
+        from daemon.core.environment import child_environment
 
         hidden = sandbox.hidden_paths(settings)
         argv = _helper_argv(str(path), hidden)

@@ -19,6 +19,9 @@ from typing import TYPE_CHECKING, Any
 from daemon.agent import sandbox
 from daemon.agent.policy import classify_command, is_auto_approved, parse_command
 from daemon.agent.tools.base import Tier, Tool, ToolContext, tool
+from daemon.core.environment import (
+    _environment,
+)
 from daemon.core.errors import PolicyDeniedError, ToolError, ToolTimeoutError
 from daemon.core.redact import redact
 
@@ -31,9 +34,6 @@ log = logging.getLogger(__name__)
 
 # How long to wait for a killed command to be gone.
 STOP_GRACE_SECONDS = 5.0
-# Only these variables reach commands: the daemon's own environment may hold API keys.
-PASSED_ENVIRONMENT = ("PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "LC_CTYPE", "TZ")
-FIXED_ENVIRONMENT = {"SYSTEMD_PAGER": "", "PAGER": "cat", "SYSTEMD_COLORS": "0", "TERM": "dumb"}
 _PARTIAL_CHARS = 1000
 _PARTIAL_LINES = 20
 
@@ -101,18 +101,6 @@ class _Capture(asyncio.Protocol):
 
     def text(self) -> str:
         return self.data.decode("utf-8", errors="replace")
-
-
-def child_environment() -> dict[str, str]:
-    """The environment every program we start gets: never the daemon's own (it holds keys)."""
-    return _environment()
-
-
-def _environment() -> dict[str, str]:
-    env = {name: os.environ[name] for name in PASSED_ENVIRONMENT if name in os.environ}
-    env.setdefault("PATH", os.defpath)
-    env.update(FIXED_ENVIRONMENT)
-    return env
 
 
 def _kill_group(pgid: int) -> None:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 
-from daemon.chat.approvals import ApprovalBroker, ApprovalRequest
+from daemon.chat.approvals import ApprovalBroker
 from daemon.core.clock import SystemClock
+from daemon.core.messages import ApprovalRequest
 
 
 async def test_approval_granted_by_a_person() -> None:

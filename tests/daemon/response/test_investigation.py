@@ -5,7 +5,8 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime
 
-from daemon.response.investigation import build_prompt, fence
+from daemon.agent.prompts import fence
+from daemon.response.investigation import build_prompt
 from memory.incidents import Incident, IncidentAlert
 
 AT = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)

@@ -27,11 +27,11 @@ from daemon.agent.tools.evidence import (
     metrics_history,
     recent_file_changes,
 )
-from daemon.agent.tools.host import HostSample, sample_host
 from daemon.config import Settings
 from daemon.core.clock import Clock, ManualClock, SystemClock
 from daemon.core.errors import PolicyDeniedError, ToolError
 from daemon.watchers.host import HostMetricsWatcher
+from daemon.watchers.host_sample import HostSample, sample_host
 from daemon.watchers.settings import HostWatcherSettings
 from memory.facts import FactRepo
 from memory.outbox import OutboxRepo

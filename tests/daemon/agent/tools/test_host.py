@@ -6,10 +6,11 @@ import json
 from datetime import UTC, datetime
 
 from daemon.agent.tools.base import Tier, ToolContext, render_result
-from daemon.agent.tools.host import PSEUDO_FILESYSTEMS, TOOLS, HostSample, host_metrics, sample_host
+from daemon.agent.tools.host import TOOLS, host_metrics
 from daemon.config import Settings
 from daemon.core.alerts import METRIC_CATALOGUE
 from daemon.core.clock import SystemClock
+from daemon.watchers.host_sample import PSEUDO_FILESYSTEMS, HostSample, sample_host
 
 
 def make_ctx() -> ToolContext:

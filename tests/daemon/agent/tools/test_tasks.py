@@ -17,11 +17,11 @@ from daemon.agent.services import ToolServices
 from daemon.agent.tools.base import ToolContext, ToolRegistry
 from daemon.agent.tools.registry import default_registry
 from daemon.agent.tools.tasks import TOOLS
-from daemon.chat.access import AccessControl
+from daemon.chat.access import AccessControl, actor_roles
 from daemon.config import Settings
 from daemon.core.clock import ManualClock
 from daemon.core.tasks import TaskSpec
-from daemon.tasks.commands import TaskService, actor_roles
+from daemon.tasks.commands import TaskService
 from daemon.tasks.runner import TaskRunner
 from daemon.tasks.scheduler import TaskScheduler
 from memory.audit import AuditRepo
