@@ -142,7 +142,7 @@ class Tail:
         assert self._fd is not None
         fd = self._fd
         if self._queue is None and self._rewritten(fd):
-            self._recover_from_copy(limit, lines)
+            self._recover_from_copy(fd, limit, lines)
             self._offset, self._fingerprint, self._head = 0, b"", b""
             notes.append("truncated")
         got = self._read_into(fd, limit, lines)
@@ -244,28 +244,26 @@ class Tail:
             opened.append((fd, (info.st_dev, info.st_ino)))
         return opened
 
-    def _recover_from_copy(self, limit: int, lines: list[str]) -> None:
+    def _recover_from_copy(self, live: int, limit: int, lines: list[str]) -> None:
         """Before restarting a truncated file: the bytes written after our last read, from the
         copy copytruncate made (it starts with our head and holds our fingerprint just before
-        our offset), then whole any copies made after it (several truncates between reads)."""
+        our offset, or ends before it: we read all it holds), then whole any copies made after
+        it (several truncates between reads) but one of what the file holds now (copying)."""
         size, head = len(self._fingerprint), self._head
         if not size:
             return
-        newest_first = sorted(
-            ((info.st_mtime_ns, path) for path, info in self._siblings()
-             if info.st_size >= self._offset),
-            reverse=True,
-        )  # fmt: skip
         ours: int | None = None  # the mtime of our copy
-        for mtime, path in newest_first:
+        for mtime, path in sorted(((i.st_mtime_ns, p) for p, i in self._siblings()), reverse=True):
             fd = _open_sibling(path)
             if fd is None:
                 continue
             try:
-                if (
-                    os.pread(fd, len(head), 0) == head
-                    and os.pread(fd, size, self._offset - size) == self._fingerprint
-                ):
+                if os.pread(fd, len(head), 0) != head:
+                    continue
+                if os.fstat(fd).st_size < self._offset:
+                    ours = mtime  # we read more than it holds (written before the truncate)
+                    break
+                if os.pread(fd, size, self._offset - size) == self._fingerprint:
                     self._read_whole(fd, limit, lines)
                     ours = mtime
                     break
@@ -273,17 +271,18 @@ class Tail:
                 os.close(fd)
         if ours is None:
             return
-        later = sorted(
-            (info.st_mtime_ns, path) for path, info in self._siblings() if info.st_mtime_ns > ours
-        )
+        now = os.pread(live, _FINGERPRINT, 0)
+        later = sorted((i.st_mtime_ns, p) for p, i in self._siblings() if i.st_mtime_ns > ours)
         for _, path in later:
             fd = _open_sibling(path)
-            if fd is not None:
-                self._offset = 0
-                try:
+            if fd is None:
+                continue
+            try:
+                if not now or os.pread(fd, len(now), 0) != now:
+                    self._offset = 0
                     self._read_whole(fd, limit, lines)
-                finally:
-                    os.close(fd)
+            finally:
+                os.close(fd)
 
     def _read_whole(self, fd: int, limit: int, lines: list[str]) -> None:
         """Read ``fd`` from the offset to its end (a copy: it does not grow)."""

@@ -150,3 +150,21 @@ def test_several_copytruncates_between_reads_lose_no_copy(tmp_path: Path) -> Non
     append(log, "c1")
     assert read_all(tail) == ["a2", "b1", "b2", "c1"]
     tail.close()
+
+
+def test_a_copy_being_made_of_the_current_file_is_not_read_twice(tmp_path: Path) -> None:
+    log = tmp_path / "app.log"
+    append(log, "a1")
+    tail = Tail(str(log), from_end=False, max_line_bytes=1024)
+    assert read_all(tail) == ["a1"]
+    append(log, "a2")
+    copytruncate(log, tmp_path / "app.log.1", 1000)
+    append(log, "b1")
+    (tmp_path / "app.log.1").rename(tmp_path / "app.log.2")
+    shutil.copyfile(log, tmp_path / "app.log.1")  # the next copytruncate, not truncated yet
+    os.utime(tmp_path / "app.log.1", (2000, 2000))
+    assert read_all(tail) == ["a2", "b1"]
+    os.truncate(log, 0)
+    append(log, "c1")
+    assert read_all(tail) == ["c1"]
+    tail.close()
