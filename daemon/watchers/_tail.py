@@ -10,12 +10,15 @@ What it guarantees, for a writer that appends whole or partial lines:
   were rotated past us between two reads (two rotations in one poll: ``app.log`` → ``.1`` →
   ``.2``) are found among the path's rotated siblings (``app.log.N``, ``app.log-DATE``; not
   compressed ones) by being written since the old file was last written, and read whole, oldest
-  first, before the new file. Lines the writer still appends to the old file after the new one
-  appeared and was drained are lost.
+  first, before the new file. Every file rotated away is still read (its lines ahead of the new
+  file's) until it has not grown for ``ROTATE_WAIT`` seconds: a writer appends to it until it
+  reopens the path (logrotate's postrotate SIGHUP comes after the new file was created).
 - copytruncate (the file shrinks below the offset read, or the bytes just before that offset
   changed, which catches a truncate followed by writes past the old offset before we looked):
   the lines written after our last read but before the copy was taken are read from the copy (a
-  rotated sibling holding the same bytes before our offset), then reading restarts at 0. Lines
+  rotated sibling starting with the same bytes as our file and holding the same bytes before
+  our offset), then any copies made after it (several truncates between two reads), whole, then
+  reading restarts at 0. Lines
   already read are never delivered again; lines written after the truncate arrive exactly once.
   A partial line read before the truncate is kept and joined with what follows (right for an
   O_APPEND writer that was mid-line).
@@ -29,12 +32,16 @@ from __future__ import annotations
 
 import os
 import stat
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 _FINGERPRINT = 64  # bytes before the offset remembered to detect a rewritten file
 _NO_FILE = (-1, -1)
 _ROTATED_SEPARATORS = (".", "-", "_")  # app.log.1, app.log-20261206, app.log_old
 _COMPRESSED = (".gz", ".bz2", ".xz", ".zst", ".lz4", ".z")
+ROTATE_WAIT = 5.0  # seconds a file rotated away is still read after its last growth
+MAX_LINGERING = 8  # rotated-away files kept open at most (the oldest is let go first)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -51,7 +58,13 @@ class Tail:
     """Follows the file at ``path`` across rotations; see the module docstring."""
 
     def __init__(
-        self, path: str, *, from_end: bool, max_line_bytes: int, encoding: str = "utf-8"
+        self,
+        path: str,
+        *,
+        from_end: bool,
+        max_line_bytes: int,
+        encoding: str = "utf-8",
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.path = path
         self._from_end = from_end  # until the first attempt to open: a file missing then is new
@@ -61,10 +74,13 @@ class Tail:
         self._id = _NO_FILE  # (st_dev, st_ino) of the open file
         self._offset = 0
         self._fingerprint = b""  # the bytes just before _offset
+        self._head = b""  # the file's first bytes (up to _FINGERPRINT): which copy is ours
         self._partial = bytearray()  # the start of a line whose newline has not arrived
         self._dropped = 0  # bytes of that line beyond max_line_bytes, thrown away
         self._skip = False  # discard up to the next newline (started inside a line)
         self._queue: list[tuple[int, tuple[int, int]]] | None = None  # rotated past us: (fd, id)
+        self._monotonic = monotonic
+        self._lingering: list[_Lingering] = []  # rotated away, oldest first; still read
 
     @property
     def offset(self) -> int:
@@ -75,6 +91,9 @@ class Tail:
         for fd, _ in self._queue or ():
             os.close(fd)
         self._queue = None
+        for old in self._lingering:
+            old.tail.close()
+        self._lingering.clear()
 
     def _close_current(self) -> None:
         if self._fd is not None:
@@ -83,7 +102,39 @@ class Tail:
             self._id = _NO_FILE
 
     def read(self, limit: int) -> TailRead:
-        """Read up to ``limit`` bytes; raises OSError when the file cannot be opened or read."""
+        """Read up to ``limit`` bytes per file; raises OSError when a file cannot be read.
+
+        Files rotated away are read to their end first; then the current file; then the rotated
+        ones again, to their end, their lines put first: a writer appends to the old file until
+        it reopens the path, so what it wrote there before the lines just read from the new file
+        is in the old one by now (order kept)."""
+        lines: list[str] = []
+        for old in self._lingering:
+            if self._read_lingering(old, limit, lines) == limit:
+                return TailRead(lines=lines, more=True)
+        lingering = list(self._lingering)
+        result = self._read_current(limit)
+        if not lingering:
+            return result if not lines else _prepend(lines, result)
+        now = self._monotonic()
+        excess = len(self._lingering) - MAX_LINGERING
+        for index, old in enumerate(lingering):
+            while self._read_lingering(old, limit, lines) == limit:
+                pass  # only what was appended while the current file was read
+            if index < excess or now - old.active >= ROTATE_WAIT:
+                old.tail._flush(lines)
+                old.tail.close()
+                self._lingering.remove(old)
+        return _prepend(lines, result)
+
+    def _read_lingering(self, old: _Lingering, limit: int, lines: list[str]) -> int:
+        assert old.tail._fd is not None
+        got = old.tail._read_into(old.tail._fd, limit, lines)
+        if got:
+            old.active = self._monotonic()
+        return got
+
+    def _read_current(self, limit: int) -> TailRead:
         lines: list[str] = []
         notes: list[str] = []
         if self._fd is None and not self._open(notes):
@@ -91,15 +142,14 @@ class Tail:
         assert self._fd is not None
         fd = self._fd
         if self._queue is None and self._rewritten(fd):
-            self._recover_from_copy(limit, lines)
-            self._offset, self._fingerprint = 0, b""
+            self._recover_from_copy(fd, limit, lines)
+            self._offset, self._fingerprint, self._head = 0, b"", b""
             notes.append("truncated")
         got = self._read_into(fd, limit, lines)
         if got == limit:
             return TailRead(lines=lines, more=True, notes=tuple(notes))
         if self._queue is not None:  # a file rotated past us, read whole: on to the next
-            self._flush(lines)
-            self._close_current()
+            self._linger()
             if self._queue:
                 self._adopt(*self._queue.pop(0))
             else:
@@ -117,10 +167,13 @@ class Tail:
         got += self._read_into(fd, limit - got, lines)
         if got == limit:
             return TailRead(lines=lines, more=True, notes=tuple(notes))
-        self._flush(lines)
         old_id, old_mtime = self._id, os.fstat(fd).st_mtime_ns
-        self._close_current()
         notes.append("deleted" if gone else "rotated")
+        if current is None:  # deleted and not replaced: let go of the disk space
+            self._flush(lines)
+            self._close_current()
+        else:  # writers append to it until they reopen the path
+            self._linger()
         passed = [] if gone else self._rotated_past(old_id, current, old_mtime)
         if passed:
             notes.append(f"{len(passed)} file(s) rotated between two reads")
@@ -136,7 +189,16 @@ class Tail:
     def _adopt(self, fd: int, ident: tuple[int, int]) -> None:
         """Read ``fd`` (a file rotated past us) from its start."""
         self._fd, self._id = fd, ident
-        self._offset, self._fingerprint = 0, b""
+        self._offset, self._fingerprint, self._head = 0, b"", b""
+
+    def _linger(self) -> None:
+        """Hand the current file, with its unfinished line, to the lingering ones."""
+        old = Tail(self.path, from_end=False, max_line_bytes=self._max, encoding=self._encoding)
+        old._fd, old._id, old._offset = self._fd, self._id, self._offset
+        old._partial, old._dropped, old._skip = self._partial, self._dropped, self._skip
+        self._fd, self._id = None, _NO_FILE
+        self._partial, self._dropped, self._skip = bytearray(), 0, False
+        self._lingering.append(_Lingering(old, self._monotonic()))
 
     def _siblings(self) -> list[tuple[str, os.stat_result]]:
         """Rotated copies of the path beside it (app.log.1, app.log-DATE), not compressed."""
@@ -166,7 +228,7 @@ class Tail:
         self, old: tuple[int, int], current: tuple[int, int] | None, old_mtime: int
     ) -> list[tuple[int, tuple[int, int]]]:
         """Open files rotated between the old file and the current one, oldest first."""
-        skip = {old, current}
+        skip = {old, current, *(lingering.tail._id for lingering in self._lingering)}
         between = sorted(
             (info.st_mtime_ns, path)
             for path, info in self._siblings()
@@ -182,28 +244,50 @@ class Tail:
             opened.append((fd, (info.st_dev, info.st_ino)))
         return opened
 
-    def _recover_from_copy(self, limit: int, lines: list[str]) -> None:
+    def _recover_from_copy(self, live: int, limit: int, lines: list[str]) -> None:
         """Before restarting a truncated file: the bytes written after our last read, from the
-        copy copytruncate made (it holds our fingerprint just before our offset)."""
-        size = len(self._fingerprint)
+        copy copytruncate made (it starts with our head and holds our fingerprint just before
+        our offset, or ends before it: we read all it holds), then whole any copies made after
+        it (several truncates between reads) but one of what the file holds now (copying)."""
+        size, head = len(self._fingerprint), self._head
         if not size:
             return
-        candidates = sorted(
-            ((info.st_mtime_ns, path) for path, info in self._siblings()
-             if info.st_size > self._offset),
-            reverse=True,
-        )  # fmt: skip
-        for _, path in candidates:
-            try:
-                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
-            except OSError:
+        ours: int | None = None  # the mtime of our copy
+        for mtime, path in sorted(((i.st_mtime_ns, p) for p, i in self._siblings()), reverse=True):
+            fd = _open_sibling(path)
+            if fd is None:
                 continue
             try:
+                if os.pread(fd, len(head), 0) != head:
+                    continue
+                if os.fstat(fd).st_size < self._offset:
+                    ours = mtime  # we read more than it holds (written before the truncate)
+                    break
                 if os.pread(fd, size, self._offset - size) == self._fingerprint:
-                    self._read_into(fd, limit, lines)
-                    return
+                    self._read_whole(fd, limit, lines)
+                    ours = mtime
+                    break
             finally:
                 os.close(fd)
+        if ours is None:
+            return
+        now = os.pread(live, _FINGERPRINT, 0)
+        later = sorted((i.st_mtime_ns, p) for p, i in self._siblings() if i.st_mtime_ns > ours)
+        for _, path in later:
+            fd = _open_sibling(path)
+            if fd is None:
+                continue
+            try:
+                if not now or os.pread(fd, len(now), 0) != now:
+                    self._offset = 0
+                    self._read_whole(fd, limit, lines)
+            finally:
+                os.close(fd)
+
+    def _read_whole(self, fd: int, limit: int, lines: list[str]) -> None:
+        """Read ``fd`` from the offset to its end (a copy: it does not grow)."""
+        while self._read_into(fd, limit, lines) == limit:
+            pass
 
     def _open(self, notes: list[str]) -> bool:
         try:
@@ -217,7 +301,7 @@ class Tail:
             os.close(fd)
             raise OSError(f"{self.path} is not a regular file")
         self._fd, self._id = fd, (info.st_dev, info.st_ino)
-        self._offset, self._fingerprint = 0, b""
+        self._offset, self._fingerprint, self._head = 0, b"", b""
         if from_end:
             self._start_at_end(fd, info.st_size)
         notes.append("opened")
@@ -234,6 +318,7 @@ class Tail:
             self._offset, self._skip = size, size > 0
         keep = min(self._offset, _FINGERPRINT)
         self._fingerprint = os.pread(fd, keep, self._offset - keep)
+        self._head = os.pread(fd, keep, 0)
 
     def _rewritten(self, fd: int) -> bool:
         """True when the file was truncated (and maybe written again) since the last read."""
@@ -241,7 +326,9 @@ class Tail:
             return False
         if os.fstat(fd).st_size < self._offset:
             return True
-        size = len(self._fingerprint)
+        size, head = len(self._fingerprint), self._head
+        if head and os.pread(fd, len(head), 0) != head:  # lines of one length: tails look alike
+            return True
         return bool(size) and os.pread(fd, size, self._offset - size) != self._fingerprint
 
     def _read_into(self, fd: int, limit: int, lines: list[str]) -> int:
@@ -251,6 +338,8 @@ class Tail:
             data = os.pread(fd, limit - total, self._offset)
             if not data:
                 break
+            if self._offset == len(self._head) < _FINGERPRINT:
+                self._head = (self._head + data)[:_FINGERPRINT]
             total += len(data)
             self._offset += len(data)
             if len(data) >= _FINGERPRINT:
@@ -306,6 +395,27 @@ class Tail:
         if dropped:
             text += f" …[truncated {dropped} bytes]"
         return text
+
+
+@dataclass(slots=True)
+class _Lingering:
+    """A file rotated away, still read until it has been idle for ROTATE_WAIT."""
+
+    tail: Tail
+    active: float  # monotonic time it last grew
+
+
+def _prepend(lines: list[str], result: TailRead) -> TailRead:
+    return TailRead(
+        lines=lines + result.lines, more=result.more, missing=result.missing, notes=result.notes
+    )
+
+
+def _open_sibling(path: str) -> int | None:
+    try:
+        return os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+    except OSError:
+        return None
 
 
 def _stat_id(path: str) -> tuple[int, int] | None:

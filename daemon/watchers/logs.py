@@ -103,6 +103,7 @@ class _Session:
             from_end=settings.from_end,
             max_line_bytes=settings.max_line_bytes,
             encoding=settings.encoding,
+            monotonic=clock.monotonic,
         )
         self._lock = threading.Lock()  # one Tail call at a time: a read, or the final close
         self._wake = asyncio.Event()

@@ -69,3 +69,102 @@ def test_a_truncate_without_a_copy_restarts_at_the_top(tmp_path: Path) -> None:
     append(log, "three")
     assert read_all(tail) == ["three"]
     tail.close()
+
+
+def copytruncate(log: Path, copy: Path, mtime: float) -> None:
+    """logrotate's copytruncate (earlier copies shifted up first), the copy dated ``mtime``."""
+    shutil.copyfile(log, copy)
+    os.utime(copy, (mtime, mtime))
+    os.truncate(log, 0)
+
+
+def test_lines_the_writer_appends_to_the_renamed_file_after_the_switch_arrive_first(
+    tmp_path: Path,
+) -> None:
+    """logrotate creates the new file, then postrotate tells the writer to reopen: until then it
+    writes to the renamed file, after the tail already moved to the new one."""
+    log = tmp_path / "app.log"
+    append(log, "a1")
+    now = [100.0]
+    tail = Tail(str(log), from_end=False, max_line_bytes=1024, monotonic=lambda: now[0])
+    assert read_all(tail) == ["a1"]
+    log.rename(tmp_path / "app.log.1")
+    log.write_text("")  # create
+    assert read_all(tail) == []  # the tail is on the new file now
+    append(tmp_path / "app.log.1", "a2", "a3")  # the writer has not reopened yet
+    append(log, "b1")  # now it has
+    assert read_all(tail) == ["a2", "a3", "b1"]
+    now[0] += 5.0  # the renamed file idle for ROTATE_WAIT: let go
+    assert read_all(tail) == []
+    append(tmp_path / "app.log.1", "late")
+    append(log, "b2")
+    assert read_all(tail) == ["b2"]
+    tail.close()
+
+
+def test_copytruncate_does_not_replay_an_older_copy_with_the_same_bytes_at_the_offset(
+    tmp_path: Path,
+) -> None:
+    """Lines of one length whose last 64 bytes are alike: only the copy that starts like our
+    file is ours (here we had read all of it: nothing to recover)."""
+    log = tmp_path / "app.log"
+    line = "{:04d} INFO request handled by worker 7 in 3 ms, nothing to see here at all"
+    append(log, *(line.format(n) for n in range(10)))
+    tail = Tail(str(log), from_end=False, max_line_bytes=1024)
+    assert len(read_all(tail)) == 10
+    copytruncate(log, tmp_path / "app.log.1", 1000)
+    append(log, *(line.format(n) for n in range(10, 15)))
+    assert read_all(tail) == [line.format(n) for n in range(10, 15)]
+    (tmp_path / "app.log.1").rename(tmp_path / "app.log.2")
+    copytruncate(log, tmp_path / "app.log.1", 2000)
+    append(log, line.format(15))
+    assert read_all(tail) == [line.format(15)]
+    tail.close()
+
+
+def test_a_truncate_rewritten_past_the_offset_with_lines_of_one_length_is_seen(
+    tmp_path: Path,
+) -> None:
+    log = tmp_path / "app.log"
+    line = "{:04d} INFO request handled by worker 7 in 3 ms, nothing to see here at all"
+    append(log, *(line.format(n) for n in range(3)))
+    tail = Tail(str(log), from_end=False, max_line_bytes=1024)
+    assert len(read_all(tail)) == 3
+    append(log, line.format(3))
+    copytruncate(log, tmp_path / "app.log.1", 1000)
+    append(log, *(line.format(n) for n in range(4, 9)))  # past the old offset, same tails
+    assert read_all(tail) == [line.format(n) for n in range(3, 9)]
+    tail.close()
+
+
+def test_several_copytruncates_between_reads_lose_no_copy(tmp_path: Path) -> None:
+    log = tmp_path / "app.log"
+    append(log, "a1")
+    tail = Tail(str(log), from_end=False, max_line_bytes=1024)
+    assert read_all(tail) == ["a1"]
+    append(log, "a2")
+    copytruncate(log, tmp_path / "app.log.1", 1000)
+    append(log, "b1", "b2")
+    (tmp_path / "app.log.1").rename(tmp_path / "app.log.2")
+    copytruncate(log, tmp_path / "app.log.1", 2000)
+    append(log, "c1")
+    assert read_all(tail) == ["a2", "b1", "b2", "c1"]
+    tail.close()
+
+
+def test_a_copy_being_made_of_the_current_file_is_not_read_twice(tmp_path: Path) -> None:
+    log = tmp_path / "app.log"
+    append(log, "a1")
+    tail = Tail(str(log), from_end=False, max_line_bytes=1024)
+    assert read_all(tail) == ["a1"]
+    append(log, "a2")
+    copytruncate(log, tmp_path / "app.log.1", 1000)
+    append(log, "b1")
+    (tmp_path / "app.log.1").rename(tmp_path / "app.log.2")
+    shutil.copyfile(log, tmp_path / "app.log.1")  # the next copytruncate, not truncated yet
+    os.utime(tmp_path / "app.log.1", (2000, 2000))
+    assert read_all(tail) == ["a2", "b1"]
+    os.truncate(log, 0)
+    append(log, "c1")
+    assert read_all(tail) == ["c1"]
+    tail.close()
