@@ -46,8 +46,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from daemon.alerts import Observation
-from daemon.clock import SystemClock
+from daemon.core.alerts import Observation
+from daemon.core.clock import SystemClock
 from daemon.watchers.logs import LogFileWatcher, LogWatchSettings
 
 STYLES = ("create", "create-twice", "nocreate", "compress", "copytruncate", "copytruncate-compress")
