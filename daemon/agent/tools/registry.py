@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from daemon.agent.tools import commands, facts, files, host, messaging, processes, tasks
+from daemon.agent.tools import commands, facts, files, host, messaging, processes
 from daemon.agent.tools.base import Tool, ToolRegistry
+from daemon.tasks import tools as tasks
 
 
 def default_registry() -> ToolRegistry:

@@ -16,7 +16,6 @@ from daemon.agent.executor import ToolExecutor, ToolOutcome
 from daemon.agent.services import ToolServices
 from daemon.agent.tools.base import ToolContext, ToolRegistry
 from daemon.agent.tools.registry import default_registry
-from daemon.agent.tools.tasks import TOOLS
 from daemon.chat.access import AccessControl, actor_roles
 from daemon.config import Settings
 from daemon.core.clock import ManualClock
@@ -24,6 +23,7 @@ from daemon.core.tasks import TaskSpec
 from daemon.tasks.commands import TaskService
 from daemon.tasks.runner import TaskRunner
 from daemon.tasks.scheduler import TaskScheduler
+from daemon.tasks.tools import TOOLS
 from memory.audit import AuditRepo
 from memory.conversations import ConversationRepo
 from memory.facts import FactRepo
