@@ -40,6 +40,7 @@ from daemon.runtime.api import ApiServer
 from daemon.runtime.channels import ChannelSet, build_channels
 from daemon.runtime.sdnotify import SystemdNotifier
 from daemon.runtime.supervisor import Supervisor
+from daemon.tasks import tools as task_tools
 from daemon.tasks.commands import TaskCommands
 from daemon.watchers import build_watchers
 from daemon.watchers.host import HostMetricsWatcher
@@ -282,7 +283,9 @@ class Runtime:
             tasks=self.task_commands.service if self.task_commands else None,
             role_of=actor_roles(self.access),
         )
-        executor = ToolExecutor(default_registry(), audit=self.audit, approvals=self.approvals)
+        executor = ToolExecutor(
+            default_registry(task_tools.TOOLS), audit=self.audit, approvals=self.approvals
+        )
         self.agent = AgentLoop(
             settings=self.settings,
             llm=self.llm,

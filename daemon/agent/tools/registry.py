@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from daemon.agent.tools import commands, facts, files, host, messaging, processes
 from daemon.agent.tools.base import Tool, ToolRegistry
-from daemon.tasks import tools as tasks
 
 
-def default_registry() -> ToolRegistry:
-    """Every built-in tool, in a fixed order so the prompt prefix stays cacheable."""
+def default_registry(extra: Sequence[Tool] = ()) -> ToolRegistry:
+    """Every built-in tool, then ``extra`` (the tools packages above the agent provide, such as
+    the task tools), in a fixed order so the prompt prefix stays cacheable."""
     return ToolRegistry(
         [
             *host.TOOLS,
@@ -17,7 +19,7 @@ def default_registry() -> ToolRegistry:
             *commands.TOOLS,
             *facts.TOOLS,
             *messaging.TOOLS,
-            *tasks.TOOLS,
+            *extra,
         ]
     )
 

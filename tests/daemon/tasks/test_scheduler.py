@@ -23,6 +23,7 @@ from daemon.tasks.quiet_hours import QuietHours
 from daemon.tasks.runner import TaskRunner
 from daemon.tasks.scheduler import TaskScheduler
 from daemon.tasks.settings import QuietHoursSettings
+from daemon.tasks.tools import TOOLS
 from memory.audit import AuditRepo
 from memory.conversations import ConversationRepo
 from memory.outbox import OutboxRepo
@@ -77,7 +78,7 @@ async def rig_fixture(tmp_path: Path, fake_llm: FakeChatServer) -> AsyncIterator
         settings=settings,
         llm=llm,
         executor=ToolExecutor(
-            default_registry(), audit=AuditRepo(store, clock), approvals=ApprovalBroker(clock)
+            default_registry(TOOLS), audit=AuditRepo(store, clock), approvals=ApprovalBroker(clock)
         ),
         conversations=conversations,
         runs=RunRepo(store, clock),

@@ -180,4 +180,4 @@ async def test_without_the_scheduler_the_tools_say_so(rig: Rig) -> None:
 
 
 def test_the_task_tools_are_offered_by_default() -> None:
-    assert {"schedule_task", "list_tasks", "cancel_task"} <= set(default_registry().names())
+    assert {"schedule_task", "list_tasks", "cancel_task"} <= set(default_registry(TOOLS).names())
