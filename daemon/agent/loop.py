@@ -23,8 +23,8 @@ from daemon.agent.executor import ToolExecutor
 from daemon.agent.model import REASONING_PLACEHOLDER
 from daemon.agent.prompts import STEP_CAP_NOTE, TURN_STOP_NOTE, system_prompt
 from daemon.agent.replay import replay
+from daemon.agent.settings import AgentConfig
 from daemon.agent.tools.base import ToolContext
-from daemon.config import Settings
 from daemon.core.clock import Clock
 from daemon.core.errors import AgentDisabledError, BudgetExhaustedError, LlmUnavailableError
 from memory.conversations import ConversationRepo
@@ -100,7 +100,7 @@ class AgentLoop:
     def __init__(
         self,
         *,
-        settings: Settings,
+        settings: AgentConfig,
         llm: ChatModel | None,
         executor: ToolExecutor,
         conversations: ConversationRepo,

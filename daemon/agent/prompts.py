@@ -6,7 +6,7 @@ import re
 import socket
 from typing import Any
 
-from daemon.config import Settings
+from daemon.agent.settings import AgentConfig
 
 SYSTEM = """You are nightshift, an always-on operations agent running on the Linux host {host}.
 You help the people who run this host: you answer questions about its state, investigate
@@ -40,7 +40,7 @@ SUMMARISE = (
 )
 
 
-def system_prompt(settings: Settings, summary: str | None = None) -> dict[str, Any]:
+def system_prompt(settings: AgentConfig, summary: str | None = None) -> dict[str, Any]:
     """The system message; the conversation summary (if any) goes after the stable part."""
     extra = settings.agent.instructions.strip()
     text = SYSTEM.format(

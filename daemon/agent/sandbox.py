@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from daemon.config import Settings
+    from daemon.agent.settings import AgentConfig
 
 __all__ = [
     "ALWAYS_HIDDEN",
@@ -70,7 +70,7 @@ class SandboxStatus:
 _cache: dict[tuple[str, str], SandboxStatus] = {}
 
 
-def status_for(settings: Settings) -> SandboxStatus:
+def status_for(settings: AgentConfig) -> SandboxStatus:
     """The sandbox status for these settings, probing bubblewrap once (blocking, ~10 ms)."""
     from daemon.core.environment import child_environment
 
@@ -87,7 +87,7 @@ def status_for(settings: Settings) -> SandboxStatus:
     return found
 
 
-async def current(settings: Settings) -> SandboxStatus:
+async def current(settings: AgentConfig) -> SandboxStatus:
     """:func:`status_for` without blocking the event loop on the first probe."""
     from daemon.core.environment import child_environment
 
@@ -131,7 +131,7 @@ def probe(bwrap: str = "bwrap", *, path: str | None = None) -> SandboxStatus:
     return SandboxStatus(True, f"{version or 'bubblewrap'} at {program}", program)
 
 
-def hidden_paths(settings: Settings) -> tuple[str, ...]:
+def hidden_paths(settings: AgentConfig) -> tuple[str, ...]:
     """What no tool may read: the state directory, credential directories and deny_paths,
     each as written and resolved, without trailing slashes; see :func:`covers`."""
     entries: list[str] = [str(settings.state_dir), *ALWAYS_HIDDEN, *settings.policy.deny_paths]

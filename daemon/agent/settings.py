@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from pathlib import Path
+from typing import Literal, Protocol
 
 from pydantic import Field, SecretStr, field_validator
 
@@ -129,3 +130,49 @@ class PolicySettings(Section):
             check_regex(pattern)
             check_pattern(pattern)  # redaction runs on RE2: linear time on any text
         return patterns
+
+
+class RemediationView(Protocol):
+    """What the remediation tools read of ``[incidents.remediation]``."""
+
+    @property
+    def restart_command(self) -> list[str]: ...
+
+    @property
+    def clean_dirs(self) -> list[Path]: ...
+
+
+class IncidentsView(Protocol):
+    @property
+    def remediation(self) -> RemediationView: ...
+
+
+class StateView(Protocol):
+    @property
+    def secrets_dir(self) -> Path | None: ...
+
+
+class AgentConfig(Protocol):
+    """The part of the whole configuration the agent and its tools read.
+
+    ``daemon.config.Settings`` satisfies it; the agent never imports the settings root (which
+    assembles the sections of every package above the agent).
+    """
+
+    @property
+    def agent(self) -> AgentSettings: ...
+
+    @property
+    def llm(self) -> LlmSettings: ...
+
+    @property
+    def policy(self) -> PolicySettings: ...
+
+    @property
+    def state(self) -> StateView: ...
+
+    @property
+    def state_dir(self) -> Path: ...
+
+    @property
+    def incidents(self) -> IncidentsView: ...

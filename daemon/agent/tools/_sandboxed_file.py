@@ -23,7 +23,7 @@ from daemon.agent.sandbox import SandboxStatus
 from daemon.core.errors import ToolError, ToolTimeoutError
 
 if TYPE_CHECKING:
-    from daemon.config import Settings
+    from daemon.agent.settings import AgentConfig
 
 __all__ = ["SandboxedFile"]
 
@@ -61,7 +61,7 @@ class SandboxedFile:
         self.size = 0
 
     @classmethod
-    def open(cls, path: Path | str, settings: Settings, status: SandboxStatus) -> SandboxedFile:
+    def open(cls, path: Path | str, settings: AgentConfig, status: SandboxStatus) -> SandboxedFile:
         """Start the helper on ``path`` (sandboxed when ``status`` is available)."""
         from daemon.core.environment import child_environment
 

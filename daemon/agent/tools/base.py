@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 from daemon.core.errors import ToolError
 
 if TYPE_CHECKING:
-    from daemon.config import Settings
+    from daemon.agent.settings import AgentConfig
     from daemon.core.clock import Clock
 
 __all__ = ["Tier", "Tool", "ToolContext", "ToolRegistry", "tool"]
@@ -42,7 +42,7 @@ class ToolContext:
 
     actor: str
     reason: str
-    settings: Settings
+    settings: AgentConfig
     clock: Clock
     run_id: int | None = None
     unattended: bool = False
@@ -51,7 +51,7 @@ class ToolContext:
 
 
 ToolFunc = Callable[..., Awaitable[Any]]
-Classifier = Callable[[dict[str, Any], "Settings"], Tier]
+Classifier = Callable[[dict[str, Any], "AgentConfig"], Tier]
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,7 +77,7 @@ class Tool:
             },
         }
 
-    def tier_for(self, arguments: dict[str, Any], settings: Settings) -> Tier:
+    def tier_for(self, arguments: dict[str, Any], settings: AgentConfig) -> Tier:
         """The tier of one concrete call (some tools, like run_command, depend on arguments)."""
         return self.classify(arguments, settings) if self.classify else self.tier
 

@@ -26,7 +26,7 @@ from daemon.core.errors import PolicyDeniedError, ToolError, ToolTimeoutError
 from daemon.core.redact import redact
 
 if TYPE_CHECKING:
-    from daemon.config import Settings
+    from daemon.agent.settings import AgentConfig
 
 __all__ = ["CommandResult", "TOOLS", "run_argv"]
 
@@ -126,7 +126,7 @@ NETWORK_COMMANDS = frozenset({
 })  # fmt: skip
 
 
-def _classify(arguments: dict[str, Any], settings: Settings) -> Tier:
+def _classify(arguments: dict[str, Any], settings: AgentConfig) -> Tier:
     command = arguments.get("command")
     if not isinstance(command, str):
         return Tier.PRIVILEGED

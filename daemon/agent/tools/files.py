@@ -21,7 +21,7 @@ from daemon.core.patterns import Pattern, compile_untrusted
 from daemon.core.redact import redact
 
 if TYPE_CHECKING:
-    from daemon.config import Settings
+    from daemon.agent.settings import AgentConfig
 
 __all__ = ["FileChunk", "LogTail", "TOOLS"]
 
@@ -71,14 +71,14 @@ def _looks_binary(data: bytes) -> bool:
 
 
 def _read_chunk(
-    path: Path, offset: int, cap: int, settings: Settings, status: SandboxStatus
+    path: Path, offset: int, cap: int, settings: AgentConfig, status: SandboxStatus
 ) -> tuple[bytes, int, bool]:
     with SandboxedFile.open(path, settings, status) as file:
         data = file.read_at(offset, cap + 1)  # one extra byte tells us whether more follows
     return data[:cap], file.size, len(data) > cap
 
 
-def checked_path(path: str, settings: Settings) -> Path:
+def checked_path(path: str, settings: AgentConfig) -> Path:
     """``path`` resolved, if the read policy lets tools read it (never the daemon's own state,
     its credentials, or anything starting with a deny_paths entry)."""
     return check_read_path(path, settings.policy, hidden=sandbox.hidden_paths(settings))
@@ -211,7 +211,7 @@ def scan_file(
     scan_limit: int | None = None,
     stop: threading.Event | None = None,
     *,
-    settings: Settings,
+    settings: AgentConfig,
     status: SandboxStatus,
 ) -> tuple[_Scan, int]:
     """The last ``want`` (matching) lines of a file, read backwards; and the file's size.
@@ -246,7 +246,7 @@ async def scan_off_loop(
     line_cap: int,
     scan_limit: int | None = None,
     *,
-    settings: Settings,
+    settings: AgentConfig,
     status: SandboxStatus,
 ) -> tuple[_Scan, int]:
     """:func:`scan_file` in a worker thread, told to stop when the caller is cancelled.
