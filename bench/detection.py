@@ -38,6 +38,7 @@ from daemon.alerting.settings import RuleSettings
 from daemon.core.alerts import Observation
 from daemon.core.clock import SystemClock
 from daemon.incidents.manager import IncidentManager
+from daemon.incidents.poster import IncidentPoster
 from daemon.incidents.routing import Router
 from daemon.incidents.runbooks import RunbookLibrary
 from daemon.incidents.settings import IncidentSettings
@@ -186,8 +187,12 @@ async def metric_to_notification(
             group_wait_seconds=0, group_interval_seconds=interval, repeat_interval_seconds=3600
         ),
         store=store, alerts=AlertRepo(store), incidents=incidents,
-        silences=SilenceRepo(store, clock), outbox=outbox, router=Router([], ["console"]),
-        runbooks=RunbookLibrary(work / "runbooks"), clock=clock, wake_outbox=wake_outbox,
+        silences=SilenceRepo(store, clock),
+        poster=IncidentPoster(
+            store=store, incidents=incidents, outbox=outbox, router=Router([], ["console"]),
+            clock=clock, wake_outbox=wake_outbox,
+        ),
+        runbooks=RunbookLibrary(work / "runbooks"), clock=clock,
     )  # fmt: skip
     rule = RuleSettings(
         name="WebDown",

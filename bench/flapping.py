@@ -52,6 +52,7 @@ from daemon.alerting.settings import RuleSettings
 from daemon.core.alerts import Observation
 from daemon.core.clock import SystemClock
 from daemon.incidents.manager import IncidentManager
+from daemon.incidents.poster import IncidentPoster
 from daemon.incidents.routing import Router
 from daemon.incidents.runbooks import RunbookLibrary
 from daemon.incidents.settings import IncidentSettings
@@ -170,11 +171,15 @@ class InProcess:
         self.manager = IncidentManager(
             self.settings,
             store=self.store, alerts=alerts, incidents=IncidentRepo(self.store, self.clock),
-            silences=SilenceRepo(self.store, self.clock), outbox=OutboxRepo(self.store, self.clock),
-            router=Router([], ["console"]), runbooks=RunbookLibrary(self.work / "runbooks"),
-            clock=self.clock,
+            silences=SilenceRepo(self.store, self.clock),
+            poster=IncidentPoster(
+                store=self.store, incidents=IncidentRepo(self.store, self.clock),
+                outbox=OutboxRepo(self.store, self.clock), router=Router([], ["console"]),
+                clock=self.clock,
+            ),
+            runbooks=RunbookLibrary(self.work / "runbooks"), clock=self.clock,
+            responder=self.responder,
         )  # fmt: skip
-        self.manager.responder = self.responder
         rules = [
             RuleSettings(
                 name=s.alertname,

@@ -39,6 +39,7 @@ from daemon.alerting.settings import RuleSettings
 from daemon.core.alerts import AlertEvent, Observation, fingerprint
 from daemon.core.clock import SystemClock
 from daemon.incidents.manager import IncidentManager
+from daemon.incidents.poster import IncidentPoster
 from daemon.incidents.routing import Router
 from daemon.incidents.runbooks import RunbookLibrary
 from daemon.incidents.settings import IncidentSettings
@@ -188,9 +189,12 @@ async def main(args: argparse.Namespace) -> None:
                 repeat_interval_seconds=3600,
             ),
             store=store, alerts=alerts, incidents=IncidentRepo(store, clock),
-            silences=SilenceRepo(store, clock), outbox=OutboxRepo(store, clock),
-            router=Router([], ["console"]), runbooks=RunbookLibrary(work / "runbooks"),
-            clock=clock,
+            silences=SilenceRepo(store, clock),
+            poster=IncidentPoster(
+                store=store, incidents=IncidentRepo(store, clock),
+                outbox=OutboxRepo(store, clock), router=Router([], ["console"]), clock=clock,
+            ),
+            runbooks=RunbookLibrary(work / "runbooks"), clock=clock,
         )  # fmt: skip
         commits: list[int] = []  # events per pipeline commit (one transaction each)
         pipeline: AlertPipeline

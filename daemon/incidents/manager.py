@@ -32,7 +32,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Protocol
 
@@ -42,14 +42,12 @@ from daemon.core.alerts import AlertEvent
 from daemon.core.clock import Clock
 from daemon.incidents import text as incident_text
 from daemon.incidents.muting import Muter, silenced_until
-from daemon.incidents.routing import Router
+from daemon.incidents.poster import IncidentPoster
 from daemon.incidents.runbooks import Runbook, RunbookLibrary
 from daemon.incidents.settings import IncidentSettings
-from integrations.outbox import THREAD_REF
 from memory._codec import from_db_time
 from memory.alerts import AlertRepo, StoredAlertEvent
 from memory.incidents import Incident, IncidentAlert, IncidentRepo, SilenceRepo
-from memory.outbox import OutboxRepo
 from memory.store import SqliteStore
 
 log = logging.getLogger(__name__)
@@ -59,9 +57,6 @@ MUTED_RECHECK_SECONDS = 60.0
 BACKLOG_PATIENCE_SECONDS = 10.0  # a group waits this long at least for its backlogged events
 # notified_digest prefix: the resolution was announced; the incident closes if nothing re-fires
 SETTLING = "resolved:"
-FOLLOW_UPS = ("findings", "remediation", "postmortem")  # not tied to a notification sequence
-# Channels where every message after an incident's first notification replies in its thread.
-THREADED_CHANNELS = ("slack", "matrix")
 
 
 class Responder(Protocol):
@@ -87,27 +82,25 @@ class IncidentManager:
         alerts: AlertRepo,
         incidents: IncidentRepo,
         silences: SilenceRepo,
-        outbox: OutboxRepo,
-        router: Router,
+        poster: IncidentPoster,
         runbooks: RunbookLibrary,
         clock: Clock,
-        wake_outbox: Callable[[], None] = lambda: None,
+        responder: Responder | None = None,
     ) -> None:
+        """``poster`` queues the notices; ``responder`` (investigation, postmortem) hears of
+        first notices, resolutions and closes; None: notices only."""
         self.settings = settings
         self.store = store
         self.alert_repo = alerts
         self.repo = incidents
         self.silences = silences
-        self.outbox = outbox
-        self.router = router
+        self.poster = poster
         self.runbooks = runbooks
         self.clock = clock
         self.muter = Muter(settings.inhibit, settings.maintenance)
-        self.responder: Responder | None = None
-        self._wake_outbox = wake_outbox
+        self.responder = responder
         self._wake = asyncio.Event()
         self._silences_changed = False
-        self.notifications_sent = 0
 
     def configure(self, settings: IncidentSettings) -> None:
         """Apply reloaded settings (timings, inhibition, maintenance, remediation)."""
@@ -274,7 +267,7 @@ class IncidentManager:
                 closed = await self._close_if_settled(db, incident, now)
             elif resolved:
                 if self.settings.send_resolved:
-                    await self._send(
+                    await self.poster.send(
                         db,
                         incident,
                         incident_text.resolved_notice(incident, alerts, now),
@@ -329,13 +322,13 @@ class IncidentManager:
                         fired=fired,
                     )  # fmt: skip
                     kind = "reminder" if not changed else "notified"
-                    await self._send(db, incident, text, kind, now)
+                    await self.poster.send(db, incident, text, kind, now)
                     await IncidentRepo.mark_notified(db, incident.id, now, digest)
                     await IncidentRepo.replace_flush(db, incident.id, now + repeat)
                 else:
                     assert incident.notified_at is not None
                     await IncidentRepo.replace_flush(db, incident.id, incident.notified_at + repeat)
-        self._wake_outbox()
+        self.poster.wake_outbox()
         if self.responder is not None:  # nobody heard of a blip: no postmortem for it
             if told_resolved:
                 self.responder.resolved(incident.id)
@@ -383,7 +376,7 @@ class IncidentManager:
         group_wait (None), then closed silently (False)."""
         if fired >= 2:
             text = incident_text.flapping_notice(incident, alerts, fired)
-            await self._send(db, incident, text, "notified", now)
+            await self.poster.send(db, incident, text, "notified", now)
             await IncidentRepo.mark_notified(db, incident.id, now, SETTLING + _digest(alerts))
             await IncidentRepo.add_event(
                 db, incident.id, now, "resolved", f"flapped: fired {fired} times, now resolved"
@@ -402,21 +395,6 @@ class IncidentManager:
             db, incident.id, now, "resolved", "resolved within group_wait; not announced"
         )
         return False
-
-    async def post(self, incident_id: int, text: str, kind: str) -> None:
-        """Send a follow-up (findings, remediation, postmortem) where the incident's notices go."""
-        incident = await self.repo.get(incident_id)
-        async with self.store.write() as db:
-            await self._send(db, incident, text, kind)
-        self._wake_outbox()
-
-    def origin(self, incident: Incident) -> str | None:
-        """Where approval prompts for this incident go ("channel|target|"), if anywhere."""
-        destinations = self.router.destinations({**incident.labels, "severity": incident.severity})
-        if not destinations:
-            return None
-        first = destinations[0]
-        return f"{first.channel}|{first.target}|"
 
     async def _muted(self, alerts: Sequence[IncidentAlert], now: datetime) -> dict[str, str]:
         firing = [a for a in alerts if a.status == "firing"]
@@ -441,37 +419,6 @@ class IncidentManager:
             if found is not None:
                 return found
         return None
-
-    async def _send(
-        self,
-        db: aiosqlite.Connection,
-        incident: Incident,
-        text: str,
-        kind: str,
-        at: datetime | None = None,
-    ) -> None:
-        """Queue ``text`` for every route of the incident; ``at`` is when the notice counts
-        as sent (the moment its flush decided it)."""
-        labels = {**incident.labels, "severity": incident.severity}
-        destinations = self.router.destinations(labels)
-        sequence = incident.notifications + 1
-        for dest in destinations:
-            key = f"incident:{incident.id}:{kind}:{sequence}:{dest.channel}:{dest.target}"
-            first = f"incident:{incident.id}:notified:1:{dest.channel}:{dest.target}"
-            threaded = dest.channel in THREADED_CHANNELS and key != first
-            await self.outbox.enqueue(
-                dest.channel,
-                dest.target,
-                text,
-                thread=THREAD_REF + first if threaded else None,
-                dedupe_key=None if kind in FOLLOW_UPS else key,
-                proactive=incident.severity != "critical",  # waits out quiet hours
-            )
-        self.notifications_sent += 1
-        where = ", ".join(f"{d.channel}{':' + d.target if d.target else ''}" for d in destinations)
-        await IncidentRepo.add_event(
-            db, incident.id, at or self.clock.now(), kind, f"to {where or 'nobody (no route)'}"
-        )
 
 
 def _label(event: AlertEvent) -> str:

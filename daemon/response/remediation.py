@@ -22,7 +22,7 @@ from daemon.alerting.matchers import match_all, parse_matchers
 from daemon.config import Settings
 from daemon.core.abc import Approver
 from daemon.core.clock import Clock
-from daemon.incidents.manager import IncidentManager
+from daemon.incidents.poster import IncidentPoster
 from daemon.response.investigation import Proposal
 from memory.incidents import IncidentAlert, IncidentRepo
 
@@ -41,14 +41,14 @@ class Remediator:
         executor: ToolExecutor,
         approvals: Approver,
         incidents: IncidentRepo,
-        manager: IncidentManager,
+        poster: IncidentPoster,
         clock: Clock,
     ) -> None:
         self._settings = settings
         self._executor = executor
         self._approvals = approvals
         self._incidents = incidents
-        self._manager = manager
+        self._poster = poster
         self._clock = clock
         self._resolved: dict[int, asyncio.Event] = {}
         self._working: dict[int, asyncio.Event] = {}
@@ -102,7 +102,7 @@ class Remediator:
                 f"{proposal.describe()}; a person needs to look."
             )
             await self._incidents.note(incident_id, "escalated", message)
-            await self._manager.post(incident_id, message, "remediation")
+            await self._poster.post(incident_id, message, "remediation")
             return True
         decided_by = self._allowlisted(proposal, alerts, rem.auto)
         if decided_by is None:
@@ -121,7 +121,7 @@ class Remediator:
             actor=f"incident #{incident_id}",
             reason=proposal.reason or f"fix for incident #{incident_id}",
             ttl_seconds=ttl,
-            conversation=self._manager.origin(incident),
+            conversation=self._poster.origin(incident),
         )
         if decision.approved:
             await self._incidents.note(incident_id, "approved", proposal.describe(), decision.by)
@@ -155,13 +155,13 @@ class Remediator:
             incident_id, f"action {result}", f"{proposal.describe()}: {outcome.text[:500]}"
         )
         if not outcome.ok:
-            await self._manager.post(
+            await self._poster.post(
                 incident_id,
                 f"Incident #{incident_id}: {proposal.describe()} failed: {outcome.text[:300]}",
                 "remediation",
             )
             return False
-        await self._manager.post(
+        await self._poster.post(
             incident_id,
             f"Incident #{incident_id}: ran {proposal.describe()} (approved by {decided_by}); "
             f"checking for up to {verify:g}s that the alert resolves.",
@@ -171,7 +171,7 @@ class Remediator:
         verdict = "resolved after the action" if fixed else f"still firing {verify:g}s later"
         await self._incidents.note(incident_id, "verified" if fixed else "not fixed", verdict)
         if not fixed:
-            await self._manager.post(
+            await self._poster.post(
                 incident_id,
                 f"Incident #{incident_id}: {proposal.describe()} did not fix it ({verdict}). "
                 "A person needs to look.",

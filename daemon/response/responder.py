@@ -15,7 +15,8 @@ from datetime import datetime, timedelta
 from daemon.agent.loop import AgentLoop
 from daemon.core.clock import Clock
 from daemon.core.errors import AgentDisabledError, BudgetExhaustedError, LlmUnavailableError
-from daemon.incidents.manager import IncidentManager
+from daemon.incidents.poster import IncidentPoster
+from daemon.incidents.runbooks import RunbookLibrary
 from daemon.incidents.settings import IncidentSettings
 from daemon.response.investigation import InvestigationServices, investigate
 from daemon.response.limits import InvestigationLimiter
@@ -37,7 +38,8 @@ class IncidentResponder:
         self,
         settings: Callable[[], IncidentSettings],
         *,
-        manager: IncidentManager,
+        poster: IncidentPoster,
+        runbooks: RunbookLibrary,
         incidents: IncidentRepo,
         conversations: ConversationRepo,
         facts: FactRepo,
@@ -47,7 +49,8 @@ class IncidentResponder:
         clock: Clock,
     ) -> None:
         self._settings = settings
-        self._manager = manager
+        self._poster = poster
+        self._runbooks = runbooks
         self._incidents = incidents
         self._conversations = conversations
         self._facts = facts
@@ -109,7 +112,7 @@ class IncidentResponder:
         assert self._agent is not None
         alerts = await self._incidents.alerts(incident_id)
         runbook = next(
-            (rb for a in alerts if (rb := self._manager.runbooks.find(a.labels, a.annotations))),
+            (rb for a in alerts if (rb := self._runbooks.find(a.labels, a.annotations))),
             None,
         )
         past = await self._past_postmortems(incident.title, incident_id)
@@ -142,7 +145,7 @@ class IncidentResponder:
             "findings",
             f"{len(findings.proposals)} proposal(s), {findings.tokens} tokens",
         )
-        await self._manager.post(
+        await self._poster.post(
             incident_id, f"Findings for incident #{incident_id}:\n{findings.text}", "findings"
         )
         if findings.proposals:
@@ -156,7 +159,7 @@ class IncidentResponder:
         if last is not None and now - last < UNAVAILABLE_NOTICE_EVERY:
             return
         self._last_unavailable = now
-        await self._manager.post(
+        await self._poster.post(
             incident_id,
             f"Incident #{incident_id}: no AI investigation ({why}). The notification above has "
             "the alert facts and runbook; I will keep notifying and resolving by rule.",
@@ -178,7 +181,7 @@ class IncidentResponder:
             incident_id,
             why,
         )
-        await self._manager.post(
+        await self._poster.post(
             incident_id,
             f"Incident #{incident_id}: investigation skipped ({why}). The notification above "
             "has the alert facts and runbook; further incidents over the limit are noted on "
@@ -205,7 +208,7 @@ class IncidentResponder:
             text, tags=f"postmortem incident {names}", source=f"incident:{incident_id}"
         )
         await self._incidents.note(incident_id, "postmortem", "stored in memory")
-        await self._manager.post(incident_id, text, "postmortem")
+        await self._poster.post(incident_id, text, "postmortem")
         log.info("incident #%d (%s): postmortem stored", incident_id, incident.title)
 
     async def _past_postmortems(self, title: str, incident_id: int) -> list[Fact]:

@@ -33,6 +33,7 @@ from daemon.core.clock import Clock, SystemClock
 from daemon.core.errors import EXIT_CONFIG, AlreadyRunningError, ConfigError, StoreError
 from daemon.incidents.commands import IncidentCommands
 from daemon.incidents.manager import IncidentManager
+from daemon.incidents.poster import IncidentPoster
 from daemon.incidents.routing import Router
 from daemon.incidents.runbooks import RunbookLibrary
 from daemon.runtime import status as report
@@ -195,6 +196,7 @@ class Runtime:
         self._build_alerting()
         self._build_tasks()
         self._build_agent()
+        self._build_incidents()
         self.pairing = PairingCodes(self.clock)
         self.hub = ChannelHub(
             access=access,
@@ -233,22 +235,37 @@ class Runtime:
         self.supervisor.mark("api", "running", str(settings.socket_path))
 
     def _build_alerting(self) -> None:
+        """The alert and incident stores and where an incident's messages go (the response,
+        built with the agent, posts through the same poster)."""
         settings = self.settings
         self.alert_repo = AlertRepo(self.store)
         self.incidents = IncidentRepo(self.store, self.clock)
         self.silences = SilenceRepo(self.store, self.clock)
-        runbooks_dir = settings.incidents.runbooks_dir or settings.state_dir / "runbooks"
+        self.runbooks = RunbookLibrary(
+            settings.incidents.runbooks_dir or settings.state_dir / "runbooks"
+        )
+        self.incident_poster = IncidentPoster(
+            store=self.store,
+            incidents=self.incidents,
+            outbox=self.outbox,
+            router=Router(settings.routes, settings.default_route),
+            clock=self.clock,
+            wake_outbox=self.channel_set.wake_all,
+        )
+
+    def _build_incidents(self) -> None:
+        """Incidents from alert events, told to the response built before them."""
+        settings = self.settings
         self.incident_manager = IncidentManager(
             settings.incidents,
             store=self.store,
             alerts=self.alert_repo,
             incidents=self.incidents,
             silences=self.silences,
-            outbox=self.outbox,
-            router=Router(settings.routes, settings.default_route),
-            runbooks=RunbookLibrary(runbooks_dir),
+            poster=self.incident_poster,
+            runbooks=self.runbooks,
             clock=self.clock,
-            wake_outbox=self.channel_set.wake_all,
+            responder=self.responder,
         )
         self.alerting = AlertPipeline(
             settings.rules, self.alert_repo, self.clock, on_events=self.incident_manager.wake
@@ -390,12 +407,13 @@ class Runtime:
             executor=ToolExecutor(remediation_tools, audit=self.audit, approvals=self.approvals),
             approvals=self.approvals,
             incidents=self.incidents,
-            manager=self.incident_manager,
+            poster=self.incident_poster,
             clock=self.clock,
         )
         self.responder = IncidentResponder(
             lambda: self.settings.incidents,
-            manager=self.incident_manager,
+            poster=self.incident_poster,
+            runbooks=self.runbooks,
             incidents=self.incidents,
             conversations=self.conversations,
             facts=self.facts,
@@ -404,7 +422,6 @@ class Runtime:
             remediator=remediator,
             clock=self.clock,
         )
-        self.incident_manager.responder = self.responder
 
     def _make_llm(self) -> LlmClient:
         from daemon.agent.llm import LlmClient  # imported at first use: openai is heavy

@@ -15,7 +15,8 @@ from daemon.alerting.settings import RuleSettings
 from daemon.core.alerts import AlertEvent, Observation, fingerprint
 from daemon.core.clock import ManualClock
 from daemon.incidents.commands import IncidentCommands
-from daemon.incidents.manager import IncidentManager
+from daemon.incidents.manager import IncidentManager, Responder
+from daemon.incidents.poster import IncidentPoster
 from daemon.incidents.routing import Router
 from daemon.incidents.runbooks import RunbookLibrary
 from daemon.incidents.settings import IncidentSettings
@@ -39,13 +40,22 @@ class World:
             "group_interval_seconds": 300,
             "repeat_interval_seconds": 3600,
         }
-        self.manager = IncidentManager(
-            IncidentSettings(**{**base, **settings}),
-            store=store, alerts=self.alerts, incidents=self.incidents, silences=self.silences,
-            outbox=self.outbox, router=Router([], ["console"]),
-            runbooks=RunbookLibrary(tmp / "runbooks"), clock=clock,
+        self.settings = IncidentSettings(**{**base, **settings})
+        self.poster = IncidentPoster(
+            store=store, incidents=self.incidents, outbox=self.outbox,
+            router=Router([], ["console"]), clock=clock,
         )  # fmt: skip
+        self.runbooks = RunbookLibrary(tmp / "runbooks")
+        self.manager = self.build_manager()
         self.seen = 0
+
+    def build_manager(self, responder: Responder | None = None) -> IncidentManager:
+        return IncidentManager(
+            self.settings,
+            store=self.store, alerts=self.alerts, incidents=self.incidents,
+            silences=self.silences, poster=self.poster, runbooks=self.runbooks,
+            clock=self.clock, responder=responder,
+        )  # fmt: skip
 
     async def fire(self, name: str, **labels: str) -> str:
         return await self._event("firing", name, labels)
@@ -162,7 +172,7 @@ async def test_an_alert_flapping_on_after_its_resolved_notice_stays_one_incident
     """A re-fire right after the resolved notice joins the incident (as Alertmanager's group
     does); it used to open a new incident, with its own notices and postmortem, every cycle."""
     recorder = Recorder()
-    world.manager.responder = recorder
+    world.manager = world.build_manager(recorder)
     await world.fire("Flappy", host="web1")
     sent = await world.after(30)
     for _ in range(6):  # 30 minutes of flapping: 100 s resolved, 100 s firing
@@ -189,7 +199,7 @@ async def test_flapping_that_goes_on_after_its_flapping_notice_stays_one_inciden
     world: World,
 ) -> None:
     recorder = Recorder()
-    world.manager.responder = recorder
+    world.manager = world.build_manager(recorder)
     for _ in range(3):  # every phase shorter than group_wait
         await world.fire("Flappy", host="web1")
         assert await world.after(4) == []
@@ -343,12 +353,12 @@ async def test_rule_events_flow_through_the_pipeline_and_survive_a_restart(
 
 
 async def test_follow_ups_on_slack_reply_in_the_incident_thread(world: World) -> None:
-    world.manager.router = Router([], ["slack:C0OPS", "telegram:42"])
+    world.poster.router = Router([], ["slack:C0OPS", "telegram:42"])
     await world.fire("DiskFull", mount="/var")
     await world.after(30)
     await world.fire("DiskFull", mount="/srv")
     await world.after(300)
-    await world.manager.post(1, "Findings …", "findings")
+    await world.poster.post(1, "Findings …", "findings")
     async with world.store.read() as db:
         rows = [tuple(r) for r in await db.execute_fetchall(
             "SELECT channel, thread FROM outbox ORDER BY id")]  # fmt: skip
