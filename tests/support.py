@@ -9,7 +9,7 @@ import signal
 import socket
 import sqlite3
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,7 +17,7 @@ NIGHTSHIFT = [sys.executable, "-m", "daemon.cli.main"]
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def write_config(path: Path, base_url: str | None, **sections: dict[str, object]) -> Path:
+def write_config(path: Path, base_url: str | None, **sections: Mapping[str, object]) -> Path:
     """A TOML config pointing the LLM at ``base_url`` (None: no API key, agent off)."""
     lines = ["[llm]"]
     if base_url:

@@ -27,9 +27,13 @@ async def test_start_returns_at_the_first_answer_and_health_follows_the_loop() -
     assert not loop.running
 
 
+async def never_answers() -> None:
+    await asyncio.Event().wait()
+
+
 async def test_a_loop_that_never_answers_does_not_hang_start() -> None:
     loop = ReceiveLoop("sync", silence_limit=60)
-    await loop.launch(asyncio.Event().wait(), name="t", detail="connecting", start_timeout=0.05)
+    await loop.launch(never_answers(), name="t", detail="connecting", start_timeout=0.05)
     assert loop.health().state == "starting"
     await loop.cancel()
 

@@ -414,7 +414,10 @@ async def test_after_an_outage_the_socket_is_rebuilt_as_soon_as_slack_answers(
     try:
         slack.outage = True
         await slack.disconnect()
-        rebuilds = lambda: caplog.text.count("rebuilding the Socket Mode client")  # noqa: E731
+
+        def rebuilds() -> int:
+            return caplog.text.count("rebuilding the Socket Mode client")
+
         await eventually(lambda: rebuilds() >= 3, timeout=60)  # the next try is 20 s away
         slack.outage = False
         await eventually(lambda: chan.health().state == "up", timeout=60)
