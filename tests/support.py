@@ -1,4 +1,4 @@
-"""Helpers for tests that run the real `nightshift` executable as a subprocess."""
+"""Helpers for tests: waiting on a condition, and running the real `nightshift` executable."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ import signal
 import socket
 import sqlite3
 import sys
-from collections.abc import Iterator, Mapping
+import time
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,6 +31,15 @@ def write_config(path: Path, base_url: str | None, **sections: Mapping[str, obje
             lines.append(f"{key} = {rendered}")
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+async def eventually(check: Callable[[], object], timeout: float = 5.0, what: str = "") -> None:
+    """Poll ``check`` until it holds (is truthy) or ``timeout`` passes."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what or 'condition'} not met within {timeout:g} s")
+        await asyncio.sleep(0.02)
 
 
 @dataclass
