@@ -63,15 +63,16 @@ class Notifications:
             except BlockingIOError:
                 return self.received
 
-    async def wait_for(self, needle: str, timeout: float = 20.0) -> str:
+    async def wait_for(self, needle: str, timeout: float = 20.0, count: int = 1) -> str:
+        """The ``count``-th notification (since the start) containing ``needle``."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while loop.time() < deadline:
-            for message in self.drain():
-                if needle in message:
-                    return message
+            found = [message for message in self.drain() if needle in message]
+            if len(found) >= count:
+                return found[count - 1]
             await asyncio.sleep(0.02)
-        raise AssertionError(f"no {needle!r} notification within {timeout}s: {self.received}")
+        raise AssertionError(f"no {count}× {needle!r} notification within {timeout}s")
 
     def close(self) -> None:
         self.sock.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from integrations.receive_loop import ReceiveLoop
+from tests.support import eventually
 
 
 async def test_start_returns_at_the_first_answer_and_health_follows_the_loop() -> None:
@@ -20,8 +21,7 @@ async def test_start_returns_at_the_first_answer_and_health_follows_the_loop() -
     await loop.launch(poll_forever(), name="t", detail="connecting", start_timeout=5)
     assert (loop.health().state, loop.health().detail) == ("up", "polling as @bot")
     polls.set()
-    await asyncio.sleep(0)
-    await asyncio.sleep(0)
+    await eventually(lambda: loop.health().state == "down")
     assert (loop.health().state, loop.health().detail) == ("down", "cannot reach the API")
     await loop.cancel()
     assert not loop.running
@@ -45,6 +45,6 @@ async def test_a_dead_or_silent_loop_is_down() -> None:
         loop.succeeded("syncing")
 
     await loop.launch(once(), name="t", detail="connecting", start_timeout=1)
-    await asyncio.sleep(0.05)
+    await eventually(lambda: loop.health().state == "down")
     health = loop.health()
     assert health.state == "down" and "sync loop stopped" in health.detail
