@@ -1,4 +1,4 @@
-"""Helpers for tests that run the real `nightshift` executable as a subprocess."""
+"""Helpers for tests: waiting on a condition, and running the real `nightshift` executable."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ import signal
 import socket
 import sqlite3
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,7 +18,7 @@ NIGHTSHIFT = [sys.executable, "-m", "daemon.cli.main"]
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def write_config(path: Path, base_url: str | None, **sections: dict[str, object]) -> Path:
+def write_config(path: Path, base_url: str | None, **sections: Mapping[str, object]) -> Path:
     """A TOML config pointing the LLM at ``base_url`` (None: no API key, agent off)."""
     lines = ["[llm]"]
     if base_url:
@@ -30,6 +31,15 @@ def write_config(path: Path, base_url: str | None, **sections: dict[str, object]
             lines.append(f"{key} = {rendered}")
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+async def eventually(check: Callable[[], object], timeout: float = 5.0, what: str = "") -> None:
+    """Poll ``check`` until it holds (is truthy) or ``timeout`` passes."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what or 'condition'} not met within {timeout:g} s")
+        await asyncio.sleep(0.02)
 
 
 @dataclass
@@ -53,15 +63,16 @@ class Notifications:
             except BlockingIOError:
                 return self.received
 
-    async def wait_for(self, needle: str, timeout: float = 20.0) -> str:
+    async def wait_for(self, needle: str, timeout: float = 20.0, count: int = 1) -> str:
+        """The ``count``-th notification (since the start) containing ``needle``."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while loop.time() < deadline:
-            for message in self.drain():
-                if needle in message:
-                    return message
+            found = [message for message in self.drain() if needle in message]
+            if len(found) >= count:
+                return found[count - 1]
             await asyncio.sleep(0.02)
-        raise AssertionError(f"no {needle!r} notification within {timeout}s: {self.received}")
+        raise AssertionError(f"no {count}× {needle!r} notification within {timeout}s")
 
     def close(self) -> None:
         self.sock.close()

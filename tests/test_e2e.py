@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import sqlite3
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,7 @@ from tests.support import NIGHTSHIFT, ROOT, DaemonProcess, write_config
 
 
 @pytest.fixture
-async def daemon(tmp_path: Path, fake_llm: FakeChatServer):
+async def daemon(tmp_path: Path, fake_llm: FakeChatServer) -> AsyncIterator[DaemonProcess]:
     config = write_config(
         tmp_path / "config.toml", fake_llm.base_url, **{"watchers.host": {"interval_seconds": 1.0}}
     )

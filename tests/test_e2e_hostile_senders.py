@@ -189,7 +189,7 @@ async def test_by_default_unfinished_headers_are_closed_within_the_header_timeou
     daemon = await start()  # the defaults: aiohttp alone would wait 3630 s
     port = daemon.port  # type: ignore[attr-defined]
     partial = b"POST " + PATH.encode() + b" HTTP/1.1\r\nHost: x\r\nAuthorization: Bear"
-    assert await asyncio.gather(exchange(port, b""), exchange(port, partial)) == [b"", b""]
+    assert list(await asyncio.gather(exchange(port, b""), exchange(port, partial))) == [b"", b""]
 
 
 async def test_a_connection_flood_under_a_low_fd_limit_is_refused_cleanly(start: Start) -> None:

@@ -76,6 +76,9 @@ retry_initial_seconds = 0.05
 retry_max_seconds = 0.2
 
 {channel}
+[watchers.host]
+enabled = false
+
 [[watchers.processes]]
 name = "web"
 cmdline = "{marker}-web"
@@ -121,6 +124,16 @@ def rows(db: Path, sql: str) -> list[sqlite3.Row]:
         conn.close()
 
 
+async def watched(daemon: DaemonProcess, timeout: float = 30) -> None:
+    """Wait until the process watcher (the only watcher) has sampled at least once."""
+    for _ in range(int(timeout / 0.1)):
+        _, out, _ = await daemon.cli("status", "--json")
+        if json.loads(out)["alerting"]["observations"] >= 5:  # one sample: process_up … cpu
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError("the process watcher never sampled")
+
+
 async def run_daemon(tmp_path: Path, text: str) -> DaemonProcess:
     config = tmp_path / "config.toml"
     config.write_text(text)
@@ -157,7 +170,7 @@ async def test_process_dies_investigated_restart_approved_in_chat_resolves_postm
             Reply(content="Cause: web was killed.\nFix: restarted after approval.\n"
                   "Follow-ups:\n- run web under systemd with Restart=on-failure"),
         )  # fmt: skip
-        await asyncio.sleep(1.0)  # the watcher has seen web running
+        await watched(daemon)  # the watcher has seen web running
         web.kill()
         web.wait()
 
@@ -204,7 +217,7 @@ async def test_with_the_llm_unreachable_people_are_still_notified_and_it_resolve
     dead_llm = "http://127.0.0.1:9/v1"  # nothing listens on the discard port
     daemon = await run_daemon(tmp_path, config_text(dead_llm, marker, telegram))
     try:
-        await asyncio.sleep(1.0)
+        await watched(daemon)
         web.kill()
         web.wait()
         firing = await wait_for_text(telegram, "[FIRING:1] WebDown")

@@ -4,6 +4,7 @@ reach the journal (the daemon's stderr at --log-level DEBUG), SQLite or `nightsh
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -21,7 +22,7 @@ SECRETS = {
 
 
 @pytest.fixture
-async def daemon(tmp_path: Path, fake_llm: FakeChatServer):
+async def daemon(tmp_path: Path, fake_llm: FakeChatServer) -> AsyncIterator[DaemonProcess]:
     config = write_config(
         tmp_path / "config.toml",
         fake_llm.base_url,

@@ -167,7 +167,7 @@ def apply(body: Any, path: tuple[str | int, ...], value: Any, delete: bool) -> N
             body.pop(last, None)
         else:
             body[last] = value
-    elif isinstance(body, list) and _has(body, last):
+    elif isinstance(body, list) and isinstance(last, int) and _has(body, last):
         if delete:
             del body[last]
         else:

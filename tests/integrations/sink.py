@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Callable
 
 from integrations.base import ApprovalAnswer, ApprovalOutcome, InboundMessage
+from tests.support import eventually
+
+__all__ = ["RecordingSink", "eventually"]
 
 
 class RecordingSink:
@@ -42,12 +44,3 @@ class RecordingSink:
     async def wait(self, predicate: Callable[[], bool], timeout: float = 5.0) -> None:
         async with asyncio.timeout(timeout), self._changed:
             await self._changed.wait_for(predicate)
-
-
-async def eventually(check: Callable[[], bool], timeout: float = 5.0) -> None:
-    """Poll ``check`` until it holds or ``timeout`` passes."""
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.02)

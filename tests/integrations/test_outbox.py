@@ -10,7 +10,7 @@ import pytest
 
 from daemon.core.clock import ManualClock
 from daemon.core.errors import DeliveryError, PermanentDeliveryError
-from integrations.base import ChannelHealth, OutgoingMessage
+from integrations.base import ApprovalPrompt, ChannelHealth, InboundSink, OutgoingMessage
 from integrations.console import ConsoleChannel
 from integrations.outbox import OutboxWorker
 from memory.outbox import OutboxRepo
@@ -30,7 +30,7 @@ class FlakyChannel:
         self.sent = asyncio.Event()
         self.asked = asyncio.Event()  # health() was called
 
-    async def start(self) -> None: ...
+    async def start(self, sink: InboundSink) -> None: ...
 
     async def stop(self) -> None: ...
 
@@ -49,6 +49,15 @@ class FlakyChannel:
         self.sent.set()
         self.threads.append(message.thread)
         return f"m{len(self.delivered)}"
+
+    async def edit(self, target: str, platform_id: str, text: str) -> None: ...
+
+    async def ask_approval(self, prompt: ApprovalPrompt) -> str:
+        raise PermanentDeliveryError("no approvals here")
+
+    async def close_approval(
+        self, prompt: ApprovalPrompt, platform_id: str, outcome: str
+    ) -> None: ...
 
 
 @pytest.fixture

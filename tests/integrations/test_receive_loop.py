@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from integrations.receive_loop import ReceiveLoop
+from tests.support import eventually
 
 
 async def test_start_returns_at_the_first_answer_and_health_follows_the_loop() -> None:
@@ -20,16 +21,19 @@ async def test_start_returns_at_the_first_answer_and_health_follows_the_loop() -
     await loop.launch(poll_forever(), name="t", detail="connecting", start_timeout=5)
     assert (loop.health().state, loop.health().detail) == ("up", "polling as @bot")
     polls.set()
-    await asyncio.sleep(0)
-    await asyncio.sleep(0)
+    await eventually(lambda: loop.health().state == "down")
     assert (loop.health().state, loop.health().detail) == ("down", "cannot reach the API")
     await loop.cancel()
     assert not loop.running
 
 
+async def never_answers() -> None:
+    await asyncio.Event().wait()
+
+
 async def test_a_loop_that_never_answers_does_not_hang_start() -> None:
     loop = ReceiveLoop("sync", silence_limit=60)
-    await loop.launch(asyncio.Event().wait(), name="t", detail="connecting", start_timeout=0.05)
+    await loop.launch(never_answers(), name="t", detail="connecting", start_timeout=0.05)
     assert loop.health().state == "starting"
     await loop.cancel()
 
@@ -41,6 +45,6 @@ async def test_a_dead_or_silent_loop_is_down() -> None:
         loop.succeeded("syncing")
 
     await loop.launch(once(), name="t", detail="connecting", start_timeout=1)
-    await asyncio.sleep(0.05)
+    await eventually(lambda: loop.health().state == "down")
     health = loop.health()
     assert health.state == "down" and "sync loop stopped" in health.detail

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sqlite3
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -301,7 +301,8 @@ async def test_hot_write_paths_take_one_thread_hop_per_statement(
     writer = store._writer
     assert writer is not None
     hops = 0
-    real_execute = writer._execute  # aiosqlite: every call to the worker thread goes here
+    # aiosqlite: every call to the worker thread goes here
+    real_execute: Callable[..., Awaitable[Any]] = writer._execute
 
     async def counting(*args: Any, **kwargs: Any) -> Any:
         nonlocal hops

@@ -20,7 +20,7 @@ from daemon.core.clock import ManualClock
 from daemon.core.errors import AgentDisabledError, BudgetExhaustedError, LlmUnavailableError
 from memory.store import SqliteStore
 from memory.usage import LlmUsage, UsageRepo
-from tests.fakes.chat_completions import DEFAULT_TEXT, FakeChatServer, Reply
+from tests.fakes.chat_completions import DEFAULT_TEXT, FakeChatServer, Fault, Reply
 
 KEY = "sk-test-secret-key"
 TOOLS = [
@@ -504,7 +504,7 @@ async def test_no_api_key_disables_the_agent(fake_llm: FakeChatServer) -> None:
     + [("cut", True)],
 )
 async def test_a_200_that_is_no_completion_is_retried_like_a_5xx(
-    fake_llm: FakeChatServer, make_client: MakeClient, fault: str, stream: bool
+    fake_llm: FakeChatServer, make_client: MakeClient, fault: Fault, stream: bool
 ) -> None:
     fake_llm.script(
         Reply(tool_calls=[("disk_usage", "{}")], fault=fault),
@@ -529,7 +529,7 @@ async def test_a_200_that_is_no_completion_is_retried_like_a_5xx(
     ],
 )
 async def test_after_retries_a_bad_200_is_a_clear_error(
-    fake_llm: FakeChatServer, make_client: MakeClient, fault: str, stream: bool, says: str
+    fake_llm: FakeChatServer, make_client: MakeClient, fault: Fault, stream: bool, says: str
 ) -> None:
     bad = Reply(tool_calls=[("disk_usage", "{}")], fault=fault)
     fake_llm.script(bad, bad, bad)

@@ -12,7 +12,7 @@ import pytest
 
 from daemon.agent.executor import ToolExecutor
 from daemon.agent.llm import LlmClient
-from daemon.agent.loop import AgentLoop, AgentRequest
+from daemon.agent.loop import AgentLoop, AgentRequest, AgentResult
 from daemon.agent.tools.base import Tier, Tool, ToolContext, ToolRegistry, tool
 from daemon.agent.tools.evidence import grep_log
 from daemon.agent.tools.files import tail_log
@@ -24,7 +24,7 @@ from memory.conversations import ConversationRepo
 from memory.runs import RunRepo
 from memory.store import SqliteStore
 from memory.usage import UsageRepo
-from tests.fakes.chat_completions import DEFAULT_TEXT, FakeChatServer, Reply
+from tests.fakes.chat_completions import DEFAULT_TEXT, FakeChatServer, Fault, Reply
 
 restarts: list[str] = []
 
@@ -93,7 +93,7 @@ class Harness:
         self.loop, self.store, self.broker = loop, store, broker
         self.conversations, self.runs, self.audit = conversations, runs, audit
 
-    async def ask(self, text: str, *, unattended: bool = False, key: str = "c1"):
+    async def ask(self, text: str, *, unattended: bool = False, key: str = "c1") -> AgentResult:
         conversation = await self.conversations.get_or_create("test", key)
         return await self.loop.run(
             AgentRequest(
@@ -374,7 +374,7 @@ async def audit_rows(h: Harness, run_id: int | None) -> list[str]:
 
 @pytest.mark.parametrize("fault", ["cut", "drop"])
 async def test_no_tool_call_from_a_cut_stream_runs(
-    harness_factory: Any, fake_llm: FakeChatServer, fault: str
+    harness_factory: Any, fake_llm: FakeChatServer, fault: Fault
 ) -> None:
     h = await harness_factory(llm_settings={"stream": True, "max_retries": 1})
     cut = Reply(tool_calls=[("echo", '{"text": "from a cut stream"}')], fault=fault)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -33,7 +34,7 @@ def events(changes: list[Change]) -> list[str]:
     return [c.event.status for c in changes if c.event is not None]
 
 
-def feed(engine: RuleEngine, readings: list[tuple[float, float]]) -> list[str]:
+def feed(engine: RuleEngine, readings: Sequence[tuple[float, float]]) -> list[str]:
     found: list[str] = []
     for seconds, value in readings:
         found += events(engine.evaluate(cpu(seconds, value)))

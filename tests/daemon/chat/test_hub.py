@@ -34,6 +34,7 @@ from memory.runs import RunRepo
 from memory.store import SqliteStore
 from tests.daemon.chat.hub_rig import RecordingChannel, build_hub
 from tests.fakes.chat_completions import FakeChatServer, Reply
+from tests.support import eventually
 
 
 @dataclass
@@ -60,9 +61,8 @@ class Rig:
                 thread=thread,
             )
         )
-        for _ in range(50):  # agent answers are produced in the background
-            await asyncio.sleep(0.01)
-            await self.worker.flush()
+        await self.hub.drain(timeout=30)  # agent answers are produced in the background
+        await self.worker.flush()
         return [m.text for m in self.channel.sent[before:]]
 
 
@@ -157,8 +157,7 @@ async def test_only_operators_may_approve_and_the_prompt_is_updated(rig: Rig) ->
             conversation="chat|R1|T9",
         )
     )
-    for _ in range(20):
-        await asyncio.sleep(0.01)
+    await eventually(lambda: len(rig.channel.prompts) == 1)
     prompt = rig.channel.prompts[0]
     assert prompt.target == "R1" and prompt.thread == "T9"
     assert f"approve {prompt.approval_id}" in prompt.text
@@ -180,8 +179,7 @@ async def test_only_operators_may_approve_and_the_prompt_is_updated(rig: Rig) ->
     assert told.accepted and told.text == "Approved."
     decision = await asyncio.wait_for(waiting, 5)
     assert decision.approved and decision.by == "chat:ops"
-    for _ in range(20):
-        await asyncio.sleep(0.01)
+    await eventually(lambda: len(rig.channel.closed) == 1)
     assert rig.channel.closed == ["run_command: approved by chat:ops"]
     told = await rig.hub.on_approval(press("OPS"))  # a second press changes nothing
     assert not told.accepted and "already answered" in told.text

@@ -12,7 +12,6 @@ from typing import TypedDict
 import pytest
 from pydantic import BaseModel, SecretStr
 
-from daemon.cli import service
 from daemon.cli.service import (
     CREDENTIALS,
     DEFAULT_EXEC_PATH,
@@ -177,9 +176,10 @@ def test_unwritable_directory_fails_clearly_and_writes_nothing(
     blocked.mkdir(parents=True)
     real_access = os.access
     monkeypatch.setattr(
-        service.os, "access", lambda p, mode: Path(p) != blocked and real_access(p, mode)
+        "daemon.cli.service.os.access",
+        lambda p, mode: Path(p) != blocked and real_access(p, mode),
     )
-    monkeypatch.setattr(service.os, "geteuid", lambda: 1000)
+    monkeypatch.setattr("daemon.cli.service.os.geteuid", lambda: 1000)
     out = io.StringIO()
 
     code = install_service(exec_path=str(executable), out=out, **dirs)

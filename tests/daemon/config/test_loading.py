@@ -7,6 +7,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -50,7 +51,7 @@ def test_example_config_documents_every_option() -> None:
     text = (ROOT / "config.example.toml").read_text()
     defaults = masked_dump(load_settings(None))
 
-    def keys(data: dict, prefix: str = "") -> list[str]:
+    def keys(data: dict[str, Any], prefix: str = "") -> list[str]:
         out = []
         for key, value in data.items():
             if isinstance(value, dict):

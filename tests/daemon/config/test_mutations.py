@@ -104,7 +104,7 @@ def mutate(data: Any, path: tuple[str | int, ...], value: Any) -> Any:
     head, rest = path[0], path[1:]
     if isinstance(data, dict):
         copy = dict(data)
-        copy[head] = mutate(copy.get(head), rest, value)  # type: ignore[arg-type]
+        copy[head] = mutate(copy.get(head), rest, value)
         return copy
     if isinstance(data, list) and isinstance(head, int) and head < len(data):
         copy_list = list(data)

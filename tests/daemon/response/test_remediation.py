@@ -12,6 +12,7 @@ import pytest
 
 from daemon.agent.executor import ToolExecutor
 from daemon.agent.tools.base import Tier, ToolContext, ToolRegistry, tool
+from daemon.alerting.settings import AutoRemediationSettings
 from daemon.chat.approvals import ApprovalBroker
 from daemon.config import Settings
 from daemon.core.clock import ManualClock
@@ -50,8 +51,8 @@ async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
     MARKS.clear()
     clock = ManualClock()
     store = await SqliteStore.open(tmp_path / "r.db")
-    settings = Settings(incidents={"remediation": {"verify_seconds": 0.3, "max_actions": 2,
-                                                   "approval_ttl_seconds": 0.3}})  # fmt: skip
+    settings = Settings.model_validate({"incidents": {"remediation": {
+        "verify_seconds": 0.3, "max_actions": 2, "approval_ttl_seconds": 0.3}}})  # fmt: skip
     world = World(store, clock, tmp_path, group_wait_seconds=0)
     broker = ApprovalBroker(clock)
     incidents = IncidentRepo(store, clock)
@@ -113,8 +114,10 @@ async def test_expiry_means_deny_and_nothing_runs(rig: Rig) -> None:
 async def test_an_allowlisted_action_runs_without_asking_and_verification_sees_the_fix(
     rig: Rig,
 ) -> None:
-    rig.settings.incidents.remediation.auto = [  # type: ignore[list-item]
-        {"matchers": ["alertname=WebDown"], "tool": "bounce", "arguments": {"service": "web"}}
+    rig.settings.incidents.remediation.auto = [
+        AutoRemediationSettings.model_validate(
+            {"matchers": ["alertname=WebDown"], "tool": "bounce", "arguments": {"service": "web"}}
+        )
     ]
     rig.settings.incidents.remediation.verify_seconds = 5
     incident_id = await open_incident(rig)

@@ -78,24 +78,27 @@ async def _files_instances_at_start(base: Path, recorder: Recorder) -> None:
     import ctypes
     import errno
     import os
+    from typing import cast
 
     from watchdog.observers import Observer
+    from watchdog.observers.api import BaseObserver
 
+    observer = cast(type[BaseObserver], Observer)  # the class Observer names on this platform
     libc = ctypes.CDLL(None, use_errno=True)
-    original = Observer.start
+    original = observer.start
 
-    def eager_start(self: Observer) -> None:
+    def eager_start(self: BaseObserver) -> None:
         fd = libc.inotify_init()
         if fd == -1:
             raise OSError(ctypes.get_errno() or errno.EMFILE, "inotify instance limit reached")
         os.close(fd)
         original(self)
 
-    Observer.start = eager_start  # type: ignore[method-assign]
+    observer.start = eager_start  # type: ignore[method-assign]
     try:
         await _files_instances(base, recorder)
     finally:
-        Observer.start = original  # type: ignore[method-assign]
+        observer.start = original  # type: ignore[method-assign]
 
 
 async def _files_watches(base: Path, recorder: Recorder) -> None:

@@ -176,8 +176,18 @@ from daemon.watchers.process import ProcessWatcher, ProcessWatchSettings
 async def main() -> None:
     seen = []
     settings = ProcessWatchSettings(name="app", pidfile=Path(sys.argv[1]), interval_seconds=0.05)
-    task = asyncio.create_task(ProcessWatcher(settings).run(seen.append))
-    await asyncio.sleep(0.5)
+    watcher = ProcessWatcher(settings)
+    scans = []
+    scan = watcher._scanner.scan
+    def counted():
+        try:
+            return scan()
+        finally:
+            scans.append(1)
+    watcher._scanner.scan = counted
+    task = asyncio.create_task(watcher.run(seen.append))
+    while len(scans) < 5:  # several scans: an error is reported once, not every scan
+        await asyncio.sleep(0.01)
     task.cancel()
     print(json.dumps([[o.metric, o.value, o.text] for o in seen]))
 
@@ -186,7 +196,7 @@ asyncio.run(main())
 
 
 def _probe(pidfile: Path) -> list[list[object]]:
-    """Run a watcher on ``pidfile`` for half a second in a child; as root, as nobody."""
+    """Run a watcher on ``pidfile`` for five scans in a child; as root, as nobody."""
     argv = [sys.executable, "-c", PERMISSION_PROBE, str(pidfile)]
     if os.geteuid() == 0:
         setpriv = shutil.which("setpriv")

@@ -186,10 +186,10 @@ async def test_group_rooms_need_a_mention(
     await say(ann, room, "lunch anyone?")
     await say(ann, room, "bot: status please")
     await say(eve, room, "@bot:localhost uptime?")
-    await eventually(lambda: len(sink.messages) >= 2)
-    await asyncio.sleep(0.3)
-    assert sink.texts() == ["status please", "uptime?"]
-    assert [m.direct for m in sink.messages] == [False, False]
+    await say(ann, room, "bot: marker")  # the timeline is in order: ignored ones came before
+    await eventually(lambda: len(sink.messages) >= 3)
+    assert sink.texts() == ["status please", "uptime?", "marker"]
+    assert [m.direct for m in sink.messages] == [False, False, False]
     assert sink.messages[1].sender_id == "@eve:localhost"
 
 
@@ -261,8 +261,9 @@ async def test_reactions_count_after_a_restart_and_a_failing_sink_gets_the_batch
         reaction = {"m.relates_to": {"rel_type": "m.annotation", "event_id": event_id, "key": "❌"}}
         assert not isinstance(await ann.room_send(room, "m.reaction", reaction), ErrorResponse)
         await eventually(lambda: len(sink.answers) == 1 and len(sink.messages) == 1)
-        await asyncio.sleep(0.3)
-        assert sink.texts() == ["wait"]
+        await say(ann, room, "marker")  # after it, a redelivery would have shown
+        await eventually(lambda: len(sink.messages) == 2)
+        assert sink.texts() == ["wait", "marker"]
         assert [(a.approval_id, a.approved) for a in sink.answers] == [("ap-9", False)]
     finally:
         await chan.stop()
@@ -288,9 +289,9 @@ async def test_restart_resumes_from_the_saved_sync_token_exactly_once(
     try:
         await eventually(lambda: len(sink.messages) >= 2)
         await say(ann, room, "three")
-        await eventually(lambda: len(sink.messages) >= 3)
-        await asyncio.sleep(0.3)
-        assert sink.texts() == ["one", "two (while away)", "three"]
+        await say(ann, room, "marker")  # after it, a redelivery would have shown
+        await eventually(lambda: len(sink.messages) >= 4)
+        assert sink.texts() == ["one", "two (while away)", "three", "marker"]
         assert store.data["token"] != token
     finally:
         await chan.stop()

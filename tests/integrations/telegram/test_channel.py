@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -83,9 +82,9 @@ async def test_private_message_reaches_sink_once_even_when_redelivered(
     await eventually(lambda: len(sink.messages) == 1)
     tg.redeliver(update_id)
     tg.push_private("second", user_id=ANN)
-    await eventually(lambda: len(sink.messages) == 2)
-    await asyncio.sleep(0.1)
-    first, second = sink.messages
+    tg.push_private("marker", user_id=ANN)  # updates arrive in order: a redelivery came before
+    await eventually(lambda: len(sink.messages) == 3)
+    first, second, _ = sink.messages
     assert first == InboundMessage(
         channel="telegram",
         sender_id=str(ANN),
@@ -142,9 +141,10 @@ async def test_group_needs_a_mention_which_is_stripped(
     tg.push_group("@nightshift_bot  why is   nginx down?", chat_id=GROUP)
     tg.push_group("/status@nightshift_bot", chat_id=GROUP)
     tg.push_group("@nightshift_bot loop", chat_id=GROUP, from_bot=True)
-    await eventually(lambda: len(sink.messages) == 2)
-    await asyncio.sleep(0.1)
-    mention, command = sink.messages
+    tg.push_group("@nightshift_bot marker", chat_id=GROUP)  # in order: the ignored came before
+    await eventually(lambda: len(sink.messages) == 3)
+    mention, command, marker = sink.messages
+    assert marker.text == "marker"
     assert mention.text == "why is nginx down?"
     assert (mention.room, mention.direct, mention.thread) == (str(GROUP), False, None)
     assert command.text == "/status"
@@ -372,8 +372,7 @@ async def test_wrong_token_at_start(
 async def test_dead_poll_loop_is_reported(channel: TelegramChannel) -> None:
     assert channel._loop._task is not None
     channel._loop._task.cancel()
-    await asyncio.sleep(0.05)
-    assert channel.health().state == "down"
+    await eventually(lambda: channel.health().state == "down")
     assert "poll loop stopped" in channel.health().detail
 
 

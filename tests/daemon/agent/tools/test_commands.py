@@ -9,7 +9,6 @@ from typing import Any
 import psutil
 import pytest
 
-from daemon.agent.tools import commands
 from daemon.agent.tools.base import Tier, ToolContext
 from daemon.agent.tools.commands import TOOLS, CommandResult, run_command
 from daemon.config import Settings
@@ -48,7 +47,7 @@ async def children_matching(needle: str, count: int) -> list[psutil.Process]:
 
 def _cmdline(proc: psutil.Process) -> list[str]:
     try:
-        return proc.cmdline()
+        return [str(part) for part in proc.cmdline()]
     except psutil.Error:
         return []
 
@@ -56,7 +55,7 @@ def _cmdline(proc: psutil.Process) -> list[str]:
 def _gone(proc: psutil.Process) -> bool:
     """Dead, or a zombie waiting for a parent that does not reap (PID 1 in some containers)."""
     try:
-        return proc.status() == psutil.STATUS_ZOMBIE
+        return bool(proc.status() == psutil.STATUS_ZOMBIE)
     except psutil.NoSuchProcess:
         return True
 
@@ -186,7 +185,7 @@ async def test_unattended_privileged_command_is_refused_without_spawning(
     async def no_spawn(*args: Any, **kwargs: Any) -> None:
         raise AssertionError("a process was started")
 
-    monkeypatch.setattr(commands.asyncio, "create_subprocess_exec", no_spawn)
+    monkeypatch.setattr("daemon.agent.tools.commands.asyncio.create_subprocess_exec", no_spawn)
     marker = tmp_path / "marker"
     with pytest.raises(PolicyDeniedError, match=r"unattended.*\[policy\] auto_approve"):
         await run(make_ctx(unattended=True), f"touch {marker}")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import re
 import threading
 from pathlib import Path
 from typing import Any
@@ -220,7 +219,7 @@ async def test_tail_log_reports_no_match_and_bad_regex(root: Path, ctx: ToolCont
 def test_scan_backwards_matches_a_naive_split(block: int) -> None:
     data = b"\n\nalpha\nbeta\r\n\ngamma delta\nepsilon"
     for want in range(1, 9):
-        for pattern in (None, re.compile("a"), re.compile("^$")):
+        for pattern in (None, compile_pattern("a"), compile_pattern("^$")):
             lines = data.decode().replace("\r", "").split("\n")
             expected = [line for line in lines if pattern is None or pattern.search(line)]
             scan = scan_backwards(
