@@ -27,6 +27,7 @@ from integrations.base import (
     InboundMessage,
     PermanentDeliveryError,
 )
+from integrations.inbound import SeenIds
 
 log = logging.getLogger(__name__)
 
@@ -192,7 +193,8 @@ class InboundFilter:
     """
 
     def __init__(self, size: int) -> None:
-        self.seen, self.threads = Lru(size), Lru(size)
+        self.seen: SeenIds[tuple[str, ...]] = SeenIds(size)
+        self.threads = Lru(size)
         self.bot_user_id = self.bot_id = ""
 
     def event(self, payload: dict[str, Any]) -> ParsedEvent | None:
