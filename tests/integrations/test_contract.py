@@ -56,6 +56,7 @@ CANNOT: dict[str, dict[str, str]] = {
         "approvals": "console has no approve button to press",
         "failures": "the console (the daemon log) cannot refuse a message",
         "unreachable": "the console has no remote platform",
+        "stopped": "the console (the daemon log) is there while the process is",
     },
     "matrix": {
         "injected_failure": "a real Synapse cannot be told to fail one send",
@@ -457,6 +458,17 @@ async def test_stop_is_prompt_and_idempotent(harness: Harness) -> None:
     async with asyncio.timeout(STOP_WITHIN_SECONDS):
         await harness.channel.stop()
     assert harness.channel.health().state == "stopped"
+
+
+@pytest.mark.parametrize("harness", platforms("stopped"), indirect=True)
+async def test_a_stopped_channel_refuses_to_send_and_the_outbox_keeps_it(
+    harness: Harness,
+) -> None:
+    await harness.channel.stop()
+    with pytest.raises(DeliveryError) as caught:
+        await harness.channel.send(out("after stop", harness.room))
+    assert not isinstance(caught.value, PermanentDeliveryError)
+    assert "after stop" not in await harness.received()
 
 
 @pytest.mark.parametrize("name", platforms("unreachable"))
