@@ -1,17 +1,19 @@
 """The background receive loop of a polling channel (Telegram getUpdates, Matrix /sync) and
-the health it implies: started with a bounded wait, "up" only while polls keep succeeding."""
+the health it implies: started with a bounded wait, "up" only while polls keep succeeding; polls
+retried with a doubling backoff (de-duplication and per-item retry: :mod:`integrations.inbound`)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import time
-from collections.abc import Coroutine
-from typing import Any, Literal
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, Literal, TypeVar
 
 from integrations.base import ChannelHealth
 
 State = Literal["up", "down", "starting", "stopped"]
+T = TypeVar("T")
 
 
 class ReceiveLoop:
@@ -58,6 +60,35 @@ class ReceiveLoop:
         self._task = asyncio.create_task(loop, name=name)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._settled.wait(), start_timeout)
+
+    @staticmethod
+    async def poll_forever(
+        poll: Callable[[], Awaitable[T]],
+        handle: Callable[[T], Awaitable[bool]],
+        failed: Callable[[Exception, float], float],
+        *,
+        backoff: tuple[float, float],
+    ) -> None:
+        """Poll and handle until cancelled; every failure is retried.
+
+        A poll that raises waits ``failed(exc, backoff)`` seconds (``failed`` records why and
+        may wait longer, e.g. a rate limit), the backoff doubling up to its maximum; a batch
+        ``handle`` could not finish (False: the platform hands it over again) waits the initial
+        backoff. A successful poll resets the backoff.
+        """
+        initial, maximum = backoff
+        delay = initial
+        while True:
+            try:
+                batch = await poll()
+            except Exception as exc:  # the loop must survive everything
+                wait = failed(exc, delay)
+                delay = min(delay * 2, maximum)
+                await asyncio.sleep(wait)
+                continue
+            delay = initial
+            if not await handle(batch):
+                await asyncio.sleep(delay)
 
     async def cancel(self) -> None:
         task, self._task = self._task, None

@@ -22,11 +22,12 @@ Errors, mapped onto the channel contract::
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import secrets
 import uuid
 from collections import OrderedDict
+from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import aiohttp
@@ -50,11 +51,11 @@ from integrations.base import (
     InboundSink,
     OutgoingMessage,
 )
+from integrations.inbound import InboundOnce
 from integrations.matrix.events import (
     CHANNEL,
     TOKEN_DETAIL,
     FileSyncTokenStore,
-    RecentIds,
     SyncTokenStore,
     approval_content,
     describe,
@@ -86,7 +87,7 @@ SYNC_SLACK_SECONDS = 20.0  # a long poll may take its timeout plus this before w
 BACKOFF_INITIAL_SECONDS = 1.0
 BACKOFF_MAX_SECONDS = 60.0
 TIMELINE_LIMIT = 100  # events per room per sync; more while we were away is logged as a gap
-MAX_HANDLE_ATTEMPTS = 5
+SEEN_EVENTS = 2000  # handled event ids remembered (a retried sync hands them over again)
 TXNS_KEPT = 1000
 TOLD_KEPT = 1000
 # Synapse caches a sync answer for 2 minutes keyed on (device, since, timeout, filter,
@@ -94,6 +95,18 @@ TOLD_KEPT = 1000
 # an old next_batch, and replay what followed. A random timeout on the first sync avoids it.
 CACHE_BUSTER_MS = 60_000
 _NETWORK_ERRORS = (aiohttp.ClientError, TimeoutError, OSError)
+
+
+SYNC_FILTER = {"room": {"timeline": {"limit": TIMELINE_LIMIT}}}
+
+
+@dataclass(frozen=True, slots=True)
+class _Batch:
+    """One /sync answer and the position it was asked from (None: the first, the backlog)."""
+
+    client: AsyncClient
+    response: SyncResponse
+    since: str | None
 
 
 class _SyncFailed(TransientError):
@@ -129,8 +142,7 @@ class MatrixChannel:
         self._sink: InboundSink | None = None
         self._since: str | None = None
         self._first_sync = True
-        self._seen = RecentIds()
-        self._attempts: dict[str, int] = {}
+        self._once = InboundOnce[str]("Matrix event", SEEN_EVENTS)
         self._prompts = Prompts()  # our prompt event ids -> approval ids
         self._txns: OrderedDict[int, str] = OrderedDict()  # outbox id -> transaction id
         self._told: set[tuple[str, str]] = set()  # (user, approval) told why a reaction failed
@@ -244,47 +256,48 @@ class MatrixChannel:
 
     async def _sync_forever(self) -> None:
         """Log in (whoami) and long-poll /sync until cancelled; every failure is retried."""
-        backoff = self._backoff[0]
-        sync_filter = {"room": {"timeline": {"limit": TIMELINE_LIMIT}}}
-        while True:
-            client = self._client
-            assert client is not None
+        await self._loop.poll_forever(
+            self._sync, self._handle_batch, self._sync_failed, backoff=self._backoff
+        )
+
+    async def _sync(self) -> _Batch:
+        """One /sync (after whoami, until that worked)."""
+        client = self._client
+        assert client is not None
+        if not self._logged_in:
+            await self._login(client)
+        since = self._since
+        # not up yet: a short poll, so start() learns at once that the server answers
+        timeout = int(self._sync_timeout * 1000) if self._loop.up else 0
+        if self._first_sync:  # full_state: answered at once, whatever the timeout
+            timeout = 1 + secrets.randbelow(CACHE_BUSTER_MS)
+        response = await client.sync(
+            timeout=timeout,
+            sync_filter=SYNC_FILTER,
+            since=since,
+            full_state=True if self._first_sync else None,
+        )
+        if not isinstance(response, SyncResponse):
+            assert isinstance(response, ErrorResponse)
+            raise _SyncFailed(response)
+        if not self._loop.up:
+            log.info("Matrix syncing as %s", self._me)
+        self._loop.succeeded(f"syncing as {self._me}")
+        return _Batch(client, response, since)
+
+    async def _handle_batch(self, batch: _Batch) -> bool:
+        """Hand the batch over, then move (and save) the sync position past it."""
+        response = batch.response
+        if not await self._handle_sync(batch.client, response, deliver=batch.since is not None):
+            return False
+        self._first_sync = False
+        self._since = response.next_batch
+        if self._store is not None:
             try:
-                if not self._logged_in:
-                    await self._login(client)
-                since = self._since
-                # not up yet: a short poll, so start() learns at once that the server answers
-                timeout = int(self._sync_timeout * 1000) if self._loop.up else 0
-                if self._first_sync:  # full_state: answered at once, whatever the timeout
-                    timeout = 1 + secrets.randbelow(CACHE_BUSTER_MS)
-                response = await client.sync(
-                    timeout=timeout,
-                    sync_filter=sync_filter,
-                    since=since,
-                    full_state=True if self._first_sync else None,
-                )
-                if not isinstance(response, SyncResponse):
-                    assert isinstance(response, ErrorResponse)
-                    raise _SyncFailed(response)
-            except Exception as exc:  # the loop must survive everything
-                delay = self._sync_failed(exc, backoff)
-                backoff = min(backoff * 2, self._backoff[1])
-                await asyncio.sleep(delay)
-                continue
-            if not self._loop.up:
-                log.info("Matrix syncing as %s", self._me)
-            self._loop.succeeded(f"syncing as {self._me}")
-            backoff = self._backoff[0]
-            if not await self._handle_sync(client, response, deliver=since is not None):
-                await asyncio.sleep(backoff)
-                continue
-            self._first_sync = False
-            self._since = response.next_batch
-            if self._store is not None:
-                try:
-                    await self._store.save(response.next_batch)
-                except Exception:  # noqa: BLE001 - a restart may see this batch again
-                    log.exception("could not save the Matrix sync token")
+                await self._store.save(response.next_batch)
+            except Exception:  # noqa: BLE001 - a restart may see this batch again
+                log.exception("could not save the Matrix sync token")
+        return True
 
     async def _login(self, client: AsyncClient) -> None:
         response = await client.whoami()
@@ -342,19 +355,11 @@ class MatrixChannel:
                             "ones skipped", room_id, TIMELINE_LIMIT)  # fmt: skip
             for event in events:
                 event_id = getattr(event, "event_id", None)
-                if not event_id or event_id in self._seen:
+                if not event_id:
                     continue
-                try:
-                    await self._handle_event(client, room, event)
-                except Exception:
-                    attempts = self._attempts.get(event_id, 0) + 1
-                    if attempts < MAX_HANDLE_ATTEMPTS:
-                        self._attempts[event_id] = attempts
-                        log.warning("Matrix event %s failed; will retry", event_id)
-                        return False
-                    log.exception("dropping Matrix event %s after %d tries", event_id, attempts)
-                self._attempts.pop(event_id, None)
-                self._seen.add(event_id)
+                handler = partial(self._handle_event, client, room, event)
+                if not await self._once.handle(event_id, handler):
+                    return False
         return True
 
     async def _answer_invite(self, client: AsyncClient, room_id: str, state: list[Any]) -> None:

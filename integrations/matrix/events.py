@@ -1,5 +1,5 @@
 """Pure helpers of the Matrix channel: event contents we send, what we read out of the events
-we receive (threads, mentions, reactions, approvals), errors classified, handled ids remembered."""
+we receive (threads, mentions, reactions, approvals), errors classified."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ import logging
 import os
 import re
 import tempfile
-from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
@@ -54,23 +53,6 @@ class FileSyncTokenStore:
         with os.fdopen(fd, "w", encoding="utf-8") as file:
             file.write(token)
         os.replace(tmp, self._path)
-
-
-class RecentIds:
-    """The last ``size`` ids seen, to skip events a retried sync hands over again."""
-
-    def __init__(self, size: int = 2000) -> None:
-        self._ids: OrderedDict[str, None] = OrderedDict()
-        self._size = size
-
-    def __contains__(self, item: object) -> bool:
-        return item in self._ids
-
-    def add(self, item: str) -> None:
-        self._ids[item] = None
-        self._ids.move_to_end(item)
-        while len(self._ids) > self._size:
-            self._ids.popitem(last=False)
 
 
 def truncate(text: str, limit: int = MAX_BODY_BYTES) -> str:

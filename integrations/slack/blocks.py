@@ -22,6 +22,7 @@ from slack_sdk.web.async_slack_response import AsyncSlackResponse
 
 from daemon.core.errors import DeliveryError, NightshiftError, PermanentDeliveryError
 from integrations.base import ApprovalAnswer, ApprovalPrompt, InboundMessage
+from integrations.inbound import SeenIds
 
 log = logging.getLogger(__name__)
 
@@ -187,7 +188,8 @@ class InboundFilter:
     """
 
     def __init__(self, size: int) -> None:
-        self.seen, self.threads = Lru(size), Lru(size)
+        self.seen: SeenIds[tuple[str, ...]] = SeenIds(size)
+        self.threads = Lru(size)
         self.bot_user_id = self.bot_id = ""
 
     def event(self, payload: dict[str, Any]) -> ParsedEvent | None:

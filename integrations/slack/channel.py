@@ -206,6 +206,8 @@ class SlackChannel:
             )
 
     def _require_web(self) -> AsyncWebClient:
+        if not self._running:  # a new session now would never be closed
+            raise DeliveryError("Slack channel not running")
         if self._settings.bot_token is None:
             wait = blocks.AUTH_RETRY_AFTER
             raise DeliveryError("channels.slack.bot_token is not set", retry_after=wait)

@@ -27,6 +27,7 @@ import logging
 import os
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
+from functools import partial
 
 from telegram import InlineKeyboardMarkup, Message, Update
 from telegram.error import (
@@ -42,12 +43,12 @@ from telegram.request import HTTPXRequest
 
 from daemon.core.errors import DeliveryError, PermanentDeliveryError
 from integrations.base import ApprovalPrompt, ChannelHealth, InboundSink, OutgoingMessage
+from integrations.inbound import InboundOnce
 from integrations.receive_loop import ReceiveLoop
 from integrations.telegram.settings import TelegramChannelSettings
 from integrations.telegram.updates import (
     TOKEN_DETAIL,
     BotIdentity,
-    RecentIds,
     approval_answer,
     approval_keyboard,
     describe_error,
@@ -78,7 +79,7 @@ BACKOFF_INITIAL_SECONDS = 1.0
 BACKOFF_MAX_SECONDS = 1.0
 REQUEST_TIMEOUT_SECONDS = 10.0
 POLL_READ_SLACK_SECONDS = 10.0  # a getUpdates may take its timeout plus PTB's read timeout
-MAX_HANDLE_ATTEMPTS = 5  # the sink failing on one update this often: drop it, log an error
+SEEN_UPDATES = 10_000  # handled update ids remembered (Telegram may send them again)
 PARTIAL_SENDS_KEPT = 1000
 ALLOWED_UPDATES = [Update.MESSAGE, Update.CALLBACK_QUERY]
 
@@ -108,10 +109,7 @@ class TelegramChannel:
         self._sink: InboundSink | None = None
         self._offset: int | None = None
         self._confirmed: int | None = None
-        self._seen = RecentIds()
-        for update_id in handled_update_ids:
-            self._seen.add(update_id)
-        self._attempts: dict[int, int] = {}
+        self._once = InboundOnce[int]("Telegram update", SEEN_UPDATES, handled=handled_update_ids)
         self._partial: OrderedDict[int, list[str]] = OrderedDict()
         self._migrated: dict[str, int] = {}
         self._loop = ReceiveLoop("poll", poll_timeout + POLL_READ_SLACK_SECONDS, call="getUpdates")
@@ -282,33 +280,29 @@ class TelegramChannel:
 
     async def _poll_forever(self) -> None:
         """Connect (getMe) and long-poll until cancelled; every failure is retried."""
-        backoff = self._backoff[0]
-        while True:
-            bot = self._bot
-            assert bot is not None
-            try:
-                if self._me is None:
-                    await bot.initialize()  # getMe, retried until it works
-                    self._me = BotIdentity(id=bot.id, username=bot.username or "")
-                    await bot.delete_webhook()  # getUpdates answers 409 while a webhook is set
-                offset = self._offset
-                # not up yet: a short poll, so start() learns at once that Telegram answers
-                timeout = self._poll_timeout if self._loop.up else 0
-                updates = await bot.get_updates(
-                    offset=offset, timeout=timeout, allowed_updates=ALLOWED_UPDATES
-                )
-            except Exception as exc:  # the loop must survive everything
-                delay = self._poll_failed(exc, backoff)
-                backoff = min(backoff * 2, self._backoff[1])
-                await asyncio.sleep(delay)
-                continue
-            self._confirmed = offset
-            if not self._loop.up:
-                log.info("Telegram polling as @%s", self._me.username)
-            self._loop.succeeded(f"polling as @{self._me.username}")
-            backoff = self._backoff[0]
-            if not await self._handle_batch(updates):
-                await asyncio.sleep(backoff)
+        await self._loop.poll_forever(
+            self._poll, self._handle_batch, self._poll_failed, backoff=self._backoff
+        )
+
+    async def _poll(self) -> Sequence[Update]:
+        """One getUpdates (after getMe, until that worked)."""
+        bot = self._bot
+        assert bot is not None
+        if self._me is None:
+            await bot.initialize()  # getMe, retried until it works
+            self._me = BotIdentity(id=bot.id, username=bot.username or "")
+            await bot.delete_webhook()  # getUpdates answers 409 while a webhook is set
+        offset = self._offset
+        # not up yet: a short poll, so start() learns at once that Telegram answers
+        timeout = self._poll_timeout if self._loop.up else 0
+        updates = await bot.get_updates(
+            offset=offset, timeout=timeout, allowed_updates=ALLOWED_UPDATES
+        )
+        self._confirmed = offset
+        if not self._loop.up:
+            log.info("Telegram polling as @%s", self._me.username)
+        self._loop.succeeded(f"polling as @{self._me.username}")
+        return updates
 
     def _poll_failed(self, exc: Exception, backoff: float) -> float:
         """Record why polling failed; return how long to wait before the next try."""
@@ -324,20 +318,8 @@ class TelegramChannel:
         """Hand updates to the sink in order; False when one failed (it will come again)."""
         for update in updates:
             update_id = update.update_id
-            if update_id not in self._seen:
-                try:
-                    await self._handle(update)
-                except Exception:
-                    attempts = self._attempts.get(update_id, 0) + 1
-                    if attempts < MAX_HANDLE_ATTEMPTS:
-                        self._attempts[update_id] = attempts
-                        log.warning("Telegram update %d failed; will retry", update_id)
-                        return False
-                    log.exception("dropping Telegram update %d after %d tries", update_id, attempts)
-                self._attempts.pop(update_id, None)
-                self._seen.add(update_id)
-            else:
-                log.debug("skipping Telegram update %d: already handled", update_id)
+            if not await self._once.handle(update_id, partial(self._handle, update)):
+                return False
             if self._offset is None or update_id >= self._offset:
                 self._offset = update_id + 1
         return True
@@ -365,4 +347,4 @@ class TelegramChannel:
     @property
     def handled_update_ids(self) -> list[int]:
         """Recently handled update ids, oldest first (to persist across restarts)."""
-        return self._seen.snapshot()
+        return self._once.seen.snapshot()

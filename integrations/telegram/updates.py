@@ -1,11 +1,10 @@
-"""Pure helpers of the Telegram channel: parse updates at the edge, split text, describe errors,
-remember handled update ids."""
+"""Pure helpers of the Telegram channel: parse updates at the edge, split text, describe
+errors."""
 
 from __future__ import annotations
 
 import logging
 import re
-from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -169,29 +168,6 @@ def _strip_mention(text: str, username: str) -> str:
 
 def _name(username: str | None, full_name: str) -> str:
     return f"@{username}" if username else full_name
-
-
-class RecentIds:
-    """A bounded set of recently handled update ids (oldest forgotten first)."""
-
-    def __init__(self, size: int = 10_000) -> None:
-        self._size = size
-        self._ids: OrderedDict[int, None] = OrderedDict()
-
-    def __contains__(self, update_id: object) -> bool:
-        return update_id in self._ids
-
-    def __len__(self) -> int:
-        return len(self._ids)
-
-    def add(self, update_id: int) -> None:
-        self._ids[update_id] = None
-        self._ids.move_to_end(update_id)
-        while len(self._ids) > self._size:
-            self._ids.popitem(last=False)
-
-    def snapshot(self) -> list[int]:
-        return list(self._ids)
 
 
 def retry_after_seconds(exc: RetryAfter) -> float:

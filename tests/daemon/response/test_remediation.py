@@ -12,10 +12,10 @@ import pytest
 
 from daemon.agent.executor import ToolExecutor
 from daemon.agent.tools.base import Tier, ToolContext, ToolRegistry, tool
-from daemon.alerting.settings import AutoRemediationSettings
 from daemon.chat.approvals import ApprovalBroker
 from daemon.config import Settings
 from daemon.core.clock import ManualClock
+from daemon.incidents.settings import AutoRemediationSettings
 from daemon.response.investigation import Proposal
 from daemon.response.remediation import Remediator
 from memory.audit import AuditRepo
@@ -60,7 +60,7 @@ async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
         lambda: settings,
         executor=ToolExecutor(ToolRegistry([bounce]), audit=AuditRepo(store, clock),
                               approvals=broker),
-        approvals=broker, incidents=incidents, manager=world.manager, clock=clock,
+        approvals=broker, incidents=incidents, poster=world.poster, clock=clock,
     )  # fmt: skip
     yield Rig(remediator, broker, incidents, settings, world)
     await store.close()

@@ -244,6 +244,7 @@ async def test_a_dry_run_removes_nothing(cache: Path) -> None:
 async def test_the_daemons_own_state_is_never_cleaned(cache: Path) -> None:
     """A clean_dir holding the state directory (say /var/lib): the database stays."""
     ctx = make_ctx(clock=ManualClock(NOW), clean_dirs=[cache])
+    assert isinstance(ctx.settings, Settings)
     ctx.settings.state.dir = cache / "sub"
     result = await clean_directory.invoke(ctx, {"path": str(cache), "older_than_days": 7})
     assert (cache / "sub" / "old2.log").exists()
