@@ -122,6 +122,12 @@ async def test_incident_commands_answer_viewers_but_only_operators_silence(rig: 
     assert await rig.say("OPS", "unsilence 1") == ["Silence #1 expired."]
     [bad] = await rig.say("OPS", "silence alertname=DiskFull forever")
     assert "give a duration" in bad and "Usage:" in bad
+    [misordered] = await rig.say("OPS", "silence alertname=DiskFull 30m1h")
+    assert misordered.startswith("duration '30m1h' repeats or misorders units (largest first)")
+    [too_long] = await rig.say("OPS", "silence alertname=DiskFull 31d")
+    assert too_long.startswith("a silence can last at most 30 days")
+    [done] = await rig.say("OPS", "silence alertname=DiskFull 1.5h")  # as tasks take it
+    assert done.startswith("Silence #2: alertname=DiskFull until 2026-01-01 01:30 UTC")
     [stranger] = await rig.say("EVE", "incidents")
     assert "only take requests" in stranger
 
