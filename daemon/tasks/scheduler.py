@@ -24,6 +24,7 @@ from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from daemon.core.background import BackgroundTasks
 from daemon.core.clock import Clock
 from daemon.tasks.runner import TaskRunner
 from daemon.tasks.schedules import (
@@ -74,8 +75,8 @@ class TaskScheduler:
         self._keep_days = keep_runs_days
         self._drain_timeout = drain_timeout
         self._aps: Any = None
-        self._running: dict[str, set[asyncio.Task[None]]] = {}
-        self._background: set[asyncio.Task[None]] = set()
+        self._jobs = BackgroundTasks("scheduler")  # every run, claim and prune we started
+        self._running: dict[str, set[asyncio.Task[None]]] = {}  # runs per task name (concurrency)
         # (task name, last claimed slot when armed, armed at)
         self._catch_up_queue: deque[tuple[str, datetime | None, datetime]] = deque()
         self._catch_up_workers = 0
@@ -129,11 +130,7 @@ class TaskScheduler:
         if self._aps is not None:
             self._aps.shutdown(wait=False)
             self._aps = None
-        running = {t for tasks in self._running.values() for t in tasks} | self._background
-        if running:
-            _, pending = await asyncio.wait(running, timeout=timeout)
-            for task in pending:
-                task.cancel()
+        await self._jobs.drain(timeout)
 
     async def reconcile(self, config_tasks: Sequence[TaskSpec]) -> dict[str, list[str]]:
         """Make config-declared tasks match ``config_tasks``: add, change, remove."""
@@ -222,7 +219,7 @@ class TaskScheduler:
             self._catch_up_queue.append((task.name, last, self._clock.now()))
             while self._catch_up_workers < CATCH_UP_PARALLEL:
                 self._catch_up_workers += 1
-                self._spawn(self._catch_up_worker())
+                self._spawn(self._catch_up_worker(), "catch up missed slots")
         if next_slot(schedule, self._clock.now()) is None:
             return  # a one-shot that is over
         self._aps.add_job(
@@ -245,7 +242,7 @@ class TaskScheduler:
         async def prune() -> None:
             await self.prune()
 
-        self._spawn(prune())
+        self._spawn(prune(), "prune task runs")
 
     async def prune(self) -> int:
         """Forget task runs older than keep_runs_days (each task's latest slot stays)."""
@@ -255,11 +252,9 @@ class TaskScheduler:
             log.info("forgot %d task run(s) older than %s", removed, before.date())
         return removed
 
-    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+    def _spawn(self, work: Coroutine[Any, Any, None], name: str) -> None:
         """Background work we own: APScheduler's shutdown cannot cancel it; stop() waits."""
-        job = asyncio.ensure_future(work)
-        self._background.add(job)
-        job.add_done_callback(self._background.discard)
+        self._jobs.spawn(work, name)
 
     async def _fire(self, name: str) -> None:
         """APScheduler's callback: queue the wake-up and return at once. One claimer takes
@@ -268,7 +263,7 @@ class TaskScheduler:
         self._due.append(name)
         if not self._claiming:
             self._claiming = True
-            self._spawn(self._claim_due())
+            self._spawn(self._claim_due(), "claim due tasks")
 
     async def _claim_due(self) -> None:
         try:
@@ -395,7 +390,7 @@ class TaskScheduler:
     def _start(self, task: StoredTask, run_id: int, slot: str) -> None:
         """Run a claimed slot in a task of its own (counted against max_concurrency)."""
         running = self._running.setdefault(task.name, set())
-        job = asyncio.ensure_future(self._run(task, run_id, slot))
+        job = self._jobs.spawn(self._run(task, run_id, slot), f"task {task.name} slot {slot}")
         running.add(job)
         job.add_done_callback(running.discard)
 
@@ -430,5 +425,4 @@ class TaskScheduler:
 
     async def wait_idle(self) -> None:
         """Wait for every in-flight run and catch-up (tests and drain)."""
-        while running := {t for tasks in self._running.values() for t in tasks} | self._background:
-            await asyncio.wait(running)
+        await self._jobs.wait_idle()

@@ -3,6 +3,7 @@ the failure policy, unattended denial, quiet hours — the fake Kimi server play
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -211,6 +212,19 @@ async def test_an_unattended_privileged_call_is_denied_at_once(
 async def test_a_run_past_its_timeout_is_cancelled_and_recorded(rig: Rig) -> None:
     await rig.scheduler.start([hourly("slow", command=["sleep", "30"], timeout_seconds=0.3)])
     assert await run_now(rig, "slow") == ["timeout"]
+
+
+async def test_a_run_cancelled_at_stop_is_recorded_before_stop_returns(rig: Rig) -> None:
+    """The store closes right after the scheduler stops: the "interrupted" row must be written
+    by then (stop used to cancel the run and return at once)."""
+    await rig.scheduler.start([hourly("slow", command=["sleep", "30"])])
+    await rig.scheduler.run_now("slow")
+    for _ in range(1000):  # polls a condition, up to 10 s
+        if await rig.statuses("slow") == ["running"]:
+            break
+        await asyncio.sleep(0.01)
+    await rig.scheduler.stop(timeout=0.05)
+    assert await rig.statuses("slow") == ["interrupted"]
 
 
 async def test_quiet_hours_hold_proactive_results_but_not_critical_ones(rig: Rig) -> None:
