@@ -12,10 +12,7 @@ from typing import Any
 
 import pytest
 
-from daemon.agent.executor import ToolExecutor
-from daemon.agent.llm import LlmClient
-from daemon.agent.loop import AgentLoop
-from daemon.agent.tools.registry import default_registry
+from daemon.agent.build import build_agent, build_llm
 from daemon.chat.approvals import ApprovalBroker
 from daemon.config import load_settings
 from daemon.core.clock import ManualClock
@@ -23,10 +20,8 @@ from daemon.tasks.quiet_hours import QuietHours
 from daemon.tasks.runner import TaskRunner
 from daemon.tasks.scheduler import TaskScheduler
 from daemon.tasks.settings import QuietHoursSettings, TaskSpec
-from memory.audit import AuditRepo
 from memory.conversations import ConversationRepo
 from memory.outbox import OutboxRepo
-from memory.runs import RunRepo
 from memory.store import SqliteStore
 from memory.tasks import TaskRepo
 from memory.usage import UsageRepo
@@ -71,18 +66,15 @@ async def rig_fixture(tmp_path: Path, fake_llm: FakeChatServer) -> AsyncIterator
     )
     clock = ManualClock(T0)
     store = await SqliteStore.open(tmp_path / "t.db")
-    llm = LlmClient(settings.llm, settings.agent.budget, usage=UsageRepo(store, clock), clock=clock)
+    llm = build_llm(settings, usage=UsageRepo(store, clock), clock=clock)
     conversations = ConversationRepo(store, clock)
-    agent = AgentLoop(
+    agent = build_agent(
         settings=settings,
-        llm=llm,
-        executor=ToolExecutor(
-            default_registry(), audit=AuditRepo(store, clock), approvals=ApprovalBroker(clock)
-        ),
-        conversations=conversations,
-        runs=RunRepo(store, clock),
         store=store,
         clock=clock,
+        llm=llm,
+        approvals=ApprovalBroker(clock),
+        conversations=conversations,
     )
     repo, outbox = TaskRepo(store, clock), OutboxRepo(store, clock)
     sleeps: list[float] = []
