@@ -22,13 +22,11 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from daemon.agent.executor import ToolExecutor  # noqa: E402
-from daemon.agent.llm import LlmClient  # noqa: E402
-from daemon.agent.loop import AgentLoop, AgentRequest  # noqa: E402
+from daemon.agent.build import build_agent, build_llm  # noqa: E402
+from daemon.agent.loop import AgentRequest  # noqa: E402
 from daemon.agent.tools.base import Tier, ToolContext, ToolRegistry, tool  # noqa: E402
 from daemon.config import load_settings  # noqa: E402
 from daemon.core.clock import SystemClock  # noqa: E402
-from memory.audit import AuditRepo  # noqa: E402
 from memory.conversations import ConversationRepo  # noqa: E402
 from memory.runs import RunRepo  # noqa: E402
 from memory.store import SqliteStore  # noqa: E402
@@ -95,17 +93,17 @@ async def measure(
     )
     clock = SystemClock()
     store = await SqliteStore.open(tmp / "bench.db")
-    llm = LlmClient(settings.llm, settings.agent.budget, usage=UsageRepo(store, clock), clock=clock)
+    llm = build_llm(settings, usage=UsageRepo(store, clock), clock=clock)
     conversations, runs_repo = ConversationRepo(store, clock), RunRepo(store, clock)
     registry = ToolRegistry([echo])
-    loop = AgentLoop(
+    loop = build_agent(
         settings=settings,
-        llm=llm,
-        executor=ToolExecutor(registry, audit=AuditRepo(store, clock), approvals=None),
-        conversations=conversations,
-        runs=runs_repo,
         store=store,
         clock=clock,
+        llm=llm,
+        registry=registry,
+        conversations=conversations,
+        runs=runs_repo,
     )
     sent: list[list[dict[str, Any]]] = []
     real_complete = llm.complete

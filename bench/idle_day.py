@@ -35,10 +35,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._daemon import start_daemon, stop
-from daemon.agent.executor import ToolExecutor
-from daemon.agent.llm import LlmClient
-from daemon.agent.loop import AgentLoop
-from daemon.agent.tools.registry import default_registry
+from daemon.agent.build import build_agent, build_llm
 from daemon.chat.approvals import ApprovalBroker
 from daemon.config import load_settings
 from daemon.core.clock import ManualClock
@@ -46,12 +43,10 @@ from daemon.core.tasks import TaskSpec
 from daemon.tasks import digest
 from daemon.tasks.runner import TaskRunner
 from daemon.tasks.scheduler import TaskScheduler
-from memory.audit import AuditRepo
 from memory.components import ComponentEventRepo
 from memory.conversations import ConversationRepo
 from memory.incidents import IncidentRepo
 from memory.outbox import OutboxRepo
-from memory.runs import RunRepo
 from memory.store import SqliteStore
 from memory.tasks import TaskRepo
 from memory.usage import UsageRepo
@@ -81,18 +76,15 @@ async def simulated_day(tmp: Path, fake: FakeChatServer) -> None:
     clock = ManualClock(T0)
     store = await SqliteStore.open(tmp / "day.db")
     usage = UsageRepo(store, clock)
-    llm = LlmClient(settings.llm, settings.agent.budget, usage=usage, clock=clock)
+    llm = build_llm(settings, usage=usage, clock=clock)
     conversations = ConversationRepo(store, clock)
-    agent = AgentLoop(
+    agent = build_agent(
         settings=settings,
-        llm=llm,
-        executor=ToolExecutor(
-            default_registry(), audit=AuditRepo(store, clock), approvals=ApprovalBroker(clock)
-        ),
-        conversations=conversations,
-        runs=RunRepo(store, clock),
         store=store,
         clock=clock,
+        llm=llm,
+        approvals=ApprovalBroker(clock),
+        conversations=conversations,
     )
     repo = TaskRepo(store, clock)
     incidents, events = IncidentRepo(store, clock), ComponentEventRepo(store, clock)

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from dataclasses import dataclass
 
-from daemon.agent.loop import AgentLoop, AgentRequest, AgentResult, EventSink
+from daemon.agent.loop import AgentLoop, AgentRequest, EventSink
 from daemon.core import metrics
+from daemon.core.background import BackgroundTasks
 from daemon.core.errors import AgentDisabledError, DrainingError
 from memory.conversations import ConversationRepo
 
@@ -30,7 +30,7 @@ class ChatService:
     def __init__(self, agent: AgentLoop, conversations: ConversationRepo) -> None:
         self.agent = agent
         self._conversations = conversations
-        self._in_flight: set[asyncio.Task[AgentResult]] = set()
+        self._in_flight = BackgroundTasks("chat")
         self.accepting = True
 
     @property
@@ -82,9 +82,8 @@ class ChatService:
 
     async def answer(self, request: AgentRequest, on_event: EventSink | None = None) -> ChatReply:
         """Run the agent on an accepted message; the run survives the caller going away."""
-        task = asyncio.create_task(self.agent.run(request, on_event))
-        self._in_flight.add(task)
-        task.add_done_callback(self._in_flight.discard)
+        name = f"agent run (conversation {request.conversation_id})"
+        task = self._in_flight.spawn(self.agent.run(request, on_event), name, awaited=True)
         try:
             result = await asyncio.shield(task)
         except AgentDisabledError as exc:
@@ -107,14 +106,6 @@ class ChatService:
     async def drain(self, timeout: float) -> int:
         """Stop accepting; wait up to ``timeout`` for runs in flight, then cancel the rest."""
         self.accepting = False
-        pending = set(self._in_flight)
-        if pending:
-            log.info("draining %d agent run(s) for up to %.0fs", len(pending), timeout)
-            _, still = await asyncio.wait(pending, timeout=timeout)
-            for task in still:
-                task.cancel()
-            if still:
-                with contextlib.suppress(Exception):
-                    await asyncio.wait(still, timeout=5)
-            return len(still)
-        return 0
+        if self._in_flight:
+            log.info("draining %d agent run(s) for up to %.0fs", len(self._in_flight), timeout)
+        return await self._in_flight.drain(timeout)

@@ -6,10 +6,9 @@ outbox worker, so a channel outage delays them instead of losing them.
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -18,6 +17,7 @@ from daemon.chat.access import AccessControl
 from daemon.chat.approvals import ApprovalBroker
 from daemon.chat.conversations import ChatService
 from daemon.chat.pairing import PairingCodes
+from daemon.core.background import BackgroundTasks
 from daemon.core.clock import Clock
 from daemon.core.errors import DrainingError
 from daemon.core.messages import ApprovalDecision, ApprovalRequest
@@ -94,7 +94,7 @@ class ChannelHub:
         self._task_commands = task_commands
         self._channels: dict[str, Channel] = {}
         self._workers: dict[str, OutboxWorker] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks = BackgroundTasks("chat hub")
         self._prompts: dict[str, _OpenPrompt] = {}
         approvals.subscribe(self._on_approval_requested)
         approvals.on_resolved(self._on_approval_resolved)
@@ -226,7 +226,7 @@ class ChannelHub:
         except DrainingError as exc:
             await self.reply(message, str(exc))
             return
-        self._spawn(self._answer(message, request))
+        self._spawn(self._answer(message, request), f"answer {message.channel}")
 
     async def _answer(self, message: InboundMessage, request: AgentRequest) -> None:
         async def show_progress(event: dict[str, Any]) -> None:
@@ -311,7 +311,7 @@ class ChannelHub:
             target=room,
             thread=thread,
         )
-        self._spawn(self._post_prompt(channel, prompt))
+        self._spawn(self._post_prompt(channel, prompt), f"approval prompt {prompt.approval_id}")
 
     async def _post_prompt(self, channel: Channel, prompt: ApprovalPrompt) -> None:
         try:
@@ -327,7 +327,7 @@ class ChannelHub:
             return
         verdict = "approved" if decision.approved else "denied"
         outcome = f"{request.tool}: {verdict} by {decision.by}"
-        self._spawn(self._close_prompt(open_prompt, outcome))
+        self._spawn(self._close_prompt(open_prompt, outcome), f"approval close {request.id}")
 
     async def _close_prompt(self, open_prompt: _OpenPrompt, outcome: str) -> None:
         try:
@@ -339,13 +339,10 @@ class ChannelHub:
 
     async def drain(self, timeout: float) -> None:
         """Let answers whose runs finished reach the outbox before it is flushed at shutdown."""
-        if self._tasks:
-            await asyncio.wait(set(self._tasks), timeout=timeout)
+        await self._tasks.drain(timeout)
 
-    def _spawn(self, coroutine: Awaitable[None]) -> None:
-        task = asyncio.ensure_future(coroutine)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+    def _spawn(self, coroutine: Coroutine[Any, Any, None], name: str) -> None:
+        self._tasks.spawn(coroutine, name)
 
 
 def _parse_origin(origin: str | None) -> tuple[str | None, str, str | None]:

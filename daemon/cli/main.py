@@ -64,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add = silence_commands.add_parser("add", help="silence matching alerts for a while")
     add.add_argument("what", nargs="+", help="an incident number, or matchers like alertname=X")
-    add.add_argument("--for", dest="duration", required=True, help="e.g. 30m, 2h, 1d")
+    add.add_argument("--for", dest="duration", required=True, help="e.g. 30m, 1.5h, 1h30m, 2d")
     add.add_argument("-c", "--comment", default="", help="why (shown in `silence list`)")
     with_location(silence_commands.add_parser("list", help="active and recent silences"))
     expire = silence_commands.add_parser("expire", help="end a silence now")
@@ -103,7 +103,7 @@ def _task_parsers(tasks: argparse.ArgumentParser) -> None:
     add.add_argument("name", help="lowercase letters, digits, - _ . (e.g. disk-report)")
     when = add.add_mutually_exclusive_group(required=True)
     when.add_argument("--cron", help='crontab line, e.g. "0 9 * * mon-fri" (0 and 7 = Sunday)')
-    when.add_argument("--every", help="interval, e.g. 15m, 2h, 1d, 1h30m")
+    when.add_argument("--every", help="interval, e.g. 15m, 1.5h, 1h30m, 1d")
     when.add_argument("--at", help="once, ISO 8601, e.g. 2026-12-01T09:00 (in --tz) or …Z")
     add.add_argument("--tz", help="IANA time zone, e.g. Europe/Berlin (default [scheduler])")
     what = add.add_mutually_exclusive_group(required=True)
@@ -349,6 +349,13 @@ def cmd_silence(args: argparse.Namespace) -> int:
         return _run_command(args, "silences")
     if args.silence_command == "expire":
         return _run_command(args, f"unsilence {args.id}")
+    from daemon.core.durations import DurationError, parse_duration
+
+    try:  # the daemon refuses it too (and checks the 30-day bound); this names the flag
+        parse_duration(args.duration)
+    except DurationError as exc:
+        print(f"nightshift silence add: --for: {exc}", file=sys.stderr)
+        return 2
     return _run_command(args, " ".join([*args.what, args.duration, args.comment]).strip())
 
 

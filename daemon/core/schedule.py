@@ -27,6 +27,7 @@ from functools import lru_cache
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
+from daemon.core.durations import DurationError, parse_duration
 from daemon.core.errors import ScheduleError
 
 MIN_INTERVAL_SECONDS = 1
@@ -42,7 +43,6 @@ _FIELDS: list[_Field] = [("minute", 0, 59, [], "0-59"), ("hour", 0, 23, [], "0-2
 _FIELDS += [("day-of-month", 1, 31, [], "1-31"), ("month", 1, 12, _MONTHS, "1-12 or jan-dec")]
 _FIELDS += [("day-of-week", 0, 7, WEEKDAYS, "0-7 (0 and 7 = Sunday) or sun-sat")]
 _ITEM = re.compile(r"^(?:(\*)|([0-9a-z]+)(?:-([0-9a-z]+))?)(?:/([0-9]+))?$")
-_PLAIN = re.compile(r"(\d+)\s*([wdhms])")
 _UNITS = {"w": 604800, "d": 86400, "h": 3600, "m": 60, "s": 1}
 _WHAT = {"cron": "cron", "interval": "interval_seconds", "once": "at"}
 
@@ -328,18 +328,11 @@ def describe(schedule: Schedule) -> str:
 
 
 def parse_plain_interval(text: str) -> float:
-    """Seconds in "90s", "15m", "2h", "1d", "1w" or combinations like "1h30m" (largest first)."""
-    cleaned = str(text).strip().lower()
-    example = "write e.g. '90s', '15m', '2h', '1d' or '1h30m' (units: w, d, h, m, s)"
-    if cleaned.isdigit():
-        raise ScheduleError(f"interval {text!r} has no unit: {example}")
-    matches = list(_PLAIN.finditer(cleaned))
-    if not matches or _PLAIN.sub("", cleaned).strip():
-        raise ScheduleError(f"interval {text!r} is not understood: {example}")
-    units = [m.group(2) for m in matches]
-    if units != sorted(set(units), key=list(_UNITS).index):
-        raise ScheduleError(f"interval {text!r} repeats or misorders units: {example}")
-    seconds = sum(int(m.group(1)) * _UNITS[m.group(2)] for m in matches)
-    if seconds < MIN_INTERVAL_SECONDS:
-        raise ScheduleError(f"interval {text!r} is too short: the minimum is 1 s")
-    return float(seconds)
+    """Whole seconds, at least MIN_INTERVAL_SECONDS, in a typed interval such as "15m", "1.5h"
+    or "1h30m" (the grammar of :mod:`daemon.core.durations`)."""
+    try:
+        seconds = parse_duration(text, "interval").total_seconds()
+    except DurationError as exc:
+        raise ScheduleError(str(exc)) from None
+    _check_interval(seconds)
+    return seconds

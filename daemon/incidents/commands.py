@@ -10,19 +10,17 @@ unsilence ID                  expire a silence now
 
 from __future__ import annotations
 
-import re
 from datetime import timedelta
 
 from daemon.alerting.matchers import Matcher, parse_matchers
 from daemon.core.access import Action
 from daemon.core.clock import Clock
+from daemon.core.durations import DurationError, looks_like_duration, parse_duration
 from daemon.core.errors import CommandError, RecordNotFound
 from daemon.incidents import text as incident_text
 from memory.incidents import IncidentRepo, SilenceRepo
 
 MAX_SILENCE = timedelta(days=30)
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 REQUIRED: dict[str, Action] = {
     "incidents": "ask",
     "incident": "ask",
@@ -32,23 +30,19 @@ REQUIRED: dict[str, Action] = {
 }
 USAGE = (
     "Usage: incidents · incidents show ID · silence ID|MATCHERS DURATION [reason] · silences · "
-    "unsilence ID (durations like 30m, 2h, 1d)"
+    "unsilence ID (durations like 30m, 1.5h, 1d)"
 )
 
 
-def parse_duration(text: str) -> timedelta:
-    """``90s``, ``30m``, ``2h``, ``1d``, ``1w`` or combined like ``1h30m``."""
-    pos, total = 0, 0.0
-    for found in _DURATION.finditer(text):
-        if found.start() != pos:
-            break
-        total += float(found.group(1)) * _UNITS[found.group(2)]
-        pos = found.end()
-    if pos != len(text) or total <= 0:
-        raise CommandError(f"{text!r} is not a duration; write e.g. 30m, 2h, 1d or 1h30m")
-    if timedelta(seconds=total) > MAX_SILENCE:
+def silence_length(text: str) -> timedelta:
+    """How long a silence lasts: a duration (``30m``, ``1.5h``, ``1h30m``) of at most 30 days."""
+    try:
+        length = parse_duration(text)
+    except DurationError as exc:
+        raise CommandError(str(exc)) from None
+    if length > MAX_SILENCE:
         raise CommandError("a silence can last at most 30 days")
-    return timedelta(seconds=total)
+    return length
 
 
 class IncidentCommands:
@@ -116,10 +110,10 @@ class IncidentCommands:
     async def _silence(self, args: list[str], actor: str) -> str:
         if len(args) < 2:
             raise CommandError("say what to silence and for how long")
-        duration_at = next((i for i, arg in enumerate(args) if _DURATION.match(arg)), None)
+        duration_at = next((i for i, arg in enumerate(args) if looks_like_duration(arg)), None)
         if duration_at is None or duration_at == 0:
             raise CommandError("give a duration after what to silence")
-        targets, duration = args[:duration_at], parse_duration(args[duration_at])
+        targets, duration = args[:duration_at], silence_length(args[duration_at])
         comment = " ".join(args[duration_at + 1 :])
         incident_id = None
         if len(targets) == 1 and targets[0].lstrip("#").isdigit():

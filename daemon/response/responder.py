@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from datetime import datetime, timedelta
+from typing import Any
 
 from daemon.agent.loop import AgentLoop
+from daemon.core.background import BackgroundTasks
 from daemon.core.clock import Clock
 from daemon.core.errors import AgentDisabledError, BudgetExhaustedError, LlmUnavailableError
 from daemon.incidents.poster import IncidentPoster
@@ -58,7 +60,7 @@ class IncidentResponder:
         self._services = services
         self._remediator = remediator
         self._clock = clock
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks = BackgroundTasks("incident response")
         self._investigating: dict[int, asyncio.Task[None]] = {}  # incident id → its investigation
         self._last_unavailable: datetime | None = None
         self._last_skipped: datetime | None = None
@@ -81,10 +83,7 @@ class IncidentResponder:
             self._spawn(self._postmortem(incident_id), f"postmortem #{incident_id}")
 
     async def drain(self, timeout: float) -> None:
-        if self._tasks:
-            _, pending = await asyncio.wait(set(self._tasks), timeout=timeout)
-            for task in pending:
-                task.cancel()
+        await self._tasks.drain(timeout)
 
     @property
     def busy(self) -> int:
@@ -219,16 +218,5 @@ class IncidentResponder:
             if "postmortem" in fact.tags and fact.source != f"incident:{incident_id}"
         ][:3]
 
-    def _spawn(self, work: Awaitable[None], what: str) -> asyncio.Task[None]:
-        async def guarded() -> None:
-            try:
-                await work
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # one incident's failure must not stop the others
-                log.exception("incident response failed: %s", what)
-
-        task = asyncio.ensure_future(guarded())
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return task
+    def _spawn(self, work: Coroutine[Any, Any, None], what: str) -> asyncio.Task[None]:
+        return self._tasks.spawn(work, what)  # a failure is logged; the other incidents go on

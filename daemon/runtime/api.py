@@ -12,7 +12,7 @@ import pwd
 import socket
 import stat
 import struct
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -20,6 +20,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from daemon.alerting.alertmanager import BODY_TIMEOUT_SECONDS
+from daemon.core.background import BackgroundTasks
 from daemon.core.errors import ConfigError, DrainingError, TaskConflict, TaskRejected
 from daemon.core.messages import ApprovalRequest
 from daemon.core.redact import redact_data
@@ -385,12 +386,10 @@ async def chat(request: web.Request) -> web.StreamResponse:
         with contextlib.suppress(ConnectionResetError):
             await response.write_eof()
         return response
-    pending_sends: set[asyncio.Task[None]] = set()
+    pending_sends = BackgroundTasks("console chat")
 
     def show_approval(item: ApprovalRequest) -> None:
-        task = asyncio.ensure_future(send({"type": "approval", **item.as_dict()}))
-        pending_sends.add(task)
-        task.add_done_callback(pending_sends.discard)
+        pending_sends.spawn(send({"type": "approval", **item.as_dict()}), f"approval {item.id}")
 
     unsubscribe = runtime.approvals.subscribe(show_approval)
     try:
@@ -422,7 +421,9 @@ async def chat(request: web.Request) -> web.StreamResponse:
     return response
 
 
-def _ndjson_writer(response: web.StreamResponse) -> Callable[[dict[str, Any]], Awaitable[None]]:
+def _ndjson_writer(
+    response: web.StreamResponse,
+) -> Callable[[dict[str, Any]], Coroutine[Any, Any, None]]:
     async def send(event: dict[str, Any]) -> None:
         with contextlib.suppress(ConnectionResetError):
             line = json.dumps(redact_data(event), default=str)  # CLI output: secrets masked

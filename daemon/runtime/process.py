@@ -15,9 +15,9 @@ from zoneinfo import ZoneInfo
 
 from daemon import __version__
 from daemon.agent import sandbox
+from daemon.agent.build import build_agent, build_llm
 from daemon.agent.executor import ToolExecutor
 from daemon.agent.lazy_llm import LazyLlmClient
-from daemon.agent.loop import AgentLoop
 from daemon.agent.sandbox import SandboxStatus
 from daemon.agent.services import ToolServices
 from daemon.agent.tools.registry import default_registry
@@ -300,17 +300,16 @@ class Runtime:
             tasks=self.task_commands.service if self.task_commands else None,
             role_of=actor_roles(self.access),
         )
-        executor = ToolExecutor(
-            default_registry(task_tools.TOOLS), audit=self.audit, approvals=self.approvals
-        )
-        self.agent = AgentLoop(
+        self.agent = build_agent(
+            registry=default_registry(task_tools.TOOLS),
             settings=self.settings,
-            llm=self.llm,
-            executor=executor,
-            conversations=self.conversations,
-            runs=self.runs,
             store=self.store,
             clock=self.clock,
+            llm=self.llm,
+            approvals=self.approvals,
+            audit=self.audit,
+            conversations=self.conversations,
+            runs=self.runs,
             services=services,
             disabled_reason=reason if not available else "",
         )
@@ -389,16 +388,15 @@ class Runtime:
             host_history=lambda: tuple(self.host_watcher.history) if self.host_watcher else (),
             remediation_tools=tuple(remediation_tools.names()),
         )
-        investigator = AgentLoop(
+        investigator = build_agent(
             settings=self.settings,
-            llm=self.llm,
-            executor=ToolExecutor(
-                investigation_registry(evidence_tools()), audit=self.audit, approvals=None
-            ),
-            conversations=self.conversations,
-            runs=self.runs,
             store=self.store,
             clock=self.clock,
+            llm=self.llm,
+            registry=investigation_registry(evidence_tools()),
+            audit=self.audit,
+            conversations=self.conversations,
+            runs=self.runs,
             services=services,
             disabled_reason=disabled_reason,
         )
@@ -424,11 +422,7 @@ class Runtime:
         )
 
     def _make_llm(self) -> LlmClient:
-        from daemon.agent.llm import LlmClient  # imported at first use: openai is heavy
-
-        return LlmClient(
-            self.settings.llm, self.settings.agent.budget, usage=self.usage, clock=self.clock
-        )
+        return build_llm(self.settings, usage=self.usage, clock=self.clock)  # openai: at first use
 
     def _install_signals(self) -> None:
         loop = asyncio.get_running_loop()

@@ -25,6 +25,7 @@ from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from daemon.core.background import BackgroundTasks
 from daemon.core.clock import Clock
 from daemon.core.schedule import (
     Schedule,
@@ -75,8 +76,8 @@ class TaskScheduler:
         self._keep_days = keep_runs_days
         self._drain_timeout = drain_timeout
         self._aps: Any = None
-        self._running: dict[str, set[asyncio.Task[None]]] = {}
-        self._background: set[asyncio.Task[None]] = set()
+        self._jobs = BackgroundTasks("scheduler")  # every run, claim and prune we started
+        self._running: dict[str, set[asyncio.Task[None]]] = {}  # runs per task name (concurrency)
         # (task name, the caught-up slots claimed when it was armed: run id, slot)
         self._catch_up_queue: deque[tuple[str, list[tuple[int, str]]]] = deque()
         self._catch_up_workers = 0
@@ -131,11 +132,7 @@ class TaskScheduler:
         if self._aps is not None:
             self._aps.shutdown(wait=False)
             self._aps = None
-        running = {t for tasks in self._running.values() for t in tasks} | self._background
-        if running:
-            _, pending = await asyncio.wait(running, timeout=timeout)
-            for task in pending:
-                task.cancel()
+        await self._jobs.drain(timeout)
 
     async def reconcile(self, config_tasks: Sequence[TaskSpec]) -> dict[str, list[str]]:
         """Make config-declared tasks match ``config_tasks``: add, change, remove."""
@@ -228,7 +225,7 @@ class TaskScheduler:
                 self._catch_up_queue.append((task.name, runs))
                 while self._catch_up_workers < CATCH_UP_PARALLEL:
                     self._catch_up_workers += 1
-                    self._spawn(self._catch_up_worker())
+                    self._spawn(self._catch_up_worker(), "catch up missed slots")
             if self._aps is None:
                 return
         if next_slot(schedule, self._clock.now()) is None:
@@ -253,7 +250,7 @@ class TaskScheduler:
         async def prune() -> None:
             await self.prune()
 
-        self._spawn(prune())
+        self._spawn(prune(), "prune task runs")
 
     async def prune(self) -> int:
         """Forget task runs older than keep_runs_days (each task's latest slot stays)."""
@@ -263,11 +260,9 @@ class TaskScheduler:
             log.info("forgot %d task run(s) older than %s", removed, before.date())
         return removed
 
-    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+    def _spawn(self, work: Coroutine[Any, Any, None], name: str) -> None:
         """Background work we own: APScheduler's shutdown cannot cancel it; stop() waits."""
-        job = asyncio.ensure_future(work)
-        self._background.add(job)
-        job.add_done_callback(self._background.discard)
+        self._jobs.spawn(work, name)
 
     async def _fire(self, name: str) -> None:
         """APScheduler's callback: queue the wake-up and return at once. One claimer takes
@@ -276,7 +271,7 @@ class TaskScheduler:
         self._due.append(name)
         if not self._claiming:
             self._claiming = True
-            self._spawn(self._claim_due())
+            self._spawn(self._claim_due(), "claim due tasks")
 
     async def _claim_due(self) -> None:
         try:
@@ -389,7 +384,9 @@ class TaskScheduler:
                 continue
             retry = task.spec.on_interrupt == "retry" and not run.slot.startswith(RETRY_PREFIX)
             if retry and task.active:
-                self._spawn(self._retry(task, run.id, run.slot))
+                self._spawn(
+                    self._retry(task, run.id, run.slot), f"retry interrupted run of {task.name}"
+                )
                 continue
             assert self.runner is not None, "TaskScheduler.runner is set before start()"
             outbox_id = await self.runner.tell_interrupted(task, run.id, run.slot)
@@ -422,7 +419,7 @@ class TaskScheduler:
     def _start(self, task: StoredTask, run_id: int, slot: str) -> None:
         """Run a claimed slot in a task of its own (counted against max_concurrency)."""
         running = self._running.setdefault(task.name, set())
-        job = asyncio.ensure_future(self._run(task, run_id, slot))
+        job = self._jobs.spawn(self._run(task, run_id, slot), f"task {task.name} slot {slot}")
         running.add(job)
         job.add_done_callback(running.discard)
 
@@ -457,5 +454,4 @@ class TaskScheduler:
 
     async def wait_idle(self) -> None:
         """Wait for every in-flight run and catch-up (tests and drain)."""
-        while running := {t for tasks in self._running.values() for t in tasks} | self._background:
-            await asyncio.wait(running)
+        await self._jobs.wait_idle()

@@ -36,7 +36,7 @@ async def schedule_task(
         name: Short unique name: lowercase letters, digits, '-', '_' or '.', e.g. "disk-report".
         prompt: What to do at each run, as an instruction, e.g. "Report volumes above 80% full".
         cron: Crontab line, e.g. "0 9 * * mon-fri" (weekday 0 and 7 = Sunday).
-        every: Interval, e.g. "15m", "2h", "1d" or "1h30m".
+        every: Interval, e.g. "15m", "1.5h", "1d" or "1h30m".
         at: One time, ISO 8601, e.g. "2026-12-01T09:00" (in timezone) or "2026-12-01T08:00Z".
         timezone: IANA time zone for cron and at, e.g. "Europe/Berlin"; default the daemon's.
         deliver_to: Where results go, e.g. "slack:C0OPS"; default: this conversation.

@@ -24,6 +24,7 @@ from slack_sdk.socket_mode.response import SocketModeResponse
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.web.async_slack_response import AsyncSlackResponse
 
+from daemon.core.background import BackgroundTasks
 from daemon.core.errors import DeliveryError, PermanentDeliveryError
 from integrations.base import (
     ApprovalAnswer,
@@ -83,7 +84,7 @@ class SlackChannel:
         self._filter = blocks.InboundFilter(SEEN_SIZE)
         self._names = blocks.Lru(NAME_CACHE_SIZE)
         self._inbox: asyncio.Queue[ParsedEvent | ApprovalAnswer] = asyncio.Queue()
-        self._tasks: list[asyncio.Task[None]] = []
+        self._tasks = BackgroundTasks("slack")  # the delivery loop and the watchdog
         self._last_traffic = 0.0  # time.time() of the last frame received
         self.rebuilds = 0  # Socket Mode clients built after the first one
 
@@ -100,14 +101,14 @@ class SlackChannel:
             log.error("Slack channel not started: %s", self._bot_problem)
             return
         self._ensure_clients()
-        self._tasks.append(asyncio.create_task(self._deliver(), name="slack-deliver"))
+        self._tasks.spawn(self._deliver(), "slack-deliver")
         try:
             await self._connect()
         except Exception as exc:  # noqa: BLE001 - reported as health; the watchdog retries
             self._note_failure(exc)
         finally:
             self._starting = False
-        self._tasks.append(asyncio.create_task(self._watch(), name="slack-watchdog"))
+        self._tasks.spawn(self._watch(), "slack-watchdog")
 
     async def stop(self) -> None:
         """Let acknowledged input reach the sink, then close the socket and the HTTP session."""
@@ -117,10 +118,7 @@ class SlackChannel:
         if self._tasks and not self._inbox.empty():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._inbox.join(), DRAIN_TIMEOUT)
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        self._tasks.clear()
+        await self._tasks.cancel()
         if self._socket is not None:
             await blocks.close_socket_client(self._socket)
             self._socket = None

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from daemon.agent.executor import ToolExecutor
+from daemon.agent.build import build_agent, build_llm
 from daemon.agent.llm import LlmClient
 from daemon.agent.loop import AgentLoop, AgentRequest, AgentResult
 from daemon.agent.tools.base import Tier, Tool, ToolContext, ToolRegistry, tool
@@ -141,20 +141,22 @@ async def harness_factory(tmp_path: Path, fake_llm: FakeChatServer) -> AsyncIter
         clock = SystemClock()
         store = await SqliteStore.open(tmp_path / f"db{len(opened)}.sqlite")
         usage = UsageRepo(store, clock)
-        llm = LlmClient(settings.llm, settings.agent.budget, usage=usage, clock=clock)
+        llm = build_llm(settings, usage=usage, clock=clock)
         opened.append((store, llm))
         broker = ApprovalBroker(clock)
         audit = AuditRepo(store, clock)
         registry = ToolRegistry([echo, explode, hang, flood, look, restart_service, *tools])
         conversations, runs = ConversationRepo(store, clock), RunRepo(store, clock)
-        loop = AgentLoop(
+        loop = build_agent(
             settings=settings,
-            llm=llm,
-            executor=ToolExecutor(registry, audit=audit, approvals=broker),
-            conversations=conversations,
-            runs=runs,
             store=store,
             clock=clock,
+            llm=llm,
+            registry=registry,
+            approvals=broker,
+            audit=audit,
+            conversations=conversations,
+            runs=runs,
             **({} if sleep is None else {"sleep": sleep}),
         )
         return Harness(loop, store, broker, conversations, runs, audit)

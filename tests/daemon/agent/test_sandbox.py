@@ -27,7 +27,7 @@ from typing import Any
 import pytest
 
 from daemon.agent import sandbox
-from daemon.agent.executor import ToolExecutor
+from daemon.agent.build import build_agent, build_llm
 from daemon.agent.llm import LlmClient
 from daemon.agent.loop import AgentLoop, AgentRequest
 from daemon.agent.policy import classify_command, decide
@@ -37,9 +37,7 @@ from daemon.agent.tools.base import Tier, ToolContext, ToolRegistry
 from daemon.chat.approvals import ApprovalBroker
 from daemon.config import Settings, load_settings
 from daemon.core.clock import SystemClock
-from memory.audit import AuditRepo
 from memory.conversations import ConversationRepo
-from memory.runs import RunRepo
 from memory.store import SqliteStore
 from memory.usage import UsageRepo
 from tests.fakes.chat_completions import FakeChatServer, Reply
@@ -127,19 +125,19 @@ async def rig_factory(tmp_path: Path, fake_llm: FakeChatServer) -> AsyncIterator
         settings = make_settings(fake_llm, allowed, **policy)
         clock = SystemClock()
         store = await SqliteStore.open(settings.database_path)
-        llm = LlmClient(settings.llm, settings.agent.budget, usage=UsageRepo(store, clock))
+        llm = build_llm(settings, usage=UsageRepo(store, clock), clock=clock)
         opened.append((store, llm))
         broker = ApprovalBroker(clock)
         registry = ToolRegistry([*files.TOOLS, *commands.TOOLS, *evidence.TOOLS])
         conversations = ConversationRepo(store, clock)
-        loop = AgentLoop(
+        loop = build_agent(
             settings=settings,
-            llm=llm,
-            executor=ToolExecutor(registry, audit=AuditRepo(store, clock), approvals=broker),
-            conversations=conversations,
-            runs=RunRepo(store, clock),
             store=store,
             clock=clock,
+            llm=llm,
+            registry=registry,
+            approvals=broker,
+            conversations=conversations,
         )
         return Rig(fake_llm, allowed, settings, store, loop, conversations, broker)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from daemon.agent.executor import ToolExecutor
+from daemon.agent.build import build_agent
 from daemon.agent.loop import AgentLoop
 from daemon.agent.tools.base import ToolRegistry
 from daemon.chat.access import AccessControl
@@ -22,7 +22,6 @@ from memory.audit import AuditRepo
 from memory.channels import ChannelStateRepo, InboundRepo
 from memory.conversations import ConversationRepo
 from memory.outbox import OutboxRepo
-from memory.runs import RunRepo
 from memory.store import SqliteStore
 
 
@@ -86,14 +85,15 @@ def build_hub(
         AuditRepo(store, clock),
     )
     broker = ApprovalBroker(clock)
-    agent = agent or AgentLoop(
+    agent = agent or build_agent(
         settings=Settings(),
-        llm=None,
-        executor=ToolExecutor(ToolRegistry(), audit=audit, approvals=broker),
-        conversations=conversations,
-        runs=RunRepo(store, clock),
         store=store,
         clock=clock,
+        llm=None,
+        registry=ToolRegistry(),
+        approvals=broker,
+        audit=audit,
+        conversations=conversations,
         disabled_reason="no API key (test)",
     )
 

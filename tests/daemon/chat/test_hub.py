@@ -10,9 +10,8 @@ from typing import Any
 
 import pytest
 
-from daemon.agent.executor import ToolExecutor
+from daemon.agent.build import build_agent
 from daemon.agent.llm import LlmClient
-from daemon.agent.loop import AgentLoop
 from daemon.agent.tools.base import ToolRegistry
 from daemon.chat.approvals import ApprovalBroker
 from daemon.chat.hub import ChannelHub
@@ -30,7 +29,6 @@ from memory.audit import AuditRepo
 from memory.channels import ChannelStateRepo
 from memory.conversations import ConversationRepo
 from memory.incidents import IncidentRepo, SilenceRepo
-from memory.runs import RunRepo
 from memory.store import SqliteStore
 from tests.daemon.chat.hub_rig import RecordingChannel, build_hub
 from tests.fakes.chat_completions import FakeChatServer, Reply
@@ -122,6 +120,12 @@ async def test_incident_commands_answer_viewers_but_only_operators_silence(rig: 
     assert await rig.say("OPS", "unsilence 1") == ["Silence #1 expired."]
     [bad] = await rig.say("OPS", "silence alertname=DiskFull forever")
     assert "give a duration" in bad and "Usage:" in bad
+    [misordered] = await rig.say("OPS", "silence alertname=DiskFull 30m1h")
+    assert misordered.startswith("duration '30m1h' repeats or misorders units (largest first)")
+    [too_long] = await rig.say("OPS", "silence alertname=DiskFull 31d")
+    assert too_long.startswith("a silence can last at most 30 days")
+    [done] = await rig.say("OPS", "silence alertname=DiskFull 1.5h")  # as tasks take it
+    assert done.startswith("Silence #2: alertname=DiskFull until 2026-01-01 01:30 UTC")
     [stranger] = await rig.say("EVE", "incidents")
     assert "only take requests" in stranger
 
@@ -262,14 +266,14 @@ async def test_a_slow_answer_shows_one_progress_note_in_the_thread(
     async with await SqliteStore.open(tmp_path / "hub.db") as store:
         conversations, broker = ConversationRepo(store, clock), ApprovalBroker(clock)
         async with LlmClient(settings.llm, settings.agent.budget, clock=clock) as llm:
-            agent = AgentLoop(
+            agent = build_agent(
                 settings=settings,
-                llm=llm,
-                executor=ToolExecutor(ToolRegistry(), audit=None, approvals=broker),
-                conversations=conversations,
-                runs=RunRepo(store, clock),
                 store=store,
                 clock=clock,
+                llm=llm,
+                registry=ToolRegistry(),
+                approvals=broker,
+                conversations=conversations,
                 sleep=timer,
             )
             parts = build_hub(store, clock, channel="chat", users={"OPS": "operator"}, agent=agent)

@@ -161,6 +161,9 @@ async def test_add_from_chat_parses_schedules_zones_targets_and_actions(rig: Rig
     )
 
     await rig.say("tasks add backup every 1h30m to telegram:123 command /usr/bin/env ls '/var/x y'")
+    await rig.say("tasks add sweep every 1h 30m prompt Sweep")  # "1h 30m" and "1.5h" alike
+    await rig.say("tasks add sweep2 every 1.5h prompt Sweep")  # the spelling silences took
+    assert {(await rig.repo.get(n)).spec.interval_seconds for n in ("sweep", "sweep2")} == {5400}
     backup = await rig.repo.get("backup")
     assert backup.spec.interval_seconds == 5400 and backup.spec.deliver_to == "telegram:123"
     assert backup.spec.command == ["/usr/bin/env", "ls", "/var/x y"]
@@ -357,7 +360,9 @@ async def test_the_cli_adds_lists_runs_and_removes_tasks_through_the_api(
                                  "Europe/Berlin", "--prompt", "x")  # fmt: skip
         assert code == 1 and "is in the past" in err and "Europe/Berlin" in err
         code, _, err = await cli("add", "odd", "--every", "soon", "--prompt", "x")
-        assert code == 2 and "interval 'soon' is not understood" in err
+        assert code == 2 and "interval 'soon' is not understood: write e.g. 90s, 15m, 1.5h" in err
+        code, out, _ = await cli("add", "halfhourly", "--every", "1.5h", "--prompt", "x")
+        assert code == 0 and (await rig.repo.get("halfhourly")).spec.interval_seconds == 5400
 
         code, out, _ = await cli("run-now", "echoer")
         assert code == 0 and out.startswith("Started task echoer (run #")

@@ -3,6 +3,7 @@ the failure policy, unattended denial, quiet hours — the fake Kimi server play
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -11,9 +12,7 @@ from typing import Any
 
 import pytest
 
-from daemon.agent.executor import ToolExecutor
-from daemon.agent.llm import LlmClient
-from daemon.agent.loop import AgentLoop
+from daemon.agent.build import build_agent, build_llm
 from daemon.agent.tools.registry import default_registry
 from daemon.chat.approvals import ApprovalBroker
 from daemon.config import load_settings
@@ -24,10 +23,8 @@ from daemon.tasks.runner import TaskRunner
 from daemon.tasks.scheduler import TaskScheduler
 from daemon.tasks.settings import QuietHoursSettings
 from daemon.tasks.tools import TOOLS
-from memory.audit import AuditRepo
 from memory.conversations import ConversationRepo
 from memory.outbox import OutboxRepo
-from memory.runs import RunRepo
 from memory.store import SqliteStore
 from memory.tasks import TaskRepo
 from memory.usage import UsageRepo
@@ -72,18 +69,16 @@ async def rig_fixture(tmp_path: Path, fake_llm: FakeChatServer) -> AsyncIterator
     )
     clock = ManualClock(T0)
     store = await SqliteStore.open(tmp_path / "t.db")
-    llm = LlmClient(settings.llm, settings.agent.budget, usage=UsageRepo(store, clock), clock=clock)
+    llm = build_llm(settings, usage=UsageRepo(store, clock), clock=clock)
     conversations = ConversationRepo(store, clock)
-    agent = AgentLoop(
+    agent = build_agent(
         settings=settings,
-        llm=llm,
-        executor=ToolExecutor(
-            default_registry(TOOLS), audit=AuditRepo(store, clock), approvals=ApprovalBroker(clock)
-        ),
-        conversations=conversations,
-        runs=RunRepo(store, clock),
+        registry=default_registry(TOOLS),
         store=store,
         clock=clock,
+        llm=llm,
+        approvals=ApprovalBroker(clock),
+        conversations=conversations,
     )
     repo, outbox = TaskRepo(store, clock), OutboxRepo(store, clock)
     sleeps: list[float] = []
@@ -213,6 +208,19 @@ async def test_an_unattended_privileged_call_is_denied_at_once(
 async def test_a_run_past_its_timeout_is_cancelled_and_recorded(rig: Rig) -> None:
     await rig.scheduler.start([hourly("slow", command=["sleep", "30"], timeout_seconds=0.3)])
     assert await run_now(rig, "slow") == ["timeout"]
+
+
+async def test_a_run_cancelled_at_stop_is_recorded_before_stop_returns(rig: Rig) -> None:
+    """The store closes right after the scheduler stops: the "interrupted" row must be written
+    by then (stop used to cancel the run and return at once)."""
+    await rig.scheduler.start([hourly("slow", command=["sleep", "30"])])
+    await rig.scheduler.run_now("slow")
+    for _ in range(1000):  # polls a condition, up to 10 s
+        if await rig.statuses("slow") == ["running"]:
+            break
+        await asyncio.sleep(0.01)
+    await rig.scheduler.stop(timeout=0.05)
+    assert await rig.statuses("slow") == ["interrupted"]
 
 
 async def test_quiet_hours_hold_proactive_results_but_not_critical_ones(rig: Rig) -> None:

@@ -12,6 +12,7 @@ from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.date import DateTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
+from daemon.core.durations import EXAMPLES
 from daemon.core.errors import ScheduleError
 from daemon.core.schedule import (
     Schedule,
@@ -325,13 +326,13 @@ def test_describe() -> None:
 @pytest.mark.parametrize(
     ("text", "seconds"),
     [("90s", 90), ("15m", 900), ("2h", 7200), ("1d", 86400), ("1w", 604800), ("1h30m", 5400)]
-    + [(" 1h 30m ", 5400), ("2H", 7200), ("1d2h3m4s", 93784)],
+    + [(" 1h 30m ", 5400), ("2H", 7200), ("1d2h3m4s", 93784), ("1.5h", 5400), ("0.5m", 30)],
 )
 def test_parse_plain_interval(text: str, seconds: float) -> None:
     assert parse_plain_interval(text) == seconds
 
 
-HOW = "write e.g. '90s', '15m', '2h', '1d' or '1h30m' (units: w, d, h, m, s)"
+HOW = EXAMPLES
 
 
 @pytest.mark.parametrize(
@@ -339,11 +340,13 @@ HOW = "write e.g. '90s', '15m', '2h', '1d' or '1h30m' (units: w, d, h, m, s)"
     [
         ("15", f"interval '15' has no unit: {HOW}"),
         ("", f"interval '' is not understood: {HOW}"),
-        ("1.5h", f"interval '1.5h' is not understood: {HOW}"),
         ("15 minutes", f"interval '15 minutes' is not understood: {HOW}"),
-        ("30m1h", f"interval '30m1h' repeats or misorders units: {HOW}"),
-        ("1h1h", f"interval '1h1h' repeats or misorders units: {HOW}"),
-        ("0s", "interval '0s' is too short: the minimum is 1 s"),
+        ("30m1h", f"interval '30m1h' repeats or misorders units (largest first): {HOW}"),
+        ("1h1h", f"interval '1h1h' repeats or misorders units (largest first): {HOW}"),
+        ("0s", f"interval '0s' is zero: a duration is longer than that; {HOW}"),
+        ("0.5s", "interval 0.5 s is too short: the minimum is 1 s"),  # a task-side bound
+        ("1.5s", "interval 1.5 s is not a whole number of seconds: round it"),
+        ("400d", "interval '400d' is too long: at most 365d"),
     ],
 )
 def test_parse_plain_interval_errors(text: str, message: str) -> None:

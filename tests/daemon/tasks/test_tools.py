@@ -119,8 +119,8 @@ async def test_an_admins_task_is_scheduled_and_delivers_to_where_it_was_asked(ri
     assert audited.ok and audited.actor == "slack:BOSS"
 
     outcome = await rig.call("schedule_task", "console:root", name="poll", prompt="x",
-                             every="15m", deliver_to="telegram:42")  # fmt: skip
-    assert outcome.ok and (await rig.repo.get("poll")).spec.interval_seconds == 900
+                             every="0.25h", deliver_to="telegram:42")  # fmt: skip
+    assert outcome.ok and (await rig.repo.get("poll")).spec.interval_seconds == 900  # 15m
 
     listed = json.loads((await rig.call("list_tasks", "slack:VIEW")).text)
     assert [t["name"] for t in listed] == ["backup", "disk-report", "poll"]
