@@ -147,15 +147,11 @@ class CommandCheckWatcher(PollingWatcher):
         *,
         sleep: Sleep | None = None,
     ) -> None:
-        super().__init__(clock, sleep)
+        super().__init__(settings.interval_seconds, clock, sleep)
         self.settings = settings
         self.source = f"command:{settings.name}"
         self.name = f"watcher.{self.source}"
         self._regex = compile_pattern(settings.expect_output) if settings.expect_output else None
-
-    @property
-    def interval(self) -> float:
-        return self.settings.interval_seconds
 
     async def poll(self, emit: Emit, errors: ErrorReporter) -> None:
         await self.check(emit, errors)

@@ -85,16 +85,12 @@ class FileWatcher(PollingWatcher):
     def __init__(
         self, settings: FileWatchSettings, clock: Clock, *, sleep: Sleep | None = None
     ) -> None:
-        super().__init__(clock, sleep)
+        super().__init__(settings.recheck_seconds, clock, sleep)
         self.settings = settings
         self.name = self.source = f"file:{settings.name}"
         self.ready = asyncio.Event()  # set once every existing path is watched
         self._session: _Session | None = None  # while running
         self._inspector: asyncio.Task[None] | None = None
-
-    @property
-    def interval(self) -> float:
-        return self.settings.recheck_seconds
 
     async def open(self, emit: Emit, errors: ErrorReporter) -> None:
         session = _Session(self.settings, self.source, self._clock, emit, errors, self.wake)

@@ -125,7 +125,7 @@ class HostMetricsWatcher(PollingWatcher):
         *,
         sleep: Sleep | None = None,
     ) -> None:
-        super().__init__(clock, sleep)
+        super().__init__(settings.interval_seconds, clock, sleep)
         self._settings = settings
         self.history: deque[HostSample] = deque(maxlen=settings.history)
         self._net_last: tuple[float, dict[str, int]] | None = None  # (monotonic, counters)
@@ -138,10 +138,6 @@ class HostMetricsWatcher(PollingWatcher):
     def mounts(self) -> list[str]:
         """Explicit mount points to watch (normalised); empty means every real filesystem."""
         return [os.path.normpath(m) for m in getattr(self._settings, "mounts", None) or []]
-
-    @property
-    def interval(self) -> float:
-        return self._settings.interval_seconds
 
     def reason(self, exc: Exception) -> str:
         return f"cannot read host metrics: {exc}"

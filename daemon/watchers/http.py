@@ -284,14 +284,10 @@ class HttpCheckWatcher(PollingWatcher):
     def __init__(
         self, settings: HttpCheckSettings, clock: Clock, *, sleep: Sleep | None = None
     ) -> None:
-        super().__init__(clock, sleep)
+        super().__init__(settings.interval_seconds, clock, sleep)
         self.settings = settings
         self.name = self.source = f"http:{settings.name}"
         self.session: aiohttp.ClientSession | None = None  # while running; closed on cancel
-
-    @property
-    def interval(self) -> float:
-        return self.settings.interval_seconds
 
     async def poll(self, emit: Emit, errors: ErrorReporter) -> None:
         if self.session is None:

@@ -78,15 +78,11 @@ class LogFileWatcher(PollingWatcher):
     def __init__(
         self, settings: LogWatchSettings, clock: Clock, *, sleep: Sleep | None = None
     ) -> None:
-        super().__init__(clock, sleep)
+        super().__init__(settings.poll_seconds, clock, sleep)
         self.settings = settings
         self.name = self.source = f"log:{settings.name}"
         self.ready = asyncio.Event()  # set once the file was opened (or found missing) and watched
         self._session: _Session | None = None  # while running
-
-    @property
-    def interval(self) -> float:
-        return self.settings.poll_seconds
 
     async def open(self, emit: Emit, errors: ErrorReporter) -> None:
         self._session = _Session(self.settings, self.source, self._clock, emit, errors, self.wake)

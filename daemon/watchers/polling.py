@@ -43,16 +43,12 @@ class PollingWatcher(ABC):
     expected_errors: ClassVar[tuple[type[Exception], ...]] = ()  # reported as `reason` says
     error_target = ""  # the watcher_error ``target`` of a failed poll ("" = the watcher)
 
-    def __init__(self, clock: Clock | None = None, sleep: Sleep | None = None) -> None:
+    def __init__(self, interval: float, clock: Clock | None, sleep: Sleep | None) -> None:
+        self.interval = interval  # seconds between polls
         self._clock: Clock = clock or SystemClock()
         self._sleep: Sleep = sleep or asyncio.sleep
         self._woken = False
         self._pausing: asyncio.Future[None] | None = None
-
-    @property
-    @abstractmethod
-    def interval(self) -> float:
-        """Seconds between polls."""
 
     @abstractmethod
     async def poll(self, emit: Emit, errors: ErrorReporter) -> None:

@@ -105,13 +105,9 @@ class PortCheckWatcher(PollingWatcher):
     def __init__(
         self, settings: PortCheckSettings, clock: Clock, *, sleep: Sleep | None = None
     ) -> None:
-        super().__init__(clock, sleep)
+        super().__init__(settings.interval_seconds, clock, sleep)
         self.settings = settings
         self.name = self.source = f"port:{settings.name}"
-
-    @property
-    def interval(self) -> float:
-        return self.settings.interval_seconds
 
     async def poll(self, emit: Emit, errors: ErrorReporter) -> None:
         await self.check(emit, errors)

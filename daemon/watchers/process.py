@@ -232,17 +232,13 @@ class ProcessWatcher(PollingWatcher):
         *,
         sleep: Sleep | None = None,
     ) -> None:
-        super().__init__(clock, sleep)
+        super().__init__(settings.interval_seconds, clock, sleep)
         self.settings = settings
         self.source = f"process:{settings.name}"
         self.name = f"watcher.{self.source}"
         self.error_target = str(settings.pidfile) if settings.pidfile is not None else ""
         self._scanner = ProcessScanner(settings)
         self._restarts = RestartCounter()
-
-    @property
-    def interval(self) -> float:
-        return self.settings.interval_seconds
 
     async def poll(self, emit: Emit, errors: ErrorReporter) -> None:
         """One scan; psutil runs in a worker thread."""

@@ -19,17 +19,13 @@ class Scripted(PollingWatcher):
     expected_errors = (OSError,)
 
     def __init__(self, clock: ManualClock, sleep: SteppedSleep) -> None:
-        super().__init__(clock, sleep)
+        super().__init__(10.0, clock, sleep)
         self.manual = clock
         self.takes = 0.0
         self.fail: Exception | None = None
         self.wake_once = False  # the next poll wakes the watcher (as an inotify event would)
         self.polls = 0
         self.closed = 0
-
-    @property
-    def interval(self) -> float:
-        return 10.0
 
     async def poll(self, emit: Emit, errors: ErrorReporter) -> None:
         self.polls += 1
