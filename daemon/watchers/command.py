@@ -22,10 +22,11 @@ from datetime import datetime
 from pydantic import Field, field_validator
 
 from daemon.core.alerts import Observation
-from daemon.core.clock import Clock, SystemClock
+from daemon.core.clock import Clock
 from daemon.core.patterns import compile_pattern, search_text
 from daemon.core.section import Section, check_regex, split_argv
 from daemon.watchers.base import Emit, ErrorReporter
+from daemon.watchers.polling import PollingWatcher, Sleep
 
 log = logging.getLogger(__name__)
 
@@ -133,29 +134,27 @@ def _start_failure(argv: list[str], exc: OSError) -> str:
     return f"cannot run {argv[0]!r}: {exc.strerror or exc}"
 
 
-def _discard(observation: Observation) -> None:
-    """Emit into nothing."""
+class CommandCheckWatcher(PollingWatcher):
+    """Emits command_exit_code, command_ok and command_output after every run; runs start
+    ``interval_seconds`` apart."""
 
+    from_start = True
 
-class CommandCheckWatcher:
-    """Emits command_exit_code, command_ok and command_output after every run."""
-
-    def __init__(self, settings: CommandCheckSettings, clock: Clock | None = None) -> None:
+    def __init__(
+        self,
+        settings: CommandCheckSettings,
+        clock: Clock | None = None,
+        *,
+        sleep: Sleep | None = None,
+    ) -> None:
+        super().__init__(settings.interval_seconds, clock, sleep)
         self.settings = settings
         self.source = f"command:{settings.name}"
         self.name = f"watcher.{self.source}"
-        self._clock: Clock = clock or SystemClock()
         self._regex = compile_pattern(settings.expect_output) if settings.expect_output else None
 
-    async def run(self, emit: Emit | None = None) -> None:
-        """Run the check every ``interval_seconds`` until cancelled."""
-        emit = emit or _discard
-        errors = ErrorReporter(self.source, self._clock, emit)
-        while True:
-            started = self._clock.monotonic()
-            await self.check(emit, errors)
-            elapsed = self._clock.monotonic() - started
-            await asyncio.sleep(max(0.0, self.settings.interval_seconds - elapsed))
+    async def poll(self, emit: Emit, errors: ErrorReporter) -> None:
+        await self.check(emit, errors)
 
     async def check(self, emit: Emit, errors: ErrorReporter) -> None:
         """One run of the program and its observations."""

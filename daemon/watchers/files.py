@@ -7,8 +7,8 @@ watcher's name). Modifications of one file within ``COALESCE_SECONDS`` make one 
 
 A file is watched through its directory, so deleting and recreating it is seen. A path missing at
 start, or whose directory is deleted, is a ``watcher_error`` naming it; it is looked for again
-every ``recheck_seconds`` and reported ``created`` when it is back. One watchdog Observer per
-watcher; its threads end when `FileWatcher.run` is cancelled.
+every ``recheck_seconds`` (the polling base's interval) and reported ``created`` when it is back.
+One watchdog Observer per watcher; its threads end when `FileWatcher.run` is cancelled.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
@@ -28,6 +28,7 @@ from daemon.core.section import Section, check_word
 from daemon.watchers._fileinfo import Inspection, Mode, below, inspect, kind_of, matches
 from daemon.watchers._inotify import Inotify, InstanceLimitError, describe, dir_id
 from daemon.watchers.base import Emit, ErrorReporter
+from daemon.watchers.polling import PollingWatcher, Sleep
 
 if TYPE_CHECKING:
     from watchdog.events import FileSystemEvent
@@ -77,57 +78,71 @@ class _Target:
     lost: bool = False  # reported missing: report "created" when it is back
 
 
-class FileWatcher:
-    """Reports changes under ``settings.paths``; see the module docstring."""
+class FileWatcher(PollingWatcher):
+    """Reports changes under ``settings.paths``; see the module docstring. Each poll (every
+    ``recheck_seconds``, or at once when a watched directory goes) rewatches what is missing."""
 
-    def __init__(self, settings: FileWatchSettings, clock: Clock) -> None:
+    def __init__(
+        self, settings: FileWatchSettings, clock: Clock, *, sleep: Sleep | None = None
+    ) -> None:
+        super().__init__(settings.recheck_seconds, clock, sleep)
         self.settings = settings
-        self.name = f"file:{settings.name}"
-        self._clock = clock
+        self.name = self.source = f"file:{settings.name}"
         self.ready = asyncio.Event()  # set once every existing path is watched
+        self._session: _Session | None = None  # while running
+        self._inspector: asyncio.Task[None] | None = None
 
-    async def run(self, emit: Emit) -> None:
-        session = _Session(self.settings, self.name, self._clock, emit)
-        inspector = asyncio.create_task(session.inspect_forever())
-        try:
-            await session.watch_forever(self.ready)
-        finally:
-            session.cancel_timers()
+    async def open(self, emit: Emit, errors: ErrorReporter) -> None:
+        session = _Session(self.settings, self.source, self._clock, emit, errors, self.wake)
+        self._session = session
+        self._inspector = asyncio.create_task(session.inspect_forever())
+
+    async def poll(self, emit: Emit, errors: ErrorReporter) -> None:
+        assert self._session is not None, "open() starts the session"
+        await self._session.check()
+        self.ready.set()
+
+    async def close(self) -> None:
+        session, inspector = self._session, self._inspector
+        self._session = self._inspector = None
+        if session is None:
+            return
+        session.cancel_timers()
+        if inspector is not None:
             inspector.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await inspector
-            await asyncio.shield(asyncio.to_thread(session.stop))
+        await asyncio.shield(asyncio.to_thread(session.stop))
 
 
 class _Session:
     """The state of one run: watches, pending coalesced changes, known modes and digests."""
 
-    def __init__(self, settings: FileWatchSettings, name: str, clock: Clock, emit: Emit) -> None:
+    def __init__(
+        self,
+        settings: FileWatchSettings,
+        name: str,
+        clock: Clock,
+        emit: Emit,
+        errors: ErrorReporter,
+        recheck: Callable[[], None],
+    ) -> None:
         self._settings = settings
         self._name = name
         self._clock = clock
         self._emit = emit
-        self._errors = ErrorReporter(name, clock, emit)
+        self._errors = errors
         self._targets = [_Target(path) for path in settings.paths]
         self._events = frozenset(settings.events)
         self._inotify: Inotify | None = None
         self._watches: dict[_Key, tuple[ObservedWatch, tuple[int, int] | None]] = {}
-        self._recheck = asyncio.Event()
+        self._recheck = recheck  # poll again now
         self._modified: dict[str, asyncio.TimerHandle] = {}
         self._hash_limit = (settings.checksum_max_mb << 20) if settings.checksum else 0
         self._modes: dict[str, Mode] = {}
         self._digests: dict[str, str] = {}
         self._to_inspect: dict[str, set[str]] = {}  # path -> "attrib" and/or "content"
         self._inspect = asyncio.Event()
-
-    async def watch_forever(self, ready: asyncio.Event) -> None:
-        while True:
-            await self._check()
-            ready.set()
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self._settings.recheck_seconds):
-                    await self._recheck.wait()
-            self._recheck.clear()
 
     def stop(self) -> None:
         if self._inotify is not None:
@@ -138,7 +153,7 @@ class _Session:
             handle.cancel()
         self._modified.clear()
 
-    async def _check(self) -> None:
+    async def check(self) -> None:
         """Start inotify; drop watches whose directory went; watch every target not watched."""
         if self._inotify is None:
             loop = asyncio.get_running_loop()
@@ -243,7 +258,7 @@ class _Session:
             elif isinstance(event, FileDeletedEvent | DirDeletedEvent):
                 self._change(tag, src, "deleted")
                 if any(key[0] == src for key in self._watches):
-                    self._recheck.set()  # a watched directory went: report it now
+                    self._recheck()  # a watched directory went: report it now
             elif isinstance(event, FileModifiedEvent):
                 self._change(tag, src, "modified")
             elif isinstance(event, FileAttribEvent | DirAttribEvent):

@@ -20,9 +20,10 @@ from typing import Any
 import psutil
 
 from daemon.core.alerts import Observation
-from daemon.core.clock import Clock, SystemClock
+from daemon.core.clock import Clock
 from daemon.watchers.base import Emit, ErrorReporter
 from daemon.watchers.host_sample import HostSample, Temperature, sample_host
+from daemon.watchers.polling import PollingWatcher, Sleep
 from daemon.watchers.settings import HostWatcherSettings
 
 log = logging.getLogger(__name__)
@@ -109,18 +110,23 @@ def _sensor_names(temperatures: Sequence[Temperature]) -> list[tuple[str, float]
     return named
 
 
-def _discard(observation: Observation) -> None:
-    """The default emit: nobody is listening yet."""
-
-
-class HostMetricsWatcher:
+class HostMetricsWatcher(PollingWatcher):
     """The default watcher: cheap psutil readings every ``interval_seconds``."""
 
     name = "watcher.host"
+    source = SOURCE
+    from_start = True
+    expected_errors = (OSError, psutil.Error)
 
-    def __init__(self, settings: HostWatcherSettings, clock: Clock | None = None) -> None:
+    def __init__(
+        self,
+        settings: HostWatcherSettings,
+        clock: Clock | None = None,
+        *,
+        sleep: Sleep | None = None,
+    ) -> None:
+        super().__init__(settings.interval_seconds, clock, sleep)
         self._settings = settings
-        self._clock: Clock = clock or SystemClock()
         self.history: deque[HostSample] = deque(maxlen=settings.history)
         self._net_last: tuple[float, dict[str, int]] | None = None  # (monotonic, counters)
 
@@ -133,27 +139,16 @@ class HostMetricsWatcher:
         """Explicit mount points to watch (normalised); empty means every real filesystem."""
         return [os.path.normpath(m) for m in getattr(self._settings, "mounts", None) or []]
 
-    async def run(self, emit: Emit | None = None) -> None:
-        """Sample forever; blocking psutil calls run in a worker thread."""
-        emit = emit or _discard
-        errors = ErrorReporter(SOURCE, self._clock, emit)
-        interval = self._settings.interval_seconds
-        while True:
-            started = self._clock.monotonic()
-            try:
-                reading = await asyncio.to_thread(read_host, self.mounts)
-            except (OSError, psutil.Error) as exc:
-                reason = f"cannot read host metrics: {exc}"
-                if errors.failing.get("") != reason:
-                    log.warning("%s", reason)
-                errors.failed(reason)
-            else:
-                errors.ok()
-                self.history.append(reading.sample)
-                _export(reading.sample)
-                self._emit_reading(reading, emit, errors)
-            elapsed = self._clock.monotonic() - started
-            await asyncio.sleep(max(0.0, interval - elapsed))
+    def reason(self, exc: Exception) -> str:
+        return f"cannot read host metrics: {exc}"
+
+    async def poll(self, emit: Emit, errors: ErrorReporter) -> None:
+        """One sample; the blocking psutil calls run in a worker thread."""
+        reading = await asyncio.to_thread(read_host, self.mounts)
+        errors.ok()
+        self.history.append(reading.sample)
+        _export(reading.sample)
+        self._emit_reading(reading, emit, errors)
 
     def _emit_reading(self, reading: HostReading, emit: Emit, errors: ErrorReporter) -> None:
         at = self._clock.now()

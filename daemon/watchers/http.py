@@ -26,6 +26,7 @@ from daemon.core.clock import Clock
 from daemon.core.patterns import compile_pattern, search_text
 from daemon.core.section import Section, check_regex
 from daemon.watchers.base import Emit, ErrorReporter
+from daemon.watchers.polling import PollingWatcher, Sleep
 
 if TYPE_CHECKING:
     import aiohttp
@@ -276,33 +277,28 @@ async def probe_http(session: aiohttp.ClientSession, settings: HttpCheckSettings
     )
 
 
-class HttpCheckWatcher:
-    """Requests ``url`` every ``interval_seconds``; one aiohttp session, closed on cancel."""
+class HttpCheckWatcher(PollingWatcher):
+    """Requests ``url``, pausing ``interval_seconds`` between checks; one aiohttp session per
+    run, closed when it ends."""
 
-    def __init__(self, settings: HttpCheckSettings, clock: Clock) -> None:
+    def __init__(
+        self, settings: HttpCheckSettings, clock: Clock, *, sleep: Sleep | None = None
+    ) -> None:
+        super().__init__(settings.interval_seconds, clock, sleep)
         self.settings = settings
-        self.name = f"http:{settings.name}"
+        self.name = self.source = f"http:{settings.name}"
         self.session: aiohttp.ClientSession | None = None  # while running; closed on cancel
-        self._clock = clock
 
-    async def run(self, emit: Emit) -> None:
-        """Check, emit, sleep; forever, until cancelled."""
-        reporter = ErrorReporter(self.name, self._clock, emit)
-        try:
-            while True:
-                try:
-                    if self.session is None:
-                        self.session = await self._session(reporter)
-                    if self.session is not None:
-                        await self.check(self.session, emit, reporter)
-                except Exception as exc:  # a watcher never dies silently
-                    log.exception("http check %s failed", self.settings.name)
-                    reporter.failed(f"check failed: {exc!r}")
-                await asyncio.sleep(self.settings.interval_seconds)
-        finally:
-            if self.session is not None:
-                await self.session.close()
-                self.session = None  # a restarted run() opens a new one
+    async def poll(self, emit: Emit, errors: ErrorReporter) -> None:
+        if self.session is None:
+            self.session = await self._session(errors)
+        if self.session is not None:
+            await self.check(self.session, emit, errors)
+
+    async def close(self) -> None:
+        if self.session is not None:
+            await self.session.close()
+            self.session = None  # a restarted run() opens a new one
 
     async def _session(self, reporter: ErrorReporter) -> aiohttp.ClientSession | None:
         """The watcher's session, or None (reported) while its CA file cannot be loaded."""

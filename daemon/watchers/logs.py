@@ -15,11 +15,10 @@ from __future__ import annotations
 
 import asyncio
 import codecs
-import contextlib
 import logging
 import os
 import threading
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from typing import TYPE_CHECKING
 
 from pydantic import Field, field_validator
@@ -30,6 +29,7 @@ from daemon.core.section import Section, check_word
 from daemon.watchers._inotify import Inotify, describe, dir_id, limit_message
 from daemon.watchers._tail import Tail, TailRead
 from daemon.watchers.base import Emit, ErrorReporter
+from daemon.watchers.polling import PollingWatcher, Sleep
 
 if TYPE_CHECKING:
     from watchdog.events import FileSystemEvent
@@ -71,33 +71,51 @@ class LogWatchSettings(Section):
         return value
 
 
-class LogFileWatcher:
-    """Follows ``settings.path``; emits ``log_line`` with labels ``path`` and ``log``."""
+class LogFileWatcher(PollingWatcher):
+    """Follows ``settings.path``; emits ``log_line`` with labels ``path`` and ``log``. Each poll
+    reads to the end of the file; inotify wakes it early, ``poll_seconds`` is the fallback."""
 
-    def __init__(self, settings: LogWatchSettings, clock: Clock) -> None:
+    def __init__(
+        self, settings: LogWatchSettings, clock: Clock, *, sleep: Sleep | None = None
+    ) -> None:
+        super().__init__(settings.poll_seconds, clock, sleep)
         self.settings = settings
-        self.name = f"log:{settings.name}"
-        self._clock = clock
+        self.name = self.source = f"log:{settings.name}"
         self.ready = asyncio.Event()  # set once the file was opened (or found missing) and watched
+        self._session: _Session | None = None  # while running
 
-    async def run(self, emit: Emit) -> None:
-        session = _Session(self.settings, self.name, self._clock, emit)
-        try:
-            await session.follow(self.ready)
-        finally:
+    async def open(self, emit: Emit, errors: ErrorReporter) -> None:
+        self._session = _Session(self.settings, self.source, self._clock, emit, errors, self.wake)
+
+    async def poll(self, emit: Emit, errors: ErrorReporter) -> None:
+        assert self._session is not None, "open() starts the session"
+        await self._session.poll()
+        self.ready.set()
+
+    async def close(self) -> None:
+        session, self._session = self._session, None
+        if session is not None:
             await asyncio.shield(asyncio.to_thread(session.shutdown))
 
 
 class _Session:
     """The state of one run: the open file, the inotify watch, the error state."""
 
-    def __init__(self, settings: LogWatchSettings, name: str, clock: Clock, emit: Emit) -> None:
+    def __init__(
+        self,
+        settings: LogWatchSettings,
+        name: str,
+        clock: Clock,
+        emit: Emit,
+        errors: ErrorReporter,
+        wake: Callable[[], None],
+    ) -> None:
         self._settings = settings
         self._name = name
         self._path = settings.path
         self._clock = clock
         self._emit = emit
-        self._errors = ErrorReporter(name, clock, emit)
+        self._errors = errors
         self._tail = Tail(
             settings.path,
             from_end=settings.from_end,
@@ -106,28 +124,21 @@ class _Session:
             monotonic=clock.monotonic,
         )
         self._lock = threading.Lock()  # one Tail call at a time: a read, or the final close
-        self._wake = asyncio.Event()
+        self._wake = wake  # poll again now
+        self._next_check = 0.0  # loop time of the next inotify watch check
         self._inotify: Inotify | None = None
         self._watch: ObservedWatch | None = None
         self._watch_id: tuple[int, int] | None = None
         self._seen = False  # the file was open at least once
         self._missing_since: float | None = None
 
-    async def follow(self, ready: asyncio.Event) -> None:
+    async def poll(self) -> None:
+        """Check the inotify watch (at most once a second), then read to the end."""
         loop = asyncio.get_running_loop()
-        poll = self._settings.poll_seconds
-        next_check = 0.0
-        while True:
-            if self._settings.inotify and loop.time() >= next_check:
-                await self._check_watch(loop)
-                next_check = loop.time() + max(poll, 1.0)
-            await self._drain(loop)
-            ready.set()
-            if not self._wake.is_set():
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(poll):
-                        await self._wake.wait()
-            self._wake.clear()
+        if self._settings.inotify and loop.time() >= self._next_check:
+            await self._check_watch(loop)
+            self._next_check = loop.time() + max(self._settings.poll_seconds, 1.0)
+        await self._drain(loop)
 
     def shutdown(self) -> None:
         """Stop watchdog's threads and close the file (blocking)."""
@@ -209,13 +220,13 @@ class _Session:
             return
         self._watch_id = current
         self._errors.ok()
-        self._wake.set()  # the file may have changed while nothing watched it
+        self._wake()  # the file may have changed while nothing watched it
 
     def _accept(self, event: FileSystemEvent) -> bool:  # on watchdog's thread
         return event.src_path == self._path or event.dest_path == self._path
 
     def _on_events(self, events: list[tuple[Hashable, FileSystemEvent]]) -> None:
-        self._wake.set()
+        self._wake()
 
 
 def _event_types() -> list[type[FileSystemEvent]]:

@@ -7,7 +7,6 @@ that does not resolve is both: port_open 0 and a watcher_error naming the reason
 from __future__ import annotations
 
 import asyncio
-import logging
 import socket
 import time
 from dataclasses import dataclass
@@ -18,8 +17,7 @@ from daemon.core.alerts import Observation
 from daemon.core.clock import Clock
 from daemon.core.section import Section
 from daemon.watchers.base import Emit, ErrorReporter
-
-log = logging.getLogger(__name__)
+from daemon.watchers.polling import PollingWatcher, Sleep
 
 
 class PortCheckSettings(Section):
@@ -101,24 +99,18 @@ def _describe(exc: OSError, address: object) -> str:
     return f"cannot connect to {where}: {exc.strerror or exc}"
 
 
-class PortCheckWatcher:
-    """Connects to ``host:port`` every ``interval_seconds`` and reports whether it is open."""
+class PortCheckWatcher(PollingWatcher):
+    """Connects to ``host:port`` and pauses ``interval_seconds`` between checks."""
 
-    def __init__(self, settings: PortCheckSettings, clock: Clock) -> None:
+    def __init__(
+        self, settings: PortCheckSettings, clock: Clock, *, sleep: Sleep | None = None
+    ) -> None:
+        super().__init__(settings.interval_seconds, clock, sleep)
         self.settings = settings
-        self.name = f"port:{settings.name}"
-        self._clock = clock
+        self.name = self.source = f"port:{settings.name}"
 
-    async def run(self, emit: Emit) -> None:
-        """Check, emit, sleep; forever, until cancelled."""
-        reporter = ErrorReporter(self.name, self._clock, emit)
-        while True:
-            try:
-                await self.check(emit, reporter)
-            except Exception as exc:  # a watcher never dies silently
-                log.exception("port check %s failed", self.settings.name)
-                reporter.failed(f"check failed: {exc!r}")
-            await asyncio.sleep(self.settings.interval_seconds)
+    async def poll(self, emit: Emit, errors: ErrorReporter) -> None:
+        await self.check(emit, errors)
 
     async def check(self, emit: Emit, reporter: ErrorReporter) -> PortProbe:
         """One probe, turned into observations."""

@@ -22,11 +22,12 @@ import psutil
 from pydantic import Field, field_validator, model_validator
 
 from daemon.core.alerts import Observation
-from daemon.core.clock import Clock, SystemClock
+from daemon.core.clock import Clock
 from daemon.core.errors import NightshiftError
 from daemon.core.patterns import compile_pattern
 from daemon.core.section import Section, check_regex
 from daemon.watchers.base import Emit, ErrorReporter
+from daemon.watchers.polling import PollingWatcher, Sleep
 
 log = logging.getLogger(__name__)
 
@@ -218,39 +219,33 @@ class RestartCounter:
         return self.restarts
 
 
-def _discard(observation: Observation) -> None:
-    """Emit into nothing."""
+class ProcessWatcher(PollingWatcher):
+    """Emits process_up, process_count, process_restarts, process_rss_mb, process_cpu_percent;
+    scans start ``interval_seconds`` apart."""
 
+    from_start = True
+    expected_errors = (OSError, psutil.Error)
 
-class ProcessWatcher:
-    """Emits process_up, process_count, process_restarts, process_rss_mb, process_cpu_percent."""
-
-    def __init__(self, settings: ProcessWatchSettings, clock: Clock | None = None) -> None:
+    def __init__(
+        self,
+        settings: ProcessWatchSettings,
+        clock: Clock | None = None,
+        *,
+        sleep: Sleep | None = None,
+    ) -> None:
+        super().__init__(settings.interval_seconds, clock, sleep)
         self.settings = settings
         self.source = f"process:{settings.name}"
         self.name = f"watcher.{self.source}"
-        self._clock: Clock = clock or SystemClock()
+        self.error_target = str(settings.pidfile) if settings.pidfile is not None else ""
         self._scanner = ProcessScanner(settings)
         self._restarts = RestartCounter()
 
-    async def run(self, emit: Emit | None = None) -> None:
-        """Scan every ``interval_seconds`` until cancelled; psutil runs in a worker thread."""
-        emit = emit or _discard
-        errors = ErrorReporter(self.source, self._clock, emit)
-        target = str(self.settings.pidfile) if self.settings.pidfile is not None else ""
-        while True:
-            started = self._clock.monotonic()
-            try:
-                sample = await asyncio.to_thread(self._scanner.scan)
-            except (OSError, psutil.Error) as exc:
-                if errors.failing.get(target) != str(exc):
-                    log.warning("%s: %s", self.name, exc)
-                errors.failed(str(exc), target=target)
-            else:
-                errors.ok(target=target)
-                self._emit(sample, emit)
-            elapsed = self._clock.monotonic() - started
-            await asyncio.sleep(max(0.0, self.settings.interval_seconds - elapsed))
+    async def poll(self, emit: Emit, errors: ErrorReporter) -> None:
+        """One scan; psutil runs in a worker thread."""
+        sample = await asyncio.to_thread(self._scanner.scan)
+        errors.ok(target=self.error_target)
+        self._emit(sample, emit)
 
     def _emit(self, sample: ProcessSample, emit: Emit) -> None:
         at = self._clock.now()
