@@ -132,7 +132,7 @@ class Rig:
 
     def new_scheduler(self) -> TaskScheduler:
         return TaskScheduler(repo=self.repo, runner=self.runner, clock=self.clock,
-                             timezone=lambda: "UTC")  # fmt: skip
+                             timezone=lambda: "UTC", freeze_gc=True)  # as the daemon  # fmt: skip
 
     async def runs(self) -> list[tuple[int, str, str, str, str | None]]:
         async with self.store.read() as db:
