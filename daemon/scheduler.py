@@ -379,16 +379,21 @@ class TaskScheduler:
                             self._grace)  # fmt: skip
             else:
                 slots[armed.name] = to_db_time(slot)
-        tasks = await self._repo.get_many(list(slots))
-        await self._claim_and_start([(task, slots[task.name]) for task in tasks])
-        for i, (armed, slot) in enumerate(zip(due, latest, strict=True)):  # then the next slots
-            if i and i % NEXT_BATCH == 0:
-                await asyncio.sleep(0)
-            if self._armed.get(armed.name) is armed:  # not re-armed nor disarmed meanwhile
-                after = max(slot, now)
-                self._push(armed.name, armed.schedule, next_slot(armed.schedule, after))
-                if self._armed.get(armed.name) is armed:
-                    del self._armed[armed.name]  # a one-shot that is over
+        try:
+            tasks = await self._repo.get_many(list(slots))
+            await self._claim_and_start([(task, slots[task.name]) for task in tasks])
+        except Exception:  # the store failed: these slots are lost, the tasks stay armed
+            log.exception("could not claim the slots of %d task(s) due at %s", len(slots),
+                          now.isoformat())  # fmt: skip
+        finally:
+            for i, (armed, slot) in enumerate(zip(due, latest, strict=True)):  # next slots
+                if i and i % NEXT_BATCH == 0:
+                    await asyncio.sleep(0)
+                if self._armed.get(armed.name) is armed:  # not re-armed nor disarmed meanwhile
+                    after = max(slot, now)
+                    self._push(armed.name, armed.schedule, next_slot(armed.schedule, after))
+                    if self._armed.get(armed.name) is armed:
+                        del self._armed[armed.name]  # a one-shot that is over
 
     def _latest_due(self, armed: _Armed, now: datetime) -> datetime:
         """The latest slot due at ``now`` from the armed one on: later ones are due only when

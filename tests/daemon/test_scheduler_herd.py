@@ -7,7 +7,11 @@ is driven directly (``_on_timer``) at exact clock times.
 from __future__ import annotations
 
 import asyncio
+import sqlite3
+from collections.abc import Sequence
 from datetime import timedelta
+
+import pytest
 
 from daemon._task_settings import TaskSpec
 from daemon.scheduler import START_BATCH
@@ -118,3 +122,28 @@ async def test_paused_removed_and_finished_tasks_are_not_woken(rig: Rig) -> None
     assert rig.scheduler.next_run("once") is None  # a one-shot that is over is not re-armed
     resumed: StoredTask = await rig.scheduler.resume("m0000")
     assert rig.scheduler.next_run(resumed.name) == T0 + timedelta(minutes=2)
+
+
+async def test_a_failed_claim_keeps_the_tasks_armed_for_their_next_slot(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rig.runner._builtins["digest"] = lambda now: _nothing()
+    specs = minutely(3)
+    await rig.scheduler.start(specs)
+    await rig.scheduler.wait_idle()
+    real = rig.repo.get_many
+
+    async def broken(names: Sequence[str]) -> list[StoredTask]:
+        raise sqlite3.OperationalError("disk I/O error")
+
+    monkeypatch.setattr(rig.repo, "get_many", broken)
+    rig.clock.advance(60)
+    rig.scheduler._on_timer()
+    await rig.scheduler.wait_idle()
+    assert await slots(rig) == []
+    assert {rig.scheduler.next_run(s.name) for s in specs} == {T0 + timedelta(minutes=2)}
+    monkeypatch.setattr(rig.repo, "get_many", real)
+    rig.clock.advance(60)
+    rig.scheduler._on_timer()
+    await rig.scheduler.wait_idle()
+    assert {r[1] for r in await slots(rig)} == {"2026-03-02T08:02:00.000000Z"}
