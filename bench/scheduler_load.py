@@ -18,20 +18,24 @@ counted as missing.
 Phase 2, thundering herd: a fresh database and ``--tasks`` config tasks with
 ``cron = "* * * * *"`` through ``TaskScheduler.start(config_tasks)`` (the daemon's startup
 path), then every task fires at the same :00; printed: time to start, and the lateness of that
-slot's claims and runs (how long the herd takes to drain).
+slot's claims and runs (how long the herd takes to drain), the CPU it takes, and the event-loop
+lag (how late a 10 ms sleep wakes) from half a second before the slot until the herd is drained.
+``--profile FILE`` writes a cProfile of that window (``python -m pstats FILE``).
 
 ``--action builtin`` (default) runs the built-in job slot with a no-op that reports nothing to
 do (a claim, the runner, two writes: no subprocess); ``--action command`` runs ``true`` (a real
 subprocess per slot; CPU includes the children).
 
 Usage: python -m bench.scheduler_load [--tasks 10000] [--seconds 120] [--idle 20]
-       [--action builtin|command] [--no-herd]
+       [--action builtin|command] [--no-herd | --herd-only] [--profile FILE]
+       [--log-level INFO]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import cProfile
 import gc
 import logging
 import os
@@ -47,6 +51,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench._daemon import memory_kb
 from daemon.core.schedule import parse_schedule, slots_between
 from daemon.core.tasks import TaskSpec
+from daemon.runtime.logs import setup_logging
 from daemon.tasks.runner import TaskRunner
 from daemon.tasks.scheduler import TaskScheduler
 from memory._codec import from_db_time, to_db_time
@@ -56,6 +61,7 @@ from memory.store import SqliteStore
 from memory.tasks import StoredTask, TaskRepo
 
 CALIBRATION_TASKS = 300
+TICK = 0.010  # the loop-lag probe's sleep
 
 
 class CancelledWakeups(logging.Filter):
@@ -126,7 +132,7 @@ class Rig:
 
     def new_scheduler(self) -> TaskScheduler:
         return TaskScheduler(repo=self.repo, runner=self.runner, clock=self.clock,
-                             timezone=lambda: "UTC")  # fmt: skip
+                             timezone=lambda: "UTC", freeze_gc=True)  # as the daemon  # fmt: skip
 
     async def runs(self) -> list[tuple[int, str, str, str, str | None]]:
         async with self.store.read() as db:
@@ -217,6 +223,14 @@ async def calibrate(tmp: Path, action: str) -> float:
     return seconds / CALIBRATION_TASKS
 
 
+async def ticker(overshoots: list[float]) -> None:
+    """How late each 10 ms sleep wakes: the event loop's lag."""
+    while True:
+        started = time.perf_counter()
+        await asyncio.sleep(TICK)
+        overshoots.append(time.perf_counter() - started - TICK)
+
+
 async def wait_until(when: datetime) -> None:
     await asyncio.sleep(max(0.0, (when - datetime.now(UTC)).total_seconds()))
 
@@ -297,7 +311,7 @@ def db_size(path: Path) -> int:
     return sum(p.stat().st_size for p in path.parent.glob(path.name + "*"))
 
 
-async def herd_phase(tmp: Path, n: int, action: str) -> None:
+async def herd_phase(tmp: Path, n: int, action: str, profile: str | None) -> None:
     rig = Rig(tmp / "herd.db", AnchorClock())
     await rig.open()
     tasks = [spec(f"h{i:05d}", action, cron="* * * * *") for i in range(n)]
@@ -315,6 +329,12 @@ async def herd_phase(tmp: Path, n: int, action: str) -> None:
     if (slot - now).total_seconds() < 1:
         slot += timedelta(minutes=1)
     print(f"  waiting {(slot - now).total_seconds():.0f} s for the herd at {slot:%H:%M:%S}")
+    await wait_until(slot - timedelta(seconds=0.5))
+    overshoots: list[float] = []
+    probe = asyncio.ensure_future(ticker(overshoots))
+    profiler = cProfile.Profile() if profile else None
+    if profiler is not None:
+        profiler.enable()
     await wait_until(slot)
     c0, t0 = cpu(), time.monotonic()
     key = to_db_time(slot)
@@ -325,27 +345,46 @@ async def herd_phase(tmp: Path, n: int, action: str) -> None:
             ))  # fmt: skip
         if counts[0][0] >= n:
             break
-        await asyncio.sleep(0.2)
+        await asyncio.sleep(0.05)
+    drained = time.monotonic() - t0
     c1 = cpu()
+    if profiler is not None:
+        profiler.disable()
+        profiler.dump_stats(str(profile))
+    probe.cancel()
     rows = [r for r in await rig.runs() if r[1] == key]
     own, kids = (b - a for a, b in zip(c0, c1, strict=True))
     print(f"  herd at :00: {len(rows)} of {n} slots claimed, {sum(1 for r in rows if r[4])} "
-          f"finished; CPU {own:.2f} s (process) + {kids:.2f} s (children)")  # fmt: skip
+          f"finished (every finish committed {drained:.2f} s after the slot); "
+          f"CPU {own:.2f} s (process) + {kids:.2f} s (children)")  # fmt: skip
     report_lateness(rows, rig.runner.started)
+    lag = sorted(overshoots)
+    print(f"  event-loop lag from slot − 0.5 s until drained ({len(lag)} ticks of "
+          f"{TICK * 1000:.0f} ms): p50 {pct(lag, 50) * 1000:.1f} ms, p99 {pct(lag, 99) * 1000:.1f} "
+          f"ms, max {lag[-1] * 1000:.1f} ms")  # fmt: skip
     before = CANCELLED.count
     late_claims = await rig.close()
     print(f"  at stop: wake-ups cancelled in flight {CANCELLED.count - before}, "
           f"slots claimed after TaskScheduler.stop() returned {late_claims}")  # fmt: skip
 
 
-async def main(n: int, seconds: float, idle: float, action: str, herd: bool) -> None:
+async def main(
+    n: int,
+    seconds: float,
+    idle: float,
+    action: str,
+    spread: bool,
+    herd: bool,
+    profile: str | None,
+) -> None:
     began = time.perf_counter()
     logging.getLogger("apscheduler.executors.default").addFilter(CANCELLED)
     print(f"scheduler load: {n} tasks, action {action}, {os.cpu_count()} CPUs")
     with tempfile.TemporaryDirectory() as tmp:
-        await spread_phase(Path(tmp), n, seconds, idle, action)
+        if spread:
+            await spread_phase(Path(tmp), n, seconds, idle, action)
         if herd:
-            await herd_phase(Path(tmp), n, action)
+            await herd_phase(Path(tmp), n, action, profile)
     print(f"total bench time: {time.perf_counter() - began:.0f} s")
 
 
@@ -355,6 +394,13 @@ if __name__ == "__main__":
     parser.add_argument("--seconds", type=float, default=120.0, help="firing window")
     parser.add_argument("--idle", type=float, default=20.0, help="idle window before firing")
     parser.add_argument("--action", choices=("builtin", "command"), default="builtin")
-    parser.add_argument("--no-herd", action="store_true", help="skip the :00 herd phase")
+    phases = parser.add_mutually_exclusive_group()
+    phases.add_argument("--no-herd", action="store_true", help="skip the :00 herd phase")
+    phases.add_argument("--herd-only", action="store_true", help="only the :00 herd phase")
+    parser.add_argument("--profile", metavar="FILE", help="cProfile the herd into FILE")
+    parser.add_argument("--log-level", default="INFO", help="the daemon's (default INFO)")
     args = parser.parse_args()
-    asyncio.run(main(args.tasks, args.seconds, args.idle, args.action, not args.no_herd))
+    with tempfile.TemporaryFile("w") as log:
+        setup_logging(args.log_level, log)  # as the daemon logs (a line per run), to a file
+        asyncio.run(main(args.tasks, args.seconds, args.idle, args.action, not args.herd_only,
+                         not args.no_herd, args.profile))  # fmt: skip

@@ -335,6 +335,7 @@ class Runtime:
             misfire_grace_seconds=scheduler.misfire_grace_seconds,
             keep_runs_days=lambda: self.settings.scheduler.keep_runs_days,
             drain_timeout=lambda: self.settings.runtime.drain_timeout_seconds,
+            freeze_gc=True,
         )
         self.task_commands: TaskCommands | None = None
         if scheduler.enabled:
