@@ -12,7 +12,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
-    from daemon.agent.llm import Completion, LlmClient
+    from daemon.agent.llm import LlmClient
+    from daemon.agent.model import Completion
     from daemon.agent.settings import BudgetSettings
 
 

@@ -23,7 +23,6 @@ import json
 import logging
 import random
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
 from types import TracebackType
 from typing import Any, Literal, Protocol
@@ -39,7 +38,7 @@ from daemon.agent._stream import (
     read_response,
     retry_after,
 )
-from daemon.agent.model import REASONING_PLACEHOLDER
+from daemon.agent.model import REASONING_PLACEHOLDER, Completion, ToolCall, Usage
 from daemon.agent.settings import BudgetSettings, LlmSettings
 from daemon.core.clock import Clock, SystemClock
 from daemon.core.errors import (
@@ -51,7 +50,7 @@ from daemon.core.errors import (
 from daemon.core.redact import redact_data
 from memory.usage import LlmUsage
 
-__all__ = ["Completion", "LlmClient", "Mode", "ToolCall", "Usage", "UsageSink"]
+__all__ = ["LlmClient", "Mode", "UsageSink"]
 
 log = logging.getLogger(__name__)
 
@@ -59,60 +58,6 @@ Mode = Literal["thinking", "instant"]
 TEMPERATURE: dict[str, float] = {"thinking": 1.0, "instant": 0.6}
 TOP_P = 0.95
 RETRY_AFTER_STATUSES = frozenset({429, 503})
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ToolCall:
-    """A function call the model asked for; ``arguments`` is the raw JSON text (may be invalid)."""
-
-    id: str
-    name: str
-    arguments: str
-
-    def as_dict(self) -> dict[str, Any]:
-        """The OpenAI wire shape."""
-        return {
-            "id": self.id,
-            "type": "function",
-            "function": {"name": self.name, "arguments": self.arguments},
-        }
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Usage:
-    """Token counts of one call; ``cached_tokens`` is the part of the prompt served from cache."""
-
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    cached_tokens: int = 0
-    total_tokens: int = 0
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Completion:
-    """One model answer."""
-
-    content: str
-    reasoning_content: str | None
-    tool_calls: tuple[ToolCall, ...]
-    finish_reason: str
-    model: str
-    usage: Usage
-    latency_ms: float
-
-    def as_message(self) -> dict[str, Any]:
-        """The assistant message to append to the history and send back verbatim.
-
-        ``reasoning_content`` is kept whenever the model gave one; the client sets a placeholder
-        for thinking-mode tool calls that came without it (K2.6 rejects ``""`` as missing), so
-        the replay never gets a 400.
-        """
-        message: dict[str, Any] = {"role": "assistant", "content": self.content}
-        if self.reasoning_content is not None:
-            message["reasoning_content"] = self.reasoning_content
-        if self.tool_calls:
-            message["tool_calls"] = [call.as_dict() for call in self.tool_calls]
-        return message
 
 
 class UsageSink(Protocol):

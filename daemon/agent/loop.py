@@ -32,8 +32,7 @@ from memory.runs import RunRepo
 from memory.store import SqliteStore
 
 if TYPE_CHECKING:
-    from daemon.agent.llm import Completion
-    from daemon.agent.model import ChatModel
+    from daemon.agent.model import ChatModel, Completion
 
 log = logging.getLogger(__name__)
 

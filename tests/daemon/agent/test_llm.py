@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from daemon.agent.llm import Completion, LlmClient, ToolCall, Usage
-from daemon.agent.model import REASONING_PLACEHOLDER
+from daemon.agent.llm import LlmClient
+from daemon.agent.model import REASONING_PLACEHOLDER, Completion, ToolCall, Usage
 from daemon.agent.settings import BudgetSettings, LlmSettings
 from daemon.core.clock import ManualClock
 from daemon.core.errors import AgentDisabledError, BudgetExhaustedError, LlmUnavailableError
