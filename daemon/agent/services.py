@@ -20,7 +20,8 @@ class ToolServices:
     wake_outbox: Callable[[], None] = field(default=lambda: None)
     # Recent HostSample readings of the host watcher, oldest first (evidence for investigations).
     host_history: Callable[[], Sequence[Any]] = field(default=lambda: ())
-    # daemon.tasks.commands.TaskService (scheduler + task repo); None when the scheduler is off.
-    tasks: Any = None
+    # daemon.tasks.commands.TaskService (scheduler + task repo; the task tools check its type);
+    # None when the scheduler is off. Typed loosely: the agent is below the tasks package.
+    tasks: object | None = None
     # An actor ("slack:U123") → "viewer" | "operator" | "admin" | None; console actors are admin.
     role_of: Callable[[str], str | None] | None = None

@@ -44,6 +44,7 @@ from daemon.runtime.supervisor import Supervisor
 from daemon.tasks import tools as task_tools
 from daemon.tasks.commands import TaskCommands
 from daemon.watchers import build_watchers
+from daemon.watchers.base import Watcher
 from daemon.watchers.host import HostMetricsWatcher
 from integrations.console import ConsoleChannel
 from memory.alerts import AlertRepo
@@ -275,7 +276,7 @@ class Runtime:
         )
         self.webhook_stats = WebhookStats()
 
-    def _start_watcher(self, watcher: Any) -> None:
+    def _start_watcher(self, watcher: Watcher) -> None:
         emit = self.alerting.emit
         name = watcher.name if watcher.name.startswith("watcher.") else f"watcher.{watcher.name}"
         self.supervisor.start(name, lambda: watcher.run(emit))

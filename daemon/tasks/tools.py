@@ -14,6 +14,7 @@ from pydantic import ValidationError
 from daemon.agent.tools.base import Tier, Tool, ToolContext, tool
 from daemon.core.errors import ToolError
 from daemon.core.tasks import TaskSpec
+from daemon.tasks.commands import TaskService
 
 
 @tool(tier=Tier.WRITE)
@@ -79,7 +80,7 @@ async def list_tasks(ctx: ToolContext) -> list[dict[str, Any]]:
     """Every scheduled task: schedule, state, next run, and how its last run went."""
     from daemon.tasks.text import action_of, delivery_of
 
-    service = ctx.services.tasks if ctx.services is not None else None
+    service = _task_service(ctx)
     if service is None:
         raise ToolError("the scheduler is off ([scheduler] enabled = false): there are no tasks")
     out = []
@@ -132,7 +133,7 @@ def _service(ctx: ToolContext, doing: str) -> Any:
         raise ToolError(
             f"scheduled and other unattended runs may not {doing}; tell a person instead"
         )
-    service = ctx.services.tasks if ctx.services is not None else None
+    service = _task_service(ctx)
     if service is None:
         raise ToolError("the scheduler is off ([scheduler] enabled = false): no tasks can change")
     role = role_of(ctx)
@@ -153,3 +154,9 @@ def role_of(ctx: ToolContext) -> str | None:
 
 
 TOOLS: list[Tool] = [schedule_task, list_tasks, cancel_task]
+
+
+def _task_service(ctx: ToolContext) -> TaskService | None:
+    """The task service the runtime handed the tools (None: the scheduler is off)."""
+    service = getattr(ctx.services, "tasks", None)
+    return service if isinstance(service, TaskService) else None
