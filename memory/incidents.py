@@ -73,6 +73,16 @@ class Silence:
         return self.expired_at is None and self.starts_at <= now < self.ends_at
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FlushState:
+    """What the incident manager needs to schedule an incident's next notification check."""
+
+    notified_at: datetime | None
+    opened_at: datetime
+    flush_at: datetime | None
+    group_key: str
+
+
 class IncidentRepo:
     """All reads and writes of incidents; writes take the caller's transaction (``db``)."""
 
@@ -179,6 +189,42 @@ class IncidentRepo:
             " (CASE ? WHEN 'critical' THEN 3 WHEN 'warning' THEN 2 ELSE 1 END)",
             (severity, incident_id, severity),
         )
+
+    @staticmethod
+    async def flush_state(db: aiosqlite.Connection, incident_id: int) -> FlushState:
+        """When the incident was last notified, opened and is due a check, and its group."""
+        rows = list(
+            await db.execute_fetchall(
+                "SELECT notified_at, opened_at, flush_at, group_key FROM incidents WHERE id = ?",
+                (incident_id,),
+            )
+        )
+        notified, opened, flush, group_key = rows[0]
+        return FlushState(
+            notified_at=from_db_time_opt(notified),
+            opened_at=from_db_time(opened),
+            flush_at=from_db_time_opt(flush),
+            group_key=group_key,
+        )
+
+    @staticmethod
+    async def set_digest(db: aiosqlite.Connection, incident_id: int, digest: str) -> None:
+        """Remember what was last judged (notified, muted or settling) without a notice."""
+        await db.execute(
+            "UPDATE incidents SET notified_digest = ? WHERE id = ?", (digest, incident_id)
+        )
+
+    @staticmethod
+    async def last_alert_change(db: aiosqlite.Connection, incident_id: int) -> datetime | None:
+        """When an alert of the incident last fired or resolved."""
+        rows = list(
+            await db.execute_fetchall(
+                "SELECT max(at) FROM incident_events WHERE incident_id = ?"
+                " AND kind IN ('alert firing', 'alert resolved')",
+                (incident_id,),
+            )
+        )
+        return from_db_time_opt(rows[0][0]) if rows else None
 
     @staticmethod
     async def set_flush(db: aiosqlite.Connection, incident_id: int, at: datetime | None) -> None:

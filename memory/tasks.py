@@ -30,6 +30,11 @@ _FINISH = (
 )
 
 
+def slot_key(at: datetime) -> str:
+    """The stored key of the schedule slot at ``at`` (UTC, fixed width: keys sort by time)."""
+    return to_db_time(at)
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class StoredTask:
     id: int

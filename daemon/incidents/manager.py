@@ -45,7 +45,6 @@ from daemon.incidents.muting import Muter, silenced_until
 from daemon.incidents.poster import IncidentPoster
 from daemon.incidents.runbooks import Runbook, RunbookLibrary
 from daemon.incidents.settings import IncidentSettings
-from memory._codec import from_db_time
 from memory.alerts import AlertRepo, StoredAlertEvent
 from memory.incidents import Incident, IncidentAlert, IncidentRepo, SilenceRepo
 from memory.store import SqliteStore
@@ -218,25 +217,20 @@ class IncidentManager:
         """A change is announced at the next group_interval tick; before the first notice, the
         flush set at creation stands — but a re-fire of a blip held open past its group_wait
         is announced at once (no sooner than group_interval after the group's last notice)."""
-        rows = list(
-            await db.execute_fetchall(
-                "SELECT notified_at, opened_at, flush_at, group_key FROM incidents WHERE id = ?",
-                (incident_id,),
-            )
-        )
-        if rows[0][0] is None:
-            if refire and rows[0][2] is not None:
+        state = await IncidentRepo.flush_state(db, incident_id)
+        if state.notified_at is None:
+            if refire and state.flush_at is not None:
                 wait = timedelta(seconds=self.settings.group_wait_seconds)
-                soonest = max(now, from_db_time(rows[0][1]) + wait)
-                last = await IncidentRepo.last_notified(db, rows[0][3])
+                soonest = max(now, state.opened_at + wait)
+                last = await IncidentRepo.last_notified(db, state.group_key)
                 if last is not None:
                     interval = timedelta(seconds=self.settings.group_interval_seconds)
                     soonest = max(soonest, last + interval)
-                if from_db_time(rows[0][2]) > soonest:
+                if state.flush_at > soonest:
                     await IncidentRepo.set_flush(db, incident_id, soonest)
             return
         interval = timedelta(seconds=self.settings.group_interval_seconds)
-        await IncidentRepo.set_flush(db, incident_id, max(now, from_db_time(rows[0][0]) + interval))
+        await IncidentRepo.set_flush(db, incident_id, max(now, state.notified_at + interval))
 
     def _group(self, event: AlertEvent) -> tuple[str, dict[str, str]]:
         labels = {name: event.labels.get(name, "") for name in self.settings.group_by}
@@ -276,10 +270,7 @@ class IncidentManager:
                     )
                     await IncidentRepo.mark_notified(db, incident.id, now, SETTLING + digest)
                 else:
-                    await db.execute(
-                        "UPDATE incidents SET notified_digest = ? WHERE id = ?",
-                        (SETTLING + digest, incident.id),
-                    )
+                    await IncidentRepo.set_digest(db, incident.id, SETTLING + digest)
                 await IncidentRepo.add_event(
                     db, incident.id, now, "resolved", "every alert resolved"
                 )
@@ -291,10 +282,7 @@ class IncidentManager:
                     await IncidentRepo.add_event(
                         db, incident.id, now, "not notified", "; ".join(reasons)
                     )
-                    await db.execute(
-                        "UPDATE incidents SET notified_digest = ? WHERE id = ?",
-                        ("muted:" + digest, incident.id),
-                    )
+                    await IncidentRepo.set_digest(db, incident.id, "muted:" + digest)
                 recheck = now + timedelta(seconds=MUTED_RECHECK_SECONDS)
                 silences = await self.silences.active()
                 ends = [
@@ -342,14 +330,7 @@ class IncidentManager:
     ) -> bool:
         """The resolution was announced: close the incident once no alert has fired or
         resolved for group_interval (a flap since then only pushes the close back)."""
-        rows = list(
-            await db.execute_fetchall(
-                "SELECT max(at) FROM incident_events WHERE incident_id = ?"
-                " AND kind IN ('alert firing', 'alert resolved')",
-                (incident.id,),
-            )
-        )
-        last = from_db_time(rows[0][0]) if rows and rows[0][0] else incident.opened_at
+        last = await IncidentRepo.last_alert_change(db, incident.id) or incident.opened_at
         quiet_from = max(last, incident.notified_at or last)
         settle = timedelta(seconds=self.settings.group_interval_seconds)
         if now < quiet_from + settle:

@@ -44,8 +44,7 @@ from daemon.core.schedule import (
 )
 from daemon.core.tasks import TaskSpec
 from daemon.tasks.runner import TaskRunner
-from memory._codec import to_db_time
-from memory.tasks import StoredTask, TaskRepo
+from memory.tasks import StoredTask, TaskRepo, slot_key
 
 log = logging.getLogger(__name__)
 
@@ -221,7 +220,7 @@ class TaskScheduler:
         last = await self._repo.last_slot(task.id) or task.created_at
         passed = slots_between(schedule, last, self._clock.now(), CATCH_UP_SCAN_LIMIT)
         if passed:
-            run_id = await self._repo.claim(task.id, to_db_time(passed[-1]), status="skipped")
+            run_id = await self._repo.claim(task.id, slot_key(passed[-1]), status="skipped")
             if run_id is not None:
                 await self._repo.finish(
                     run_id, "skipped", error=f"{len(passed)} slot(s) passed while paused"
@@ -231,7 +230,7 @@ class TaskScheduler:
 
     async def run_now(self, name: str) -> int | None:
         task = await self._repo.get(name)
-        slot = f"manual:{to_db_time(self._clock.now())}:{secrets.token_hex(3)}"
+        slot = f"manual:{slot_key(self._clock.now())}:{secrets.token_hex(3)}"
         return await self._claim_and_run(task, slot)
 
     def next_run(self, name: str) -> datetime | None:
@@ -381,7 +380,7 @@ class TaskScheduler:
                             armed.name, slot.isoformat(), (now - slot).total_seconds(),
                             self._grace)  # fmt: skip
             else:
-                slots[armed.name] = to_db_time(slot)
+                slots[armed.name] = slot_key(slot)
         try:
             tasks = await self._repo.get_many(list(slots))
             await self._claim_and_start([(task, slots[task.name]) for task in tasks])
@@ -436,7 +435,7 @@ class TaskScheduler:
             if not due:
                 log.warning("task %s woke with no slot due at %s", task.name, now.isoformat())
                 continue
-            claims.append((task, to_db_time(due[-1])))
+            claims.append((task, slot_key(due[-1])))
         await self._claim_and_start(claims)
 
     async def _claim_and_start(self, slots: Sequence[tuple[StoredTask, str]]) -> None:
@@ -494,7 +493,7 @@ class TaskScheduler:
         if skipped:  # one row marks how far the skip went: the next catch-up starts after it
             self.skipped += len(skipped)
             reason = f"{len(skipped)} slot(s) missed while down ({policy})"
-            mark = (to_db_time(skipped[-1]), reason)
+            mark = (slot_key(skipped[-1]), reason)
         log.info(
             "task %s: %d missed slot(s); catch-up %s runs %d",
             task.name,
@@ -502,7 +501,7 @@ class TaskScheduler:
             policy,
             len(run),
         )
-        return await self._repo.claim_catch_up(task.id, mark, [to_db_time(s) for s in run])
+        return await self._repo.claim_catch_up(task.id, mark, [slot_key(s) for s in run])
 
     async def _run_caught_up(self, task: StoredTask, runs: list[tuple[int, str]]) -> None:
         """Run the claimed caught-up slots one after the other, oldest first."""
