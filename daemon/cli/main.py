@@ -66,11 +66,11 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("what", nargs="+", help="an incident number, or matchers like alertname=X")
     add.add_argument("--for", dest="duration", required=True, help="e.g. 30m, 1.5h, 1h30m, 2d")
     add.add_argument("-c", "--comment", default="", help="why (shown in `silence list`)")
-    with_location(silence_commands.add_parser("list", help="active and recent silences"))
+    located(silence_commands.add_parser("list", help="active and recent silences"))
     expire = silence_commands.add_parser("expire", help="end a silence now")
     expire.add_argument("id", help="silence number")
     for sub in (add, expire):
-        with_location(sub)
+        located(sub)
 
     _task_parsers(with_location(commands.add_parser("tasks", help="scheduled tasks")))
 
@@ -86,14 +86,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def located(sub: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """--config/--state-dir on an action (`silence add`, `tasks show`) as well as before it."""
+    # SUPPRESS: a --state-dir given before the action is not reset by the action's default
+    sub.add_argument("--config", type=Path, default=argparse.SUPPRESS, help="TOML config")
+    sub.add_argument("--state-dir", type=Path, default=argparse.SUPPRESS)
+    return sub
+
+
 def _task_parsers(tasks: argparse.ArgumentParser) -> None:
     """`nightshift tasks [list] | show | add | pause | resume | remove | run-now`."""
-
-    def located(sub: argparse.ArgumentParser) -> argparse.ArgumentParser:
-        # SUPPRESS: a --state-dir given before the action is not reset by the action's default
-        sub.add_argument("--config", type=Path, default=argparse.SUPPRESS, help="TOML config")
-        sub.add_argument("--state-dir", type=Path, default=argparse.SUPPRESS)
-        return sub
 
     actions = tasks.add_subparsers(dest="tasks_command", metavar="ACTION")
     located(actions.add_parser("list", help="every task with its next and last run (default)"))
