@@ -371,16 +371,31 @@ class TaskScheduler:
         """Claim and run the slot of each armed task that came up, then arm its next slot."""
         slots: dict[str, str] = {}
         latest: list[datetime] = []
+        missed: dict[str, tuple[datetime, int, str]] = {}  # last missed slot, how many, why
         grace = timedelta(seconds=self._grace)
+        just_before = timedelta(microseconds=1)
         for armed in due:
             slot = self._latest_due(armed, now)
             latest.append(slot)
+            late = (now - slot).total_seconds()
             if slot < now - grace:
                 log.warning("task %s: slot %s missed by %.0f s (misfire grace %g s); not run",
-                            armed.name, slot.isoformat(), (now - slot).total_seconds(),
-                            self._grace)  # fmt: skip
+                            armed.name, slot.isoformat(), late, self._grace)  # fmt: skip
+                passed = slots_between(
+                    armed.schedule, armed.slot - just_before, slot, CATCH_UP_SCAN_LIMIT
+                )
+                why = f"the wake-up came {late:.0f} s late, past the misfire grace"
+                missed[armed.name] = (slot, max(len(passed), 1), why)
             else:
                 slots[armed.name] = slot_key(slot)
+                if slot > armed.slot:  # a late wake-up runs only the latest slot (coalesce)
+                    passed = slots_between(
+                        armed.schedule, armed.slot - just_before, slot - just_before,
+                        CATCH_UP_SCAN_LIMIT,
+                    )  # fmt: skip
+                    if passed:
+                        why = "the wake-up came late: only the latest slot ran"
+                        missed[armed.name] = (passed[-1], len(passed), why)
         try:
             tasks = await self._repo.get_many(list(slots))
             await self._claim_and_start([(task, slots[task.name]) for task in tasks])
@@ -388,6 +403,8 @@ class TaskScheduler:
             log.exception("could not claim the slots of %d task(s) due at %s", len(slots),
                           now.isoformat())  # fmt: skip
         finally:
+            if missed:
+                await self._record_missed(missed)
             for i, (armed, slot) in enumerate(zip(due, latest, strict=True)):  # next slots
                 if i and i % NEXT_BATCH == 0:
                     await asyncio.sleep(0)
@@ -396,6 +413,20 @@ class TaskScheduler:
                     self._push(armed.name, armed.schedule, next_slot(armed.schedule, after))
                     if self._armed.get(armed.name) is armed:
                         del self._armed[armed.name]  # a one-shot that is over
+
+    async def _record_missed(self, missed: dict[str, tuple[datetime, int, str]]) -> None:
+        """Slots a late wake-up did not run are skipped with the reason, never silently."""
+        try:
+            for task in await self._repo.get_many(list(missed)):
+                last, count, why = missed[task.name]
+                run_id = await self._repo.claim(task.id, slot_key(last), status="skipped")
+                if run_id is not None:
+                    await self._repo.finish(
+                        run_id, "skipped", error=f"{count} slot(s) missed: {why}"
+                    )
+                    self.skipped += count
+        except Exception:  # noqa: BLE001 - the store failed; the warning above still stands
+            log.exception("could not record %d missed slot(s)", len(missed))
 
     def _latest_due(self, armed: _Armed, now: datetime) -> datetime:
         """The latest slot due at ``now`` from the armed one on: later ones are due only when

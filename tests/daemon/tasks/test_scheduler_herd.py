@@ -91,7 +91,16 @@ async def test_a_late_wake_up_runs_only_the_latest_slot_and_rearms_after_it(rig:
     rig.clock.advance(3.2)  # the loop was busy: slots :01, :02 and :03 passed
     rig.scheduler._on_timer()
     await rig.scheduler.wait_idle()
-    assert [(r[1], r[2]) for r in await slots(rig)] == [("2026-03-02T08:00:03.000000Z", "ok")]
+    assert sorted((r[1], r[2]) for r in await slots(rig)) == [
+        ("2026-03-02T08:00:02.000000Z", "skipped"),  # :01 and :02, with the reason
+        ("2026-03-02T08:00:03.000000Z", "ok"),
+    ]
+    [skipped] = [
+        run
+        for run in await rig.repo.runs((await rig.repo.get("tick")).id)
+        if run.status == "skipped"
+    ]
+    assert skipped.error == "2 slot(s) missed: the wake-up came late: only the latest slot ran"
     assert rig.scheduler.next_run("tick") == T0 + timedelta(seconds=4)
 
 
@@ -102,7 +111,9 @@ async def test_a_wake_up_beyond_the_misfire_grace_runs_nothing(rig: Rig) -> None
     rig.clock.advance(3600 + 301)  # 09:00:01 plus the 300 s grace and a second
     rig.scheduler._on_timer()
     await rig.scheduler.wait_idle()
-    assert await slots(rig) == []
+    assert [(r[1], r[2]) for r in await slots(rig)] == [("2026-03-02T09:00:00.000000Z", "skipped")]
+    [run] = await rig.repo.runs((await rig.repo.get("late")).id)
+    assert run.error is not None and "past the misfire grace" in run.error
     assert rig.scheduler.next_run("late") == T0 + timedelta(days=1, hours=1)
 
 
