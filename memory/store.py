@@ -28,6 +28,10 @@ import aiosqlite
 from daemon.core.errors import SchemaTooNewError, StoreError
 from memory._migrate import current_version, load_migrations, migrate, scalar
 
+VACUUM_AT_OPEN_MAX_BYTES = 64 * 1024 * 1024  # an existing file switches to incremental vacuum
+# (a full VACUUM) at open only when at most this big: about a second of work
+_AUTO_VACUUM = {0: "none", 1: "full", 2: "incremental"}
+
 __all__ = ["SqliteStore"]
 
 log = logging.getLogger(__name__)
@@ -68,6 +72,28 @@ async def _connect(path: Path, busy_timeout_ms: int) -> aiosqlite.Connection:
     return conn
 
 
+async def _incremental_vacuum(conn: aiosqlite.Connection, path: Path, max_bytes: int) -> None:
+    """Switch an existing database to ``auto_vacuum = INCREMENTAL`` (so pruned pages can be
+    given back to the file system) with a full VACUUM, when it is at most ``max_bytes``; a
+    larger one is left as it is (pruned space is still reused) and the log says how to switch."""
+    mode = _AUTO_VACUUM.get(int(await scalar(conn, "PRAGMA auto_vacuum")), "none")
+    if mode == "incremental":
+        return
+    pages = int(await scalar(conn, "PRAGMA page_count"))
+    size = pages * int(await scalar(conn, "PRAGMA page_size"))
+    if size > max_bytes:
+        log.warning(
+            "%s is %.0f MB with auto_vacuum = %s: pruned space is reused but the file never "
+            "shrinks. To switch, stop nightshift and run: sqlite3 %s 'PRAGMA auto_vacuum = "
+            "INCREMENTAL; VACUUM;' (it needs free disk space about the size of the file)",
+            path, size / 1e6, mode, path,
+        )  # fmt: skip
+        return
+    await conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
+    await conn.execute("VACUUM")
+    log.info("%s switched to incremental vacuum (%.1f MB rewritten)", path, size / 1e6)
+
+
 class SqliteStore:
     """nightshift's only durable state: one SQLite file in WAL mode."""
 
@@ -88,7 +114,13 @@ class SqliteStore:
         self._write_failure: BaseException | None = None  # raised out of a nested write()
 
     @classmethod
-    async def open(cls, path: Path, *, busy_timeout_ms: int = 5000) -> SqliteStore:
+    async def open(
+        cls,
+        path: Path,
+        *,
+        busy_timeout_ms: int = 5000,
+        vacuum_at_open_max_bytes: int = VACUUM_AT_OPEN_MAX_BYTES,
+    ) -> SqliteStore:
         """Open (creating if needed) and migrate the database at ``path``.
 
         Raises SchemaTooNewError, leaving the file untouched, if a newer release wrote it, and
@@ -111,6 +143,8 @@ class SqliteStore:
             found = await current_version(writer, path)
             if found > known:
                 raise SchemaTooNewError(str(path), found, known)
+            if found == 0:  # before the first table: takes effect without a VACUUM
+                await writer.execute("PRAGMA auto_vacuum = INCREMENTAL")
             mode = await scalar(writer, "PRAGMA journal_mode = WAL")
             if str(mode).lower() != "wal":
                 raise StoreError(
@@ -120,6 +154,7 @@ class SqliteStore:
             await writer.execute("PRAGMA foreign_keys = ON")
             await writer.execute("PRAGMA synchronous = NORMAL")
             version = await migrate(writer, path, migrations, found)
+            await _incremental_vacuum(writer, path, vacuum_at_open_max_bytes)
             reader = await _connect(path, busy_timeout_ms)
             await reader.execute("PRAGMA query_only = ON")
         except BaseException as exc:
@@ -228,6 +263,15 @@ class SqliteStore:
             finally:
                 self._write_owner = None
                 self._write_failure = None
+
+    @asynccontextmanager
+    async def write_lock(self) -> AsyncIterator[aiosqlite.Connection]:
+        """The writer connection, no transaction begun, for statements that manage their own
+        (``PRAGMA incremental_vacuum``, ``wal_checkpoint``): no other write runs meanwhile."""
+        if self._holds_write():
+            raise StoreError("write_lock() cannot be taken inside write()")
+        async with self._lock:
+            yield self._conn(self._writer)
 
     async def execute_write(self, sql: str, parameters: Iterable[Any] = ()) -> aiosqlite.Cursor:
         """Run one data-changing statement atomically, in one hop to the writer thread.

@@ -88,8 +88,12 @@ async def test_status_shows_components_and_budget(
     names = {c["name"] for c in report["components"]}
     assert {"api", "agent", "channel.console", "outbox.console", "watcher.host"} <= names
     assert fake_llm.calls == 0  # idle: no tokens spent
+    assert "housekeeping" in names
+    database = report["database"]
+    assert database["file_bytes"] > 0 and database["auto_vacuum"] == "incremental"
     code, text, err = await daemon.cli("status")
     assert "budget:" in text and "watcher.host" in text, err
+    assert "database:" in text and "MB" in text, text
 
 
 async def test_sigterm_drains_an_inflight_answer_then_exits_zero(

@@ -34,10 +34,29 @@ WATCHER_FAILING = RuleSettings(
 )
 
 
-def effective_rules(rules: Sequence[RuleSettings]) -> list[RuleSettings]:
-    """The configured rules plus the built-in meta-alert (unless a rule of that name exists)."""
+def storage_rule(percent: float) -> RuleSettings:
+    """The built-in NightshiftStorageFull: the state disk or ``[memory] max_db_mb`` is nearly
+    used up (the housekeeping job reports ``storage_percent`` hourly)."""
+    return RuleSettings(
+        name="NightshiftStorageFull",
+        metric="storage_percent",
+        op=">=",
+        threshold=percent,
+        clear_threshold=max(percent - 5, 0),
+        severity="critical",
+        summary="nightshift's {what} is {value:.0f}% full: {text}",
+        description="Lower the retention windows in [memory], raise max_db_mb, or free disk "
+        "space; when it is full, alerts and notifications can no longer be stored.",
+    )
+
+
+def effective_rules(
+    rules: Sequence[RuleSettings], *, storage_alert_percent: float = 90.0
+) -> list[RuleSettings]:
+    """The configured rules plus the built-in meta-alerts (unless a rule of that name exists)."""
     names = {rule.name for rule in rules}
-    return [*rules, *([] if WATCHER_FAILING.name in names else [WATCHER_FAILING])]
+    builtins = [WATCHER_FAILING, storage_rule(storage_alert_percent)]
+    return [*rules, *(rule for rule in builtins if rule.name not in names)]
 
 
 class AlertPipeline:
@@ -51,8 +70,12 @@ class AlertPipeline:
         repo: AlertRepo,
         clock: Clock,
         on_events: Callable[[], None] = lambda: None,
+        *,
+        storage_alert_percent: float = 90.0,
     ) -> None:
-        self.engine = RuleEngine(effective_rules(rules))
+        self.engine = RuleEngine(
+            effective_rules(rules, storage_alert_percent=storage_alert_percent)
+        )
         self._repo = repo
         self._clock = clock
         self._on_events = on_events

@@ -533,6 +533,7 @@ def render_status(report: dict[str, Any]) -> str:
         f" (scheduler {report['tasks']['scheduler']})"
         + _missed(report["tasks"].get("missed_skipped", 0)),
         f"  outbox:    {_outbox_line(report['outbox'])}",
+        *([f"  database:  {_database_line(report['database'])}"] if "database" in report else []),
         "  channels:  "
         + ", ".join(
             f"{name} {info['state']}" + (f" ({info['detail']})" if info["detail"] else "")
@@ -559,6 +560,21 @@ def _missed(count: int) -> str:
     if not count:
         return ""
     return f"; {count} missed slot(s) skipped since start (see `nightshift tasks show NAME`)"
+
+
+def _database_line(db: dict[str, Any]) -> str:
+    """``41.2 MB (+1.3 MB/day over 1 day; cap 500 MB), pruned 2026-01-02T…``."""
+    size = (db["file_bytes"] + db["wal_bytes"]) / 1e6
+    rate = db["growth_bytes_per_day"]
+    growth = (
+        f"{rate / 1e6:+.1f} MB/day over {db['growth_window_days']:g} day(s)"
+        if rate is not None
+        else "growth not known yet (needs an hour of samples)"
+    )
+    cap = f"; cap {db['max_db_mb']:g} MB" if db.get("max_db_mb") else ""
+    pruned = f", last pruned {db['last_prune_at']}" if db.get("last_prune_at") else ""
+    vacuum = "" if db.get("auto_vacuum") == "incremental" else " (file never shrinks: see README)"
+    return f"{size:.1f} MB ({growth}{cap}){pruned}{vacuum}"
 
 
 def _outbox_line(depths: dict[str, int]) -> str:

@@ -35,6 +35,7 @@ from integrations.console import ConsoleChannelSettings
 from integrations.matrix.settings import MatrixChannelSettings
 from integrations.slack.settings import SlackChannelSettings
 from integrations.telegram.settings import TelegramChannelSettings
+from memory.settings import MemorySettings
 
 __all__ = ["Settings", "default_config_path", "default_state_dir", "load_settings"]
 
@@ -119,6 +120,7 @@ class Settings(BaseSettings):
     incidents: IncidentSettings = Field(default_factory=IncidentSettings)
     scheduler: SchedulerSettings = Field(default_factory=SchedulerSettings)
     runtime: RuntimeSettings = Field(default_factory=RuntimeSettings)
+    memory: MemorySettings = Field(default_factory=MemorySettings)
     routes: list[RouteSettings] = Field(default_factory=list)
     default_route: list[str] = Field(default_factory=lambda: ["console"])
 

@@ -48,7 +48,10 @@ METRIC_CATALOGUE: dict[str, tuple[str, ...]] = {
     "file": ("file_changed",),  # text: created/modified/deleted/permissions/checksum, labels: path
     "log": ("log_line",),  # text: the line, labels: path
     "command": ("command_ok", "command_exit_code", "command_output"),  # labels: check
-    "meta": ("watcher_error",),  # 1 while a watcher is failing, labels: watcher; text: why
+    "meta": (
+        "watcher_error",  # 1 while a watcher is failing, labels: watcher; text: why
+        "storage_percent",  # the state disk or the database cap used, labels: what; text: sizes
+    ),
 }
 METRICS: frozenset[str] = frozenset(m for names in METRIC_CATALOGUE.values() for m in names)
 TEXT_METRICS = frozenset({"file_changed", "log_line", "command_output"})

@@ -39,6 +39,7 @@ from daemon.incidents.runbooks import RunbookLibrary
 from daemon.runtime import status as report
 from daemon.runtime.api import ApiServer
 from daemon.runtime.channels import ChannelSet, build_channels
+from daemon.runtime.housekeeping import Housekeeping
 from daemon.runtime.sdnotify import SystemdNotifier
 from daemon.runtime.supervisor import Supervisor
 from daemon.tasks import tools as task_tools
@@ -55,6 +56,7 @@ from memory.conversations import ConversationRepo
 from memory.facts import FactRepo
 from memory.incidents import IncidentRepo, SilenceRepo
 from memory.outbox import OutboxRepo
+from memory.retention import RetentionRepo
 from memory.runs import RunRepo
 from memory.store import SqliteStore
 from memory.usage import UsageRepo
@@ -65,7 +67,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 LOCK_NAME = "nightshift.lock"
-RELOADABLE = ("agent", "policy", "runtime", "incidents", "scheduler")
+RELOADABLE = ("agent", "policy", "runtime", "incidents", "scheduler", "memory")
 
 
 class StateLock:
@@ -220,6 +222,14 @@ class Runtime:
         await self.alerting.restore()
         self.supervisor.start("alerting", self.alerting.run)
         self.supervisor.start("incidents", self.incident_manager.run)
+        self.housekeeping = Housekeeping(
+            RetentionRepo(self.store, self.clock),
+            lambda: self.settings.memory,
+            state_dir=settings.state_dir,
+            clock=self.clock,
+            emit=self.alerting.emit,
+        )
+        self.supervisor.start("housekeeping", self.housekeeping.run)
         if settings.scheduler.enabled:
             self.supervisor.start("scheduler", lambda: self.scheduler.run(self._config_tasks))
         else:
@@ -269,7 +279,11 @@ class Runtime:
             responder=self.responder,
         )
         self.alerting = AlertPipeline(
-            settings.rules, self.alert_repo, self.clock, on_events=self.incident_manager.wake
+            settings.rules,
+            self.alert_repo,
+            self.clock,
+            on_events=self.incident_manager.wake,
+            storage_alert_percent=settings.memory.storage_alert_percent,
         )
         self.commands = IncidentCommands(
             self.incidents, self.silences, self.clock, self.incident_manager.silences_changed

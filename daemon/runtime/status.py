@@ -52,6 +52,24 @@ async def status(runtime: Runtime) -> dict[str, Any]:
         "investigations": _investigations(runtime),
         "api_connections_refused": runtime.api.gate.refused,
         "tasks": await _tasks_summary(runtime),
+        "database": await _database(runtime),
+    }
+
+
+async def _database(runtime: Runtime) -> dict[str, Any]:
+    """Size, growth per day and the last prune (for bounded growth)."""
+    size = await runtime.housekeeping.repo.size()
+    cap = runtime.settings.memory.max_db_mb
+    return {
+        "file_bytes": size.file_bytes,
+        "wal_bytes": size.wal_bytes,
+        "free_bytes": size.free_bytes,
+        "growth_bytes_per_day": size.growth_bytes_per_day,
+        "growth_window_days": size.growth_window_days,
+        "auto_vacuum": size.auto_vacuum,
+        "max_db_mb": cap or None,
+        "last_prune_at": runtime.housekeeping.last_prune_at,
+        "last_prune": runtime.housekeeping.last_prune,
     }
 
 
