@@ -173,9 +173,9 @@ async def _substring_ids(
 ) -> list[int]:
     sql = (
         "SELECT g.rowid FROM recall_grams g CROSS JOIN recall_docs d ON d.id = g.rowid"
-        " WHERE g.text LIKE ? ESCAPE '\\' AND g.rowid BETWEEN ? AND ?"
+        " WHERE recall_grams MATCH ? AND g.rowid BETWEEN ? AND ?"
     )
-    params: list[object] = [_like(piece), *bounds]
+    params: list[object] = [_phrase(piece), *bounds]
     if sources:
         sql += f" AND d.source IN ({', '.join('?' for _ in sources)})"
         params += list(sources)
@@ -241,7 +241,7 @@ async def search_db(
     terms: list[_Term] = []
     for word in words:
         ids = await _word_ids(db, word, where, bounds)
-        if not ids and len(word) >= 3:  # maybe part of a longer identifier
+        if not ids and len(word) >= 4:  # maybe part of a longer identifier
             ids = await _substring_ids(db, word, sources, label_list, bounds)
             terms.append(_Term(word, True, ids, len(ids) < CANDIDATES))
         else:
@@ -257,20 +257,15 @@ async def search_db(
     relevance: dict[int, float] = {}
     for term in terms:
         term.idf = _idf(term, total, newest)
-    sets = [(term, set(term.ids)) for term in terms]
-    for _term, ids in sets:
-        for doc_id in ids:
-            if doc_id in relevance:
-                continue
-            score = 0.0
-            for other, other_ids in sets:
-                if doc_id in other_ids:
-                    score += other.idf
-            relevance[doc_id] = score
+    sets = [(term.idf, set(term.ids)) for term in terms]
+    for _, found in sets:
+        for doc_id in found:
+            if doc_id not in relevance:
+                relevance[doc_id] = sum(idf for idf, held in sets if doc_id in held)
     best = sorted(relevance, key=lambda d: (relevance[d], d), reverse=True)[:_RERANK]
-    docs = await _docs(db, best)
+    docs = await _docs(db, best, columns="id, source, ref, at, labels")
     needles = [term.text for term in terms if term.ids]
-    hits = []
+    ranked = []
     for doc_id in best:
         row = docs.get(doc_id)
         if row is None:
@@ -279,34 +274,37 @@ async def search_db(
         if (since is not None and at < since) or (until is not None and at > until):
             continue
         score = relevance[doc_id] * _WEIGHTS.get(row["source"], 1.0) * _recency(now, at)
-        hits.append(_hit(row, at, score, needles))
-    hits.sort(key=lambda h: (h.score, h.at), reverse=True)
-    return hits[:limit]
+        ranked.append((score, at, row))
+    ranked.sort(key=lambda r: (r[0], r[1]), reverse=True)
+    top = ranked[:limit]
+    texts = await _docs(db, [int(row["id"]) for _, _, row in top], columns="id, text")
+    return [_hit(row, at, score, needles, texts[row["id"]]["text"]) for score, at, row in top]
 
 
 def _recency(now: datetime, at: datetime) -> float:
     """1 for now, halving towards 0.5 every half-life: old but relevant still ranks."""
     age_days = max(0.0, (now - at).total_seconds() / 86400.0)
-    return 0.5 + 0.5 * 0.5 ** (age_days / _HALF_LIFE_DAYS)
+    return 0.5 + 0.5 * math.pow(0.5, age_days / _HALF_LIFE_DAYS)
 
 
-def _hit(row: aiosqlite.Row, at: datetime, score: float, needles: Sequence[str]) -> Hit:
+def _hit(row: aiosqlite.Row, at: datetime, score: float, needles: Sequence[str], text: str) -> Hit:
     return Hit(
         source=row["source"],
         ref=int(row["ref"]),
         at=at,
         labels=row["labels"],
-        snippet=snippet(row["text"], needles),
+        snippet=snippet(text, needles),
         score=round(score, 4),
     )
 
 
-async def _docs(db: aiosqlite.Connection, ids: Sequence[int]) -> dict[int, aiosqlite.Row]:
+async def _docs(
+    db: aiosqlite.Connection, ids: Sequence[int], *, columns: str
+) -> dict[int, aiosqlite.Row]:
     if not ids:
         return {}
     rows = await db.execute_fetchall(
-        "SELECT id, source, ref, at, labels, text FROM recall_docs"
-        f" WHERE id IN ({', '.join('?' for _ in ids)})",
+        f"SELECT {columns} FROM recall_docs WHERE id IN ({', '.join('?' for _ in ids)})",
         tuple(ids),
     )
     return {int(row["id"]): row for row in rows}
@@ -339,7 +337,9 @@ async def _latest(
         params.append(to_db_time(until))
     rows = await db.execute_fetchall(sql + " ORDER BY id DESC LIMIT ?", (*params, limit))
     return [
-        _hit(row, at, _recency(now, at), []) for row in rows for at in (from_db_time(row["at"]),)
+        _hit(row, at, _recency(now, at), [], row["text"])
+        for row in rows
+        for at in (from_db_time(row["at"]),)
     ]
 
 

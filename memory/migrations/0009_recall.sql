@@ -4,7 +4,8 @@
 -- triggers on recall_docs keep the two FTS5 indexes in step with it.
 --   recall_words: words (porter + unicode61), bm25-ranked; source and labels are indexed columns
 --                 so filters run inside the index.
---   recall_grams: trigrams (detail=none, small) for substring search: paths, identifiers, CJK.
+--   recall_grams: trigrams for substring search (paths, identifiers, CJK): a quoted string
+--                 matches as consecutive trigrams, in the index, without reading the rows.
 -- Labels are "name=value" words: host=web1 service=nginx incident=12 channel=slack …
 
 CREATE TABLE recall_docs (
@@ -27,7 +28,7 @@ CREATE VIRTUAL TABLE recall_words USING fts5 (
 CREATE VIRTUAL TABLE recall_grams USING fts5 (
     text,
     content = 'recall_docs', content_rowid = 'id',
-    tokenize = 'trigram', detail = none
+    tokenize = 'trigram'
 );
 
 CREATE TRIGGER recall_docs_insert AFTER INSERT ON recall_docs BEGIN
