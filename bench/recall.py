@@ -24,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from daemon.core.clock import ManualClock
 from memory._codec import to_db_time
+from memory.conversations import ConversationRepo
 from memory.recall import RecallRepo
 from memory.store import SqliteStore
 
@@ -134,13 +135,13 @@ def generate(path: Path, records: int, seed: int = 7) -> tuple[float, int]:
             rows["e"],
         )
         conn.executemany("INSERT INTO facts (text, tags, created_at) VALUES (?, ?, ?)", rows["f"])
-        for slot, at, output in rows["r"]:  # output arrives with the run's UPDATE
+        for slot, stamp, output in rows["r"]:  # output arrives with the run's UPDATE
             cur = conn.execute(
-                "INSERT INTO task_runs (task_id, slot, started_at) VALUES (1, ?, ?)", (slot, at)
+                "INSERT INTO task_runs (task_id, slot, started_at) VALUES (1, ?, ?)", (slot, stamp)
             )
             conn.execute(
                 "UPDATE task_runs SET status = 'ok', output = ?, finished_at = ? WHERE id = ?",
-                (output, at, cur.lastrowid),
+                (output, stamp, cur.lastrowid),
             )
         conn.execute("COMMIT")
         written = min(records, first + BATCH)
@@ -185,7 +186,7 @@ def cases(rng: random.Random, n: int) -> Iterator[tuple[str, str]]:
             yield kind, make(rng)
 
 
-async def measure(path: Path, queries: int) -> None:
+async def measure(path: Path, queries: int, appends: int) -> None:
     clock = ManualClock(START + timedelta(days=365))
     async with await SqliteStore.open(path) as store:
         recall = RecallRepo(store, clock)
@@ -202,12 +203,25 @@ async def measure(path: Path, queries: int) -> None:
             found[kind] += bool(hits)
         for kind, samples in timings.items():
             print(f"{kind:>13}: {percentiles(samples)}   ({found[kind]}/{len(samples)} found)")
+        # the daemon's own pattern: one message per transaction, through the repository
+        conversations = ConversationRepo(store, clock)
+        conv = await conversations.get_or_create("bench", "appends")
+        vocab = vocabulary(rng)
+        latencies = []
+        started = time.perf_counter()
+        for i in range(appends):
+            t = time.perf_counter()
+            await conversations.append(conv.id, "user", sentence(rng, vocab, i))
+            latencies.append((time.perf_counter() - t) * 1000)
+        rate = appends / (time.perf_counter() - started)
+        print(f"single-message transactions at this size: {rate:,.0f}/s; {percentiles(latencies)}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--records", type=int, default=1_000_000)
     parser.add_argument("--queries", type=int, default=200)
+    parser.add_argument("--appends", type=int, default=1000, help="single-row transactions")
     parser.add_argument("--db", type=Path, help="reuse (or create) this bench database")
     parser.add_argument(
         "--baseline", action="store_true", help="only the insert rate, recall triggers dropped"
@@ -227,7 +241,7 @@ def main() -> None:
             print(f"insert rate with the recall indexes on: {rate:,.0f} rows/s ({docs:,} docs)")
         size = path.stat().st_size / 1e6
         print(f"database size {size:,.0f} MB")
-        asyncio.run(measure(path, args.queries))
+        asyncio.run(measure(path, args.queries, args.appends))
 
 
 async def _create(path: Path) -> None:

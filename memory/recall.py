@@ -32,7 +32,7 @@ __all__ = ["CANDIDATES", "SOURCES", "Hit", "RecallRepo", "search_db"]
 
 SOURCES = ("message", "fact", "incident", "timeline", "task_run", "audit")
 CANDIDATES = 2000  # rows read per term, newest first
-_RERANK = 200  # best-by-relevance documents weighed by source and recency
+_RERANK = 100  # best-by-relevance documents weighed by source and recency
 _MAX_TERMS = 12
 _SNIPPET = 90  # characters either side of the first match
 _HALF_LIFE_DAYS = 30.0
@@ -156,12 +156,19 @@ async def _word_ids(
     db: aiosqlite.Connection, term: str, where: str, bounds: tuple[int, int]
 ) -> list[int]:
     match = "{text labels} : " + _phrase(term) + where
-    rows = await db.execute_fetchall(
+    return await _ids(
+        db,
         "SELECT rowid FROM recall_words WHERE recall_words MATCH ? AND rowid BETWEEN ? AND ?"
         " ORDER BY rowid DESC LIMIT ?",
         (match, *bounds, CANDIDATES),
     )
-    return [int(row[0]) for row in rows]
+
+
+async def _ids(db: aiosqlite.Connection, sql: str, params: Sequence[object]) -> list[int]:
+    """The ids a query returns, newest first, fetched as one row (no per-row objects)."""
+    rows = list(await db.execute_fetchall(f"SELECT group_concat(rowid) FROM ({sql})", params))
+    text = rows[0][0] if rows else None
+    return [int(i) for i in text.split(",")] if text else []
 
 
 async def _substring_ids(
@@ -171,10 +178,10 @@ async def _substring_ids(
     labels: Sequence[str],
     bounds: tuple[int, int],
 ) -> list[int]:
-    sql = (
-        "SELECT g.rowid FROM recall_grams g CROSS JOIN recall_docs d ON d.id = g.rowid"
-        " WHERE recall_grams MATCH ? AND g.rowid BETWEEN ? AND ?"
-    )
+    sql = "SELECT g.rowid AS rowid FROM recall_grams g"
+    if sources or labels:  # filters read the documents; without them the index alone answers
+        sql += " CROSS JOIN recall_docs d ON d.id = g.rowid"
+    sql += " WHERE recall_grams MATCH ? AND g.rowid BETWEEN ? AND ?"
     params: list[object] = [_phrase(piece), *bounds]
     if sources:
         sql += f" AND d.source IN ({', '.join('?' for _ in sources)})"
@@ -182,8 +189,7 @@ async def _substring_ids(
     for label in labels:
         sql += " AND (' ' || d.labels || ' ') LIKE ? ESCAPE '\\'"
         params.append("% " + _like(label)[1:-1] + " %")
-    rows = await db.execute_fetchall(sql + " ORDER BY g.rowid DESC LIMIT ?", (*params, CANDIDATES))
-    return [int(row[0]) for row in rows]
+    return await _ids(db, sql + " ORDER BY g.rowid DESC LIMIT ?", (*params, CANDIDATES))
 
 
 def _idf(term: _Term, total: int, newest: int) -> float:
@@ -257,11 +263,9 @@ async def search_db(
     relevance: dict[int, float] = {}
     for term in terms:
         term.idf = _idf(term, total, newest)
-    sets = [(term.idf, set(term.ids)) for term in terms]
-    for _, found in sets:
-        for doc_id in found:
-            if doc_id not in relevance:
-                relevance[doc_id] = sum(idf for idf, held in sets if doc_id in held)
+    for term in terms:
+        for doc_id in term.ids:  # ids are unique per term
+            relevance[doc_id] = relevance.get(doc_id, 0.0) + term.idf
     best = sorted(relevance, key=lambda d: (relevance[d], d), reverse=True)[:_RERANK]
     docs = await _docs(db, best, columns="id, source, ref, at, labels")
     needles = [term.text for term in terms if term.ids]

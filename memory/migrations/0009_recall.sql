@@ -74,7 +74,9 @@ CREATE TRIGGER recall_fact_delete AFTER DELETE ON facts BEGIN
 END;
 
 -- Incidents: one document each (title, its alerts' labels and annotations, investigation,
--- postmortem), rebuilt when any of them changes, so it moves to the recent end.
+-- postmortem), rebuilt when any of them changes, so it moves to the recent end. Only an
+-- incident's first 50 alerts are indexed with it (their timeline entries all are): a storm
+-- grouped into one incident must not rebuild an ever larger document on every new alert.
 CREATE VIEW recall_incident_doc AS
 SELECT i.id AS ref,
        coalesce(i.resolved_at, i.opened_at) AS at,
@@ -83,11 +85,13 @@ SELECT i.id AS ref,
                      FROM json_each(i.labels) j), '') AS labels,
        i.title || char(10) ||
            coalesce((SELECT group_concat(j.value, ' ')
-                     FROM incident_alerts a, json_each(a.labels) j
-                     WHERE a.incident_id = i.id), '') || char(10) ||
+                     FROM (SELECT labels FROM incident_alerts
+                           WHERE incident_id = i.id LIMIT 50) a, json_each(a.labels) j), '')
+               || char(10) ||
            coalesce((SELECT group_concat(j.value, ' ')
-                     FROM incident_alerts a, json_each(a.annotations) j
-                     WHERE a.incident_id = i.id), '') || char(10) ||
+                     FROM (SELECT annotations FROM incident_alerts
+                           WHERE incident_id = i.id LIMIT 50) a, json_each(a.annotations) j), '')
+               || char(10) ||
            coalesce(i.investigation, '') || char(10) ||
            coalesce(i.postmortem, '') AS text
 FROM incidents i;
@@ -108,7 +112,9 @@ CREATE TRIGGER recall_incident_delete AFTER DELETE ON incidents BEGIN
     DELETE FROM recall_docs WHERE source = 'incident' AND ref = old.id;
 END;
 
-CREATE TRIGGER recall_incident_alert_insert AFTER INSERT ON incident_alerts BEGIN
+CREATE TRIGGER recall_incident_alert_insert AFTER INSERT ON incident_alerts
+WHEN NOT EXISTS (SELECT 1 FROM incident_alerts WHERE incident_id = new.incident_id
+                 LIMIT 1 OFFSET 50) BEGIN
     DELETE FROM recall_docs WHERE source = 'incident' AND ref = new.incident_id;
     INSERT INTO recall_docs (source, ref, at, labels, text)
     SELECT 'incident', ref, at, labels, text FROM recall_incident_doc

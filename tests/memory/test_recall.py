@@ -276,3 +276,14 @@ def test_query_parsing() -> None:
     assert parse_query("disk full on db-7") == (["disk", "full", "on"], ["db-7"])
     assert parse_query("/var/log 数据库 ok.") == (["ok"], ["/var/log", "数据库"])
     assert parse_query("a/ x") == (["a", "x"], [])
+
+
+async def test_a_storm_incident_indexes_its_first_alerts_only(
+    recall: RecallRepo, store: SqliteStore, clock: ManualClock
+) -> None:
+    many = [(f"Probe{i:03d}Down", f"probe {i} unreachable") for i in range(60)]
+    incident = await _incident(store, clock, "edge-9", "probes", many, "a switch died")
+    assert [h.ref for h in await recall.search("Probe049Down", sources=["incident"])] == [incident]
+    assert await recall.search("Probe055Down", sources=["incident"]) == []
+    timeline = await recall.search("Probe055Down", sources=["timeline"])  # still in its timeline
+    assert timeline and f"incident={incident}" in timeline[0].labels
