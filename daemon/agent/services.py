@@ -8,6 +8,7 @@ from typing import Any
 
 from memory.facts import FactRepo
 from memory.outbox import OutboxRepo
+from memory.recall import RecallRepo
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -16,6 +17,7 @@ class ToolServices:
 
     facts: FactRepo
     outbox: OutboxRepo
+    recall: RecallRepo | None = None  # search over everything; None: the recall tool reads facts
     channels: tuple[str, ...] = ("console",)
     wake_outbox: Callable[[], None] = field(default=lambda: None)
     # Recent HostSample readings of the host watcher, oldest first (evidence for investigations).

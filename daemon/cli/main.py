@@ -73,6 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
         located(sub)
 
     _task_parsers(with_location(commands.add_parser("tasks", help="scheduled tasks")))
+    from daemon.cli.memory import add_parser as memory_parsers
+
+    memory_parsers(commands.add_parser("memory", help="search what it remembers"), with_location)
 
     slack = commands.add_parser("slack", help="Slack helpers")
     slack_commands = slack.add_subparsers(dest="slack_command", metavar="SUBCOMMAND", required=True)
@@ -346,6 +349,13 @@ def cmd_incidents(args: argparse.Namespace) -> int:
     return _run_command(args, text)
 
 
+def cmd_memory(args: argparse.Namespace) -> int:
+    from daemon.cli.memory import run_search
+
+    settings, _ = _settings(args)
+    return run_search(settings.database_path, args)
+
+
 def cmd_silence(args: argparse.Namespace) -> int:
     if args.silence_command == "list":
         return _run_command(args, "silences")
@@ -472,6 +482,7 @@ HANDLERS = {
     "incidents": cmd_incidents,
     "silence": cmd_silence,
     "tasks": cmd_tasks,
+    "memory": cmd_memory,
 }
 
 

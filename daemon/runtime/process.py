@@ -56,6 +56,7 @@ from memory.conversations import ConversationRepo
 from memory.facts import FactRepo
 from memory.incidents import IncidentRepo, SilenceRepo
 from memory.outbox import OutboxRepo
+from memory.recall import RecallRepo
 from memory.retention import RetentionRepo
 from memory.runs import RunRepo
 from memory.store import SqliteStore
@@ -180,6 +181,7 @@ class Runtime:
         self.usage = UsageRepo(self.store, self.clock)
         self.outbox = OutboxRepo(self.store, self.clock)
         self.facts = FactRepo(self.store, self.clock)
+        self.recall = RecallRepo(self.store, self.clock)
         self.events = ComponentEventRepo(self.store, self.clock)
         self.supervisor._events = self.events
         interrupted = await self.runs.mark_interrupted()
@@ -309,6 +311,7 @@ class Runtime:
             log.warning("agent off: %s", reason)
         services = ToolServices(
             facts=self.facts,
+            recall=self.recall,
             outbox=self.outbox,
             channels=self.channel_set.names,
             wake_outbox=self.channel_set.wake_all,
@@ -398,6 +401,7 @@ class Runtime:
         remediation_tools = remediation_registry()
         services = InvestigationServices(
             facts=self.facts,
+            recall=self.recall,
             outbox=self.outbox,
             channels=self.channel_set.names,
             wake_outbox=self.channel_set.wake_all,

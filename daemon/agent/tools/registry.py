@@ -34,7 +34,7 @@ def evidence_tools() -> list[Tool]:
         *files.TOOLS,
         *evidence.TOOLS,
         *commands.TOOLS,
-        facts.recall_facts,
+        facts.recall,
     ]
 
 

@@ -1,0 +1,66 @@
+"""`nightshift memory search`: read-only from the database file, even while the daemon writes."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+
+import pytest
+
+from daemon.cli.main import main
+from daemon.core.clock import SystemClock
+from memory.conversations import ConversationRepo
+from memory.facts import FactRepo
+from memory.store import SqliteStore
+
+
+async def _cli(*argv: str) -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        "import sys; from daemon.cli.main import main; sys.exit(main())",
+        *argv,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), timeout=60)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+async def test_search_cites_sources_while_a_write_is_in_progress(tmp_path: Path) -> None:
+    clock = SystemClock()
+    store = await SqliteStore.open(tmp_path / "nightshift.db")
+    try:
+        fact = await FactRepo(store, clock).remember("pg backups go to /srv/backup/pg-nightly")
+        conversations = ConversationRepo(store, clock)
+        conv = await conversations.get_or_create("slack", "C1:1")
+        said = await conversations.append(conv.id, "user", "is the pg-nightly backup done?")
+        async with store.write() as db:  # the daemon mid-transaction: never waited for
+            await db.execute(
+                "INSERT INTO facts (text, created_at) VALUES ('pg-nightly uncommitted', 'x')"
+            )
+            location = ["--state-dir", str(tmp_path)]
+            code, out, err = await _cli("memory", "search", "pg-nightly", *location)
+            assert code == 0, err
+            assert f"fact#{fact}" in out and f"message#{said}" in out
+            assert "/srv/backup/pg-nightly" in out and "uncommitted" not in out
+
+            code, out, _ = await _cli(
+                "memory", "search", "pg-nightly", "--source", "message", "--since", "1h", *location
+            )
+            assert code == 0 and f"message#{said}" in out and "fact#" not in out
+            code, out, _ = await _cli("memory", "search", "zzzz", *location)
+            assert (code, out.strip()) == (0, "nothing found")
+    finally:
+        await store.close()
+
+
+def test_search_explains_a_missing_database_and_a_bad_age(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["memory", "search", "disk", "--state-dir", str(tmp_path)]) == 1
+    assert "no database at" in capsys.readouterr().err
+    assert main(["memory", "search", "disk", "--since", "soon", "--state-dir", str(tmp_path)]) == 2
+    assert "--since" in capsys.readouterr().err
