@@ -37,6 +37,7 @@ __all__ = [
     "backup_database",
     "inspect_database",
     "restore_database",
+    "same_owner",
 ]
 
 # Tables whose row counts `backup` and `restore` print (those present in the file).
@@ -124,7 +125,7 @@ def backup_database(
                 finally:
                     src.execute("COMMIT")
                 _self_contained(dst, temp)
-                summary = _summarise(dst, temp, check="quick_check", newer_ok=True)
+                summary = _summarise(dst, temp, check="integrity_check", newer_ok=True)
         try:
             _install(temp, target, replace=force)
         except OSError as exc:
@@ -176,6 +177,7 @@ def restore_database(source: Path, live: Path, *, now: datetime) -> RestoreResul
                 f"cannot keep a side copy of {live}: {exc.strerror}; nothing was changed. "
                 f"Hint: check that {live.parent} is writable by this user"
             ) from exc
+        same_owner(temp, live.parent)
         try:
             _install(temp, live, replace=True)
         except OSError as exc:
@@ -344,6 +346,14 @@ def _install(temp: Path, target: Path, *, replace: bool) -> None:
             ) from None
         temp.unlink()
     _fsync_dir(target.parent)
+
+
+def same_owner(path: Path, directory: Path) -> None:
+    """Run as root (``sudo nightshift restore``), give ``path`` to the state directory's
+    owner: the daemon's service user must be able to open what was restored."""
+    if os.geteuid() == 0:
+        owner = directory.stat()
+        os.chown(path, owner.st_uid, owner.st_gid)
 
 
 def _fsync_dir(directory: Path) -> None:

@@ -29,12 +29,13 @@ def run_backup(settings: Settings, target: Path, *, force: bool) -> int:
 def run_restore(settings: Settings, source: Path, *, now: datetime | None = None) -> int:
     """Replace the stopped daemon's database by the backup ``source``."""
     from daemon.runtime.process import StateLock, prepare_state_dir
-    from memory.backup import known_version, restore_database
+    from memory.backup import known_version, restore_database, same_owner
 
     prepare_state_dir(settings.state_dir)
     lock = StateLock(settings.state_dir)
     try:
         lock.acquire()  # held throughout: the daemon cannot start halfway through
+        same_owner(lock.path, settings.state_dir)  # it may have just been created, by root
     except AlreadyRunningError as exc:
         print(
             f"nightshift restore: refused: {exc}. Restoring under a running daemon would "

@@ -260,6 +260,7 @@ def test_restore_keeps_the_current_database_with_its_wal_as_a_side_copy(
     side = state / "nightshift.db.before-restore-20261206T040506Z"
     assert f"the previous database is kept as {side}" in out
     assert f"restored {tmp_path / 'b.db'} to {live}: " in out
+    assert not Path(f"{side}-wal").exists()  # folded into the side copy: one file to keep
     assert batches(side) == {n: BATCH for n in range(1, 8)}  # nothing committed was lost
     assert batches(live) == {}  # the backup's contents, not the old -wal replayed into it
     assert not wal.exists() and not Path(f"{live}-shm").exists()
@@ -310,3 +311,15 @@ async def test_backup_of_a_running_daemon_and_restore_once_it_stopped(tmp_path: 
         assert code == 0, out
     finally:
         await daemon.stop()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root (sudo nightshift restore)")
+def test_restore_as_root_gives_the_file_to_the_state_directory_owner(
+    live: Path, tmp_path: Path
+) -> None:
+    backup_database(live, tmp_path / "b.db")
+    os.chown(live.parent, 4242, 4242)  # the service user's state directory
+    assert main(["restore", str(tmp_path / "b.db"), "--state-dir", str(live.parent)]) == 0
+    assert (live.stat().st_uid, live.stat().st_gid) == (4242, 4242)
+    lock = live.parent / "nightshift.lock"
+    assert (lock.stat().st_uid, lock.stat().st_gid) == (4242, 4242)
