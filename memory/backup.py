@@ -35,7 +35,6 @@ __all__ = [
     "DatabaseSummary",
     "RestoreResult",
     "backup_database",
-    "inspect_database",
     "restore_database",
     "same_owner",
 ]
@@ -138,14 +137,6 @@ def backup_database(
     )
 
 
-def inspect_database(path: Path) -> DatabaseSummary:
-    """Check ``path`` is an intact nightshift database this release can open; summarise it."""
-    path = Path(path)
-    _readable_file(path)
-    with contextlib.closing(_open(path, "ro")) as conn:
-        return _summarise(conn, path, check="integrity_check")
-
-
 def restore_database(source: Path, live: Path, *, now: datetime) -> RestoreResult:
     """Replace the database ``live`` by the backup ``source``. The caller holds the state lock.
 
@@ -161,7 +152,10 @@ def restore_database(source: Path, live: Path, *, now: datetime) -> RestoreResul
             "by `nightshift backup`"
         )
     with _temporary(live) as temp:
-        with contextlib.closing(_open(source, "ro")) as src:
+        # A file of `nightshift backup` has no -wal; a copied live database may, and then it
+        # must be read through (which makes SQLite add a -shm beside it).
+        wal = _companions(source)[0].exists()
+        with contextlib.closing(_open(source, "ro", immutable=not wal)) as src:
             _nightshift_version(src, source)
             with contextlib.closing(sqlite3.connect(temp, isolation_level=None)) as dst:
                 try:
@@ -200,12 +194,12 @@ def restore_database(source: Path, live: Path, *, now: datetime) -> RestoreResul
 # -- helpers ------------------------------------------------------------------------------------
 
 
-def _open(path: Path, mode: str) -> sqlite3.Connection:
-    """A connection that never creates the file (``mode`` is ``ro`` or ``rw``)."""
+def _open(path: Path, mode: str, *, immutable: bool = False) -> sqlite3.Connection:
+    """A connection that never creates the file (``mode`` is ``ro`` or ``rw``); ``immutable``
+    also keeps it from creating -wal/-shm files beside a read-only file."""
+    uri = f"{path.absolute().as_uri()}?mode={mode}" + ("&immutable=1" if immutable else "")
     try:
-        conn = sqlite3.connect(
-            f"{path.absolute().as_uri()}?mode={mode}", uri=True, isolation_level=None
-        )
+        conn = sqlite3.connect(uri, uri=True, isolation_level=None)
         conn.execute("PRAGMA busy_timeout = 10000")
     except sqlite3.Error as exc:
         raise _unreadable(path, exc) from exc

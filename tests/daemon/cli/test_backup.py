@@ -143,6 +143,7 @@ def test_backup_under_write_load_restores_every_committed_row(live: Path, tmp_pa
     state = tmp_path / "restored"
     assert main(["restore", str(target), "--state-dir", str(state)]) == 0
     assert assert_holds_batches_through(state / "nightshift.db", committed) == last_in_backup
+    assert not Path(f"{target}-shm").exists()  # the backup file was only read
 
     async def daemon_opens() -> dict[str, object]:
         async with await SqliteStore.open(state / "nightshift.db") as store:
@@ -323,3 +324,25 @@ def test_restore_as_root_gives_the_file_to_the_state_directory_owner(
     assert (live.stat().st_uid, live.stat().st_gid) == (4242, 4242)
     lock = live.parent / "nightshift.lock"
     assert (lock.stat().st_uid, lock.stat().st_gid) == (4242, 4242)
+
+
+def test_restore_reads_a_copied_database_through_its_wal(tmp_path: Path) -> None:
+    """A live database copied with its -wal (not a `nightshift backup` file) restores whole."""
+    copy = tmp_path / "copy" / "nightshift.db"
+    new_database(copy)
+    with Writer(copy, "--vanish-after", "3") as writer:
+        writer.wait_beyond(2)
+        assert writer.proc.wait(timeout=60) == 0
+    assert Path(f"{copy}-wal").stat().st_size > 0
+    state = tmp_path / "state"
+    assert main(["restore", str(copy), "--state-dir", str(state)]) == 0
+    assert batches(state / "nightshift.db") == {1: BATCH, 2: BATCH, 3: BATCH}
+
+
+def test_restore_of_a_plain_copy_leaves_nothing_beside_it(tmp_path: Path) -> None:
+    """A cleanly closed database copied with cp (its header still says WAL) is only read."""
+    new_database(tmp_path / "live" / "nightshift.db", megabytes=0.2)
+    copy = tmp_path / "copy.db"
+    copy.write_bytes((tmp_path / "live" / "nightshift.db").read_bytes())
+    assert main(["restore", str(copy), "--state-dir", str(tmp_path / "state")]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["copy.db", "live", "state"]
