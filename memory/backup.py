@@ -107,6 +107,8 @@ def backup_database(
             f"no database at {source}: nothing to back up. Hint: pass the --state-dir (or "
             "--config) the daemon runs with"
         )
+    if target.resolve() in {p.resolve() for p in (source, *_companions(source))}:
+        raise StoreError(f"{target} is the live database (or its journal); choose a file elsewhere")
     _check_target(target, force=force)
     with _temporary(target) as temp:
         with contextlib.closing(_open(source, "rw")) as src:
@@ -124,7 +126,13 @@ def backup_database(
                 finally:
                     src.execute("COMMIT")
                 _self_contained(dst, temp)
-                summary = _summarise(dst, temp, check="integrity_check", newer_ok=True)
+                try:
+                    summary = _summarise(dst, temp, check="integrity_check", newer_ok=True)
+                except StoreError as exc:
+                    raise StoreError(
+                        f"the copy of {source} fails its check, so the live database is probably "
+                        f"damaged; nothing was written. Run `nightshift doctor`. ({exc})"
+                    ) from exc
         try:
             _install(temp, target, replace=force)
         except OSError as exc:

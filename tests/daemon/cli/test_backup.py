@@ -284,6 +284,11 @@ def test_backup_explains_a_missing_database_and_a_bad_target(
     assert "is a directory; give a file name" in capsys.readouterr().err
     assert main(["backup", str(tmp_path / "no" / "b.db"), "--state-dir", str(state)]) == 1
     assert "does not exist; create it first" in capsys.readouterr().err
+    original = (state / "nightshift.db").read_bytes()
+    for live in ("nightshift.db", "nightshift.db-wal"):
+        assert main(["backup", str(state / live), "--state-dir", str(state), "--force"]) == 1
+        assert "is the live database (or its journal)" in capsys.readouterr().err
+    assert (state / "nightshift.db").read_bytes() == original
 
 
 async def test_backup_of_a_running_daemon_and_restore_once_it_stopped(tmp_path: Path) -> None:
