@@ -77,6 +77,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     memory_parsers(commands.add_parser("memory", help="search what it remembers"), with_location)
 
+    backup = with_location(
+        commands.add_parser("backup", help="copy the database, safely while the daemon runs")
+    )
+    backup.add_argument("path", type=Path, help="the backup file to write (mode 0600)")
+    backup.add_argument("--force", action="store_true", help="overwrite PATH if it exists")
+    restore = with_location(
+        commands.add_parser("restore", help="replace the database by a backup (daemon stopped)")
+    )
+    restore.add_argument("path", type=Path, help="a file written by `nightshift backup`")
+
     slack = commands.add_parser("slack", help="Slack helpers")
     slack_commands = slack.add_subparsers(dest="slack_command", metavar="SUBCOMMAND", required=True)
     manifest = slack_commands.add_parser("manifest", help="print the Slack app manifest")
@@ -431,6 +441,18 @@ def _run_command(args: argparse.Namespace, text: str) -> int:
     return _chat_command(args, text)
 
 
+def cmd_backup(args: argparse.Namespace) -> int:
+    from daemon.cli.backup import run_backup
+
+    return run_backup(_settings(args)[0], args.path, force=args.force)
+
+
+def cmd_restore(args: argparse.Namespace) -> int:
+    from daemon.cli.backup import run_restore
+
+    return run_restore(_settings(args)[0], args.path)
+
+
 def cmd_install_service(args: argparse.Namespace) -> int:
     from daemon.cli.service import install_service
 
@@ -483,6 +505,8 @@ HANDLERS = {
     "silence": cmd_silence,
     "tasks": cmd_tasks,
     "memory": cmd_memory,
+    "backup": cmd_backup,
+    "restore": cmd_restore,
 }
 
 
