@@ -119,6 +119,7 @@ class PrefixCache:
     def __init__(self, block_tokens: int = BLOCK_TOKENS) -> None:
         self.block_chars = block_tokens * CHARS_PER_TOKEN
         self._seen: set[bytes] = set()
+        self.lookups: list[tuple[int, int]] = []  # (prompt, cached) tokens of each prompt seen
 
     def lookup(self, prompt: str) -> tuple[int, int]:
         data = prompt.encode()
@@ -132,8 +133,9 @@ class PrefixCache:
             else:
                 matching = False
                 self._seen.add(digest)
-        prompt_tokens = -(-len(data) // CHARS_PER_TOKEN)
-        return prompt_tokens, hit * size // CHARS_PER_TOKEN
+        result = -(-len(data) // CHARS_PER_TOKEN), hit * size // CHARS_PER_TOKEN
+        self.lookups.append(result)
+        return result
 
 
 class FakeChatServer:
