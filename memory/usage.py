@@ -12,7 +12,7 @@ from daemon.core.clock import Clock
 from memory._codec import from_db_time, to_db_time
 from memory.store import SqliteStore
 
-__all__ = ["LlmUsage", "UsageRecord", "UsageRepo", "UsageSummary"]
+__all__ = ["CacheUse", "LlmUsage", "UsageRecord", "UsageRepo", "UsageSummary"]
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +57,21 @@ class UsageSummary:
     cached_tokens: int
     total_tokens: int
     cost_usd: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CacheUse:
+    """How much of one conversation's input the provider's prompt cache served."""
+
+    conversation_id: int
+    calls: int
+    prompt_tokens: int
+    cached_tokens: int
+
+    @property
+    def ratio(self) -> float:
+        """Cached share of the input tokens (0 when there were none)."""
+        return self.cached_tokens / self.prompt_tokens if self.prompt_tokens else 0.0
 
 
 def _record(row: aiosqlite.Row) -> UsageRecord:
@@ -142,3 +157,18 @@ class UsageRepo:
                 f"SELECT {_COLUMNS} FROM llm_usage WHERE run_id = ? ORDER BY id", (run_id,)
             )
         return [_record(row) for row in rows]
+
+    async def cache_by_conversation(self, since: datetime, limit: int = 5) -> list[CacheUse]:
+        """Prompt-cache use per conversation since ``since``, the most input tokens first."""
+        async with self._store.read() as db:
+            rows = await db.execute_fetchall(
+                "SELECT r.conversation_id, COUNT(*), SUM(u.prompt_tokens), SUM(u.cached_tokens)"
+                " FROM llm_usage u JOIN agent_runs r ON r.id = u.run_id"
+                " WHERE u.created_at >= ? AND r.conversation_id IS NOT NULL"
+                " GROUP BY r.conversation_id ORDER BY SUM(u.prompt_tokens) DESC LIMIT ?",
+                (to_db_time(since), limit),
+            )
+        return [
+            CacheUse(conversation_id=cid, calls=calls, prompt_tokens=prompt, cached_tokens=cached)
+            for cid, calls, prompt, cached in rows
+        ]

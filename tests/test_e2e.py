@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.fakes.chat_completions import FakeChatServer, Reply
+from tests.fakes.chat_completions import FakeChatServer, PrefixCache, Reply
 from tests.support import NIGHTSHIFT, ROOT, DaemonProcess, write_config
 
 
@@ -94,6 +94,27 @@ async def test_status_shows_components_and_budget(
     code, text, err = await daemon.cli("status")
     assert "budget:" in text and "watcher.host" in text, err
     assert "database:" in text and "MB" in text, text
+
+
+async def test_status_reports_the_prompt_cache_hit_ratio(
+    daemon: DaemonProcess, fake_llm: FakeChatServer
+) -> None:
+    fake_llm.cache = PrefixCache()
+    fake_llm.script(
+        Reply(reasoning="I should look at the host.", tool_calls=[("host_metrics", "{}")]),
+        Reply(content="The host is fine.", reasoning="Numbers look normal."),
+    )
+    code, _, err = await daemon.cli("chat", "-m", "how is the host doing?")
+    assert code == 0, err
+
+    code, out, _ = await daemon.cli("status", "--json")
+    cache = json.loads(out)["prompt_cache"]
+    (first, second) = fake_llm.cache.lookups
+    assert cache["prompt_tokens"] == first[0] + second[0]
+    assert cache["cached_tokens"] == second[1] > 0  # the second call reused the first's prefix
+    assert [c["calls"] for c in cache["conversations"]] == [2]
+    code, text, _ = await daemon.cli("status")
+    assert f"{cache['ratio']:.1%} of {cache['prompt_tokens']:,} input tokens" in text
 
 
 async def test_sigterm_drains_an_inflight_answer_then_exits_zero(

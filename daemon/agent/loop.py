@@ -21,8 +21,7 @@ from daemon.agent.call_guard import CallGuard
 from daemon.agent.context import ContextKeeper
 from daemon.agent.executor import ToolExecutor
 from daemon.agent.model import REASONING_PLACEHOLDER
-from daemon.agent.prompts import STEP_CAP_NOTE, TURN_STOP_NOTE, system_prompt
-from daemon.agent.replay import replay
+from daemon.agent.prompts import STEP_CAP_NOTE, TURN_STOP_NOTE
 from daemon.agent.settings import AgentConfig
 from daemon.agent.tools.base import ToolContext
 from daemon.core.clock import Clock
@@ -120,7 +119,7 @@ class AgentLoop:
         self._services = services
         self._disabled_reason = disabled_reason
         self._sleep = sleep
-        self._context = ContextKeeper(settings.agent, llm, conversations)
+        self._context = ContextKeeper(settings, llm, conversations)
 
     @property
     def enabled(self) -> bool:
@@ -210,9 +209,10 @@ class AgentLoop:
             services=self._services,
         )
         conversation = await self._conversations.get(request.conversation_id)
-        history = await self._conversations.recent(request.conversation_id, agent.history_messages)
-        summary, history = await self._context.fit(conversation, history, run_id)
-        messages = [system_prompt(self.settings, summary), *replay(history)]
+        history = await self._conversations.recent(
+            request.conversation_id, self._context.load_limit
+        )
+        messages = await self._context.prompt(conversation, history, run_id, tools)
         guard = CallGuard(agent)
         order = itertools.count(1)  # step numbers in the run, LLM and tool steps alike
         tokens = 0

@@ -66,7 +66,8 @@ class AgentSettings(Section):
     max_tool_calls_per_step: int = Field(default=8, ge=1, le=1000)
     max_tool_calls_per_turn: int = Field(default=40, ge=1, le=10_000)
     progress_after_seconds: float = Field(default=30.0, ge=0, allow_inf_nan=False)  # 0: never
-    history_messages: int = Field(default=40, ge=2)
+    history_messages: int = Field(default=40, ge=2)  # compact when history passes this
+    summary_timeout_seconds: float = Field(default=120.0, gt=0, allow_inf_nan=False)
     instructions: str = ""
     budget: BudgetSettings = Field(default_factory=BudgetSettings)
 

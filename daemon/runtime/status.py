@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from daemon import __version__
@@ -31,6 +32,7 @@ async def status(runtime: Runtime) -> dict[str, Any]:
             "in_flight": runtime.chat.in_flight,
         },
         "budget": {"used_today": used, "daily_limit": limit},
+        "prompt_cache": await _prompt_cache(runtime),
         "components": runtime.supervisor.snapshot(),
         "outbox": await runtime.outbox.depth_by_channel(),
         "channels": runtime.channel_set.health(),
@@ -70,6 +72,27 @@ async def _database(runtime: Runtime) -> dict[str, Any]:
         "max_db_mb": cap or None,
         "last_prune_at": runtime.housekeeping.last_prune_at,
         "last_prune": runtime.housekeeping.last_prune,
+    }
+
+
+async def _prompt_cache(runtime: Runtime) -> dict[str, Any]:
+    """How much model input the provider's prefix cache served over the last 24 hours."""
+    since = runtime.clock.now() - timedelta(days=1)
+    day = await runtime.usage.summary_since(since)
+    return {
+        "prompt_tokens": day.prompt_tokens,
+        "cached_tokens": day.cached_tokens,
+        "ratio": round(day.cached_tokens / day.prompt_tokens, 4) if day.prompt_tokens else None,
+        "conversations": [
+            {
+                "id": use.conversation_id,
+                "calls": use.calls,
+                "prompt_tokens": use.prompt_tokens,
+                "cached_tokens": use.cached_tokens,
+                "ratio": round(use.ratio, 4),
+            }
+            for use in await runtime.usage.cache_by_conversation(since)
+        ],
     }
 
 

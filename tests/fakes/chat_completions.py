@@ -13,6 +13,11 @@ Faults a server or a proxy in front of it commits are scripted with ``Reply(faul
 sent), ``"drop"`` closes the connection mid-stream, ``"not_json"`` answers 200 with an HTML page,
 ``"bad_json"`` with truncated JSON, ``"wrong_shape"`` with JSON that is no completion.
 
+``FakeChatServer(prefix_cache=True)`` counts prompt tokens (about four characters each) and
+reports ``usage.prompt_tokens_details.cached_tokens`` as a real prefix cache does: the longest
+prefix, in whole blocks of the rendered prompt (tools first, then each message), shared with any
+earlier request it saw (:class:`PrefixCache`).
+
 Standalone (benchmarks, subprocess tests)::
 
     python -m tests.fakes.chat_completions --port 8765 [--script replies.json]
@@ -26,6 +31,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
+import hashlib
 import inspect
 import itertools
 import json
@@ -40,7 +47,14 @@ from typing import Any, Literal
 
 from aiohttp import web
 
-__all__ = ["DEFAULT_TEXT", "FakeChatServer", "Reply", "check_kimi_rules"]
+__all__ = [
+    "DEFAULT_TEXT",
+    "FakeChatServer",
+    "PrefixCache",
+    "Reply",
+    "check_kimi_rules",
+    "render_prompt",
+]
 
 DEFAULT_TEXT = "(no scripted reply)"
 Fault = Literal["cut", "drop", "not_json", "bad_json", "wrong_shape"]
@@ -81,6 +95,48 @@ class Reply:
 
 Responder = Callable[[dict[str, Any]], "Reply | Awaitable[Reply]"]
 
+CHARS_PER_TOKEN = 4
+BLOCK_TOKENS = 16  # vLLM's default KV block; a prefix is reused in whole blocks
+
+
+def render_prompt(body: dict[str, Any]) -> str:
+    """The prompt as a chat template would lay it out: tool list first, then the messages.
+
+    Keys are sorted, as a template reads fields by name and not in JSON order.
+    """
+    parts = [json.dumps(body.get("tools") or [], sort_keys=True, ensure_ascii=False)]
+    parts += [json.dumps(m, sort_keys=True, ensure_ascii=False) for m in body["messages"]]
+    return "\n".join(parts)
+
+
+class PrefixCache:
+    """Automatic prefix caching: chained block hashes of every prompt seen, as vLLM keeps them.
+
+    :meth:`lookup` returns (prompt tokens, cached tokens) for a prompt and remembers its blocks;
+    cached tokens are the longest prefix of whole blocks shared with any earlier prompt.
+    """
+
+    def __init__(self, block_tokens: int = BLOCK_TOKENS) -> None:
+        self.block_chars = block_tokens * CHARS_PER_TOKEN
+        self._seen: set[bytes] = set()
+        self.lookups: list[tuple[int, int]] = []  # (prompt, cached) tokens of each prompt seen
+
+    def lookup(self, prompt: str) -> tuple[int, int]:
+        data = prompt.encode()
+        size = self.block_chars
+        digest = b""
+        hit, matching = 0, True
+        for start in range(0, len(data) - size + 1, size):
+            digest = hashlib.blake2b(digest + data[start : start + size], digest_size=16).digest()
+            if matching and digest in self._seen:
+                hit += 1
+            else:
+                matching = False
+                self._seen.add(digest)
+        result = -(-len(data) // CHARS_PER_TOKEN), hit * size // CHARS_PER_TOKEN
+        self.lookups.append(result)
+        return result
+
 
 class FakeChatServer:
     """An aiohttp Chat Completions server on 127.0.0.1 with a random port."""
@@ -92,6 +148,7 @@ class FakeChatServer:
         port: int = 0,
         models: tuple[str, ...] = ("kimi-k2.6",),
         api_key: str | None = None,
+        prefix_cache: bool = False,
     ) -> None:
         self.host = host
         self.port = port
@@ -101,6 +158,7 @@ class FakeChatServer:
         self.responder: Responder | None = None
         self.in_flight = 0
         self.max_in_flight = 0
+        self.cache = PrefixCache() if prefix_cache else None
         self._script: deque[Reply] = deque()
         self._ids = itertools.count(1)
         self._runner: web.AppRunner | None = None
@@ -187,6 +245,9 @@ class FakeChatServer:
         if problem is not None:
             return _error(400, problem)
         reply = await self._next_reply(body)
+        if self.cache is not None and reply.status == 200 and reply.fault is None:
+            prompt, cached = self.cache.lookup(render_prompt(body))
+            reply = dataclasses.replace(reply, prompt_tokens=prompt, cached_tokens=cached)
         if reply.delay:
             await asyncio.sleep(reply.delay)
         if reply.status != 200:

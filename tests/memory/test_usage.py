@@ -82,3 +82,41 @@ async def test_for_run_lists_a_runs_calls_in_order(
     assert [r.id for r in records] == [first, second]
     assert records[1].ok is False and records[1].error == "HTTP 429"
     assert records[0].model == "kimi-k2.6" and records[0].created_at == clock.now()
+
+
+async def test_cache_use_is_summed_per_conversation(
+    repo: UsageRepo, store: SqliteStore, clock: ManualClock
+) -> None:
+    from memory.conversations import ConversationRepo
+
+    conversations = ConversationRepo(store, clock)
+    runs = RunRepo(store, clock)
+    busy = await conversations.get_or_create("test", "busy")
+    quiet = await conversations.get_or_create("test", "quiet")
+    start = clock.now()
+    for conversation, prompt, cached in ((busy, 1000, 900), (busy, 1000, 700), (quiet, 100, 0)):
+        run_id = await runs.start("chat", "test", conversation.id)
+        await repo.record(
+            LlmUsage(
+                run_id=run_id,
+                model="kimi-k2.6",
+                purpose="agent",
+                prompt_tokens=prompt,
+                completion_tokens=10,
+                cached_tokens=cached,
+                total_tokens=prompt + 10,
+                cost_usd=0.0,
+                latency_ms=1.0,
+                ok=True,
+            )
+        )
+    await repo.record(_usage(None, 500))  # no run: counted in the day's total only
+
+    uses = await repo.cache_by_conversation(start)
+
+    assert [(u.conversation_id, u.calls, u.prompt_tokens, u.cached_tokens) for u in uses] == [
+        (busy.id, 2, 2000, 1600),
+        (quiet.id, 1, 100, 0),
+    ]
+    assert uses[0].ratio == 0.8 and uses[1].ratio == 0.0
+    assert await repo.cache_by_conversation(start, limit=1) == uses[:1]
