@@ -128,7 +128,7 @@ async def test_an_interrupted_run_is_retried_once_when_asked(rig: Rig) -> None:
 
 
 def test_status_says_how_many_missed_slots_were_skipped() -> None:
-    from daemon.cli.main import _missed
+    from daemon.cli.render import _missed
 
     assert _missed(0) == ""
     assert "45 missed slot(s) skipped" in _missed(45) and "tasks show" in _missed(45)
