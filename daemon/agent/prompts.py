@@ -64,8 +64,6 @@ def system_prompt(settings: AgentConfig, summary: str | None = None) -> dict[str
 
 
 MAX_FENCED_CHARS = 4000
-
-
 _TAG = re.compile(r"untrusted-data", re.IGNORECASE)
 
 

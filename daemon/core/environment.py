@@ -7,8 +7,6 @@ import os
 
 # Only these variables reach commands: the daemon's own environment may hold API keys.
 PASSED_ENVIRONMENT = ("PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "LC_CTYPE", "TZ")
-
-
 FIXED_ENVIRONMENT = {"SYSTEMD_PAGER": "", "PAGER": "cat", "SYSTEMD_COLORS": "0", "TERM": "dumb"}
 
 

@@ -22,8 +22,6 @@ PSEUDO_FILESYSTEMS = frozenset({
 
 # A short sample used when no recent non-blocking baseline exists.
 CPU_SAMPLE_SECONDS = 0.2
-
-
 _MIN_CPU_WINDOW = 0.1
 
 
@@ -104,8 +102,6 @@ class HostSample:
 
 
 _cpu_lock = threading.Lock()
-
-
 _cpu_last_call: float | None = None
 
 

@@ -95,8 +95,6 @@ TOLD_KEPT = 1000
 # an old next_batch, and replay what followed. A random timeout on the first sync avoids it.
 CACHE_BUSTER_MS = 60_000
 _NETWORK_ERRORS = (aiohttp.ClientError, TimeoutError, OSError)
-
-
 SYNC_FILTER = {"room": {"timeline": {"limit": TIMELINE_LIMIT}}}
 
 
