@@ -8,6 +8,7 @@ by an unprivileged user; the scenario prints every observation as a JSON line.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import shutil
 import subprocess
@@ -67,10 +68,17 @@ async def _files_instances(base: Path, recorder: Recorder) -> None:
     async with running(FileWatcher(settings, ManualClock()), recorder):
         await recorder.wait_for("watcher_error", _is_error(1.0))
         _limit("instances", 16)
+        mark = len(recorder.seen)
         await recorder.wait_for("watcher_error", _is_error(0.0))
-        await asyncio.sleep(0.2)
-        (watched / "new.conf").write_text("x")
-        await recorder.wait_for("file_changed", lambda o: o.text == "created")
+        for n in range(200):  # the new watch may still be going up: create files until one is seen
+            (watched / f"new{n}.conf").write_text("x")
+            with contextlib.suppress(AssertionError):
+                await recorder.wait_for(
+                    "file_changed", lambda o: o.text == "created", after=mark, timeout=0.1
+                )
+                break
+        else:
+            raise AssertionError("no file created in the watched directory was ever seen")
 
 
 async def _files_instances_at_start(base: Path, recorder: Recorder) -> None:
