@@ -23,13 +23,10 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import heapq
-import itertools
 import logging
 import secrets
 from collections import deque
 from collections.abc import Callable, Coroutine, Sequence
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -44,6 +41,7 @@ from daemon.core.schedule import (
 )
 from daemon.core.tasks import TaskSpec
 from daemon.tasks.runner import TaskRunner
+from daemon.tasks.wake_heap import Armed, WakeHeap
 from memory.tasks import StoredTask, TaskRepo, slot_key
 
 log = logging.getLogger(__name__)
@@ -60,16 +58,6 @@ MAX_SLEEP = 60.0  # the timer re-reads the clock at least this often (wall-clock
 START_BATCH = 250  # runs started per loop turn (a herd must not stall the loop)
 NEXT_BATCH = 250  # next slots computed per loop turn (a cron's next slot costs ~20 µs)
 SLOT_GAP = timedelta(seconds=1)  # consecutive slots are whole seconds apart, at least one
-
-
-@dataclass(frozen=True, slots=True, eq=False)
-class _Armed:
-    """A task's next slot in the heap; stale once the task is re-armed or disarmed (the heap
-    entry is then skipped: ``_armed[name]`` is another object or none)."""
-
-    name: str
-    slot: datetime
-    schedule: Schedule
 
 
 class TaskScheduler:
@@ -103,9 +91,7 @@ class TaskScheduler:
         self._freeze_gc = freeze_gc
         self._aps: Any = None
         self._jobs = BackgroundTasks("scheduler")  # every run, claim and prune we started
-        self._armed: dict[str, _Armed] = {}
-        self._heap: list[tuple[datetime, int, _Armed]] = []
-        self._seq = itertools.count()  # heap ties: never compare _Armed
+        self._armed = WakeHeap()
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: datetime | None = None
         self._ticking = False
@@ -171,7 +157,6 @@ class TaskScheduler:
             self._timer.cancel()
             self._timer = self._timer_at = None
         self._armed.clear()
-        self._heap.clear()
         await self._jobs.drain(timeout)
 
     async def reconcile(self, config_tasks: Sequence[TaskSpec]) -> dict[str, list[str]]:
@@ -272,28 +257,18 @@ class TaskScheduler:
                 return
         # catch-up covers the slots up to ``now``; the wake-ups take the ones after it
         self._disarm(task.name)  # armed meanwhile (a concurrent _arm): this one wins
-        self._push(task.name, schedule, next_slot(schedule, now))
+        self._armed.push(task.name, schedule, next_slot(schedule, now))
         self._set_timer()
 
-    def _push(self, name: str, schedule: Schedule, slot: datetime | None) -> None:
-        """Arm ``name`` for ``slot`` (None: a one-shot that is over, not armed)."""
-        if slot is None:
-            return
-        armed = _Armed(name, slot, schedule)
-        self._armed[name] = armed
-        heapq.heappush(self._heap, (slot, next(self._seq), armed))
-
     def _disarm(self, name: str) -> None:
-        self._armed.pop(name, None)  # its heap entry is skipped when it comes up
+        self._armed.disarm(name)
 
     def _set_timer(self) -> None:
-        """Point the one timer at the earliest armed slot (after dropping stale entries)."""
-        heap = self._heap
-        while heap and self._armed.get(heap[0][2].name) is not heap[0][2]:
-            heapq.heappop(heap)
+        """Point the one timer at the earliest armed slot."""
+        earliest = self._armed.earliest()
         if self._ticking:
             return  # the wake-up in progress sets it when done
-        when = heap[0][0] if heap and self._aps is not None else None
+        when = earliest if self._aps is not None else None
         if when == self._timer_at and self._timer is not None:
             return
         if self._timer is not None:
@@ -353,12 +328,7 @@ class TaskScheduler:
         try:
             while self._aps is not None:
                 now = self._clock.now()
-                due: list[_Armed] = []
-                heap = self._heap
-                while heap and heap[0][0] <= now + WAKE_TOLERANCE:
-                    armed = heapq.heappop(heap)[2]
-                    if self._armed.get(armed.name) is armed:
-                        due.append(armed)
+                due = self._armed.pop_due(now + WAKE_TOLERANCE)
                 if not due:
                     break
                 await self._wake_due(due, now)
@@ -367,7 +337,7 @@ class TaskScheduler:
             if self._aps is not None:
                 self._set_timer()
 
-    async def _wake_due(self, due: Sequence[_Armed], now: datetime) -> None:
+    async def _wake_due(self, due: Sequence[Armed], now: datetime) -> None:
         """Claim and run the slot of each armed task that came up, then arm its next slot."""
         slots: dict[str, str] = {}
         latest: list[datetime] = []
@@ -408,11 +378,9 @@ class TaskScheduler:
             for i, (armed, slot) in enumerate(zip(due, latest, strict=True)):  # next slots
                 if i and i % NEXT_BATCH == 0:
                     await asyncio.sleep(0)
-                if self._armed.get(armed.name) is armed:  # not re-armed nor disarmed meanwhile
-                    after = max(slot, now)
-                    self._push(armed.name, armed.schedule, next_slot(armed.schedule, after))
-                    if self._armed.get(armed.name) is armed:
-                        del self._armed[armed.name]  # a one-shot that is over
+                if self._armed.is_current(armed):  # not re-armed nor disarmed meanwhile
+                    after = max(slot, now)  # (a one-shot that is over is disarmed)
+                    self._armed.push(armed.name, armed.schedule, next_slot(armed.schedule, after))
 
     async def _record_missed(self, missed: dict[str, tuple[datetime, int, str]]) -> None:
         """Slots a late wake-up did not run are skipped with the reason, never silently."""
@@ -428,7 +396,7 @@ class TaskScheduler:
         except Exception:  # noqa: BLE001 - the store failed; the warning above still stands
             log.exception("could not record %d missed slot(s)", len(missed))
 
-    def _latest_due(self, armed: _Armed, now: datetime) -> datetime:
+    def _latest_due(self, armed: Armed, now: datetime) -> datetime:
         """The latest slot due at ``now`` from the armed one on: later ones are due only when
         the wake-up came a second or more late (APScheduler's coalesce)."""
         if armed.slot + SLOT_GAP > now + WAKE_TOLERANCE:
