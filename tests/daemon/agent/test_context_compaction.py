@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from daemon.agent.build import build_agent, build_llm
-from daemon.agent.context import FLUSH_TOOL
+from daemon.agent.context import FLUSH_MAX_CALLS, FLUSH_TOOL
 from daemon.agent.loop import AgentLoop, AgentRequest, AgentResult
 from daemon.agent.prompts import FLUSH, FLUSH_ABOVE, SUMMARISE, SUMMARISE_ABOVE
 from daemon.agent.services import ToolServices
@@ -190,6 +190,23 @@ async def test_the_flush_turn_saves_a_fact_before_compaction_and_stays_out_of_th
         ("compaction", "pass 1"),
     ]
     assert steps[flush_at + 2].error and "only remember_fact" in steps[flush_at + 2].error
+
+
+async def test_the_flush_turn_is_one_request_with_capped_calls(
+    rig_factory: Any, fake_llm: FakeChatServer
+) -> None:
+    chat = Chat()
+    calls = [
+        (FLUSH_TOOL, json.dumps({"text": f"fact number {i}"})) for i in range(FLUSH_MAX_CALLS + 3)
+    ]
+    chat.flushes = [Reply(reasoning=None, tool_calls=calls)]
+    fake_llm.responder = chat
+    rig = await rig_factory(history_messages=6, keep_recent_messages=2)
+    for turn in range(4):
+        await rig.ask(f"question {turn}")
+    flushes = [r for r in fake_llm.requests if is_flush(r)]
+    assert len(flushes) == 1, "one request, its calls run without a second one"
+    assert await rig.facts.count() == FLUSH_MAX_CALLS
 
 
 async def test_a_failed_flush_turn_still_compacts(
