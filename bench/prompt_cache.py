@@ -25,11 +25,14 @@ sys.path.insert(0, str(ROOT))
 
 from daemon.agent.build import build_agent, build_llm  # noqa: E402
 from daemon.agent.loop import AgentRequest  # noqa: E402
+from daemon.agent.services import ToolServices  # noqa: E402
 from daemon.agent.tools.base import Tier, ToolContext, tool  # noqa: E402
 from daemon.agent.tools.registry import default_registry  # noqa: E402
 from daemon.config import load_settings  # noqa: E402
 from daemon.core.clock import SystemClock  # noqa: E402
 from memory.conversations import ConversationRepo  # noqa: E402
+from memory.facts import FactRepo  # noqa: E402
+from memory.outbox import OutboxRepo  # noqa: E402
 from memory.runs import RunRepo  # noqa: E402
 from memory.store import SqliteStore  # noqa: E402
 from memory.usage import UsageRepo  # noqa: E402
@@ -61,6 +64,14 @@ def is_summary(body: dict[str, Any]) -> bool:
     ) or ("Condense the conversation" in str(messages[0].get("content")))
 
 
+def is_flush(body: dict[str, Any]) -> bool:
+    """The silent flush turn before a compaction (instruction last, or a transcript)."""
+    messages = body["messages"]
+    return "remember_fact now" in str(messages[-1].get("content")) or "remember_fact, at most" in (
+        str(messages[0].get("content"))
+    )
+
+
 class Script:
     """Plays the model: tool calls, then an answer; a summary whenever one is asked for."""
 
@@ -68,9 +79,14 @@ class Script:
         self.turn = 0
         self.step = 0
         self.summaries = 0
+        self.flushes = 0
 
     def __call__(self, body: dict[str, Any]) -> Reply:
         messages = body["messages"]
+        if is_flush(body):  # save one fact per flush, as a model that found something would
+            self.flushes += 1
+            fact = json.dumps({"text": f"services checked up to turn {self.turn} were all active"})
+            return Reply(reasoning=None, tool_calls=[("remember_fact", fact)])
         if is_summary(body):
             self.summaries += 1
             text = f"Summary {self.summaries}: the user checked services up to turn {self.turn}; "
@@ -122,6 +138,9 @@ async def run(turns: int, history: int, keep: int) -> None:
                 registry=default_registry([service_report]),
                 conversations=conversations,
                 runs=RunRepo(store, clock),
+                services=ToolServices(
+                    facts=FactRepo(store, clock), outbox=OutboxRepo(store, clock)
+                ),
             )
             conversation = await conversations.get_or_create("bench", "long")
             started = time.perf_counter()
@@ -133,24 +152,27 @@ async def run(turns: int, history: int, keep: int) -> None:
                 assert result.status == "ok", result
             seconds = time.perf_counter() - started
             total = await usage.summary_since(datetime(2000, 1, 1, tzinfo=UTC))
+            facts = await FactRepo(store, clock).count()
             await llm.close()
             await store.close()
     assert fake.cache is not None and len(fake.cache.lookups) == len(fake.requests)
     starts = [
         looked
         for body, looked in zip(fake.requests, fake.cache.lookups, strict=True)
-        if body["messages"][-1]["role"] == "user" and not is_summary(body)
+        if body["messages"][-1]["role"] == "user" and not is_summary(body) and not is_flush(body)
     ]
     start_ratio = sum(c for _, c in starts) / max(sum(p for p, _ in starts), 1)
     ratio = total.cached_tokens / max(total.prompt_tokens, 1)
     print(
         f"{turns} turns, history_messages={history}, keep_recent_messages={keep}: "
-        f"{total.calls} model calls ({script.summaries} summaries) in {seconds:.1f} s"
+        f"{total.calls} model calls ({script.summaries} summaries, "
+        f"{script.flushes} flush turns) in {seconds:.1f} s"
     )
     print(
         f"prompt tokens {total.prompt_tokens:,}, cached {total.cached_tokens:,}, "
         f"uncached {total.prompt_tokens - total.cached_tokens:,}"
     )
+    print(f"facts saved by flush turns: {facts}")
     print(f"prefix-cache hit ratio: {ratio:.1%} of input tokens")
     print(f"  on the first call of each turn alone: {start_ratio:.1%}")
 

@@ -174,6 +174,22 @@ class ConversationRepo:
             messages.pop(0)
         return messages
 
+    async def unsummarized_span(
+        self, conversation_id: int, up_to_message_id: int
+    ) -> tuple[int, int]:
+        """(first id, count) of the unsummarized messages up to ``up_to_message_id``: what a
+        :meth:`mark_summarized` to that id would fold, orphans not loaded by :meth:`recent`
+        included. (0, 0) when there are none."""
+        async with self._store.read() as db:
+            rows = list(
+                await db.execute_fetchall(
+                    "SELECT coalesce(min(id), 0), count(*) FROM messages"
+                    " WHERE conversation_id = ? AND id <= ? AND summarized = 0",
+                    (conversation_id, up_to_message_id),
+                )
+            )
+        return int(rows[0][0]), int(rows[0][1])
+
     async def mark_summarized(
         self, conversation_id: int, up_to_message_id: int, summary: str
     ) -> int:

@@ -15,7 +15,7 @@ from daemon.core.redact import redact, redact_data
 from memory._codec import dump_json, from_db_time, from_db_time_opt, load_json, to_db_time
 from memory.store import SqliteStore
 
-__all__ = ["AgentRun", "RunRepo", "RunStep"]
+__all__ = ["AgentRun", "Compaction", "RunRepo", "RunStep", "compactions_db"]
 
 log = logging.getLogger(__name__)
 
@@ -198,6 +198,13 @@ class RunRepo:
             )
         return [_run(row) for row in rows]
 
+    async def compactions(
+        self, conversation_id: int | None = None, limit: int = 20
+    ) -> list[Compaction]:
+        """The latest compactions (of one conversation, or all), newest first."""
+        async with self._store.read() as db:
+            return await compactions_db(db, conversation_id, limit)
+
     async def mark_interrupted(self) -> int:
         """At startup: runs left "running" by a previous process become "interrupted"."""
         cur = await self._store.execute_write(
@@ -209,3 +216,55 @@ class RunRepo:
         if count:
             log.warning("marked %d unfinished runs as interrupted", count)
         return count
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Compaction:
+    """One compaction pass: which messages were folded into the conversation summary.
+
+    Stored as a ``compaction`` step of the run that triggered it (so it is kept as long as
+    runs are, ``[memory] agent_runs_days``); the messages themselves stay stored and searchable.
+    """
+
+    run_id: int
+    conversation_id: int
+    first_message_id: int
+    last_message_id: int
+    messages: int
+    tokens_before: int
+    tokens_after: int
+    pass_number: int
+    summary: str
+    created_at: datetime
+
+
+async def compactions_db(
+    db: aiosqlite.Connection, conversation_id: int | None = None, limit: int = 20
+) -> list[Compaction]:
+    """The compactions recorded in ``db``, newest first (usable on a read-only connection)."""
+    where = "s.kind = 'compaction'" + (" AND r.conversation_id = ?" if conversation_id else "")
+    params: tuple[int, ...] = (conversation_id, limit) if conversation_id else (limit,)
+    rows = await db.execute_fetchall(
+        "SELECT s.run_id, r.conversation_id, s.input, s.output, s.created_at"
+        " FROM run_steps s JOIN agent_runs r ON r.id = s.run_id"
+        f" WHERE {where} ORDER BY s.id DESC LIMIT ?",
+        params,
+    )
+    found = []
+    for row in rows:
+        facts = load_json(row[2]) or {}
+        found.append(
+            Compaction(
+                run_id=row[0],
+                conversation_id=row[1],
+                first_message_id=int(facts.get("first_message", 0)),
+                last_message_id=int(facts.get("last_message", 0)),
+                messages=int(facts.get("messages", 0)),
+                tokens_before=int(facts.get("tokens_before", 0)),
+                tokens_after=int(facts.get("tokens_after", 0)),
+                pass_number=int(facts.get("round", 1)),
+                summary=str(load_json(row[3]) or ""),
+                created_at=from_db_time(row[4]),
+            )
+        )
+    return found

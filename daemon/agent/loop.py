@@ -119,7 +119,9 @@ class AgentLoop:
         self._services = services
         self._disabled_reason = disabled_reason
         self._sleep = sleep
-        self._context = ContextKeeper(settings, llm, conversations)
+        self._context = ContextKeeper(
+            settings, llm, conversations, executor=executor, runs=runs, store=store
+        )
 
     @property
     def enabled(self) -> bool:
@@ -212,9 +214,11 @@ class AgentLoop:
         history = await self._conversations.recent(
             request.conversation_id, self._context.load_limit
         )
-        messages = await self._context.prompt(conversation, history, run_id, tools)
+        order = itertools.count(1)  # step numbers in the run: flush, compaction, LLM and tool
+        messages = await self._context.prompt(
+            conversation, history, run_id, tools, ctx=ctx, order=order
+        )
         guard = CallGuard(agent)
-        order = itertools.count(1)  # step numbers in the run, LLM and tool steps alike
         tokens = 0
         conversation_id = request.conversation_id
         for step in range(1, agent.max_steps + 2):

@@ -364,9 +364,11 @@ def cmd_incidents(args: argparse.Namespace) -> int:
 
 
 def cmd_memory(args: argparse.Namespace) -> int:
-    from daemon.cli.memory import run_search
+    from daemon.cli.memory import run_compactions, run_search
 
     settings, _ = _settings(args)
+    if args.memory_command == "compactions":
+        return run_compactions(settings.database_path, args)
     return run_search(settings.database_path, args)
 
 
