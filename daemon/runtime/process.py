@@ -54,6 +54,7 @@ from memory.channels import ChannelStateRepo, InboundRepo
 from memory.components import ComponentEventRepo
 from memory.conversations import ConversationRepo
 from memory.facts import FactRepo
+from memory.incident_records import IncidentRecordRepo
 from memory.incidents import IncidentRepo, SilenceRepo
 from memory.outbox import OutboxRepo
 from memory.recall import RecallRepo
@@ -439,6 +440,7 @@ class Runtime:
             services=services,
             remediator=remediator,
             clock=self.clock,
+            records=IncidentRecordRepo(self.store, self.clock),
         )
 
     def _make_llm(self) -> LlmClient:
