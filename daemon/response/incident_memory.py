@@ -5,7 +5,7 @@ The record's cause and fix come from the postmortem model answer, asked for as J
 validated; an unusable answer leaves a partial record (cause from the findings' "Likely cause",
 fix from the remediation that ran) marked incomplete, never an error. The evidence is the
 investigation's tool calls that its findings cite (named, or quoting a distinctive word of the
-result), each with a one-line excerpt.
+result), each with a short excerpt around the quoted word.
 """
 
 from __future__ import annotations
@@ -84,24 +84,26 @@ def findings_section(findings: str | None, name: str) -> str:
 def cited_evidence(
     calls: Sequence[tuple[str, str, str]], findings: str | None
 ) -> tuple[Evidence, ...]:
-    """The calls the findings cite: by tool name, or by a distinctive word of the result."""
+    """The calls the findings cite: by tool name, or by a distinctive word of the result (6+
+    characters, not a path, not echoed from the call's arguments) that the findings quote."""
     text = (findings or "").lower()
     evidence_text = findings_section(findings, "evidence").lower() or text
+    cited_words = {word.lower() for word in _WORD.findall(evidence_text) if "/" not in word}
     kept: list[Evidence] = []
     for tool, arguments, result in calls:
-        lines = [line.strip() for line in result.splitlines() if line.strip()] or [""]
-        line = next(
+        quoted = next(  # a word of the result, not one it echoes from the arguments
             (
-                candidate
-                for candidate in lines
-                if any(word.lower() in evidence_text for word in _WORD.findall(candidate))
+                word
+                for word in _WORD.findall(result)
+                if word.lower() in cited_words and word not in arguments
             ),
             None,
         )
         named = tool.lower() in text or tool.replace("_", " ").lower() in text
-        if line is None and not named:
+        if quoted is None and not named:
             continue
-        excerpt = " ".join((line or lines[0]).split())[:EXCERPT_CHARS]
+        start = max(0, result.find(quoted) - EXCERPT_CHARS // 2) if quoted else 0
+        excerpt = " ".join(result[start : start + EXCERPT_CHARS].split())
         kept.append(Evidence(tool=tool, arguments=arguments[:200], excerpt=excerpt))
         if len(kept) >= MAX_EVIDENCE:
             break
