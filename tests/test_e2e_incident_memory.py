@@ -190,6 +190,10 @@ async def test_a_record_is_written_and_the_next_same_incident_starts_from_it(
         assert first["action"] == "restart_service(service='postgres')"
         assert (first["fix_worked"], first["outcome"], first["complete"]) == (1, "fixed", 1)
         assert "The WAL archiver was stuck" not in model.prompts[0]
+        code, out, err = await daemon.cli("incidents", "show", "1")
+        assert code == 0, err
+        assert "Record (what the next similar incident starts from):" in out
+        assert "Action run: restart_service(service='postgres') (worked)" in out
         assert PRIOR_MARKER not in model.prompts[0]
 
         # the same alert from another exporter port: a near signature, the record is shown

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from daemon.incidents.text import record_lines
 from memory.incident_records import Evidence, IncidentRecord, Signature
 from memory.incidents import Incident, TimelineEntry
 
@@ -25,7 +26,6 @@ MAX_PRIOR_CHARS = 700  # per record, in the prompt
 MAX_EVIDENCE = 4
 EXCERPT_CHARS = 160
 _FIELD_CHARS = 600
-_OUTCOME_TEXT = {"fixed": "resolved by the fix", "self": "resolved by itself", "open": "still open"}
 _FENCED_JSON = re.compile(r"^```(?:json)?\s*(.*?)\s*```$", re.DOTALL | re.IGNORECASE)
 _WORD = re.compile(r"[\w./:-]{6,}")
 _SECTION = re.compile(r"^#+\s*(evidence|likely cause)\s*$", re.IGNORECASE | re.MULTILINE)
@@ -152,22 +152,6 @@ def build_record(
 
 def render_prior(records: Sequence[IncidentRecord]) -> str:
     """Prior records for a prompt: newest first, each bounded, with its date and outcome."""
-    blocks = []
-    for record in records[:MAX_PRIOR]:
-        when = f"{record.created_at:%Y-%m-%d}" if record.created_at else "unknown date"
-        lines = [
-            f"Incident #{record.incident_id} on {when}: {_OUTCOME_TEXT[record.outcome]}"
-            + ("" if record.complete else " (partial record)"),
-            f"Alerts: {', '.join(record.signature.alertnames)}; "
-            f"labels: {' '.join(record.signature.labels) or '-'}",
-        ]
-        if record.cause:
-            lines.append(f"Cause: {record.cause}")
-        if record.fix:
-            lines.append(f"Fix: {record.fix}")
-        if record.action:
-            verdict = "worked" if record.fix_worked else "did not fix it"
-            lines.append(f"Action run: {record.action} ({verdict})")
-        lines += [f"Evidence: {e.tool} {e.arguments} -> {e.excerpt}" for e in record.evidence]
-        blocks.append("\n".join(lines)[:MAX_PRIOR_CHARS])
-    return "\n\n".join(blocks)
+    return "\n\n".join(
+        "\n".join(record_lines(record))[:MAX_PRIOR_CHARS] for record in records[:MAX_PRIOR]
+    )

@@ -289,7 +289,11 @@ class Runtime:
             storage_alert_percent=settings.memory.storage_alert_percent,
         )
         self.commands = IncidentCommands(
-            self.incidents, self.silences, self.clock, self.incident_manager.silences_changed
+            self.incidents,
+            self.silences,
+            self.clock,
+            self.incident_manager.silences_changed,
+            records=IncidentRecordRepo(self.store, self.clock),
         )
         self.webhook_stats = WebhookStats()
 
