@@ -30,7 +30,7 @@ from memory.store import SqliteStore
 
 __all__ = ["CANDIDATES", "SOURCES", "Hit", "RecallRepo", "search_db"]
 
-SOURCES = ("message", "fact", "incident", "timeline", "task_run", "audit")
+SOURCES = ("message", "fact", "incident", "record", "timeline", "task_run", "audit")
 CANDIDATES = 2000  # rows read per term, newest first
 _RERANK = 100  # best-by-relevance documents weighed by source and recency
 _MAX_TERMS = 12
@@ -38,6 +38,7 @@ _SNIPPET = 90  # characters either side of the first match
 _HALF_LIFE_DAYS = 30.0
 _WEIGHTS: Mapping[str, float] = {
     "incident": 1.5,
+    "record": 1.5,
     "fact": 1.3,
     "timeline": 1.1,
     "task_run": 1.0,

@@ -140,7 +140,7 @@ class RetentionRepo:
 
     async def _incidents(self, cutoff: str, batch: int) -> int:
         """Resolved incidents past the window, ``batch`` at a time with their alerts,
-        remediations and postmortem fact (their timelines are already gone)."""
+        remediations, record and postmortem fact (their timelines are already gone)."""
         total = 0
         while True:
             async with self._store.write() as db:
@@ -148,7 +148,12 @@ class RetentionRepo:
                                                                    (cutoff, batch))]  # fmt: skip
                 if ids:
                     marks = ", ".join("?" * len(ids))
-                    for table in ("incident_events", "incident_alerts", "remediations"):
+                    for table in (
+                        "incident_events",
+                        "incident_alerts",
+                        "remediations",
+                        "incident_records",
+                    ):
                         await db.execute(
                             f"DELETE FROM {table} WHERE incident_id IN ({marks})",  # noqa: S608
                             ids,

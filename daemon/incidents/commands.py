@@ -18,6 +18,7 @@ from daemon.core.clock import Clock
 from daemon.core.durations import DurationError, looks_like_duration, parse_duration
 from daemon.core.errors import CommandError, RecordNotFound
 from daemon.incidents import text as incident_text
+from memory.incident_records import IncidentRecordRepo
 from memory.incidents import IncidentRepo, SilenceRepo
 
 MAX_SILENCE = timedelta(days=30)
@@ -54,8 +55,10 @@ class IncidentCommands:
         silences: SilenceRepo,
         clock: Clock,
         on_silence_change: object = None,
+        records: IncidentRecordRepo | None = None,
     ) -> None:
         self._incidents = incidents
+        self._records = records
         self._silences = silences
         self._clock = clock
         self._on_change = on_silence_change
@@ -105,7 +108,8 @@ class IncidentCommands:
         incident = await self._incidents.get(int(ident.lstrip("#")))
         alerts = await self._incidents.alerts(incident.id)
         timeline = await self._incidents.timeline(incident.id)
-        return incident_text.details(incident, alerts, timeline)
+        record = await self._records.for_incident(incident.id) if self._records else None
+        return incident_text.details(incident, alerts, timeline, record)
 
     async def _silence(self, args: list[str], actor: str) -> str:
         if len(args) < 2:

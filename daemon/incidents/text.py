@@ -6,9 +6,11 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 
 from daemon.incidents.runbooks import Runbook
+from memory.incident_records import IncidentRecord
 from memory.incidents import Incident, IncidentAlert, Silence, TimelineEntry
 
 MAX_ALERTS_LISTED = 10
+OUTCOME_TEXT = {"fixed": "resolved by the fix", "self": "resolved by itself", "open": "still open"}
 _HIDDEN_LABELS = ("alertname", "severity")
 
 
@@ -79,7 +81,10 @@ def listing(incidents: Sequence[Incident], now: datetime) -> str:
 
 
 def details(
-    incident: Incident, alerts: Sequence[IncidentAlert], timeline: Sequence[TimelineEntry]
+    incident: Incident,
+    alerts: Sequence[IncidentAlert],
+    timeline: Sequence[TimelineEntry],
+    record: IncidentRecord | None = None,
 ) -> str:
     lines = [
         f"Incident #{incident.id}: {incident.title}",
@@ -102,7 +107,30 @@ def details(
         lines += ["", "Findings:", incident.investigation]
     if incident.postmortem:
         lines += ["", "Postmortem:", incident.postmortem]
+    if record is not None:
+        lines += ["", "Record (what the next similar incident starts from):"]
+        lines += [f"  {line}" for line in record_lines(record)]
     return "\n".join(lines)
+
+
+def record_lines(record: IncidentRecord) -> list[str]:
+    """An incident record in a few lines: date and outcome, signature, cause, fix, evidence."""
+    when = f"{record.created_at:%Y-%m-%d}" if record.created_at else "unknown date"
+    lines = [
+        f"Incident #{record.incident_id} on {when}: {OUTCOME_TEXT[record.outcome]}"
+        + ("" if record.complete else " (partial record)"),
+        f"Alerts: {', '.join(record.signature.alertnames)}; "
+        f"labels: {' '.join(record.signature.labels) or '-'}",
+    ]
+    if record.cause:
+        lines.append(f"Cause: {record.cause}")
+    if record.fix:
+        lines.append(f"Fix: {record.fix}")
+    if record.action:
+        verdict = "worked" if record.fix_worked else "did not fix it"
+        lines.append(f"Action run: {record.action} ({verdict})")
+    lines += [f"Evidence: {e.tool} {e.arguments} -> {e.excerpt}" for e in record.evidence]
+    return lines
 
 
 def silences(items: Sequence[Silence], now: datetime) -> str:

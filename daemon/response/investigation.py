@@ -1,9 +1,10 @@
 """Investigations: the agent looks at a new incident with read-only evidence tools.
 
-The prompt carries the alerts, the matched runbook and similar past incidents; alert text and
-past postmortems are fenced and labelled as untrusted data. The agent answers in fixed sections
-and proposes fixes with ``propose_action`` — a proposal is only recorded; remediation decides
-whether it runs (approval or allowlist).
+The prompt carries the alerts, the matched runbook, the records of past incidents with the same
+or a near alert signature (with the instruction to verify their known cause first) and similar
+past postmortems; alert text, records and postmortems are fenced and labelled untrusted data.
+The agent answers in fixed sections and proposes fixes with ``propose_action`` — a proposal is
+only recorded; remediation decides whether it runs (approval or allowlist).
 """
 
 from __future__ import annotations
@@ -20,7 +21,9 @@ from daemon.agent.services import ToolServices
 from daemon.agent.tools.base import Tier, Tool, ToolContext, ToolRegistry, tool
 from daemon.core.errors import ToolError
 from daemon.incidents.runbooks import Runbook
+from daemon.response.incident_memory import PRIOR_SOURCE, render_prior
 from memory.facts import Fact
+from memory.incident_records import IncidentRecord
 from memory.incidents import Incident, IncidentAlert
 
 log = logging.getLogger(__name__)
@@ -96,11 +99,12 @@ async def investigate(
     alerts: Sequence[IncidentAlert],
     runbook: Runbook | None,
     past: Sequence[Fact],
+    prior: Sequence[IncidentRecord] = (),
 ) -> Findings:
     """Run the agent once over the incident and collect its findings and proposals."""
     request = AgentRequest(
         conversation_id=conversation_id,
-        text=build_prompt(incident, alerts, runbook, past),
+        text=build_prompt(incident, alerts, runbook, past, prior),
         actor=f"incident #{incident.id}",
         kind="investigation",
         mode="thinking",
@@ -118,6 +122,7 @@ def build_prompt(
     alerts: Sequence[IncidentAlert],
     runbook: Runbook | None,
     past: Sequence[Fact],
+    prior: Sequence[IncidentRecord] = (),
 ) -> str:
     alert_data = [
         {
@@ -147,6 +152,15 @@ def build_prompt(
         parts.append(f"The operators' runbook ({runbook.name}):\n{runbook.text[:MAX_FENCED_CHARS]}")
     elif runbook is not None:
         parts.append(f"The operators' runbook is at {runbook.name}.")
+    if prior:
+        parts.append(
+            "Past incidents with the same alerts were recorded (below: date, outcome, cause, "
+            "fix, the evidence that showed it). Verify the known cause FIRST, with the one or "
+            "two tool calls that showed it before. If it is confirmed, propose the fix that "
+            "worked and write the findings without exploring further; if not, say so and "
+            "investigate as usual."
+        )
+        parts.append(fence(PRIOR_SOURCE, render_prior(prior)))
     if past:
         parts.append(fence("past-incidents", "\n\n".join(fact.text[:1500] for fact in past[:3])))
     return "\n\n".join(parts)

@@ -2,23 +2,36 @@
 
 The facts (timeline, actions, duration) always come from memory; when the incident was
 investigated and the agent is available, the agent writes cause, fix and follow-ups from
-those facts in one tool-less call. Otherwise the cause is taken from the findings, if any.
+those facts in one tool-less call, as a JSON object that is validated (an unusable answer is
+kept as the postmortem's text and reported, never raised). Otherwise the cause is taken from
+the findings, if any.
 """
 
 from __future__ import annotations
 
 import logging
 import re
+from dataclasses import dataclass
 
 from daemon.agent.loop import AgentLoop, AgentRequest
 from daemon.agent.prompts import fence
 from daemon.core.clock import Clock
+from daemon.response.incident_memory import PostmortemAnswer, parse_postmortem
 from memory.conversations import ConversationRepo
 from memory.incidents import Incident, IncidentRepo, TimelineEntry
 
 log = logging.getLogger(__name__)
 
 _SECTION = re.compile(r"^#+\s*likely cause\s*$", re.IGNORECASE | re.MULTILINE)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Postmortem:
+    """The postmortem's text, and the model's answer: validated, the reason it was unusable,
+    or None when the model was not asked."""
+
+    text: str
+    answer: PostmortemAnswer | str | None
 
 
 async def write_postmortem(
@@ -28,16 +41,23 @@ async def write_postmortem(
     agent: AgentLoop | None,
     conversations: ConversationRepo,
     clock: Clock,
-) -> str:
+) -> Postmortem:
     incident = await incidents.get(incident_id)
     timeline = await incidents.timeline(incident_id)
     facts = facts_section(incident, timeline)
     analysis = ""
+    answer: PostmortemAnswer | str | None = None
     if agent is not None and agent.enabled and incident.investigation:
-        analysis = await _ask_agent(agent, conversations, incident, facts)
+        raw = await _ask_agent(agent, conversations, incident, facts)
+        answer = parse_postmortem(raw) if raw else "no postmortem answer from the model"
+        if isinstance(answer, PostmortemAnswer):
+            analysis = answer.render()
+        else:  # not the JSON asked for: people still read what the model wrote
+            log.warning("incident #%d: %s; the record is partial", incident_id, answer)
+            analysis = raw
     if not analysis:
         analysis = _from_findings(incident, timeline)
-    return f"{facts}\n\n{analysis}".strip()
+    return Postmortem(text=f"{facts}\n\n{analysis}".strip(), answer=answer)
 
 
 def facts_section(incident: Incident, timeline: list[TimelineEntry]) -> str:
@@ -79,9 +99,10 @@ async def _ask_agent(
     request = AgentRequest(
         conversation_id=conversation.id,
         text=(
-            "The incident is resolved. From the facts below and your findings, write the rest "
-            "of a short postmortem with exactly three parts: 'Cause:', 'Fix:', 'Follow-ups:' "
-            "(one to three bullet points). Do not call tools.\n\n" + fence("incident-facts", facts)
+            "The incident is resolved. From the facts below and your findings, answer with one "
+            'JSON object and nothing else: {"cause": "the root cause, one or two sentences", '
+            '"fix": "what fixed it, or \'resolved by itself\'", "follow_ups": ["one to three '
+            'short items"]}. Do not call tools.\n\n' + fence("incident-facts", facts)
         ),
         actor=f"incident #{incident.id}",
         kind="postmortem",

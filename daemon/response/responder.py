@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -20,13 +20,15 @@ from daemon.core.errors import AgentDisabledError, BudgetExhaustedError, LlmUnav
 from daemon.incidents.poster import IncidentPoster
 from daemon.incidents.runbooks import RunbookLibrary
 from daemon.incidents.settings import IncidentSettings
+from daemon.response.incident_memory import build_record
 from daemon.response.investigation import InvestigationServices, investigate
 from daemon.response.limits import InvestigationLimiter
-from daemon.response.postmortem import write_postmortem
+from daemon.response.postmortem import Postmortem, write_postmortem
 from daemon.response.remediation import Remediator
 from memory.conversations import ConversationRepo
 from memory.facts import Fact, FactRepo
-from memory.incidents import Incident, IncidentRepo
+from memory.incident_records import IncidentRecord, IncidentRecordRepo, signature
+from memory.incidents import Incident, IncidentAlert, IncidentRepo
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +51,7 @@ class IncidentResponder:
         services: InvestigationServices,
         remediator: Remediator,
         clock: Clock,
+        records: IncidentRecordRepo | None = None,
     ) -> None:
         self._settings = settings
         self._poster = poster
@@ -60,6 +63,7 @@ class IncidentResponder:
         self._services = services
         self._remediator = remediator
         self._clock = clock
+        self._records = records
         self._tasks = BackgroundTasks("incident response")
         self._investigating: dict[int, asyncio.Task[None]] = {}  # incident id → its investigation
         self._last_unavailable: datetime | None = None
@@ -114,7 +118,13 @@ class IncidentResponder:
             (rb for a in alerts if (rb := self._runbooks.find(a.labels, a.annotations))),
             None,
         )
-        past = await self._past_postmortems(incident.title, incident_id)
+        prior = await self._prior_records(alerts, incident_id)
+        known = {f"incident:{record.incident_id}" for record in prior}
+        past = [
+            fact
+            for fact in await self._past_postmortems(incident.title, incident_id)
+            if fact.source not in known  # its record is shown already, shorter
+        ]
         conversation = await self._conversations.get_or_create(
             "incident", f"incident:{incident_id}", incident.title
         )
@@ -128,6 +138,7 @@ class IncidentResponder:
                 alerts=alerts,
                 runbook=runbook,
                 past=past,
+                prior=prior,
             )
         except (AgentDisabledError, BudgetExhaustedError, LlmUnavailableError) as exc:
             await self._unavailable(incident_id, str(exc))
@@ -193,22 +204,60 @@ class IncidentResponder:
         if investigation is not None:  # its findings belong in the postmortem
             await asyncio.wait([investigation])
         await self._remediator.settled(incident_id)
-        text = await write_postmortem(
+        postmortem = await write_postmortem(
             incident_id,
             incidents=self._incidents,
             agent=self._agent,
             conversations=self._conversations,
             clock=self._clock,
         )
+        text = postmortem.text
         incident = await self._incidents.get(incident_id)
         await self._incidents.set_text(incident_id, "postmortem", text)
         names = " ".join(sorted({a.name for a in await self._incidents.alerts(incident_id)}))
         await self._facts.remember(
             text, tags=f"postmortem incident {names}", source=f"incident:{incident_id}"
         )
+        await self._store_record(incident, postmortem)
         await self._incidents.note(incident_id, "postmortem", "stored in memory")
         await self._poster.post(incident_id, text, "postmortem")
         log.info("incident #%d (%s): postmortem stored", incident_id, incident.title)
+
+    async def _prior_records(
+        self, alerts: Sequence[IncidentAlert], incident_id: int
+    ) -> list[IncidentRecord]:
+        """Records of past incidents with the same or a near signature; a failed read only
+        costs the head start."""
+        if self._records is None:
+            return []
+        try:
+            prior = await self._records.similar(
+                signature(a.labels for a in alerts), exclude_incident=incident_id
+            )
+        except Exception as exc:  # noqa: BLE001 - the investigation goes on without them
+            log.warning("incident #%d: prior records unavailable: %s", incident_id, exc)
+            return []
+        if prior:
+            cited = ", ".join(f"#{record.incident_id}" for record in prior)
+            await self._incidents.note(incident_id, "prior incidents", f"records of {cited}")
+        return prior
+
+    async def _store_record(self, incident: Incident, postmortem: Postmortem) -> None:
+        """The incident's structured record; a failure is logged, the postmortem stands."""
+        if self._records is None:
+            return
+        try:
+            alerts = await self._incidents.alerts(incident.id)
+            record = build_record(
+                incident,
+                signature(a.labels for a in alerts),
+                await self._incidents.timeline(incident.id),
+                await self._records.investigation_calls(incident.id),
+                postmortem.answer,
+            )
+            await self._records.save(record)
+        except Exception:  # noqa: BLE001 - memory is a bonus; the postmortem is what people see
+            log.exception("incident #%d: its record was not stored", incident.id)
 
     async def _past_postmortems(self, title: str, incident_id: int) -> list[Fact]:
         found = await self._facts.recall(title.split(" (")[0], limit=10)

@@ -54,6 +54,7 @@ from memory.channels import ChannelStateRepo, InboundRepo
 from memory.components import ComponentEventRepo
 from memory.conversations import ConversationRepo
 from memory.facts import FactRepo
+from memory.incident_records import IncidentRecordRepo
 from memory.incidents import IncidentRepo, SilenceRepo
 from memory.outbox import OutboxRepo
 from memory.recall import RecallRepo
@@ -288,7 +289,11 @@ class Runtime:
             storage_alert_percent=settings.memory.storage_alert_percent,
         )
         self.commands = IncidentCommands(
-            self.incidents, self.silences, self.clock, self.incident_manager.silences_changed
+            self.incidents,
+            self.silences,
+            self.clock,
+            self.incident_manager.silences_changed,
+            records=IncidentRecordRepo(self.store, self.clock),
         )
         self.webhook_stats = WebhookStats()
 
@@ -439,6 +444,7 @@ class Runtime:
             services=services,
             remediator=remediator,
             clock=self.clock,
+            records=IncidentRecordRepo(self.store, self.clock),
         )
 
     def _make_llm(self) -> LlmClient:

@@ -13,6 +13,7 @@ from memory._codec import to_db_time
 from memory.audit import AuditEntry, AuditRepo
 from memory.conversations import ConversationRepo
 from memory.facts import FactRepo
+from memory.incident_records import IncidentRecord, IncidentRecordRepo, signature
 from memory.incidents import IncidentRepo
 from memory.recall import SOURCES, RecallRepo, parse_query
 from memory.store import SqliteStore
@@ -197,8 +198,21 @@ async def test_substring_finds_a_path_fragment_and_cjk(recall: RecallRepo, corpu
     assert {h.source for h in hits} >= {"incident", "audit"}
 
 
-async def test_every_source_is_searchable_and_cited(recall: RecallRepo, corpus: Corpus) -> None:
+async def test_every_source_is_searchable_and_cited(
+    recall: RecallRepo, corpus: Corpus, store: SqliteStore, clock: ManualClock
+) -> None:
+    record = await IncidentRecordRepo(store, clock).save(
+        IncidentRecord(
+            incident_id=corpus.incidents["queue"],
+            signature=signature([{"alertname": "QueueBacklog", "service": "rabbitmq"}]),
+            title="QueueBacklog",
+            cause="the consumer deploy crashed on start",
+            fix="rolled the consumer back",
+            outcome="fixed",
+        )
+    )
     found = {
+        "record": await recall.search("consumer crashed", sources=["record"]),
         "message": await recall.search("why is the disk full", sources=["message"]),
         "fact": await recall.search("backups", sources=["fact"]),
         "audit": await recall.search("kern.log", sources=["audit"]),
@@ -212,6 +226,7 @@ async def test_every_source_is_searchable_and_cited(recall: RecallRepo, corpus: 
         "audit": corpus.audit,
         "task_run": corpus.task_run,
         "incident": corpus.incidents["queue"],
+        "record": record,
     }
     assert set(found) == set(SOURCES)
     for source, hits in found.items():

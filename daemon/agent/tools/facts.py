@@ -41,8 +41,8 @@ async def recall(
 
     Args:
         query: Keywords, paths or identifiers, e.g. "disk full db-7" or "/var/lib/postgresql".
-        sources: Optional comma-separated subset of: fact, incident, timeline, message,
-            task_run, audit.
+        sources: Optional comma-separated subset of: fact, incident, record (a past
+            incident's cause and fix), timeline, message, task_run, audit.
         since: Optional age limit, e.g. "7d" or "12h".
         host: Only results labelled with this host.
         service: Only results labelled with this service.
