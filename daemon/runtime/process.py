@@ -180,7 +180,7 @@ class Runtime:
         self.audit = AuditRepo(self.store, self.clock)
         self.usage = UsageRepo(self.store, self.clock)
         self.outbox = OutboxRepo(self.store, self.clock)
-        self.facts = FactRepo(self.store, self.clock)
+        self.facts = FactRepo(self.store, self.clock, caps=lambda: self.settings.memory.fact_caps())
         self.recall = RecallRepo(self.store, self.clock)
         self.events = ComponentEventRepo(self.store, self.clock)
         self.supervisor._events = self.events
