@@ -19,11 +19,12 @@ import json
 import logging
 from typing import TYPE_CHECKING, Any
 
-from daemon.agent.prompts import SUMMARISE, SUMMARISE_ABOVE, system_prompt
+from daemon.agent.prompts import SUMMARISE, SUMMARISE_ABOVE, facts_snapshot, system_prompt
 from daemon.agent.replay import replay
 from daemon.agent.settings import AgentConfig
 from daemon.core.errors import BudgetExhaustedError, NightshiftError
 from memory.conversations import Conversation, ConversationRepo, StoredMessage
+from memory.facts import FactRepo
 
 if TYPE_CHECKING:
     from daemon.agent.model import ChatModel
@@ -44,12 +45,17 @@ class ContextKeeper:
     """Decides what of a conversation goes into the next prompt."""
 
     def __init__(
-        self, settings: AgentConfig, llm: ChatModel | None, conversations: ConversationRepo
+        self,
+        settings: AgentConfig,
+        llm: ChatModel | None,
+        conversations: ConversationRepo,
+        facts: FactRepo | None = None,
     ) -> None:
         self._config = settings
         self._settings = settings.agent
         self._llm = llm
         self._conversations = conversations
+        self._facts = facts
         self.failures = 0  # summaries that failed (the messages were kept)
 
     @property
@@ -64,9 +70,22 @@ class ContextKeeper:
         run_id: int | None,
         tools: list[dict[str, Any]] | None = None,
     ) -> list[dict[str, Any]]:
-        """The messages that open a turn: system prompt (with the summary), then the history."""
-        summary, history = await self.fit(conversation, history, run_id, tools)
-        return [system_prompt(self._config, summary), *replay(history)]
+        """The messages that open a turn: system prompt (with the conversation's facts snapshot
+        and summary), then the history. A compaction retakes the facts snapshot."""
+        facts = await self.facts_snapshot(conversation.id)
+        summary, history = await self.fit(conversation, history, run_id, tools, facts)
+        if summary != (conversation.summary or None):
+            facts = await self.facts_snapshot(conversation.id, refresh=True)
+        return [system_prompt(self._config, summary, facts), *replay(history)]
+
+    async def facts_snapshot(self, conversation_id: int, *, refresh: bool = False) -> str:
+        """The facts block this conversation's prompts carry (stored, so byte-stable)."""
+        limit = self._settings.facts_in_prompt
+        if self._facts is None or limit <= 0:
+            return ""
+        return await self._facts.snapshot(
+            conversation_id, facts_snapshot, limit=limit, refresh=refresh
+        )
 
     async def fit(
         self,
@@ -74,6 +93,7 @@ class ContextKeeper:
         history: list[StoredMessage],
         run_id: int | None,
         tools: list[dict[str, Any]] | None = None,
+        facts: str = "",
     ) -> tuple[str | None, list[StoredMessage]]:
         """Return (summary, history) within the limits, compacting in one chunk when over them.
 
@@ -87,7 +107,7 @@ class ContextKeeper:
         if cut <= 0 or self._llm is None:
             return summary, self._trim(summary, history)
         old, recent = history[:cut], history[cut:]
-        new_summary = await self._summarise(summary, old, run_id, tools)
+        new_summary = await self._summarise(summary, old, run_id, tools, facts)
         if new_summary is None:  # keep every message; the next turn retries
             self.failures += 1
             return summary, self._trim(summary, history)
@@ -101,11 +121,12 @@ class ContextKeeper:
         old: list[StoredMessage],
         run_id: int | None,
         tools: list[dict[str, Any]] | None,
+        facts: str = "",
     ) -> str | None:
         """The new summary of ``summary`` plus ``old``, or None when the model gave none."""
         assert self._llm is not None
         messages = [
-            system_prompt(self._config, summary),
+            system_prompt(self._config, summary, facts),
             *replay(old),
             {"role": "user", "content": SUMMARISE_ABOVE},
         ]

@@ -27,6 +27,7 @@ from daemon.agent.tools.base import ToolContext
 from daemon.core.clock import Clock
 from daemon.core.errors import AgentDisabledError, BudgetExhaustedError, LlmUnavailableError
 from memory.conversations import ConversationRepo
+from memory.facts import FactRepo
 from memory.runs import RunRepo
 from memory.store import SqliteStore
 
@@ -119,7 +120,10 @@ class AgentLoop:
         self._services = services
         self._disabled_reason = disabled_reason
         self._sleep = sleep
-        self._context = ContextKeeper(settings, llm, conversations)
+        facts = getattr(services, "facts", None)
+        self._context = ContextKeeper(
+            settings, llm, conversations, facts if isinstance(facts, FactRepo) else None
+        )
 
     @property
     def enabled(self) -> bool:

@@ -137,7 +137,7 @@ async def test_warns_once_at_80_percent_of_a_cap(
     await repo.forget(fourth, by="cli")
     await repo.forget(fifth, by="cli")  # 3 of 5
     await repo.remember("host fact 5", kind="host")
-    warnings = [r for r in caplog.records if "host facts" in r.getMessage()]
+    warnings = [r.getMessage() for r in caplog.records if "host facts" in r.getMessage()]
     assert len(warnings) == 2
 
 
