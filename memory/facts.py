@@ -316,16 +316,17 @@ class FactRepo:
     ) -> str:
         """The facts text a conversation's prompts carry: taken once and stored, so it stays
         byte-stable turn after turn; retaken with ``refresh`` or once a fact in it changed."""
-        async with self._store.write() as db:
-            if not refresh:
+        if not refresh:
+            async with self._store.read() as db:
                 rows = list(
                     await db.execute_fetchall(
                         "SELECT text FROM fact_snapshots WHERE conversation_id = ?",
                         (conversation_id,),
                     )
                 )
-                if rows:
-                    return str(rows[0]["text"])
+            if rows:
+                return str(rows[0]["text"])
+        async with self._store.write() as db:
             marks = ", ".join("?" * len(exclude_kinds)) or "''"
             rows = list(
                 await db.execute_fetchall(
@@ -349,6 +350,13 @@ class FactRepo:
                 ),
             )
         return text
+
+    async def check_caps(self) -> list[FactUsage]:
+        """Warn (once) about every kind at 80 % of its cap or more, e.g. at start; the usage."""
+        usage = await self.usage()
+        for use in usage:
+            self._warn_near_cap(use.kind, use.count)
+        return usage
 
     def _warn_near_cap(self, kind: str, count: int) -> None:
         """Log once when a kind reaches 80 % of its cap (again only after it fell below)."""
