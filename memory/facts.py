@@ -314,18 +314,28 @@ class FactRepo:
         exclude_kinds: Sequence[str] = ("postmortem",),
         refresh: bool = False,
     ) -> str:
-        """The facts text a conversation's prompts carry: taken once and stored, so it stays
-        byte-stable turn after turn; retaken with ``refresh`` or once a fact in it changed."""
+        """The facts text a conversation's prompts carry, byte-stable turn after turn: which
+        facts is decided once and stored (their ids; a fact's text never changes, an edit is a
+        new fact), and retaken with ``refresh`` or once a fact in it was superseded or
+        forgotten (that drops the stored choice)."""
         if not refresh:
             async with self._store.read() as db:
                 rows = list(
                     await db.execute_fetchall(
-                        "SELECT text FROM fact_snapshots WHERE conversation_id = ?",
+                        "SELECT fact_ids FROM fact_snapshots WHERE conversation_id = ?",
                         (conversation_id,),
                     )
                 )
-            if rows:
-                return str(rows[0]["text"])
+                if rows:
+                    ids = [int(i) for i in json.loads(rows[0]["fact_ids"])]
+                    found = await db.execute_fetchall(
+                        f"SELECT {_COLUMNS} FROM facts f WHERE {_LIVE} AND f.id IN"
+                        " (SELECT value FROM json_each(?)) ORDER BY f.id",
+                        (json.dumps(ids),),
+                    )
+                    facts = [_fact(row) for row in found]
+                    if [f.id for f in facts] == sorted(ids):  # else one was deleted: retake
+                        return render(facts) if facts else ""
         async with self._store.write() as db:
             marks = ", ".join("?" * len(exclude_kinds)) or "''"
             rows = list(
@@ -336,20 +346,13 @@ class FactRepo:
                 )
             )
             facts = [_fact(row) for row in reversed(rows)]
-            text = render(facts) if facts else ""
             await db.execute(
-                "INSERT INTO fact_snapshots (conversation_id, taken_at, fact_ids, text)"
-                " VALUES (?, ?, ?, ?) ON CONFLICT (conversation_id) DO UPDATE"
-                " SET taken_at = excluded.taken_at, fact_ids = excluded.fact_ids,"
-                " text = excluded.text",
-                (
-                    conversation_id,
-                    to_db_time(self._clock.now()),
-                    json.dumps([f.id for f in facts]),
-                    text,
-                ),
+                "INSERT INTO fact_snapshots (conversation_id, taken_at, fact_ids)"
+                " VALUES (?, ?, ?) ON CONFLICT (conversation_id) DO UPDATE"
+                " SET taken_at = excluded.taken_at, fact_ids = excluded.fact_ids",
+                (conversation_id, to_db_time(self._clock.now()), json.dumps([f.id for f in facts])),
             )
-        return text
+        return render(facts) if facts else ""
 
     async def check_caps(self) -> list[FactUsage]:
         """Warn (once) about every kind at 80 % of its cap or more, e.g. at start; the usage."""

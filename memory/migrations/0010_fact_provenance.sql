@@ -74,12 +74,12 @@ CREATE TRIGGER recall_fact_delete AFTER DELETE ON facts BEGIN
     DELETE FROM recall_docs WHERE source = 'fact' AND ref = old.id;
 END;
 
--- The facts snapshot a conversation's prompts carry (byte-stable for the prefix cache): taken at
--- the conversation's first turn, retaken after a compaction or when a fact in it is superseded
--- or forgotten. fact_ids is a JSON array of the facts it shows.
+-- Which facts a conversation's prompts carry (a byte-stable snapshot for the prefix cache):
+-- chosen at the conversation's first turn, chosen again after a compaction or when a fact in it
+-- is superseded or forgotten. Only the ids are kept (a fact's text never changes: an edit is a
+-- new fact), a few hundred bytes per conversation.
 CREATE TABLE fact_snapshots (
     conversation_id  INTEGER PRIMARY KEY REFERENCES conversations (id) ON DELETE CASCADE,
     taken_at         TEXT NOT NULL,
-    fact_ids         TEXT NOT NULL DEFAULT '[]',
-    text             TEXT NOT NULL
+    fact_ids         TEXT NOT NULL DEFAULT '[]'   -- JSON array, ascending
 );
