@@ -37,7 +37,6 @@ class MemorySettings(Section):
     facts_max_contact: int = Field(default=200, ge=0, le=100_000)
     facts_max_note: int = Field(default=500, ge=0, le=100_000)
     facts_max_postmortem: int = Field(default=0, ge=0)  # bounded by incidents_days instead
-    facts_in_prompt: int = Field(default=40, ge=0, le=500)  # newest live facts in the snapshot
 
     @field_validator("*")
     @classmethod
