@@ -29,6 +29,14 @@ class MemorySettings(Section):
     max_db_mb: float = Field(default=0.0, ge=0)  # 0: no cap; else an alert near it
     storage_alert_percent: float = Field(default=90.0, ge=50, le=100)  # of disk or cap
     prune_batch: int = Field(default=500, ge=1, le=100_000)  # rows per delete transaction
+    # Caps on live facts per kind (0: no cap). At 80 % a warning is logged and shown in
+    # `nightshift status`; at the cap a new fact is refused with an error, never dropped.
+    facts_max_host: int = Field(default=500, ge=0, le=100_000)
+    facts_max_preference: int = Field(default=200, ge=0, le=100_000)
+    facts_max_procedure: int = Field(default=300, ge=0, le=100_000)
+    facts_max_contact: int = Field(default=200, ge=0, le=100_000)
+    facts_max_note: int = Field(default=500, ge=0, le=100_000)
+    facts_max_postmortem: int = Field(default=0, ge=0)  # bounded by incidents_days instead
 
     @field_validator("*")
     @classmethod
@@ -37,6 +45,14 @@ class MemorySettings(Section):
         if name.endswith("_days") and isinstance(value, int | float) and value < 0:
             raise ValueError(f"{value:g} is negative; give a number of days (0 keeps forever)")
         return value
+
+    def fact_caps(self) -> dict[str, int]:
+        """The cap per kind of fact (0: no cap)."""
+        return {
+            name.removeprefix("facts_max_"): value
+            for name, value in self.model_dump().items()
+            if name.startswith("facts_max_")
+        }
 
     def windows(self) -> dict[str, float]:
         """The retention window in days per kind of record, kept-forever kinds left out."""

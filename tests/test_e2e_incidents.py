@@ -202,8 +202,15 @@ async def test_process_dies_investigated_restart_approved_in_chat_resolves_postm
                      "resolved", "postmortem"):  # fmt: skip
             assert step in out, f"{step!r} missing from the timeline:\n{out}"
         db = daemon.state_dir / "nightshift.db"
-        facts = rows(db, "SELECT text, tags FROM facts WHERE tags LIKE 'postmortem%'")
+        facts = rows(
+            db, "SELECT text, tags, kind, source, trusted FROM facts WHERE tags LIKE 'postmortem%'"
+        )
         assert len(facts) == 1 and "WebDown" in facts[0]["tags"]
+        assert (facts[0]["kind"], facts[0]["source"], facts[0]["trusted"]) == (
+            "postmortem",
+            "incident:1",
+            0,
+        )
         audit = rows(db, "SELECT tool, actor FROM audit_log WHERE tool = 'restart_service'")
         assert len(audit) == 1 and "approved by telegram:" in audit[0]["actor"]
     finally:

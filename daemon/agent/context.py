@@ -32,11 +32,19 @@ import logging
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from daemon.agent.prompts import FLUSH, FLUSH_ABOVE, SUMMARISE, SUMMARISE_ABOVE, system_prompt
+from daemon.agent.prompts import (
+    FLUSH,
+    FLUSH_ABOVE,
+    SUMMARISE,
+    SUMMARISE_ABOVE,
+    facts_snapshot,
+    system_prompt,
+)
 from daemon.agent.replay import replay
 from daemon.agent.settings import AgentConfig
 from daemon.core.errors import BudgetExhaustedError, NightshiftError
 from memory.conversations import Conversation, ConversationRepo, StoredMessage
+from memory.facts import FactRepo
 
 if TYPE_CHECKING:
     from daemon.agent.executor import ToolExecutor
@@ -72,6 +80,7 @@ class ContextKeeper:
         executor: ToolExecutor | None = None,
         runs: RunRepo | None = None,
         store: SqliteStore | None = None,
+        facts: FactRepo | None = None,
     ) -> None:
         self._config = settings
         self._settings = settings.agent
@@ -80,6 +89,7 @@ class ContextKeeper:
         self._executor = executor  # None: no flush turn (nothing could run remember_fact)
         self._runs = runs  # None (or no run): compactions are logged, not recorded as steps
         self._store = store
+        self._facts = facts
         self.failures = 0  # summaries that failed (the messages were kept)
         self.flush_failures = 0  # flush turns that failed (the compaction went on)
 
@@ -98,15 +108,28 @@ class ContextKeeper:
         ctx: ToolContext | None = None,
         order: Iterator[int] | None = None,
     ) -> list[dict[str, Any]]:
-        """The messages that open a turn: system prompt (with the summary), then the history.
+        """The messages that open a turn: system prompt (with the conversation's facts snapshot
+        and summary), then the history. A compaction retakes the facts snapshot.
 
         ``ctx`` is the turn's tool context (the flush turn runs its calls under it); ``order``
         numbers the run steps this writes.
         """
+        facts = await self.facts_snapshot(conversation.id)
         summary, history = await self.fit(
-            conversation, history, run_id, tools, ctx=ctx, order=order
+            conversation, history, run_id, tools, ctx=ctx, order=order, facts=facts
         )
-        return [system_prompt(self._config, summary), *replay(history)]
+        if summary != (conversation.summary or None):
+            facts = await self.facts_snapshot(conversation.id, refresh=True)
+        return [system_prompt(self._config, summary, facts), *replay(history)]
+
+    async def facts_snapshot(self, conversation_id: int, *, refresh: bool = False) -> str:
+        """The facts block this conversation's prompts carry (stored, so byte-stable)."""
+        limit = self._settings.facts_in_prompt
+        if self._facts is None or limit <= 0:
+            return ""
+        return await self._facts.snapshot(
+            conversation_id, facts_snapshot, limit=limit, refresh=refresh
+        )
 
     async def fit(
         self,
@@ -117,6 +140,7 @@ class ContextKeeper:
         *,
         ctx: ToolContext | None = None,
         order: Iterator[int] | None = None,
+        facts: str = "",
     ) -> tuple[str | None, list[StoredMessage]]:
         """Return (summary, history) within the limits, compacting when over them.
 
@@ -135,8 +159,8 @@ class ContextKeeper:
             if cut <= 0 or self._llm is None:
                 break
             old, recent = history[:cut], history[cut:]
-            await self._flush(summary, old, run_id, tools, ctx, order)
-            new_summary = await self._summarise(summary, old, run_id, tools)
+            await self._flush(summary, old, run_id, tools, ctx, order, facts)
+            new_summary = await self._summarise(summary, old, run_id, tools, facts)
             if new_summary is None:  # keep every message; the next turn retries
                 self.failures += 1
                 break
@@ -170,6 +194,7 @@ class ContextKeeper:
         tools: list[dict[str, Any]] | None,
         ctx: ToolContext | None,
         order: Iterator[int],
+        facts: str = "",
     ) -> int:
         """The silent turn before a compaction pass; returns how many facts it saved.
 
@@ -191,6 +216,7 @@ class ContextKeeper:
             FLUSH.format(calls=FLUSH_MAX_CALLS),
             tools if FLUSH_TOOL in offered else only,  # the same tools: the prefix is cached
             only,
+            facts,
         )
         try:
             async with asyncio.timeout(self._settings.summary_timeout_seconds):
@@ -257,10 +283,13 @@ class ContextKeeper:
         old: list[StoredMessage],
         run_id: int | None,
         tools: list[dict[str, Any]] | None,
+        facts: str = "",
     ) -> str | None:
         """The new summary of ``summary`` plus ``old``, or None when the model gave none."""
         assert self._llm is not None
-        messages, tools = self._continuation(summary, old, SUMMARISE_ABOVE, SUMMARISE, tools, None)
+        messages, tools = self._continuation(
+            summary, old, SUMMARISE_ABOVE, SUMMARISE, tools, None, facts
+        )
         try:
             async with asyncio.timeout(self._settings.summary_timeout_seconds):
                 completion = await self._llm.complete(
@@ -286,11 +315,12 @@ class ContextKeeper:
         standalone: str,
         tools: list[dict[str, Any]] | None,
         standalone_tools: list[dict[str, Any]] | None,
+        facts: str = "",
     ) -> tuple[list[dict[str, Any]], list[dict[str, Any]] | None]:
         """The conversation's own prompt plus ``instruction`` (a cached prefix), or, when that
         is too big to send, a short transcript under ``standalone`` with ``standalone_tools``."""
         messages = [
-            system_prompt(self._config, summary),
+            system_prompt(self._config, summary, facts),
             *replay(old),
             {"role": "user", "content": instruction},
         ]

@@ -27,6 +27,7 @@ from daemon.agent.tools.base import ToolContext
 from daemon.core.clock import Clock
 from daemon.core.errors import AgentDisabledError, BudgetExhaustedError, LlmUnavailableError
 from memory.conversations import ConversationRepo
+from memory.facts import FactRepo
 from memory.runs import RunRepo
 from memory.store import SqliteStore
 
@@ -119,8 +120,15 @@ class AgentLoop:
         self._services = services
         self._disabled_reason = disabled_reason
         self._sleep = sleep
+        facts = getattr(services, "facts", None)
         self._context = ContextKeeper(
-            settings, llm, conversations, executor=executor, runs=runs, store=store
+            settings,
+            llm,
+            conversations,
+            executor=executor,
+            runs=runs,
+            store=store,
+            facts=facts if isinstance(facts, FactRepo) else None,
         )
 
     @property

@@ -69,6 +69,7 @@ class AgentSettings(Section):
     history_messages: int = Field(default=40, ge=2)  # compact when history passes this
     summary_timeout_seconds: float = Field(default=120.0, gt=0, allow_inf_nan=False)
     instructions: str = ""
+    facts_in_prompt: int = Field(default=40, ge=0, le=500)  # newest live facts; 0: none
     budget: BudgetSettings = Field(default_factory=BudgetSettings)
 
 

@@ -79,7 +79,10 @@ def build_parser() -> argparse.ArgumentParser:
     _task_parsers(with_location(commands.add_parser("tasks", help="scheduled tasks")))
     from daemon.cli.memory import add_parser as memory_parsers
 
-    memory_parsers(commands.add_parser("memory", help="search what it remembers"), with_location)
+    memory_parsers(
+        commands.add_parser("memory", help="search what it remembers, curate its facts"),
+        with_location,
+    )
 
     backup = with_location(
         commands.add_parser("backup", help="copy the database, safely while the daemon runs")
@@ -364,12 +367,19 @@ def cmd_incidents(args: argparse.Namespace) -> int:
 
 
 def cmd_memory(args: argparse.Namespace) -> int:
-    from daemon.cli.memory import run_compactions, run_search
+    from daemon.cli import memory
 
     settings, _ = _settings(args)
+    path, caps = settings.database_path, settings.memory.fact_caps()
+    if args.memory_command == "facts":
+        return memory.run_facts(path, args, caps)
+    if args.memory_command == "forget":
+        return memory.run_forget(path, args, caps)
     if args.memory_command == "compactions":
-        return run_compactions(settings.database_path, args)
-    return run_search(settings.database_path, args)
+        return memory.run_compactions(path, args)
+    if args.memory_command == "edit":
+        return memory.run_edit(path, args, caps)
+    return memory.run_search(path, args)
 
 
 def cmd_silence(args: argparse.Namespace) -> int:

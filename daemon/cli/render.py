@@ -59,6 +59,7 @@ def render_status(report: dict[str, Any]) -> str:
         + _missed(report["tasks"].get("missed_skipped", 0)),
         f"  outbox:    {_outbox_line(report['outbox'])}",
         *([f"  database:  {_database_line(report['database'])}"] if "database" in report else []),
+        *([f"  facts:     {_facts_line(report['facts'])}"] if "facts" in report else []),
         "  channels:  "
         + ", ".join(
             f"{name} {info['state']}" + (f" ({info['detail']})" if info["detail"] else "")
@@ -112,6 +113,19 @@ def _database_line(db: dict[str, Any]) -> str:
     pruned = f", last pruned {db['last_prune_at']}" if db.get("last_prune_at") else ""
     vacuum = "" if db.get("auto_vacuum") == "incremental" else " (file never shrinks: see README)"
     return f"{size:.1f} MB ({growth}{cap}){pruned}{vacuum}"
+
+
+def _facts_line(facts: dict[str, Any]) -> str:
+    """``host 412/500 (near the cap: new ones are refused at it), note 12`` (or ``none``)."""
+    parts = []
+    for kind, use in facts["kinds"].items():
+        if not use["count"]:
+            continue
+        part = f"{kind} {use['count']}" + (f"/{use['cap']}" if use["cap"] else "")
+        if kind in facts["near_cap"]:
+            part += " (WARNING: near the cap; at it new facts are refused: forget or edit some)"
+        parts.append(part)
+    return ", ".join(parts) or "none"
 
 
 def _outbox_line(depths: dict[str, int]) -> str:

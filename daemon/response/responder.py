@@ -16,7 +16,12 @@ from typing import Any
 from daemon.agent.loop import AgentLoop
 from daemon.core.background import BackgroundTasks
 from daemon.core.clock import Clock
-from daemon.core.errors import AgentDisabledError, BudgetExhaustedError, LlmUnavailableError
+from daemon.core.errors import (
+    AgentDisabledError,
+    BudgetExhaustedError,
+    InputError,
+    LlmUnavailableError,
+)
 from daemon.incidents.poster import IncidentPoster
 from daemon.incidents.runbooks import RunbookLibrary
 from daemon.incidents.settings import IncidentSettings
@@ -215,11 +220,19 @@ class IncidentResponder:
         incident = await self._incidents.get(incident_id)
         await self._incidents.set_text(incident_id, "postmortem", text)
         names = " ".join(sorted({a.name for a in await self._incidents.alerts(incident_id)}))
-        await self._facts.remember(
-            text, tags=f"postmortem incident {names}", source=f"incident:{incident_id}"
-        )
+        try:
+            await self._facts.remember(
+                text,
+                tags=f"postmortem incident {names}",
+                source=f"incident:{incident_id}",
+                kind="postmortem",
+            )
+            stored = "stored in memory"
+        except InputError as exc:  # at the postmortem cap: refused, said, still posted
+            log.warning("incident #%d: postmortem not stored in memory: %s", incident_id, exc)
+            stored = f"not stored in memory: {exc}"
         await self._store_record(incident, postmortem)
-        await self._incidents.note(incident_id, "postmortem", "stored in memory")
+        await self._incidents.note(incident_id, "postmortem", stored)
         await self._poster.post(incident_id, text, "postmortem")
         log.info("incident #%d (%s): postmortem stored", incident_id, incident.title)
 

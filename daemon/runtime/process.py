@@ -181,8 +181,9 @@ class Runtime:
         self.audit = AuditRepo(self.store, self.clock)
         self.usage = UsageRepo(self.store, self.clock)
         self.outbox = OutboxRepo(self.store, self.clock)
-        self.facts = FactRepo(self.store, self.clock)
+        self.facts = FactRepo(self.store, self.clock, caps=lambda: self.settings.memory.fact_caps())
         self.recall = RecallRepo(self.store, self.clock)
+        await self.facts.check_caps()  # a kind near its cap is said at start too
         self.events = ComponentEventRepo(self.store, self.clock)
         self.supervisor._events = self.events
         interrupted = await self.runs.mark_interrupted()

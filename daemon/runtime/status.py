@@ -55,6 +55,16 @@ async def status(runtime: Runtime) -> dict[str, Any]:
         "api_connections_refused": runtime.api.gate.refused,
         "tasks": await _tasks_summary(runtime),
         "database": await _database(runtime),
+        "facts": await _facts(runtime),
+    }
+
+
+async def _facts(runtime: Runtime) -> dict[str, Any]:
+    """Live facts per kind against the caps; the kinds at 80 % of their cap or more."""
+    usage = await runtime.facts.usage()
+    return {
+        "kinds": {u.kind: {"count": u.count, "cap": u.cap or None} for u in usage},
+        "near_cap": [u.kind for u in usage if u.near],
     }
 
 

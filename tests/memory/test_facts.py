@@ -6,6 +6,7 @@ import pytest
 
 import memory.facts
 from daemon.core.clock import ManualClock
+from daemon.core.errors import InputError, RecordNotFound
 from memory.facts import FactRepo, fts_query
 from memory.store import SqliteStore
 
@@ -92,7 +93,11 @@ async def test_full_text_errors_fall_back_to_like(
 
 
 async def test_forget_removes_the_fact_from_recall(repo: FactRepo, seeded: dict[str, int]) -> None:
-    assert await repo.forget(seeded["oncall"]) is True
-    assert await repo.forget(seeded["oncall"]) is False
+    forgotten = await repo.forget(seeded["oncall"], by="cli")
+    assert forgotten.text == "Alice is on call on weekends"
+    with pytest.raises(InputError, match="already forgotten"):
+        await repo.forget(seeded["oncall"])
+    with pytest.raises(RecordNotFound, match="no fact with id 999"):
+        await repo.forget(999)
     assert seeded["oncall"] not in [f.id for f in await repo.recall("alice on call")]
     assert await repo.count() == 3

@@ -135,6 +135,7 @@ async def harness_factory(tmp_path: Path, fake_llm: FakeChatServer) -> AsyncIter
         *,
         tools: tuple[Tool, ...] = (),
         policy: dict[str, Any] | None = None,
+        services: Any = None,
         **agent: Any,
     ) -> Harness:
         settings = settings_for(fake_llm, llm_settings, policy, **agent)
@@ -157,6 +158,7 @@ async def harness_factory(tmp_path: Path, fake_llm: FakeChatServer) -> AsyncIter
             audit=audit,
             conversations=conversations,
             runs=runs,
+            services=services(store, clock) if callable(services) else services,
             **({} if sleep is None else {"sleep": sleep}),
         )
         return Harness(loop, store, broker, conversations, runs, audit)
