@@ -18,7 +18,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Any, Literal
 
 from daemon.agent.call_guard import CallGuard
-from daemon.agent.context import ContextKeeper
+from daemon.agent.context import ContextKeeper, memory_note
 from daemon.agent.executor import ToolExecutor
 from daemon.agent.model import REASONING_PLACEHOLDER
 from daemon.agent.prompts import STEP_CAP_NOTE, TURN_STOP_NOTE
@@ -27,6 +27,7 @@ from daemon.agent.tools.base import ToolContext
 from daemon.core.clock import Clock
 from daemon.core.errors import AgentDisabledError, BudgetExhaustedError, LlmUnavailableError
 from memory.conversations import ConversationRepo
+from memory.recall import RecallRepo
 from memory.runs import RunRepo
 from memory.store import SqliteStore
 
@@ -65,6 +66,11 @@ class AgentRequest:
     origin: str | None = None  # "channel|room|thread", where approval prompts are posted
     stored: bool = False  # the user message is already committed to the conversation
     tools: bool = True  # False: answer from the conversation alone (no tool schemas sent)
+    # What to search memory for, to add the best hits to the prompt: None = the text of a chat
+    # request (nothing for other kinds); "" = nothing. recall_skip: labels of documents that
+    # are no news to this request (its own incident's), left out.
+    recall_query: str | None = None
+    recall_skip: tuple[str, ...] = ()
 
 
 class WriteBehind:
@@ -213,6 +219,9 @@ class AgentLoop:
             request.conversation_id, self._context.load_limit
         )
         messages = await self._context.prompt(conversation, history, run_id, tools)
+        memory = await self._memory_note(request)
+        if memory is not None:
+            messages.append(memory)
         guard = CallGuard(agent)
         order = itertools.count(1)  # step numbers in the run, LLM and tool steps alike
         tokens = 0
@@ -275,6 +284,17 @@ class AgentLoop:
                 )
                 messages.append(tool_message)
         raise AssertionError("unreachable: the last iteration always returns")
+
+    async def _memory_note(self, request: AgentRequest) -> dict[str, Any] | None:
+        recall = getattr(self._services, "recall", None)
+        hits = self.settings.agent.recall_hits
+        query = request.recall_query
+        if query is None:
+            query = request.text if request.kind == "chat" else ""
+        if not isinstance(recall, RecallRepo) or not hits or not query:
+            return None
+        skip = (f"conversation={request.conversation_id}", *request.recall_skip)
+        return await memory_note(recall, query, hits=hits, skip_labels=skip)
 
     async def _call(
         self,
