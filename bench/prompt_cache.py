@@ -5,7 +5,9 @@ server with its prefix cache on: it reports ``cached_tokens`` as the longest pre
 blocks of the rendered prompt, shared with any earlier request. Each turn the model calls a tool
 once or twice (every third turn twice) and then answers; summaries are answered when asked.
 The ratio is cached / prompt tokens over every call, summaries included, read back from the
-usage table. Usage: python bench/prompt_cache.py [--turns 200] [--history 40] [--keep 12]
+usage table. With --recall the loop has a recall index (a fact per service seeded) and adds
+its best hits after the history of each turn ([agent] recall_hits), as the daemon does.
+Usage: python bench/prompt_cache.py [--turns 200] [--history 40] [--keep 12] [--recall]
 """
 
 from __future__ import annotations
@@ -25,11 +27,15 @@ sys.path.insert(0, str(ROOT))
 
 from daemon.agent.build import build_agent, build_llm  # noqa: E402
 from daemon.agent.loop import AgentRequest  # noqa: E402
+from daemon.agent.services import ToolServices  # noqa: E402
 from daemon.agent.tools.base import Tier, ToolContext, tool  # noqa: E402
 from daemon.agent.tools.registry import default_registry  # noqa: E402
 from daemon.config import load_settings  # noqa: E402
 from daemon.core.clock import SystemClock  # noqa: E402
 from memory.conversations import ConversationRepo  # noqa: E402
+from memory.facts import FactRepo  # noqa: E402
+from memory.outbox import OutboxRepo  # noqa: E402
+from memory.recall import RecallRepo  # noqa: E402
 from memory.runs import RunRepo  # noqa: E402
 from memory.store import SqliteStore  # noqa: E402
 from memory.usage import UsageRepo  # noqa: E402
@@ -92,7 +98,7 @@ class Script:
         return Reply(content=answer, reasoning="The report is clear.")
 
 
-async def run(turns: int, history: int, keep: int) -> None:
+async def run(turns: int, history: int, keep: int, recall: bool = False) -> None:
     async with FakeChatServer(prefix_cache=True) as fake:
         script = Script()
         fake.responder = script
@@ -104,6 +110,7 @@ async def run(turns: int, history: int, keep: int) -> None:
                     "history_messages": history,
                     "keep_recent_messages": keep,
                     "budget": {"daily_tokens": 10**12},
+                    "recall_hits": 3 if recall else 0,
                 },
             },
             environ_secrets=False,
@@ -114,6 +121,12 @@ async def run(turns: int, history: int, keep: int) -> None:
             usage = UsageRepo(store, clock)
             llm = build_llm(settings, usage=usage, clock=clock)
             conversations = ConversationRepo(store, clock)
+            facts = FactRepo(store, clock)
+            services = ToolServices(
+                facts=facts, outbox=OutboxRepo(store, clock), recall=RecallRepo(store, clock)
+            )
+            for name in SERVICES if recall else ():
+                await facts.remember(f"{name} runs on host-3; its logs are in /var/log/{name}")
             loop = build_agent(
                 settings=settings,
                 store=store,
@@ -122,6 +135,7 @@ async def run(turns: int, history: int, keep: int) -> None:
                 registry=default_registry([service_report]),
                 conversations=conversations,
                 runs=RunRepo(store, clock),
+                services=services,
             )
             conversation = await conversations.get_or_create("bench", "long")
             started = time.perf_counter()
@@ -144,7 +158,8 @@ async def run(turns: int, history: int, keep: int) -> None:
     start_ratio = sum(c for _, c in starts) / max(sum(p for p, _ in starts), 1)
     ratio = total.cached_tokens / max(total.prompt_tokens, 1)
     print(
-        f"{turns} turns, history_messages={history}, keep_recent_messages={keep}: "
+        f"{turns} turns, history_messages={history}, keep_recent_messages={keep}, "
+        f"recall hits in the prompt: {'3' if recall else 'off'}: "
         f"{total.calls} model calls ({script.summaries} summaries) in {seconds:.1f} s"
     )
     print(
@@ -160,5 +175,6 @@ if __name__ == "__main__":
     parser.add_argument("--turns", type=int, default=200)
     parser.add_argument("--history", type=int, default=40)
     parser.add_argument("--keep", type=int, default=12)
+    parser.add_argument("--recall", action="store_true", help="recall hits in each prompt")
     args = parser.parse_args()
-    asyncio.run(run(args.turns, args.history, args.keep))
+    asyncio.run(run(args.turns, args.history, args.keep, args.recall))
