@@ -5,7 +5,9 @@ server with its prefix cache on: it reports ``cached_tokens`` as the longest pre
 blocks of the rendered prompt, shared with any earlier request. Each turn the model calls a tool
 once or twice (every third turn twice) and then answers; summaries are answered when asked.
 The ratio is cached / prompt tokens over every call, summaries included, read back from the
-usage table. Usage: python bench/prompt_cache.py [--turns 200] [--history 40] [--keep 12]
+usage table. With --recall the loop has a recall index (a fact per service seeded) and adds
+its best hits after the history of each turn ([agent] recall_hits), as the daemon does.
+Usage: python bench/prompt_cache.py [--turns 200] [--history 40] [--keep 12] [--recall]
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from daemon.core.clock import SystemClock  # noqa: E402
 from memory.conversations import ConversationRepo  # noqa: E402
 from memory.facts import FactRepo  # noqa: E402
 from memory.outbox import OutboxRepo  # noqa: E402
+from memory.recall import RecallRepo  # noqa: E402
 from memory.runs import RunRepo  # noqa: E402
 from memory.store import SqliteStore  # noqa: E402
 from memory.usage import UsageRepo  # noqa: E402
@@ -108,7 +111,7 @@ class Script:
         return Reply(content=answer, reasoning="The report is clear.")
 
 
-async def run(turns: int, history: int, keep: int) -> None:
+async def run(turns: int, history: int, keep: int, recall: bool = False) -> None:
     async with FakeChatServer(prefix_cache=True) as fake:
         script = Script()
         fake.responder = script
@@ -120,6 +123,7 @@ async def run(turns: int, history: int, keep: int) -> None:
                     "history_messages": history,
                     "keep_recent_messages": keep,
                     "budget": {"daily_tokens": 10**12},
+                    "recall_hits": 3 if recall else 0,
                 },
             },
             environ_secrets=False,
@@ -130,6 +134,12 @@ async def run(turns: int, history: int, keep: int) -> None:
             usage = UsageRepo(store, clock)
             llm = build_llm(settings, usage=usage, clock=clock)
             conversations = ConversationRepo(store, clock)
+            facts = FactRepo(store, clock)
+            services = ToolServices(
+                facts=facts, outbox=OutboxRepo(store, clock), recall=RecallRepo(store, clock)
+            )
+            for name in SERVICES if recall else ():
+                await facts.remember(f"{name} runs on host-3; its logs are in /var/log/{name}")
             loop = build_agent(
                 settings=settings,
                 store=store,
@@ -138,9 +148,7 @@ async def run(turns: int, history: int, keep: int) -> None:
                 registry=default_registry([service_report]),
                 conversations=conversations,
                 runs=RunRepo(store, clock),
-                services=ToolServices(
-                    facts=FactRepo(store, clock), outbox=OutboxRepo(store, clock)
-                ),
+                services=services,
             )
             conversation = await conversations.get_or_create("bench", "long")
             started = time.perf_counter()
@@ -164,7 +172,8 @@ async def run(turns: int, history: int, keep: int) -> None:
     start_ratio = sum(c for _, c in starts) / max(sum(p for p, _ in starts), 1)
     ratio = total.cached_tokens / max(total.prompt_tokens, 1)
     print(
-        f"{turns} turns, history_messages={history}, keep_recent_messages={keep}: "
+        f"{turns} turns, history_messages={history}, keep_recent_messages={keep}, "
+        f"recall hits in the prompt: {'3' if recall else 'off'}: "
         f"{total.calls} model calls ({script.summaries} summaries, "
         f"{script.flushes} flush turns) in {seconds:.1f} s"
     )
@@ -182,5 +191,6 @@ if __name__ == "__main__":
     parser.add_argument("--turns", type=int, default=200)
     parser.add_argument("--history", type=int, default=40)
     parser.add_argument("--keep", type=int, default=12)
+    parser.add_argument("--recall", action="store_true", help="recall hits in each prompt")
     args = parser.parse_args()
-    asyncio.run(run(args.turns, args.history, args.keep))
+    asyncio.run(run(args.turns, args.history, args.keep, args.recall))

@@ -28,10 +28,11 @@ from daemon.core.clock import Clock
 from memory._codec import from_db_time, to_db_time
 from memory.store import SqliteStore
 
-__all__ = ["CANDIDATES", "SOURCES", "Hit", "RecallRepo", "search_db"]
+__all__ = ["CANDIDATES", "SOURCES", "Hit", "RecallRepo", "RunbookFile", "search_db"]
 
-SOURCES = ("message", "fact", "incident", "record", "timeline", "task_run", "audit")
-CANDIDATES = 2000  # rows read per term, newest first
+SOURCES = ("message", "fact", "incident", "record", "timeline", "task_run", "audit", "runbook")
+CANDIDATES = 500  # rows read per word term, newest first
+SUBSTRING_CANDIDATES = 100  # rows read per substring (each is checked against its text)
 _RERANK = 100  # best-by-relevance documents weighed by source and recency
 _MAX_TERMS = 12
 _SNIPPET = 90  # characters either side of the first match
@@ -39,6 +40,7 @@ _HALF_LIFE_DAYS = 30.0
 _WEIGHTS: Mapping[str, float] = {
     "incident": 1.5,
     "record": 1.5,
+    "runbook": 1.4,
     "fact": 1.3,
     "timeline": 1.1,
     "task_run": 1.0,
@@ -46,6 +48,7 @@ _WEIGHTS: Mapping[str, float] = {
     "audit": 0.8,
 }
 _SUBSTRING = re.compile(r"[/\\.:_\-@]")
+_SQUASHED = str.maketrans("", "", "=-._:/@")  # as migration 0010 squashes labels
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -63,6 +66,15 @@ class Hit:
     def cite(self) -> str:
         """A short citation such as ``incident#12``."""
         return f"{self.source}#{self.ref}"
+
+
+@dataclass(frozen=True, slots=True)
+class RunbookFile:
+    """A runbook file as the recall index keeps it: ``digest`` changes when the file does."""
+
+    name: str
+    digest: str
+    text: str
 
 
 @dataclass(slots=True)
@@ -113,7 +125,7 @@ def _filters_fts(sources: Sequence[str] | None, labels: Sequence[str]) -> str:
     parts = []
     if sources:
         parts.append("source : (" + " OR ".join(_phrase(s) for s in sources) + ")")
-    parts += [f"labels : {_phrase(label)}" for label in labels]
+    parts += [f"labels : {_phrase(label.translate(_SQUASHED))}" for label in labels]
     return "".join(f" AND {part}" for part in parts)
 
 
@@ -172,6 +184,16 @@ async def _ids(db: aiosqlite.Connection, sql: str, params: Sequence[object]) -> 
     return [int(i) for i in text.split(",")] if text else []
 
 
+def _trigram_cover(piece: str) -> str:
+    """An FTS5 query for trigrams covering ``piece`` without overlap (every third one, and the
+    last): single terms need no positions, so misses stay cheap where the full phrase of
+    overlapping trigrams would walk every position list."""
+    grams = [piece[i : i + 3] for i in range(0, len(piece) - 2, 3)]
+    if len(piece) % 3:
+        grams.append(piece[-3:])
+    return " AND ".join(_phrase(gram) for gram in dict.fromkeys(grams))
+
+
 async def _substring_ids(
     db: aiosqlite.Connection,
     piece: str,
@@ -179,18 +201,21 @@ async def _substring_ids(
     labels: Sequence[str],
     bounds: tuple[int, int],
 ) -> list[int]:
-    sql = "SELECT g.rowid AS rowid FROM recall_grams g"
-    if sources or labels:  # filters read the documents; without them the index alone answers
-        sql += " CROSS JOIN recall_docs d ON d.id = g.rowid"
-    sql += " WHERE recall_grams MATCH ? AND g.rowid BETWEEN ? AND ?"
-    params: list[object] = [_phrase(piece), *bounds]
+    """The newest documents holding ``piece``: the trigram index picks candidates, each is
+    checked against its text, and the scan stops at :data:`SUBSTRING_CANDIDATES` found."""
+    sql = (
+        "SELECT g.rowid AS rowid FROM recall_grams g CROSS JOIN recall_docs d ON d.id = g.rowid"
+        " WHERE recall_grams MATCH ? AND g.rowid BETWEEN ? AND ? AND instr(lower(d.text), ?)"
+    )
+    params: list[object] = [_trigram_cover(piece), *bounds, piece]
     if sources:
         sql += f" AND d.source IN ({', '.join('?' for _ in sources)})"
         params += list(sources)
     for label in labels:
         sql += " AND (' ' || d.labels || ' ') LIKE ? ESCAPE '\\'"
         params.append("% " + _like(label)[1:-1] + " %")
-    return await _ids(db, sql + " ORDER BY g.rowid DESC LIMIT ?", (*params, CANDIDATES))
+    sql += " ORDER BY g.rowid DESC LIMIT ?"
+    return await _ids(db, sql, (*params, SUBSTRING_CANDIDATES))
 
 
 def _idf(term: _Term, total: int, newest: int) -> float:
@@ -250,12 +275,12 @@ async def search_db(
         ids = await _word_ids(db, word, where, bounds)
         if not ids and len(word) >= 4:  # maybe part of a longer identifier
             ids = await _substring_ids(db, word, sources, label_list, bounds)
-            terms.append(_Term(word, True, ids, len(ids) < CANDIDATES))
+            terms.append(_Term(word, True, ids, len(ids) < SUBSTRING_CANDIDATES))
         else:
             terms.append(_Term(word, False, ids, len(ids) < CANDIDATES))
     for piece in pieces:
         ids = await _substring_ids(db, piece, sources, label_list, bounds)
-        terms.append(_Term(piece, True, ids, len(ids) < CANDIDATES))
+        terms.append(_Term(piece, True, ids, len(ids) < SUBSTRING_CANDIDATES))
     if not any(term.ids for term in terms):
         return []
     stats = list(await db.execute_fetchall("SELECT max(id) FROM recall_docs"))
@@ -278,12 +303,19 @@ async def search_db(
         at = from_db_time(row["at"])
         if (since is not None and at < since) or (until is not None and at > until):
             continue
+        if label_list and not _has_labels(row["labels"], label_list):
+            continue  # a squashed label token matched another label ("web-3" vs "web3")
         score = relevance[doc_id] * _WEIGHTS.get(row["source"], 1.0) * _recency(now, at)
         ranked.append((score, at, row))
     ranked.sort(key=lambda r: (r[0], r[1]), reverse=True)
     top = ranked[:limit]
     texts = await _docs(db, [int(row["id"]) for _, _, row in top], columns="id, text")
     return [_hit(row, at, score, needles, texts[row["id"]]["text"]) for score, at, row in top]
+
+
+def _has_labels(labels: str, wanted: Sequence[str]) -> bool:
+    held = set(labels.split())
+    return all(label in held for label in wanted)
 
 
 def _recency(now: datetime, at: datetime) -> float:
@@ -392,3 +424,34 @@ class RecallRepo:
         async with self._store.read() as db:
             rows = list(await db.execute_fetchall("SELECT count(*) FROM recall_docs"))
         return int(rows[0][0])
+
+    async def runbook_digests(self) -> dict[str, str]:
+        """The runbooks indexed, by name: their digests (to re-read only changed files)."""
+        async with self._store.read() as db:
+            rows = await db.execute_fetchall("SELECT name, digest FROM recall_runbooks")
+        return {str(row[0]): str(row[1]) for row in rows}
+
+    async def sync_runbooks(self, changed: Sequence[RunbookFile], present: Iterable[str]) -> int:
+        """Index the ``changed`` runbooks and forget those whose names are not ``present``.
+
+        Returns how many documents were added, replaced or removed.
+        """
+        now = to_db_time(self._clock.now())
+        keep = set(present) | {runbook.name for runbook in changed}
+        touched = 0
+        async with self._store.write() as db:
+            for runbook in changed:
+                cur = await db.execute(
+                    "INSERT INTO recall_runbooks (name, digest, updated_at, text)"
+                    " VALUES (?, ?, ?, ?) ON CONFLICT (name) DO UPDATE SET"
+                    " digest = excluded.digest, updated_at = excluded.updated_at,"
+                    " text = excluded.text WHERE text <> excluded.text"
+                    " OR digest <> excluded.digest",
+                    (runbook.name, runbook.digest, now, runbook.text),
+                )
+                touched += cur.rowcount
+            rows = await db.execute_fetchall("SELECT id, name FROM recall_runbooks")
+            gone = [int(row[0]) for row in rows if row[1] not in keep]
+            for runbook_id in gone:
+                await db.execute("DELETE FROM recall_runbooks WHERE id = ?", (runbook_id,))
+        return touched + len(gone)

@@ -71,7 +71,8 @@ class ScriptedModel:
         last_user = max(i for i, m in enumerate(messages) if m["role"] == "user")
         if not body.get("tools"):  # the postmortem: one tool-less call
             return reply(self.postmortem)
-        prompt = str(messages[last_user]["content"])
+        # the investigation's prompt, and the recall note after it (also a user message)
+        prompt = "\n".join(str(m["content"]) for m in messages if m["role"] == "user")
         step = sum(1 for m in messages[last_user:] if m["role"] == "assistant")
         if step == 0:
             self.prompts.append(prompt)

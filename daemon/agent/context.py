@@ -29,15 +29,18 @@ import dataclasses
 import itertools
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from daemon.agent.prompts import (
     FLUSH,
     FLUSH_ABOVE,
+    MEMORY_NOTE,
+    MEMORY_SNIPPET_CHARS,
     SUMMARISE,
     SUMMARISE_ABOVE,
     facts_snapshot,
+    fence,
     system_prompt,
 )
 from daemon.agent.replay import replay
@@ -45,6 +48,7 @@ from daemon.agent.settings import AgentConfig
 from daemon.core.errors import BudgetExhaustedError, NightshiftError
 from memory.conversations import Conversation, ConversationRepo, StoredMessage
 from memory.facts import FactRepo
+from memory.recall import RecallRepo
 
 if TYPE_CHECKING:
     from daemon.agent.executor import ToolExecutor
@@ -421,6 +425,34 @@ class ContextKeeper:
     def _budget(self) -> int:
         # leave room for the answer and the tool schemas
         return int(self._settings.context_tokens * 0.8)
+
+
+async def memory_note(
+    recall: RecallRepo, query: str, *, hits: int, skip_labels: Sequence[str] = ()
+) -> dict[str, Any] | None:
+    """A message with the best ``hits`` recall hits for ``query``, fenced as untrusted data and
+    cited; None when nothing is found. Documents carrying any of ``skip_labels`` (the
+    conversation's own messages, say) are left out. It goes after the history, in the prompt's
+    volatile tail, so the cached prefix is untouched; it is never stored."""
+    if hits <= 0 or not query.strip():
+        return None
+    try:
+        found = await recall.search(query, limit=hits * 3)
+    except Exception as exc:  # memory is a help, never a reason for a turn to fail
+        log.warning("recall for the prompt failed: %s", exc)
+        return None
+    skip = set(skip_labels)
+    lines = []
+    for hit in found:
+        if skip & set(hit.labels.split()):
+            continue
+        when = hit.at.strftime("%Y-%m-%d %H:%M")
+        lines.append(f"[{hit.cite}] {when} {hit.labels}\n{hit.snippet[:MEMORY_SNIPPET_CHARS]}")
+        if len(lines) == hits:
+            break
+    if not lines:
+        return None
+    return {"role": "user", "content": MEMORY_NOTE + "\n" + fence("memory", "\n\n".join(lines))}
 
 
 def _from_first_user(history: list[StoredMessage]) -> list[StoredMessage]:

@@ -18,7 +18,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Any, Literal
 
 from daemon.agent.call_guard import CallGuard
-from daemon.agent.context import ContextKeeper
+from daemon.agent.context import ContextKeeper, memory_note
 from daemon.agent.executor import ToolExecutor
 from daemon.agent.model import REASONING_PLACEHOLDER
 from daemon.agent.prompts import STEP_CAP_NOTE, TURN_STOP_NOTE
@@ -28,6 +28,7 @@ from daemon.core.clock import Clock
 from daemon.core.errors import AgentDisabledError, BudgetExhaustedError, LlmUnavailableError
 from memory.conversations import ConversationRepo
 from memory.facts import FactRepo
+from memory.recall import RecallRepo
 from memory.runs import RunRepo
 from memory.store import SqliteStore
 
@@ -66,6 +67,11 @@ class AgentRequest:
     origin: str | None = None  # "channel|room|thread", where approval prompts are posted
     stored: bool = False  # the user message is already committed to the conversation
     tools: bool = True  # False: answer from the conversation alone (no tool schemas sent)
+    # What to search memory for, to add the best hits to the prompt: None = the text of a chat
+    # request (nothing for other kinds); "" = nothing. recall_skip: labels of documents that
+    # are no news to this request (its own incident's), left out.
+    recall_query: str | None = None
+    recall_skip: tuple[str, ...] = ()
 
 
 class WriteBehind:
@@ -226,6 +232,9 @@ class AgentLoop:
         messages = await self._context.prompt(
             conversation, history, run_id, tools, ctx=ctx, order=order
         )
+        memory = await self._memory_note(request)
+        if memory is not None:
+            messages.append(memory)
         guard = CallGuard(agent)
         tokens = 0
         conversation_id = request.conversation_id
@@ -287,6 +296,17 @@ class AgentLoop:
                 )
                 messages.append(tool_message)
         raise AssertionError("unreachable: the last iteration always returns")
+
+    async def _memory_note(self, request: AgentRequest) -> dict[str, Any] | None:
+        recall = getattr(self._services, "recall", None)
+        hits = self.settings.agent.recall_hits
+        query = request.recall_query
+        if query is None:
+            query = request.text if request.kind == "chat" else ""
+        if not isinstance(recall, RecallRepo) or not hits or not query:
+            return None
+        skip = (f"conversation={request.conversation_id}", *request.recall_skip)
+        return await memory_note(recall, query, hits=hits, skip_labels=skip)
 
     async def _call(
         self,

@@ -70,6 +70,8 @@ class AgentSettings(Section):
     summary_timeout_seconds: float = Field(default=120.0, gt=0, allow_inf_nan=False)
     instructions: str = ""
     facts_in_prompt: int = Field(default=40, ge=0, le=500)  # newest live facts; 0: none
+    # Recall hits added to the end of a chat turn's or an investigation's prompt (0: none).
+    recall_hits: int = Field(default=3, ge=0, le=10)
     budget: BudgetSettings = Field(default_factory=BudgetSettings)
 
 

@@ -43,7 +43,8 @@ def add_parser(
     actions = sub.add_subparsers(dest="memory_command", metavar="ACTION", required=True)
     search = located(
         actions.add_parser(
-            "search", help="search messages, facts, incidents, task outputs and the audit log"
+            "search",
+            help="search messages, facts, incidents, runbooks, task outputs and the audit log",
         )
     )
     search.add_argument("query", nargs="+", help="words, paths or identifiers")
@@ -54,6 +55,8 @@ def add_parser(
     search.add_argument(
         "--label", action="append", default=[], help="only with this label, e.g. host=web1"
     )
+    search.add_argument("--host", help="only labelled with this host (same as --label host=…)")
+    search.add_argument("--service", help="only labelled with this service")
     search.add_argument("--limit", type=int, default=10, help="how many results (default 10)")
     facts = located(actions.add_parser("facts", help="the curated facts, newest first"))
     facts.add_argument("--kind", choices=KINDS, help="only facts of this kind")
@@ -124,7 +127,14 @@ async def _search(path: Path, args: argparse.Namespace, **when: Any) -> list[Hit
             db,
             " ".join(args.query),
             sources=args.source,
-            labels=args.label,
+            labels=[
+                *args.label,
+                *(
+                    f"{name}={value}"
+                    for name in ("host", "service")
+                    if (value := getattr(args, name))
+                ),
+            ],
             limit=max(1, args.limit),
             **when,
         )

@@ -8,6 +8,7 @@ directory (a URL is passed on as a reference); a file named after the alert (``D
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from collections.abc import Mapping
@@ -15,10 +16,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from daemon.alerting.matchers import Matcher, match_all
+from memory.recall import RecallRepo, RunbookFile
 
 log = logging.getLogger(__name__)
 
 MAX_RUNBOOK_BYTES = 64 * 1024
+INDEX_INTERVAL_SECONDS = 30.0  # how often the runbook directory is checked for changes
 _MATCH_LINE = re.compile(r"<!--\s*match:\s*(.+?)\s*-->")
 
 
@@ -87,6 +90,45 @@ class RunbookLibrary:
             if match_all(matchers, labels):
                 return runbook
         return None
+
+    def digests(self) -> dict[str, str]:
+        """The runbook files (``*.md``) in the directory by name: size and mtime, as a digest."""
+        if self.directory is None or not self.directory.is_dir():
+            return {}
+        found = {}
+        for path in sorted(self.directory.glob("*.md")):
+            try:
+                stat = path.stat()
+            except OSError:
+                continue
+            if path.is_file():
+                found[path.name] = f"{stat.st_size}:{stat.st_mtime_ns}"
+        return found
+
+    async def index(self, recall: RecallRepo) -> int:
+        """Bring the recall index in step with the directory: changed files are re-read,
+        removed ones forgotten. Returns how many documents changed."""
+        now = await asyncio.to_thread(self.digests)
+        known = await recall.runbook_digests()
+        changed = []
+        for name, digest in now.items():
+            if known.get(name) == digest:
+                continue
+            runbook = await asyncio.to_thread(self._read, name)
+            if runbook is not None:
+                changed.append(RunbookFile(name, digest, runbook.text))
+        if not changed and set(known) <= set(now):
+            return 0
+        touched = await recall.sync_runbooks(changed, now)
+        if touched:
+            log.info("recall: %d runbook document(s) indexed or removed", touched)
+        return touched
+
+    async def run_index(self, recall: RecallRepo, interval: float = INDEX_INTERVAL_SECONDS) -> None:
+        """Keep runbooks searchable: index them now, then whenever the directory changes."""
+        while True:
+            await self.index(recall)
+            await asyncio.sleep(interval)
 
 
 def _names_for(alertname: str) -> list[str]:

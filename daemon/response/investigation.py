@@ -109,6 +109,10 @@ async def investigate(
         kind="investigation",
         mode="thinking",
         unattended=True,  # read-only tools only; anything privileged is refused at once
+        recall_query=" ".join(
+            dict.fromkeys([incident.title.split(" (")[0], *(a.name for a in alerts)])
+        ),
+        recall_skip=(f"incident={incident.id}",),
     )
     result = await agent.run(request)
     proposals = services.proposals.pop(result.run_id or -1, [])

@@ -234,6 +234,7 @@ class Runtime:
             emit=self.alerting.emit,
         )
         self.supervisor.start("housekeeping", self.housekeeping.run)
+        self.supervisor.start("recall.runbooks", lambda: self.runbooks.run_index(self.recall))
         if settings.scheduler.enabled:
             self.supervisor.start("scheduler", lambda: self.scheduler.run(self._config_tasks))
         else:

@@ -1,4 +1,5 @@
-"""RecallRepo: one search over messages, facts, incidents, timelines, task runs and audit."""
+"""RecallRepo: one search over messages, facts, incidents, timelines, task runs, audit entries
+and runbooks."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from memory.conversations import ConversationRepo
 from memory.facts import FactRepo
 from memory.incident_records import IncidentRecord, IncidentRecordRepo, signature
 from memory.incidents import IncidentRepo
-from memory.recall import SOURCES, RecallRepo, parse_query
+from memory.recall import SOURCES, RecallRepo, RunbookFile, parse_query
 from memory.store import SqliteStore
 
 # Scripted incidents: (key, host, service, alerts as (alertname, summary), postmortem)
@@ -68,6 +69,8 @@ class Corpus:
     message: int
     audit: int
     task_run: int
+    note: int
+    runbook: int
 
 
 @pytest.fixture
@@ -157,7 +160,16 @@ async def corpus(store: SqliteStore, clock: ManualClock) -> Corpus:
             (now, "3 certificates expire this month: shop.example.com, api.example.com", task_run),
         )
     assert task_run is not None
-    return Corpus(incidents, fact, message, audit, task_run)
+    await IncidentRepo(store, clock).note(
+        incidents["queue"], "operator note", "drained the orders queue by hand"
+    )
+    recall = RecallRepo(store, clock)
+    await recall.sync_runbooks(
+        [RunbookFile("queue-backlog.md", "1:1", "# Queue backlog\nScale the consumers first.")],
+        [],
+    )
+    docs = {h.source: h.ref for h in await recall.search("", limit=50)}
+    return Corpus(incidents, fact, message, audit, task_run, docs["timeline"], docs["runbook"])
 
 
 async def test_each_incident_comes_first_for_its_own_alerts(
@@ -217,8 +229,9 @@ async def test_every_source_is_searchable_and_cited(
         "fact": await recall.search("backups", sources=["fact"]),
         "audit": await recall.search("kern.log", sources=["audit"]),
         "task_run": await recall.search("certificates expire", sources=["task_run"]),
-        "timeline": await recall.search("QueueBacklog", sources=["timeline"]),
+        "timeline": await recall.search("drained by hand", sources=["timeline"]),
         "incident": await recall.search("rabbitmq", sources=["incident"]),
+        "runbook": await recall.search("scale consumers", sources=["runbook"]),
     }
     refs = {
         "message": corpus.message,
@@ -227,6 +240,8 @@ async def test_every_source_is_searchable_and_cited(
         "task_run": corpus.task_run,
         "incident": corpus.incidents["queue"],
         "record": record,
+        "timeline": corpus.note,
+        "runbook": corpus.runbook,
     }
     assert set(found) == set(SOURCES)
     for source, hits in found.items():
@@ -302,3 +317,74 @@ async def test_a_storm_incident_indexes_its_first_alerts_only(
     assert await recall.search("Probe055Down", sources=["incident"]) == []
     timeline = await recall.search("Probe055Down", sources=["timeline"])  # still in its timeline
     assert timeline and f"incident={incident}" in timeline[0].labels
+
+
+async def _integrity(store: SqliteStore) -> None:
+    async with store.write() as db:  # raises if an index disagrees with recall_docs
+        await db.execute("INSERT INTO recall_words (recall_words) VALUES ('integrity-check')")
+        await db.execute("INSERT INTO recall_grams (recall_grams) VALUES ('integrity-check')")
+
+
+async def test_alert_timeline_entries_are_not_indexed_twice(
+    recall: RecallRepo, store: SqliteStore, clock: ManualClock, corpus: Corpus
+) -> None:
+    """'alert firing/resolved' entries repeat what the incident document holds: not indexed
+    (below 50 alerts); other timeline entries are."""
+    async with store.read() as db:
+        rows = await db.execute_fetchall(
+            "SELECT count(*) FROM incident_events WHERE kind LIKE 'alert %'"
+        )
+        assert list(rows)[0][0] >= 6
+        rows = await db.execute_fetchall(
+            "SELECT count(*) FROM recall_docs WHERE source = 'timeline' AND text LIKE 'alert %'"
+        )
+        assert list(rows)[0][0] == 0
+    assert await recall.search("QueueBacklog", sources=["timeline"]) == []
+    hits = await recall.search("QueueBacklog")
+    assert hits[0].cite == f"incident#{corpus.incidents['queue']}"
+
+
+async def test_label_filters_are_exact(
+    recall: RecallRepo, store: SqliteStore, clock: ManualClock
+) -> None:
+    """Labels are indexed squashed ("web-3" and "web3" share a token): the filter still
+    returns only documents carrying the exact label, and the index stays consistent."""
+    facts = FactRepo(store, clock)
+    a = await facts.remember("nginx reload fixed the 502s", tags="host=web-3")
+    b = await facts.remember("nginx reload fixed the 502s again", tags="host=web3")
+    c = await facts.remember("nginx reload fixed the 502s once more", tags="host=web-3.eu")
+    assert [h.ref for h in await recall.search("nginx", labels=["tags=host=web-3"])] == [a]
+    assert [h.ref for h in await recall.search("nginx", labels=["tags=host=web3"])] == [b]
+    assert [h.ref for h in await recall.search("502s", labels=["tags=host=web-3.eu"])] == [c]
+    assert await facts.forget(a)
+    assert await recall.search("nginx", labels=["tags=host=web-3"]) == []
+    await _integrity(store)
+
+
+async def test_runbooks_follow_their_files(
+    recall: RecallRepo, store: SqliteStore, clock: ManualClock
+) -> None:
+    first = [RunbookFile("disk-full.md", "10:1", "# Disk full\nRun ncdu on /var first.")]
+    assert await recall.sync_runbooks(first, ["disk-full.md"]) == 1
+    assert await recall.sync_runbooks(first, ["disk-full.md"]) == 0  # unchanged: untouched
+    hits = await recall.search("ncdu")
+    assert [h.source for h in hits] == ["runbook"] and "runbook=disk-full.md" in hits[0].labels
+    assert await recall.runbook_digests() == {"disk-full.md": "10:1"}
+
+    edited = [RunbookFile("disk-full.md", "12:2", "# Disk full\nRun du -xh on /srv first.")]
+    assert await recall.sync_runbooks(edited, ["disk-full.md"]) == 1
+    assert await recall.search("ncdu") == []
+    assert [h.source for h in await recall.search("/srv")] == ["runbook"]
+
+    assert await recall.sync_runbooks([], []) == 1  # the file is gone
+    assert await recall.search("/srv") == [] and await recall.runbook_digests() == {}
+    await _integrity(store)
+
+
+async def test_substring_misses_and_near_misses(recall: RecallRepo, corpus: Corpus) -> None:
+    """The substring scan checks candidates against the text: trigrams found apart do not
+    make a match."""
+    assert await recall.search("postgresql/var") == []  # every trigram is there, not in order
+    assert await recall.search("data/lib") == []
+    hits = await recall.search("lib/postgresql/data")
+    assert [h.cite for h in hits][:1] == [f"incident#{corpus.incidents['disk']}"]

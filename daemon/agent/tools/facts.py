@@ -97,12 +97,13 @@ async def recall(
     limit: int = 5,
 ) -> list[dict[str, Any]]:
     """Search everything remembered: facts, past incidents (alerts, timeline, postmortem),
-    conversations, task outputs and the audit log. Best matches first, each citing its source.
+    conversations, task outputs, runbooks and the audit log. Best matches first, each citing
+    its source.
 
     Args:
         query: Keywords, paths or identifiers, e.g. "disk full db-7" or "/var/lib/postgresql".
         sources: Optional comma-separated subset of: fact, incident, record (a past
-            incident's cause and fix), timeline, message, task_run, audit.
+            incident's cause and fix), timeline, message, task_run, audit, runbook.
         since: Optional age limit, e.g. "7d" or "12h".
         host: Only results labelled with this host.
         service: Only results labelled with this service.

@@ -108,6 +108,7 @@ async def rig_factory(tmp_path: Path, fake_llm: FakeChatServer) -> AsyncIterator
     opened: list[tuple[SqliteStore, Any]] = []
 
     async def make(llm: dict[str, Any] | None = None, **agent: Any) -> Rig:
+        agent.setdefault("recall_hits", 0)  # these tests read the prompt's history exactly
         settings = settings_for(fake_llm, llm, None, **agent)
         clock = SystemClock()
         store = await SqliteStore.open(tmp_path / "nightshift.db")

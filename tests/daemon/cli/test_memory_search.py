@@ -12,6 +12,7 @@ from daemon.cli.main import main
 from daemon.core.clock import SystemClock
 from memory.conversations import ConversationRepo
 from memory.facts import FactRepo
+from memory.incidents import IncidentRepo
 from memory.store import SqliteStore
 
 
@@ -64,3 +65,33 @@ def test_search_explains_a_missing_database_and_a_bad_age(
     assert "no database at" in capsys.readouterr().err
     assert main(["memory", "search", "disk", "--since", "soon", "--state-dir", str(tmp_path)]) == 2
     assert "--since" in capsys.readouterr().err
+
+
+async def test_search_filters_by_host_and_service(tmp_path: Path) -> None:
+    clock = SystemClock()
+    store = await SqliteStore.open(tmp_path / "nightshift.db")
+    try:
+        ids = {}
+        for host, service in (("web-3", "nginx"), ("web3", "nginx"), ("web-3", "redis")):
+            async with store.write() as db:
+                ids[host, service] = await IncidentRepo.create(
+                    db,
+                    group_key=f"{host}/{service}",
+                    title=f"DiskFull on {host}",
+                    severity="warning",
+                    labels={"host": host, "service": service},
+                    opened_at=clock.now(),
+                    flush_at=clock.now(),
+                )
+    finally:
+        await store.close()
+    location = ["--state-dir", str(tmp_path)]
+    code, out, err = await _cli("memory", "search", "DiskFull", "--host", "web-3", *location)
+    assert code == 0, err
+    cited = {line.split()[0] for line in out.splitlines() if line.startswith("incident#")}
+    assert cited == {f"incident#{ids['web-3', 'nginx']}", f"incident#{ids['web-3', 'redis']}"}
+    code, out, err = await _cli(
+        "memory", "search", "DiskFull", "--host", "web-3", "--service", "redis", *location
+    )
+    cited = {line.split()[0] for line in out.splitlines() if line.startswith("incident#")}
+    assert cited == {f"incident#{ids['web-3', 'redis']}"}
