@@ -11,6 +11,7 @@ the log), they never fail for it.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import weakref
 from collections.abc import AsyncIterator, Callable
@@ -22,11 +23,16 @@ if TYPE_CHECKING:
     from daemon.agent.tools.base import ToolContext
     from daemon.core.abc import Clock
 
-__all__ = ["SharedSample", "ToolGate"]
+__all__ = ["TOOL_DEADLINE", "SharedSample", "ToolGate"]
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+# The executor's timeout of the running tool call; a wait for a slot is not counted in it.
+TOOL_DEADLINE: contextvars.ContextVar[asyncio.Timeout | None] = contextvars.ContextVar(
+    "TOOL_DEADLINE", default=None
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,10 +117,14 @@ class ToolGate:
         if sem.locked():
             started = ctx.clock.monotonic()
             self.waiting += 1
+            deadline = TOOL_DEADLINE.get()
+            left = _lift(deadline)
             try:
                 await sem.acquire()
             finally:
                 self.waiting -= 1
+                if deadline is not None and left is not None:
+                    deadline.reschedule(asyncio.get_running_loop().time() + left)
             log.info(
                 "%s for %s waited %.2fs for one of its %d slots",
                 self.name,
@@ -131,3 +141,12 @@ class ToolGate:
         finally:
             self.running -= 1
             sem.release()
+
+
+def _lift(deadline: asyncio.Timeout | None) -> float | None:
+    """Suspend ``deadline``; return the seconds it had left (None: it had no deadline)."""
+    when = deadline.when() if deadline is not None else None
+    if deadline is None or when is None:
+        return None
+    deadline.reschedule(None)
+    return max(0.0, when - asyncio.get_running_loop().time())

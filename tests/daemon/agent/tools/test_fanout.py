@@ -12,8 +12,10 @@ from typing import Any
 
 import pytest
 
+from daemon.agent.executor import ToolExecutor
 from daemon.agent.tools import commands, evidence, files, host, processes
-from daemon.agent.tools.base import Tool, ToolContext
+from daemon.agent.tools._shared import ToolGate
+from daemon.agent.tools.base import Tier, Tool, ToolContext, ToolRegistry, tool
 from daemon.config import Settings
 from daemon.core.abc import Clock
 from daemon.core.clock import ManualClock, SystemClock
@@ -221,3 +223,34 @@ async def test_the_cap_is_configurable(monkeypatch: pytest.MonkeyPatch, tmp_path
     calls = (evidence.disk_usage_by_directory.invoke(ctx, {"path": str(root)}) for _ in range(6))
     await asyncio.gather(*calls)
     assert (overlap.calls, overlap.peak) == (6, 3)
+
+
+SLOW_GATE = ToolGate("slow_walk")
+WORK_SECONDS = 0.3  # each call's own work: well inside the timeout
+
+
+@tool(tier=Tier.READ_ONLY)
+async def slow_walk(ctx: ToolContext) -> str:
+    """A capped tool whose calls take WORK_SECONDS each."""
+    async with SLOW_GATE.slot(ctx):
+        await asyncio.sleep(WORK_SECONDS)
+    return "walked"
+
+
+async def test_waiting_for_a_slot_does_not_count_against_the_tool_timeout() -> None:
+    """Five callers, one slot, 1 s timeout: the last waits 1.2 s for its 0.3 s of work."""
+    ctx = make_ctx(heavy_tool_concurrency=1, tool_timeout_seconds=1.0)
+    executor = ToolExecutor(ToolRegistry([slow_walk]), audit=None, approvals=None)
+    calls = (executor.execute("slow_walk", "{}", ctx, approved_by="test") for _ in range(5))
+    outcomes = await asyncio.gather(*calls)
+    assert [o.text for o in outcomes] == ["walked"] * 5
+    assert max(o.duration_ms for o in outcomes) >= 4 * WORK_SECONDS * 1000  # the wait shows
+    assert SLOW_GATE.peak == 1
+
+
+async def test_a_call_whose_own_work_is_too_slow_still_times_out() -> None:
+    ctx = make_ctx(heavy_tool_concurrency=1, tool_timeout_seconds=WORK_SECONDS / 3)
+    executor = ToolExecutor(ToolRegistry([slow_walk]), audit=None, approvals=None)
+    calls = (executor.execute("slow_walk", "{}", ctx, approved_by="test") for _ in range(2))
+    outcomes = await asyncio.gather(*calls)
+    assert all("timed out" in o.text and not o.ok for o in outcomes)
