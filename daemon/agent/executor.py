@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from daemon.agent import policy, sandbox
+from daemon.agent.tools._shared import TOOL_DEADLINE
 from daemon.agent.tools.base import Tier, ToolContext, ToolRegistry, render_result
 from daemon.core.abc import Approver
 from daemon.core.errors import PolicyDeniedError, ToolError, ToolTimeoutError
@@ -62,9 +63,14 @@ class ToolExecutor:
             tier = tool.tier_for(arguments, ctx.settings).value
             if approved_by is None:
                 await self._authorise(name, tier, arguments, ctx)
-            result = await asyncio.wait_for(
-                tool.invoke(ctx, arguments), timeout=ctx.settings.agent.tool_timeout_seconds
-            )
+            # The timeout covers the tool's work; a wait for one of its slots is lifted out of
+            # it (see ToolGate), so callers queued behind a capped tool wait, not fail.
+            async with asyncio.timeout(ctx.settings.agent.tool_timeout_seconds) as deadline:
+                token = TOOL_DEADLINE.set(deadline)
+                try:
+                    result = await tool.invoke(ctx, arguments)
+                finally:
+                    TOOL_DEADLINE.reset(token)
             text, ok = render_result(result), True
         except TimeoutError:
             limit = ctx.settings.agent.tool_timeout_seconds

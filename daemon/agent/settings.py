@@ -65,6 +65,9 @@ class AgentSettings(Section):
     turn_timeout_seconds: float = Field(default=900.0, gt=0, allow_inf_nan=False)
     max_tool_calls_per_step: int = Field(default=8, ge=1, le=1000)
     max_tool_calls_per_turn: int = Field(default=40, ge=1, le=10_000)
+    # Calls of one host-heavy tool (disk walks, process listings, log scans, read-only
+    # commands) that run at once; more wait their turn.
+    heavy_tool_concurrency: int = Field(default=2, ge=1, le=64)
     progress_after_seconds: float = Field(default=30.0, ge=0, allow_inf_nan=False)  # 0: never
     history_messages: int = Field(default=40, ge=2)  # compact when history passes this
     summary_timeout_seconds: float = Field(default=120.0, gt=0, allow_inf_nan=False)

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import os
-import threading
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -101,23 +100,46 @@ class HostSample:
         }
 
 
-_cpu_lock = threading.Lock()
-_cpu_last_call: float | None = None
+@dataclass(frozen=True, slots=True)
+class _CpuMark:
+    at: float  # time.monotonic()
+    busy: float
+    total: float
+
+
+def _cpu_mark() -> _CpuMark:
+    """The host's CPU time so far, as psutil counts it for ``cpu_percent``."""
+    times = psutil.cpu_times()
+    total = sum(times)
+    # Linux counts guest time inside user and nice already.
+    total -= getattr(times, "guest", 0.0) + getattr(times, "guest_nice", 0.0)
+    busy = total - times.idle - getattr(times, "iowait", 0.0)
+    return _CpuMark(time.monotonic(), busy, total)
+
+
+def _percent(start: _CpuMark, end: _CpuMark) -> float:
+    busy, total = end.busy - start.busy, end.total - start.total
+    return 0.0 if total <= 0 else round(min(100.0, max(0.0, busy / total * 100)), 1)
+
+
+_baseline: _CpuMark | None = None  # the newest reading; replaced whole, so read without a lock
 
 
 def _cpu_percent() -> float:
-    """CPU use since the previous call, or over a short blocking sample if that was too recent.
+    """CPU use since the previous reading, or over a short sample if that was too recent.
 
-    psutil keeps one process-wide baseline for ``cpu_percent(interval=None)``; the first call
-    (and a call right after another) would report a meaningless 0.0.
+    Each caller measures against the newest baseline or its own short sample; no lock is held,
+    so concurrent callers (the host watcher, the agent's tool) never queue behind each other.
     """
-    global _cpu_last_call
-    with _cpu_lock:
-        now = time.monotonic()
-        recent = _cpu_last_call is not None and now - _cpu_last_call >= _MIN_CPU_WINDOW
-        value = psutil.cpu_percent(interval=None if recent else CPU_SAMPLE_SECONDS)
-        _cpu_last_call = time.monotonic()
-        return float(value)
+    global _baseline
+    before = _baseline
+    if before is None or time.monotonic() - before.at < _MIN_CPU_WINDOW:
+        before = _cpu_mark()
+        time.sleep(CPU_SAMPLE_SECONDS)
+    now = _cpu_mark()
+    if _baseline is None or _baseline.at < now.at:
+        _baseline = now
+    return _percent(before, now)
 
 
 def _disks() -> tuple[DiskUsage, ...]:

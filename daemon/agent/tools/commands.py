@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from daemon.agent import sandbox
 from daemon.agent.policy import classify_command, is_auto_approved, parse_command
+from daemon.agent.tools._shared import ToolGate
 from daemon.agent.tools.base import Tier, Tool, ToolContext, tool
 from daemon.core.environment import (
     _environment,
@@ -126,6 +127,9 @@ NETWORK_COMMANDS = frozenset({
 })  # fmt: skip
 
 
+READ_ONLY_GATE = ToolGate("run_command")
+
+
 def _classify(arguments: dict[str, Any], settings: AgentConfig) -> Tier:
     command = arguments.get("command")
     if not isinstance(command, str):
@@ -204,10 +208,14 @@ async def run_argv(
     # The command only: the request text (ctx.reason) is a person's words and may hold anything.
     log.info("run_command %r (%s) for %s", redact(shown, policy.redact_patterns), tier, ctx.actor)
     log.debug("run_command %r runs %s", redact(shown), where)
-    started = ctx.clock.monotonic()
-    exit_code, out, err = await _execute(
-        shown, full[0], full, env, seconds=timeout, max_output=policy.max_output_bytes
-    )
+    # Read-only commands (du, journalctl, find…) a few at a time; a person-approved one never
+    # waits behind them. The wait shows in the step's duration, not the command's.
+    gate = READ_ONLY_GATE.slot(ctx) if tier is Tier.READ_ONLY else contextlib.nullcontext()
+    async with gate:
+        started = ctx.clock.monotonic()
+        exit_code, out, err = await _execute(
+            shown, full[0], full, env, seconds=timeout, max_output=policy.max_output_bytes
+        )
     duration = ctx.clock.monotonic() - started
     log.info(
         "run_command %r exited %d after %.2fs",

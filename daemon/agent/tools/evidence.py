@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from daemon.agent import sandbox
+from daemon.agent.tools._shared import ToolGate
 from daemon.agent.tools._walk import Walk, deny_roots
 from daemon.agent.tools.base import Tier, Tool, ToolContext, tool
 from daemon.agent.tools.files import checked_path, scan_off_loop
@@ -178,6 +179,12 @@ async def metrics_history(ctx: ToolContext, metric: str, minutes: float = 30) ->
     )
 
 
+# Each walks the disk or reads up to tens of MB: a few at a time, the rest wait.
+DU_GATE = ToolGate("disk_usage_by_directory")
+CHANGES_GATE = ToolGate("recent_file_changes")
+GREP_GATE = ToolGate("grep_log")
+
+
 def _directory(path: str, ctx: ToolContext) -> tuple[Path, Walk]:
     """The resolved directory (read policy checked) and a bounded walk that skips deny_paths."""
     resolved = checked_path(path, ctx.settings)
@@ -242,7 +249,8 @@ async def disk_usage_by_directory(
         raise ToolError(f"depth must be between 1 and {MAX_DEPTH}")
     if not 1 <= limit <= MAX_LIMIT:
         raise ToolError(f"limit must be between 1 and {MAX_LIMIT}")
-    sizes, total = await asyncio.to_thread(_usage, str(root), depth, walk)
+    async with DU_GATE.slot(ctx):
+        sizes, total = await asyncio.to_thread(_usage, str(root), depth, walk)
     biggest = heapq.nlargest(limit, sizes, key=lambda s: (s.size_bytes, s.apparent_bytes))
     log.debug("disk_usage_by_directory %s for %s: %d entries", root, ctx.actor, walk.scanned)
     return DiskUsageReport(
@@ -295,7 +303,8 @@ async def recent_file_changes(
     if not 1 <= limit <= MAX_LIMIT:
         raise ToolError(f"limit must be between 1 and {MAX_LIMIT}")
     since = ctx.clock.now().timestamp() - minutes * 60
-    files, matched = await asyncio.to_thread(_changes, str(root), since, limit, walk)
+    async with CHANGES_GATE.slot(ctx):
+        files, matched = await asyncio.to_thread(_changes, str(root), since, limit, walk)
     notes = walk.notes()
     if matched > len(files):
         notes.insert(0, f"[showing the newest {len(files)} of {matched} changed files]")
@@ -340,10 +349,11 @@ async def grep_log(
     if not 1 <= max_scan_bytes <= MAX_GREP_SCAN_BYTES:
         raise ToolError(f"max_scan_bytes must be between 1 and {MAX_GREP_SCAN_BYTES}")
     status = await sandbox.current(ctx.settings)
-    scan, size = await scan_off_loop(
-        resolved, lines, regex, _LINE_CAP_BYTES, max_scan_bytes, settings=ctx.settings,
-        status=status,
-    )  # fmt: skip
+    async with GREP_GATE.slot(ctx):
+        scan, size = await scan_off_loop(
+            resolved, lines, regex, _LINE_CAP_BYTES, max_scan_bytes, settings=ctx.settings,
+            status=status,
+        )  # fmt: skip
     kept: list[str] = []
     budget, capped, cut = policy.max_read_bytes, False, 0
     for line in scan.lines:  # newest first: keep the newest lines that fit in the budget

@@ -15,6 +15,7 @@ from daemon.agent import sandbox
 from daemon.agent.policy import check_read_path
 from daemon.agent.sandbox import SandboxStatus
 from daemon.agent.tools._sandboxed_file import SandboxedFile
+from daemon.agent.tools._shared import ToolGate
 from daemon.agent.tools.base import Tier, Tool, ToolContext, tool
 from daemon.core.errors import PatternError, ToolError
 from daemon.core.patterns import Pattern, compile_untrusted
@@ -239,6 +240,10 @@ def scan_file(
         return scan, size
 
 
+# A tail scans back through the file in a helper process: a few at a time, the rest wait.
+TAIL_GATE = ToolGate("tail_log")
+
+
 async def scan_off_loop(
     path: Path,
     want: int,
@@ -288,9 +293,10 @@ async def tail_log(
         raise ToolError(str(exc)) from None
     want = min(lines, MAX_TAIL_LINES)
     status = await sandbox.current(ctx.settings)
-    scan, size = await scan_off_loop(
-        resolved, want, pattern, policy.max_read_bytes, settings=ctx.settings, status=status
-    )
+    async with TAIL_GATE.slot(ctx):
+        scan, size = await scan_off_loop(
+            resolved, want, pattern, policy.max_read_bytes, settings=ctx.settings, status=status
+        )
     kept: list[str] = []
     budget, capped = policy.max_read_bytes, False
     for line in scan.lines:  # newest first: keep the newest lines that fit in the budget

@@ -12,6 +12,7 @@ from typing import Any, Literal, TypeVar
 
 import psutil
 
+from daemon.agent.tools._shared import ToolGate
 from daemon.agent.tools.base import Tier, Tool, ToolContext, tool
 from daemon.core.errors import ToolError
 from daemon.core.redact import redact
@@ -27,6 +28,8 @@ CPU_SAMPLE_SECONDS = 0.25
 _ATTRS = ["pid", "name", "username", "memory_info", "status", "create_time", "cmdline"]
 
 T = TypeVar("T")
+
+PROCESSES_GATE = ToolGate("list_processes")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -171,9 +174,10 @@ async def list_processes(
             (case-insensitive), e.g. "nginx".
     """
     limit = max(1, min(limit, MAX_LIMIT))
-    procs = await asyncio.to_thread(_prime)
-    await asyncio.sleep(CPU_SAMPLE_SECONDS)
-    return await asyncio.to_thread(_collect, procs, sort_by, limit, name_filter)
+    async with PROCESSES_GATE.slot(ctx):  # each call reads every process in /proc twice
+        procs = await asyncio.to_thread(_prime)
+        await asyncio.sleep(CPU_SAMPLE_SECONDS)
+        return await asyncio.to_thread(_collect, procs, sort_by, limit, name_filter)
 
 
 def _field(getter: Callable[[], T]) -> T | None:
