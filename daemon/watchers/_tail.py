@@ -96,7 +96,7 @@ class Tail:
         max_line_bytes: int,
         encoding: str = "utf-8",
         monotonic: Callable[[], float] = time.monotonic,
-        max_decompressed: int = MAX_DECOMPRESSED,
+        max_decompressed: int | None = None,  # MAX_DECOMPRESSED
     ) -> None:
         self.path = path
         self._from_end = from_end  # until the first attempt to open: a file missing then is new
@@ -114,7 +114,7 @@ class Tail:
         self._queue: list[tuple[int, tuple[int, int], bool]] | None = None
         self._monotonic = monotonic
         self._lingering: list[_Lingering] = []  # rotated away, oldest first; still read
-        self._max_decompressed = max_decompressed
+        self._max_decompressed = max_decompressed or MAX_DECOMPRESSED
         self._read_mtime = 0  # the file's mtime just before the last read (copies are newer)
         self._done: deque[bytes] = deque(maxlen=4 * MAX_LINGERING)  # heads of files let go
         self._warnings: list[str] = []
