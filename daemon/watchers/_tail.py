@@ -314,7 +314,9 @@ class Tail:
         )
         found: list[tuple[int, tuple[int, int]]] = []
         known = [old_head, *self._done, *(lingering.tail._head for lingering in self._lingering)]
-        heads = [head for head in known if head] + _plain_heads(siblings)
+        heads = [head for head in known if head]
+        if any(sibling.compressed for sibling in between):
+            heads += _plain_heads(siblings)
         moved = False
         for sibling in between:
             if sibling.compressed:
@@ -397,7 +399,8 @@ class Tail:
             return
         ours: int | None = None  # the mtime of our copy
         siblings = self._siblings()
-        plain = _plain_heads(siblings)  # a .gz starting like a plain file: a copy of it
+        compressed = any(sibling.compressed for sibling in siblings)
+        plain = _plain_heads(siblings) if compressed else []  # a .gz starting alike is its copy
         newest = sorted(siblings, key=lambda sibling: sibling.info.st_mtime_ns, reverse=True)
         for sibling in newest:
             if sibling.compressed:
