@@ -6,9 +6,9 @@ step is exactly one event and about half the alerts are still firing at the end.
 
 ``--via rules`` (default): each step is an Observation (``port_latency_ms`` 250 or 5 against a
 ``> 100`` rule, no ``for``) given to ``AlertPipeline.emit``, ``--chunk`` observations per turn of
-the event loop (a watcher reading a big log chunk does the same); the pipeline's ``run`` commits
-the events and wakes the IncidentManager's ``run``. ``--via accept``: AlertEvents handed to
-``IncidentManager.accept`` ``--chunk`` at a time (what the Alertmanager webhook does).
+the event loop (default 256: what the log watcher hands over per turn); the pipeline's
+``run`` commits the events and wakes the IncidentManager's ``run``. ``--via accept``: AlertEvents
+handed to ``IncidentManager.accept`` ``--chunk`` at a time (what the Alertmanager webhook does).
 
 The incident manager groups by the ``group`` label with group_wait 0 and ``--group-interval``
 (real clock). Printed: time to take in (every event committed to ``alert_events``) and to
@@ -305,6 +305,12 @@ if __name__ == "__main__":
     parser.add_argument("--groups", type=int, default=50)
     parser.add_argument("--per-group", type=int, default=40)
     parser.add_argument("--via", choices=("rules", "accept"), default="rules")
-    parser.add_argument("--chunk", type=int, default=1000)
+    parser.add_argument(
+        "--chunk",
+        type=int,
+        default=256,
+        help="observations (or events) handed over per turn of the event loop; default 256, "
+        "what the log watcher hands over per turn (EMIT_SLICE)",
+    )
     parser.add_argument("--group-interval", type=float, default=5.0)
     asyncio.run(main(parser.parse_args()))

@@ -8,9 +8,12 @@ What it guarantees, for a writer that appends whole or partial lines:
 - rename rotation (the path gets a new inode): the old file is read to its end, a last line
   without a newline is delivered as it is, then the new file is read from its start. Files that
   were rotated past us between two reads (two rotations in one poll: ``app.log`` → ``.1`` →
-  ``.2``) are found among the path's rotated siblings (``app.log.N``, ``app.log-DATE``; not
-  compressed ones) by being written since the old file was last written, and read whole, oldest
-  first, before the new file. Every file rotated away is still read (its lines ahead of the new
+  ``.2``) are found among the path's rotated siblings (``app.log.N``, ``app.log-DATE``) by being
+  written since the old file was last written, and read whole, oldest first (by rotation number
+  when all are numbered), before the new file. The new file is opened before that scan, and a
+  sibling is opened only if its name still holds the file the scan saw (else the directory is
+  scanned again): rotations racing the scan lose no file. Every file rotated away is still read
+  (its lines ahead of the new
   file's) until it has not grown for ``ROTATE_WAIT`` seconds: a writer appends to it until it
   reopens the path (logrotate's postrotate SIGHUP comes after the new file was created).
 - copytruncate (the file shrinks below the offset read, or the bytes just before that offset
@@ -22,6 +25,14 @@ What it guarantees, for a writer that appends whole or partial lines:
   already read are never delivered again; lines written after the truncate arrive exactly once.
   A partial line read before the truncate is kept and joined with what follows (right for an
   O_APPEND writer that was mid-line).
+- compressed siblings (``.gz``, ``.bz2``, ``.xz``; logrotate ``compress`` without
+  ``delaycompress``, or with ``copytruncate``): when the plain rotated file or copy is gone, its
+  lines are read from the compressed one, decompressed (one chunk in memory) into an unnamed
+  temporary file, the bytes before our offset as a hole. One that starts like a file we hold or
+  let go, or like a plain sibling (the same file, being compressed), is a copy and not read
+  again; a copytruncate copy must also be newer than our last read. At most
+  ``max_decompressed`` bytes of one are scanned: past that, or in a cut or corrupt stream, the
+  rest is left with a warning naming the file (`TailRead.warnings`), never silently.
 - a line longer than ``max_line_bytes`` is cut to that many bytes and marked
   `` …[truncated N bytes]``; no more than ``max_line_bytes`` of one line is ever held.
 - bytes are decoded with ``errors="replace"``; NUL becomes U+FFFD; a trailing CR is dropped.
@@ -30,16 +41,35 @@ What it guarantees, for a writer that appends whole or partial lines:
 
 from __future__ import annotations
 
+import bz2
+import dataclasses
+import gzip
+import io
+import lzma
 import os
 import stat
+import tempfile
 import time
+import zlib
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import IO
 
 _FINGERPRINT = 64  # bytes before the offset remembered to detect a rewritten file
 _NO_FILE = (-1, -1)
 _ROTATED_SEPARATORS = (".", "-", "_")  # app.log.1, app.log-20261206, app.log_old
 _COMPRESSED = (".gz", ".bz2", ".xz", ".zst", ".lz4", ".z")
+_OPENERS: dict[
+    str, Callable[[IO[bytes]], io.BufferedIOBase]
+] = {  # the ones the standard library reads
+    ".gz": lambda raw: gzip.GzipFile(fileobj=raw, mode="rb"),
+    ".bz2": lambda raw: bz2.BZ2File(raw, "rb"),
+    ".xz": lambda raw: lzma.LZMAFile(raw, "rb"),  # noqa: SIM115 (a factory)
+}
+_CHUNK = 1 << 16  # bytes decompressed per step
+_RESCANS = 4  # directory scans tried while rotations move the siblings under us
+MAX_DECOMPRESSED = 256 << 20  # decompressed bytes scanned per compressed sibling at most
 ROTATE_WAIT = 5.0  # seconds a file rotated away is still read after its last growth
 MAX_LINGERING = 8  # rotated-away files kept open at most (the oldest is let go first)
 
@@ -52,6 +82,7 @@ class TailRead:
     more: bool = False  # call again at once: the byte budget ran out or the file was switched
     missing: bool = False  # the path does not exist right now
     notes: tuple[str, ...] = ()  # "opened", "rotated", "truncated", "deleted" (for logging)
+    warnings: tuple[str, ...] = ()  # lines may be missing (a compressed sibling cut or corrupt)
 
 
 class Tail:
@@ -65,6 +96,7 @@ class Tail:
         max_line_bytes: int,
         encoding: str = "utf-8",
         monotonic: Callable[[], float] = time.monotonic,
+        max_decompressed: int | None = None,  # MAX_DECOMPRESSED
     ) -> None:
         self.path = path
         self._from_end = from_end  # until the first attempt to open: a file missing then is new
@@ -78,9 +110,14 @@ class Tail:
         self._partial = bytearray()  # the start of a line whose newline has not arrived
         self._dropped = 0  # bytes of that line beyond max_line_bytes, thrown away
         self._skip = False  # discard up to the next newline (started inside a line)
-        self._queue: list[tuple[int, tuple[int, int]]] | None = None  # rotated past us: (fd, id)
+        # Rotated past us, read whole: (fd, id, whether it is the file now at the path).
+        self._queue: list[tuple[int, tuple[int, int], bool]] | None = None
         self._monotonic = monotonic
         self._lingering: list[_Lingering] = []  # rotated away, oldest first; still read
+        self._max_decompressed = max_decompressed or MAX_DECOMPRESSED
+        self._read_mtime = 0  # the file's mtime just before the last read (copies are newer)
+        self._done: deque[bytes] = deque(maxlen=4 * MAX_LINGERING)  # heads of files let go
+        self._warnings: list[str] = []
 
     @property
     def offset(self) -> int:
@@ -88,7 +125,7 @@ class Tail:
 
     def close(self) -> None:
         self._close_current()
-        for fd, _ in self._queue or ():
+        for fd, _, _ in self._queue or ():
             os.close(fd)
         self._queue = None
         for old in self._lingering:
@@ -102,7 +139,15 @@ class Tail:
             self._id = _NO_FILE
 
     def read(self, limit: int) -> TailRead:
-        """Read up to ``limit`` bytes per file; raises OSError when a file cannot be read.
+        """Read up to ``limit`` bytes per file; raises OSError when a file cannot be read."""
+        result = self._read(limit)
+        if self._warnings:
+            result = dataclasses.replace(result, warnings=tuple(self._warnings))
+            self._warnings.clear()
+        return result
+
+    def _read(self, limit: int) -> TailRead:
+        """Read up to ``limit`` bytes per file.
 
         Files rotated away are read to their end first; then the current file; then the rotated
         ones again, to their end, their lines put first: a writer appends to the old file until
@@ -145,13 +190,17 @@ class Tail:
             self._recover_from_copy(fd, limit, lines)
             self._offset, self._fingerprint, self._head = 0, b"", b""
             notes.append("truncated")
+        self._read_mtime = os.fstat(fd).st_mtime_ns
         got = self._read_into(fd, limit, lines)
         if got == limit:
             return TailRead(lines=lines, more=True, notes=tuple(notes))
         if self._queue is not None:  # a file rotated past us, read whole: on to the next
             self._linger()
             if self._queue:
-                self._adopt(*self._queue.pop(0))
+                fd, ident, at_path = self._queue.pop(0)
+                self._adopt(fd, ident)
+                if at_path:
+                    self._queue = None
             else:
                 self._queue = None
             return TailRead(lines=lines, more=True, notes=tuple(notes))
@@ -167,27 +216,31 @@ class Tail:
         got += self._read_into(fd, limit - got, lines)
         if got == limit:
             return TailRead(lines=lines, more=True, notes=tuple(notes))
-        old_id, old_mtime = self._id, os.fstat(fd).st_mtime_ns
+        old_id, old_mtime, old_head = self._id, os.fstat(fd).st_mtime_ns, self._head
         notes.append("deleted" if gone else "rotated")
         if current is None:  # deleted and not replaced: let go of the disk space
             self._flush(lines)
             self._close_current()
-        else:  # writers append to it until they reopen the path
-            self._linger()
-        passed = [] if gone else self._rotated_past(old_id, current, old_mtime)
+            self._done.append(old_head)
+            return TailRead(lines=lines, missing=True, notes=tuple(notes))
+        # Writers append to it until they reopen the path. (Deleted but replaced: a compressing
+        # rotation removed it, and may have compressed files rotated past us too.)
+        self._linger()
+        new = _open_path(self.path)  # now: the scan below then sees whatever moved before
+        passed = self._rotated_past(old_id, old_mtime, old_head, new)
         if passed:
             notes.append(f"{len(passed)} file(s) rotated between two reads")
-            self._adopt(*passed[0])
-            self._queue = passed[1:]
-        return TailRead(
-            lines=lines,
-            more=current is not None or bool(passed),
-            missing=current is None and not passed,
-            notes=tuple(notes),
-        )
+        queue = [(fd, ident, False) for fd, ident in passed]
+        if new is not None:
+            queue.append((new, _fd_id(new), True))
+        if queue:
+            fd, ident, at_path = queue.pop(0)
+            self._adopt(fd, ident)
+            self._queue = None if at_path else queue
+        return TailRead(lines=lines, more=True, notes=tuple(notes))
 
     def _adopt(self, fd: int, ident: tuple[int, int]) -> None:
-        """Read ``fd`` (a file rotated past us) from its start."""
+        """Read ``fd`` (a file rotated past us, or the new file at the path) from its start."""
         self._fd, self._id = fd, ident
         self._offset, self._fingerprint, self._head = 0, b"", b""
 
@@ -195,13 +248,15 @@ class Tail:
         """Hand the current file, with its unfinished line, to the lingering ones."""
         old = Tail(self.path, from_end=False, max_line_bytes=self._max, encoding=self._encoding)
         old._fd, old._id, old._offset = self._fd, self._id, self._offset
+        old._head, old._fingerprint = self._head, self._fingerprint
+        self._done.append(self._head)
         old._partial, old._dropped, old._skip = self._partial, self._dropped, self._skip
         self._fd, self._id = None, _NO_FILE
         self._partial, self._dropped, self._skip = bytearray(), 0, False
         self._lingering.append(_Lingering(old, self._monotonic()))
 
-    def _siblings(self) -> list[tuple[str, os.stat_result]]:
-        """Rotated copies of the path beside it (app.log.1, app.log-DATE), not compressed."""
+    def _siblings(self) -> list[_Sibling]:
+        """Rotated copies of the path beside it (app.log.1, app.log-DATE, app.log.1.gz)."""
         directory, base = os.path.split(self.path)
         found = []
         try:
@@ -210,77 +265,187 @@ class Tail:
             return []
         for entry in entries:
             name = entry.name
-            if (
+            if not (
                 len(name) > len(base)
                 and name.startswith(base)
                 and name[len(base)] in _ROTATED_SEPARATORS
-                and not name.lower().endswith(_COMPRESSED)
             ):
-                try:
-                    info = entry.stat(follow_symlinks=False)
-                except OSError:
-                    continue
-                if stat.S_ISREG(info.st_mode):
-                    found.append((entry.path, info))
+                continue
+            suffix = os.path.splitext(name)[1].lower()
+            if suffix in _COMPRESSED and suffix not in _OPENERS:
+                continue  # a compression the standard library cannot read
+            try:
+                info = entry.stat(follow_symlinks=False)
+            except OSError:
+                continue
+            if stat.S_ISREG(info.st_mode):
+                found.append(_Sibling(entry.path, info, suffix if suffix in _OPENERS else ""))
         return found
 
     def _rotated_past(
-        self, old: tuple[int, int], current: tuple[int, int] | None, old_mtime: int
+        self, old: tuple[int, int], old_mtime: int, old_head: bytes, new: int | None
     ) -> list[tuple[int, tuple[int, int]]]:
-        """Open files rotated between the old file and the current one, oldest first."""
-        skip = {old, current, *(lingering.tail._id for lingering in self._lingering)}
-        between = sorted(
-            (info.st_mtime_ns, path)
-            for path, info in self._siblings()
-            if (info.st_dev, info.st_ino) not in skip and info.st_mtime_ns >= old_mtime
+        """Open files rotated between the old file and the one now at the path (``new``), oldest
+        first. Compressed ones are read from their decompressed copy, unless they are a copy of a
+        file we read (same first bytes as it), or of a plain sibling found beside them. The
+        directory is scanned again when a sibling moved between the scan and its opening."""
+        for _ in range(_RESCANS - 1):
+            opened, moved = self._open_between(old, old_mtime, old_head, new)
+            if not moved:
+                return opened
+            for fd, _ident in opened:
+                os.close(fd)
+        return self._open_between(old, old_mtime, old_head, new)[0]  # still moving: what we saw
+
+    def _open_between(
+        self, old: tuple[int, int], old_mtime: int, old_head: bytes, new: int | None
+    ) -> tuple[list[tuple[int, tuple[int, int]]], bool]:
+        skip = {old, *(lingering.tail._id for lingering in self._lingering)}
+        if new is not None:
+            skip.add(_fd_id(new))
+        siblings = self._siblings()
+        between = _oldest_first(
+            [
+                sibling
+                for sibling in siblings
+                if sibling.id not in skip and sibling.info.st_mtime_ns >= old_mtime
+            ],
+            len(os.path.basename(self.path)),
         )
-        opened = []
-        for _, path in between:
+        found: list[tuple[int, tuple[int, int]]] = []
+        known = [old_head, *self._done, *(lingering.tail._head for lingering in self._lingering)]
+        heads = [head for head in known if head]
+        if any(sibling.compressed for sibling in between):
+            heads += _plain_heads(siblings)
+        moved = False
+        for sibling in between:
+            if sibling.compressed:
+                fd = self._unpack(sibling, 0, lambda first: not _starts(first, heads))
+                if fd is None:
+                    continue
+            else:
+                try:
+                    fd = _open_same(sibling)
+                except FileNotFoundError:  # compressed and removed since the scan, or shifted
+                    moved = True
+                    continue
+                except OSError:
+                    continue
+                if fd is None:  # another file took its name since the scan
+                    moved = True
+                    continue
+            found.append((fd, _fd_id(fd)))
+        return found, moved
+
+    def _unpack(
+        self, sibling: _Sibling, keep_from: int, accept: Callable[[bytes], bool]
+    ) -> int | None:
+        """Decompress ``sibling`` into an unnamed temporary file, if ``accept`` takes its first
+        bytes; its fd, or None. Bytes before ``keep_from`` (but the first ones) are a hole, not
+        stored. Memory stays bounded (one chunk). After ``max_decompressed`` bytes, or a cut or
+        corrupt stream (a compressor still writing it), it ends after the last whole line, with
+        a warning naming the file; a stream cut before its first bytes is None."""
+        try:
+            raw = open(sibling.path, "rb", opener=_no_follow)  # noqa: SIM115 (closed below)
+        except OSError:
+            return None
+        with raw, tempfile.TemporaryFile() as out:
+            fd = out.fileno()
+            position, first, problem, whole = 0, b"", "", keep_from
             try:
-                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
-            except OSError:
-                continue
-            info = os.fstat(fd)
-            opened.append((fd, (info.st_dev, info.st_ino)))
-        return opened
+                with _OPENERS[sibling.compressed](raw) as stream:
+                    while chunk := stream.read(_CHUNK):
+                        if len(first) < _FINGERPRINT:
+                            first = (first + chunk)[:_FINGERPRINT]
+                            if len(first) == _FINGERPRINT and not accept(first):
+                                return None
+                        if position + len(chunk) > self._max_decompressed:
+                            chunk = chunk[: self._max_decompressed - position]
+                            problem = f"stopped after {self._max_decompressed} decompressed bytes"
+                        end = position + len(chunk)
+                        if position < _FINGERPRINT:
+                            os.pwrite(fd, chunk[: _FINGERPRINT - position], position)
+                        if end > keep_from:
+                            begin = max(position, keep_from)
+                            os.pwrite(fd, chunk[begin - position :], begin)
+                            newline = chunk.rfind(b"\n", begin - position)
+                            if newline >= 0:
+                                whole = position + newline + 1
+                        position = end
+                        if problem:
+                            break
+            except (OSError, EOFError, zlib.error, lzma.LZMAError) as exc:
+                if len(first) < _FINGERPRINT:
+                    return None
+                problem = f"cut or corrupt ({exc})"
+            if not first or not accept(first):
+                return None
+            if problem:
+                position = whole
+                self._warnings.append(
+                    f"{sibling.path}: {problem}; lines after that are not read from it"
+                )
+            os.ftruncate(fd, position)
+            return os.dup(fd)
 
     def _recover_from_copy(self, live: int, limit: int, lines: list[str]) -> None:
         """Before restarting a truncated file: the bytes written after our last read, from the
         copy copytruncate made (it starts with our head and holds our fingerprint just before
         our offset, or ends before it: we read all it holds), then whole any copies made after
-        it (several truncates between reads) but one of what the file holds now (copying)."""
+        it (several truncates between reads) but one of what the file holds now (copying), or
+        of ours. A compressed copy counts when it was written after our last read."""
         size, head = len(self._fingerprint), self._head
         if not size:
             return
         ours: int | None = None  # the mtime of our copy
-        for mtime, path in sorted(((i.st_mtime_ns, p) for p, i in self._siblings()), reverse=True):
-            fd = _open_sibling(path)
+        siblings = self._siblings()
+        compressed = any(sibling.compressed for sibling in siblings)
+        plain = _plain_heads(siblings) if compressed else []  # a .gz starting alike is its copy
+        newest = sorted(siblings, key=lambda sibling: sibling.info.st_mtime_ns, reverse=True)
+        for sibling in newest:
+            if sibling.compressed:
+                if sibling.info.st_mtime_ns < self._read_mtime:
+                    continue
+                keep = self._offset - size
+                fd = self._unpack(
+                    sibling,
+                    keep,
+                    lambda first: first.startswith(head) and not _starts(first, plain),
+                )
+            else:
+                fd = _open_sibling(sibling.path)
             if fd is None:
                 continue
             try:
                 if os.pread(fd, len(head), 0) != head:
                     continue
                 if os.fstat(fd).st_size < self._offset:
-                    ours = mtime  # we read more than it holds (written before the truncate)
+                    ours = sibling.info.st_mtime_ns  # we read more than it holds (written before)
                     break
                 if os.pread(fd, size, self._offset - size) == self._fingerprint:
                     self._read_whole(fd, limit, lines)
-                    ours = mtime
+                    ours = sibling.info.st_mtime_ns
                     break
             finally:
                 os.close(fd)
         if ours is None:
             return
         now = os.pread(live, _FINGERPRINT, 0)
-        later = sorted((i.st_mtime_ns, p) for p, i in self._siblings() if i.st_mtime_ns > ours)
-        for _, path in later:
-            fd = _open_sibling(path)
+        done = [h for h in (now, head) if h]  # copies of these are not read (again)
+        later = [sibling for sibling in siblings if sibling.info.st_mtime_ns > ours]
+        for sibling in _oldest_first(later, len(os.path.basename(self.path))):
+            if sibling.compressed:
+                fd = self._unpack(sibling, 0, lambda first: not _starts(first, done + plain))
+            else:
+                fd = _open_sibling(sibling.path)
             if fd is None:
                 continue
             try:
-                if not now or os.pread(fd, len(now), 0) != now:
+                first = os.pread(fd, _FINGERPRINT, 0)
+                if first and not _starts(first, done):
                     self._offset = 0
                     self._read_whole(fd, limit, lines)
+                    done.append(first)
             finally:
                 os.close(fd)
 
@@ -397,6 +562,19 @@ class Tail:
         return text
 
 
+@dataclass(frozen=True, slots=True)
+class _Sibling:
+    """A rotated copy of the path, as the directory scan saw it."""
+
+    path: str
+    info: os.stat_result
+    compressed: str  # its suffix (".gz") when it is compressed, else ""
+
+    @property
+    def id(self) -> tuple[int, int]:
+        return self.info.st_dev, self.info.st_ino
+
+
 @dataclass(slots=True)
 class _Lingering:
     """A file rotated away, still read until it has been idle for ROTATE_WAIT."""
@@ -416,6 +594,69 @@ def _open_sibling(path: str) -> int | None:
         return os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
     except OSError:
         return None
+
+
+def _open_path(path: str) -> int | None:
+    """The regular file at ``path`` (symlinks followed), or None."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    if stat.S_ISREG(os.fstat(fd).st_mode):
+        return fd
+    os.close(fd)
+    return None
+
+
+def _open_same(sibling: _Sibling) -> int | None:
+    """Open ``sibling`` if its name still holds the file the scan saw (None if another one)."""
+    fd = os.open(sibling.path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+    if _fd_id(fd) == sibling.id:
+        return fd
+    os.close(fd)
+    return None
+
+
+def _no_follow(path: str, flags: int) -> int:
+    return os.open(path, flags | os.O_CLOEXEC | os.O_NOFOLLOW)
+
+
+def _fd_id(fd: int) -> tuple[int, int]:
+    info = os.fstat(fd)
+    return info.st_dev, info.st_ino
+
+
+def _plain_heads(siblings: list[_Sibling]) -> list[bytes]:
+    """The first bytes of each plain sibling (a compressed one starting alike is its copy)."""
+    heads = []
+    for sibling in siblings:
+        if not sibling.compressed and (fd := _open_sibling(sibling.path)) is not None:
+            try:
+                if head := os.pread(fd, _FINGERPRINT, 0):
+                    heads.append(head)
+            finally:
+                os.close(fd)
+    return heads
+
+
+def _oldest_first(siblings: list[_Sibling], base: int) -> list[_Sibling]:
+    """By rotation number when all are numbered (``app.log.2.gz`` before ``app.log.1``: a .gz's
+    mtime is when it was compressed, not when its file was last written), else by mtime."""
+    numbers = []
+    for sibling in siblings:
+        name = os.path.basename(sibling.path)[base + 1 :]
+        number = name.removesuffix(sibling.compressed) if sibling.compressed else name
+        numbers.append(int(number) if number.isdigit() else None)
+    if None not in numbers:
+        pairs = zip(numbers, siblings, strict=True)
+        return [sibling for _, sibling in sorted(pairs, key=lambda pair: -(pair[0] or 0))]
+    return sorted(siblings, key=lambda sibling: (sibling.info.st_mtime_ns, sibling.path))
+
+
+def _starts(data: bytes, heads: list[bytes]) -> bool:
+    """True when ``data`` (a file's first bytes) begins with one of ``heads`` (or is a prefix
+    of one: a file shorter than the head of the file it was copied from)."""
+    return any(data.startswith(head) or (data and head.startswith(data)) for head in heads)
 
 
 def _stat_id(path: str) -> tuple[int, int] | None:

@@ -157,6 +157,8 @@ class _Session:
                 return
             for note in result.notes:
                 log.info("%s: %s %s", self._name, note, self._path)
+            for warning in result.warnings:
+                log.warning("%s: %s (tailing %s)", self._name, warning, self._path)
             if result.missing:
                 self._report_missing(loop)
             else:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gzip
 import os
 import shutil
 import threading
@@ -337,3 +338,61 @@ async def test_without_inotify_instances_lines_still_arrive_by_polling(tmp_path:
     assert "fs.inotify.max_user_instances" in str(error["text"])
     assert "polling every 0.05s" in str(error["text"])
     assert [o["text"] for o in seen if o["metric"] == "log_line"] == ["still read by polling"]
+
+
+class Gate:
+    """The watcher's pause: each poll after the first waits for `step`."""
+
+    def __init__(self) -> None:
+        self.waiting = asyncio.Event()
+        self._go = asyncio.Event()
+
+    async def __call__(self, seconds: float) -> None:
+        self.waiting.set()
+        await self._go.wait()
+        self._go.clear()
+
+    async def step(self) -> None:
+        """Let one poll run, and wait until it has finished."""
+        await self.waiting.wait()
+        self.waiting.clear()
+        self._go.set()
+        await self.waiting.wait()
+
+
+async def test_copytruncate_compress_between_polls_recovers_and_warns_when_cut(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Without inotify: the lines written after a poll are read back from the .gz the copy was
+    compressed into; past the decompression cap the rest is skipped with a WARNING naming it."""
+    monkeypatch.setattr("daemon.watchers._tail.MAX_DECOMPRESSED", 4096, raising=False)
+    log = tmp_path / "app.log"
+    log.write_text("")
+    recorder = Recorder()
+    gate = Gate()
+    settings = LogWatchSettings(name="app", path=str(log), inotify=False)
+    tail = LogFileWatcher(settings, ManualClock(), sleep=gate)
+    async with running(tail, recorder):
+        await tail.ready.wait()
+        with log.open("a") as handle:
+            handle.write("first\n")
+        await gate.step()
+        assert lines(recorder) == ["first"]
+        for round_, count in enumerate((10, 1000)):  # 220 bytes, then 22 kB: beyond the cap
+            with log.open("a") as handle:
+                handle.write("".join(f"round {round_} line {n:04d}\n" for n in range(count)))
+            shutil.copyfile(log, tmp_path / "app.log.1")
+            os.truncate(log, 0)
+            copy = tmp_path / "app.log.1"  # compress without delaycompress
+            copy.with_name("app.log.1.gz").write_bytes(gzip.compress(copy.read_bytes()))
+            copy.unlink()
+            with log.open("a") as handle:
+                handle.write(f"after {round_}\n")
+            await gate.step()
+            os.rename(f"{log}.1.gz", f"{log}.{round_ + 2}.gz")
+    got = lines(recorder)
+    assert got[:12] == ["first", *(f"round 0 line {n:04d}" for n in range(10)), "after 0"]
+    assert got[12] == "round 1 line 0000" and got[-1] == "after 1"
+    assert 100 < len(got) - 13 < 1000  # cut at the cap
+    cut = [r for r in caplog.records if r.levelname == "WARNING" and f"{log}.1.gz" in r.message]
+    assert len(cut) == 1
