@@ -34,11 +34,11 @@ def compress(path: Path, *, partial: bool = False, keep: bool = False) -> Path:
 def rotate(log: Path) -> None:
     """Shift ``app.log.N[.gz]`` up, rename the live file to ``app.log.1``, create a new one."""
     directory = log.parent
-    numbered = []
+    numbered: list[tuple[int, Path]] = []
     for entry in directory.iterdir():
-        number = entry.name.removeprefix(log.name + ".").removesuffix(".gz")
-        if entry.name != log.name and number.isdigit():
-            numbered.append((int(number), entry))
+        suffix = entry.name.removeprefix(log.name + ".").removesuffix(".gz")
+        if entry.name != log.name and suffix.isdigit():
+            numbered.append((int(suffix), entry))
     for number, entry in sorted(numbered, key=lambda item: item[0], reverse=True):
         entry.rename(directory / entry.name.replace(f".{number}", f".{number + 1}", 1))
     log.rename(directory / f"{log.name}.1")
