@@ -62,12 +62,13 @@ class ToolExecutor:
             tier = tool.tier_for(arguments, ctx.settings).value
             if approved_by is None:
                 await self._authorise(name, tier, arguments, ctx)
-            result = await asyncio.wait_for(
-                tool.invoke(ctx, arguments), timeout=ctx.settings.agent.tool_timeout_seconds
-            )
+            limit = tool.timeout_seconds or ctx.settings.agent.tool_timeout_seconds
+            result = await asyncio.wait_for(tool.invoke(ctx, arguments), timeout=limit)
             text, ok = render_result(result), True
         except TimeoutError:
             limit = ctx.settings.agent.tool_timeout_seconds
+            if name in self.registry.names():
+                limit = self.registry.get(name).timeout_seconds or limit
             text, ok = (
                 str(ToolTimeoutError(f"{name} timed out after {limit:g}s and was cancelled")),
                 False,

@@ -38,7 +38,13 @@ from daemon.agent._stream import (
     read_response,
     retry_after,
 )
-from daemon.agent.model import REASONING_PLACEHOLDER, Completion, ToolCall, Usage
+from daemon.agent.model import (
+    REASONING_PLACEHOLDER,
+    Completion,
+    ToolCall,
+    Usage,
+    model_progress,
+)
 from daemon.agent.settings import BudgetSettings, LlmSettings
 from daemon.core.clock import Clock, SystemClock
 from daemon.core.errors import (
@@ -227,9 +233,12 @@ class LlmClient:
         try:
             if args.get("stream"):
                 aggregate = StreamAggregate()
+                progress = model_progress.get()
                 async with await create(**args) as stream:
                     async for chunk in stream:
                         aggregate.feed(chunk)
+                        if progress is not None:
+                            progress()
                 answer = aggregate.answer()
             else:
                 answer = read_response(await create(**args))

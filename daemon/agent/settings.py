@@ -55,6 +55,7 @@ class SwarmSettings(Section):
     """Sub-agents the agent may delegate to (the ``delegate`` tool)."""
 
     enabled: bool = True
+    mode: Mode = "instant"  # sub-agents' model mode: instant is cheaper for small subtasks
     # Sub-agents running at once in this process, over all runs (the API tier's concurrency;
     # their model calls still pass [llm] concurrency).
     concurrency: int = Field(default=8, ge=1, le=1000)
