@@ -16,7 +16,6 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from itertools import groupby
 from typing import Any
 
 import aiosqlite
@@ -417,15 +416,20 @@ class SwarmRepo:
 class StepLog:
     """Batches step rows and progress counters into one transaction per loop tick.
 
-    Writes queued in the same tick share a BEGIN/COMMIT and one ``executemany`` per statement
-    kind; order is kept. Writes at a stale epoch are refused by the statements and counted in
-    :attr:`refused`. :meth:`durable` waits until everything queued so far is committed.
+    Writes queued in the same tick share a BEGIN/COMMIT and take one ``executemany`` hop per
+    statement kind (new steps, then outcomes, then counters: an intent and its outcome may share
+    a batch), whatever the number of workers. Writes at a stale epoch are refused by the
+    statements and counted in :attr:`refused`. :meth:`durable` waits until everything queued so
+    far is committed.
     """
 
     def __init__(self, store: SqliteStore, clock: Clock) -> None:
         self._store = store
         self._clock = clock
-        self._pending: list[tuple[str, tuple[Any, ...]]] = []
+        self._steps: list[tuple[Any, ...]] = []
+        self._outcomes: list[tuple[Any, ...]] = []
+        self._progress: dict[tuple[int, int], list[Any]] = {}  # (task, epoch) → tokens, steps, at
+        self._runs: dict[int, list[int]] = {}  # run → tokens, steps
         self._flusher: asyncio.Task[None] | None = None
         self.refused = 0
         self.batches = 0
@@ -453,16 +457,16 @@ class StepLog:
         """Queue a step row (and the task's and run's counters when it is done)."""
         now = self._now()
         finished = None if state == "intent" else now
-        self._add(
-            _INSERT_STEP,
+        self._steps.append(
             (task_id, epoch, index, kind, name, state,
              dump_json(redact_data(input), lenient=True),
              dump_json(redact_data(output), lenient=True),
              None if error is None else redact(error), tokens, duration_ms, now, finished,
-             task_id, epoch),
+             task_id, epoch)
         )  # fmt: skip
         if state != "intent":
-            self._progress(task_id, epoch, run_id, tokens, now)
+            self._count(task_id, epoch, run_id, tokens, now)
+        self._wake()
 
     def outcome(
         self,
@@ -478,38 +482,56 @@ class StepLog:
     ) -> None:
         """Queue the outcome of a step whose intent was recorded."""
         now = self._now()
-        self._add(
-            _FINISH_STEP,
+        self._outcomes.append(
             ("done" if ok else "failed", dump_json(redact_data(output), lenient=True),
              None if error is None else redact(error), duration_ms, now,
-             task_id, epoch, index, task_id, epoch),
+             task_id, epoch, index, task_id, epoch)
         )  # fmt: skip
-        self._progress(task_id, epoch, run_id, 0, now)
+        self._count(task_id, epoch, run_id, 0, now)
+        self._wake()
 
-    def _progress(self, task_id: int, epoch: int, run_id: int, tokens: int, now: str) -> None:
-        self._add(_PROGRESS, (tokens, 1, now, task_id, epoch))
-        self._add(_RUN_PROGRESS, (tokens, 1, run_id))
+    def _count(self, task_id: int, epoch: int, run_id: int, tokens: int, now: str) -> None:
+        task = self._progress.setdefault((task_id, epoch), [0, 0, now])
+        task[0] += tokens
+        task[1] += 1
+        task[2] = now
+        run = self._runs.setdefault(run_id, [0, 0])
+        run[0] += tokens
+        run[1] += 1
 
-    def _add(self, sql: str, params: tuple[Any, ...]) -> None:
-        self._pending.append((sql, params))
+    def _wake(self) -> None:
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush())
 
     async def _flush(self) -> None:
         await asyncio.sleep(0)  # let the other workers of this tick queue theirs
-        while self._pending:
-            batch, self._pending = self._pending, []
+        while self._steps or self._outcomes or self._progress:
+            steps, self._steps = self._steps, []
+            outcomes, self._outcomes = self._outcomes, []
+            progress, self._progress = self._progress, {}
+            runs, self._runs = self._runs, {}
             try:
                 async with self._store.write() as db:
-                    for sql, group in groupby(batch, key=lambda op: op[0]):
-                        params = [p for _, p in group]
-                        cur = await db.executemany(sql, params)
-                        if sql is not _RUN_PROGRESS and sql is not _PROGRESS:
-                            self.refused += len(params) - max(cur.rowcount, 0)
-                        self.statements += 1
+                    if steps:
+                        cur = await db.executemany(_INSERT_STEP, steps)
+                        self.refused += len(steps) - max(cur.rowcount, 0)
+                    if outcomes:
+                        cur = await db.executemany(_FINISH_STEP, outcomes)
+                        self.refused += len(outcomes) - max(cur.rowcount, 0)
+                    if progress:
+                        await db.executemany(
+                            _PROGRESS,
+                            [(t, n, at, task, epoch) for (task, epoch), (t, n, at) in
+                             progress.items()],
+                        )  # fmt: skip
+                    if runs:
+                        await db.executemany(
+                            _RUN_PROGRESS, [(t, n, run) for run, (t, n) in runs.items()]
+                        )
+                    self.statements += bool(steps) + bool(outcomes) + bool(progress) + bool(runs)
                 self.batches += 1
             except Exception:  # a lost batch is logged; the run itself goes on
-                log.exception("could not write %d swarm step rows", len(batch))
+                log.exception("could not write %d swarm step rows", len(steps) + len(outcomes))
 
     async def durable(self) -> None:
         """Wait until every write queued so far is committed."""

@@ -230,20 +230,25 @@ class LlmClient:
         started = self._clock.monotonic()
         create: Any = client.chat.completions.create
         answer: Answer
+        progress = model_progress.get()
+        if progress is not None:
+            progress("start")
         try:
             if args.get("stream"):
                 aggregate = StreamAggregate()
-                progress = model_progress.get()
                 async with await create(**args) as stream:
                     async for chunk in stream:
                         aggregate.feed(chunk)
                         if progress is not None:
-                            progress()
+                            progress("chunk")
                 answer = aggregate.answer()
             else:
                 answer = read_response(await create(**args))
         except json.JSONDecodeError as exc:  # a 200 body, or one SSE event, that is not JSON
             raise MalformedAnswer(f"HTTP 200 with invalid JSON ({exc.msg})") from exc
+        finally:
+            if progress is not None:
+                progress("end")
         reasoning = answer.reasoning_content
         if (
             answer.tool_calls

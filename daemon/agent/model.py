@@ -17,9 +17,12 @@ __all__ = [
     "model_progress",
 ]
 
-# Called on every streamed chunk a model call receives in this context (a sub-agent's watchdog
-# counts them as progress, so a stream that hangs midway is told from one that is slow).
-model_progress: ContextVar[Callable[[], None] | None] = ContextVar("model_progress", default=None)
+# Told when a model request of this context is sent ("start"), on every streamed chunk
+# ("chunk") and when it has ended ("end"): a sub-agent's watchdog measures the model's progress
+# (a stream that hangs midway is told from one that is slow; waits of our own do not count).
+model_progress: ContextVar[Callable[[str], None] | None] = ContextVar(
+    "model_progress", default=None
+)
 
 # Replayed as the reasoning of a tool-call message that came without any: with thinking on, Kimi
 # answers 400 to an earlier tool-call message whose reasoning_content is missing or empty.

@@ -64,6 +64,7 @@ from memory.usage import UsageRepo
 
 if TYPE_CHECKING:
     from daemon.agent.llm import LlmClient
+    from daemon.agent.swarm import Swarm
 
 log = logging.getLogger(__name__)
 
@@ -144,6 +145,7 @@ class Runtime:
         self.started_at = self.clock.now()
         self.stopping = False
         self.llm: LazyLlmClient | None = None
+        self.swarm: Swarm | None = None
         self.agent_reason = ""
         self.sandbox = SandboxStatus(False, "not probed yet")
         self._stop_event = asyncio.Event()
@@ -331,6 +333,12 @@ class Runtime:
             services=services,
             disabled_reason=reason if not available else "",
         )
+        if self.llm is not None and self.settings.agent.swarm.enabled:
+            from daemon.agent.swarm import attach_swarm
+
+            self.swarm = attach_swarm(
+                self.agent, settings=self.settings, llm=self.llm, store=self.store, clock=self.clock
+            )
         self.chat = ChatService(self.agent, self.conversations)
         self._build_response(reason if not available else "")
         self._build_task_runner()
@@ -472,6 +480,10 @@ class Runtime:
         if getattr(self, "api", None) is not None:
             with contextlib.suppress(Exception):
                 await self.api.stop()
+        swarm: Swarm | None = getattr(self, "swarm", None)
+        if swarm is not None:
+            with contextlib.suppress(Exception):
+                await swarm.close()
         if self.llm is not None:
             with contextlib.suppress(Exception):
                 await self.llm.close()

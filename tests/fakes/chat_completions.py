@@ -554,13 +554,14 @@ def _error(status: int, message: str, *, kind: str = "invalid_request_error") ->
 # -- standalone ------------------------------------------------------------------------------
 
 
-async def _serve(port: int, replies: list[Reply]) -> None:
+async def _serve(port: int, replies: list[Reply], swarm: SwarmScript | None = None) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     async with FakeChatServer(port=port) as fake:
         fake.script(*replies)
+        fake.responder = swarm
         print(fake.base_url, flush=True)
         await stop.wait()
 
@@ -569,10 +570,20 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Fake Kimi K2.6 Chat Completions server")
     parser.add_argument("--port", type=int, default=0, help="TCP port on 127.0.0.1 (0: any)")
     parser.add_argument("--script", type=Path, help="JSON list of scripted replies")
+    parser.add_argument(
+        "--swarm",
+        type=Path,
+        help='sub-agents answer as SwarmScript: {"coordinator": [replies], "latency": seconds}',
+    )
     args = parser.parse_args(argv)
     items = json.loads(args.script.read_text()) if args.script else []
+    swarm = None
+    if args.swarm:
+        spec = json.loads(args.swarm.read_text())
+        coordinator = [Reply.from_json(item) for item in spec.get("coordinator", [])]
+        swarm = SwarmScript(coordinator, latency=float(spec.get("latency", 0.0)))
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_serve(args.port, [Reply.from_json(item) for item in items]))
+        asyncio.run(_serve(args.port, [Reply.from_json(item) for item in items], swarm))
 
 
 if __name__ == "__main__":

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import socket
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -81,7 +80,7 @@ class Outcome:
 
 @dataclass(slots=True, kw_only=True)
 class Attempt:
-    """Everything one attempt needs; ``touch`` marks progress, ``busy`` pauses the stall clock."""
+    """Everything one attempt needs."""
 
     task: SwarmTask
     epoch: int
@@ -91,8 +90,6 @@ class Attempt:
     executor: ToolExecutor
     steps: StepLog
     ctx: ToolContext
-    touch: Callable[[], None]
-    busy: Callable[[bool], None]
     tokens: int = 0
     index: int = 0
 
@@ -134,7 +131,6 @@ async def _drive(a: Attempt) -> Outcome:
         completion = await a.llm.complete(
             messages, tools=tools, mode=swarm.mode, purpose="swarm", run_id=a.budget.agent_run_id
         )
-        a.touch()
         reply = completion.as_message()
         if completion.tool_calls and not reply.get("reasoning_content"):
             reply["reasoning_content"] = completion.reasoning_content or REASONING_PLACEHOLDER
@@ -205,12 +201,7 @@ async def _run_tool(a: Attempt, name: str, arguments: str) -> str:
         a.steps.step(a.task.id, a.epoch, index, run_id=a.budget.run_id, kind="tool", name=name,
                      state="intent", input=arguments)  # fmt: skip
         await a.steps.durable()
-    a.busy(True)
-    try:
-        outcome = await a.executor.execute(name, arguments, a.ctx)
-    finally:
-        a.busy(False)
-    a.touch()
+    outcome = await a.executor.execute(name, arguments, a.ctx)
     limit = a.settings.agent.tool_output_chars
     text = outcome.text if len(outcome.text) <= limit else outcome.text[:limit] + "\n[truncated]"
     if intent:

@@ -2,9 +2,11 @@
 
 Sub-agents run as tasks of this process under one global concurrency limit
 (``agent.swarm.concurrency``), a spawn cap per run and a depth limit. Each attempt claims its
-task row and gets a fresh epoch; a watchdog cancels an attempt that makes no progress (no model
-chunk or reply, no tool result) for ``stall_seconds`` (the clock is paused while one of its tool
-calls runs: tools have their own timeout, approvals their own TTL) or runs past its deadline.
+task row and gets a fresh epoch; a watchdog cancels an attempt whose model request makes no
+progress (no streamed chunk, no reply) for ``stall_seconds``, or that runs past its deadline.
+The stall clock runs only while a model request is in flight: waits of our own (the store, the
+retry backoff) are not the model stalling, and tools have their own timeout (approvals their
+own TTL).
 A stalled attempt is cancelled and awaited, its epoch bumped (its late writes are refused), and
 the task reassigned while attempts remain. The coordinator gets each child's status, reason
 and result, and may retry or reassign with a changed brief (``retry_of``).
@@ -19,7 +21,7 @@ import logging
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
 from contextvars import ContextVar
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -90,10 +92,9 @@ class _Worker:
     job: asyncio.Task[Outcome]
     last: float
     deadline: float
-    busy: int = 0
+    in_model: bool = False  # a model request is in flight: the stall clock runs
     ended: str | None = None  # "stalled" or "deadline" once the watchdog stopped it
     why: str = ""
-    progress: list[float] = field(default_factory=list)
 
 
 class Swarm:
@@ -276,14 +277,10 @@ class Swarm:
             left = max((task.deadline_at - self._clock.now()).total_seconds(), 0.0)
         worker: _Worker | None = None
 
-        def touch() -> None:
+        def progress(event: str) -> None:
             if worker is not None:
                 worker.last = loop.time()
-
-        def busy(on: bool) -> None:
-            if worker is not None:
-                worker.busy += 1 if on else -1
-                worker.last = loop.time()
+                worker.in_model = event != "end"
 
         ctx = ToolContext(
             actor=parent.actor,
@@ -297,10 +294,10 @@ class Swarm:
         )
         attempt = Attempt(
             task=task, epoch=epoch, budget=budget, settings=self.settings, llm=self._llm,
-            executor=self._executor, steps=self.steps, ctx=ctx, touch=touch, busy=busy,
+            executor=self._executor, steps=self.steps, ctx=ctx,
         )  # fmt: skip
         frame = _Frame(budget, task.id, task.depth, frozenset(task.tools))
-        job = asyncio.create_task(self._run_in_frame(attempt, frame, touch))
+        job = asyncio.create_task(self._run_in_frame(attempt, frame, progress))
         worker = _Worker(task_id=task.id, epoch=epoch, job=job, last=now, deadline=now + left)
         self._workers[task.id] = worker
         self._ensure_watchdog()
@@ -328,10 +325,10 @@ class Swarm:
         return outcome.status, outcome.reason
 
     async def _run_in_frame(
-        self, attempt: Attempt, frame: _Frame, touch: Callable[[], None]
+        self, attempt: Attempt, frame: _Frame, progress: Callable[[str], None]
     ) -> Outcome:
         _frame.set(frame)
-        model_progress.set(touch)
+        model_progress.set(progress)
         return await run_attempt(attempt)
 
     async def _finish(self, task_id: int, epoch: int, outcome: Outcome) -> None:
@@ -385,7 +382,7 @@ class Swarm:
                 if now >= worker.deadline:
                     worker.ended = "deadline"
                     worker.why = "deadline passed before a result"
-                elif not worker.busy and now - worker.last > limit:
+                elif worker.in_model and now - worker.last > limit:
                     worker.ended = "stalled"
                     worker.why = f"stalled: no progress for {now - worker.last:.1f} s"
                     self.stalls += 1
