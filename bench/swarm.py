@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import copy
 import json
 import random
 import resource
@@ -38,10 +40,10 @@ from daemon.agent.swarm import attach_swarm  # noqa: E402
 from daemon.agent.tools.base import Tier, ToolContext, ToolRegistry, tool  # noqa: E402
 from daemon.config import load_settings  # noqa: E402
 from daemon.core.clock import SystemClock  # noqa: E402
+from daemon.core.errors import NightshiftError  # noqa: E402
 from memory.conversations import ConversationRepo  # noqa: E402
 from memory.store import SqliteStore  # noqa: E402
 from memory.usage import UsageRepo  # noqa: E402
-from tests.fakes.chat_completions import SUBAGENT_MARK  # noqa: E402
 
 SHAPE = {
     "type": "object",
@@ -80,7 +82,7 @@ def plan(agents: int, latency: float, seed: int) -> list[dict[str, Any]]:
 
 def ideal(tasks: list[dict[str, Any]], concurrency: int, stall: float) -> float:
     """Critical path at this concurrency: max(longest sub-agent, total work / concurrency)."""
-    durations = []
+    durations: list[float] = []
     for t in tasks:
         calls = t["steps"] + 1
         if t["kind"] == "fail":
@@ -119,12 +121,15 @@ class LagProbe:
         return lags[int(len(lags) * 0.99)] * 1000 if lags else 0.0
 
 
+STREAM = True
+
+
 def settings_for(base_url: str, concurrency: int, stall: float) -> Any:
     return load_settings(
         None,
         overrides={
             "llm": {"base_url": base_url, "api_key": "sk-bench", "max_retries": 0,
-                    "concurrency": concurrency, "stream": True},
+                    "concurrency": concurrency, "stream": STREAM},
             "agent": {
                 "turn_timeout_seconds": 3600,
                 "budget": {"daily_tokens": 100_000_000},
@@ -147,6 +152,14 @@ async def run_swarm(
     loop = build_agent(settings=settings, store=store, clock=clock, llm=llm,
                        registry=ToolRegistry([echo]), conversations=conversations)  # fmt: skip
     swarm = attach_swarm(loop, settings=settings, llm=llm, store=store, clock=clock)
+    sent: list[tuple[list[dict[str, Any]], Any, str]] = []
+    complete = llm.complete
+
+    async def recording(messages: list[dict[str, Any]], **kwargs: Any) -> Any:
+        sent.append((copy.deepcopy(messages), kwargs.get("tools"), kwargs["mode"]))
+        return await complete(messages, **kwargs)
+
+    llm.complete = recording  # type: ignore[method-assign]
     conversation = await conversations.get_or_create("bench", "swarm")
     request = AgentRequest(conversation_id=conversation.id, text="check the fleet",
                            actor="bench", unattended=True)  # fmt: skip
@@ -169,32 +182,38 @@ async def run_swarm(
         "batches": swarm.steps.batches,
         "statements": swarm.steps.statements,
     }
-    async with store.read() as db:
-        [[calls]] = list(await db.execute_fetchall("SELECT count(*) FROM llm_usage"))
-    figures["llm_calls"] = calls
+    figures["sent"] = sent
     await swarm.close()
     await llm.close()
     await store.close()
     return figures
 
 
-async def run_bare(base_url: str, calls: int, concurrency: int) -> float:
-    """CPU seconds for ``calls`` bare model calls at the same concurrency (no harness)."""
+async def run_bare(
+    base_url: str, sent: list[tuple[list[dict[str, Any]], Any, str]], concurrency: int
+) -> float:
+    """CPU seconds to send the very same requests again as bare model calls at the same
+    concurrency: the HTTP round trip (and the client's own work) without the harness."""
     settings = settings_for(base_url, concurrency, 60)
     llm = build_llm(settings, usage=None, clock=SystemClock())
-    messages = [{"role": "system", "content": f"{SUBAGENT_MARK} (bare)"},
-                {"role": "user", "content": "behave=ok steps=0"}]  # fmt: skip
     slots = asyncio.Semaphore(concurrency)
 
-    async def one() -> None:
+    async def one(messages: list[dict[str, Any]], tools: Any, mode: Any) -> None:
         async with slots:
-            await llm.complete(messages, mode="instant", purpose="bench")
+            with contextlib.suppress(NightshiftError):
+                await llm.complete(messages, tools=tools, mode=mode, purpose="bench")
 
     cpu0 = time.process_time()
-    await asyncio.gather(*(one() for _ in range(calls)))
+    await asyncio.gather(*(one(*request) for request in sent if not _hangs(request[0])))
     cpu = time.process_time() - cpu0
     await llm.close()
     return cpu
+
+
+def _hangs(messages: list[dict[str, Any]]) -> bool:
+    """A stalled attempt's request (replayed, it would hang: its CPU is not counted)."""
+    goal = str(messages[1].get("content", "")) if len(messages) > 1 else ""
+    return "behave=stall_always" in goal
 
 
 def _counts(statuses: list[str]) -> dict[str, int]:
@@ -221,7 +240,7 @@ async def main(agents: int, concurrency: int, latency: float, stall: float, seed
         base_url = fake.stdout.readline().strip()
         try:
             figures = await run_swarm(base_url, tmp, tasks, concurrency, stall)
-            bare_cpu = await run_bare(base_url, figures["llm_calls"], concurrency)
+            bare_cpu = await run_bare(base_url, figures["sent"], concurrency)
         finally:
             fake.terminate()
             fake.wait()
@@ -230,14 +249,15 @@ async def main(agents: int, concurrency: int, latency: float, stall: float, seed
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     latencies = figures["stall_latency"]
     print(f"{agents} sub-agents, {rows} steps (model + tool calls), concurrency {concurrency}, "
-          f"{latency * 1000:.0f} ms per call, stall T = {stall:g} s; coordinator: "
+          f"{latency * 1000:.0f} ms per call, stall T = {stall:g} s, stream {STREAM}; coordinator: "
           f"{figures['status']}")  # fmt: skip
     print(f"sub-agents: {figures['counts']}")
     print(f"wall {figures['wall']:.2f} s vs critical path {critical:.2f} s "
           f"= {figures['wall'] / critical:.2f}x")  # fmt: skip
     overhead = (figures["cpu"] - bare_cpu) / rows * 1000
-    print(f"CPU: swarm {figures['cpu']:.2f} s, bare model calls ({figures['llm_calls']}) "
-          f"{bare_cpu:.2f} s; harness overhead {overhead:.2f} ms per step")  # fmt: skip
+    print(f"CPU: swarm {figures['cpu']:.2f} s ({figures['cpu'] / figures['wall']:.0%} of the "
+          f"wall time), the same {len(figures['sent'])} model requests sent bare "
+          f"{bare_cpu:.2f} s; harness overhead {overhead:.2f} ms CPU per step")  # fmt: skip
     print(f"step writes: {figures['batches']} transactions, {figures['statements']} statements "
           f"for {rows} steps; stale writes refused: {figures['refused']}")  # fmt: skip
     print(f"peak RSS {rss_mb:.0f} MB; event-loop lag p99 {figures['lag_p99_ms']:.1f} ms")
@@ -257,5 +277,7 @@ if __name__ == "__main__":
     parser.add_argument("--latency", type=float, default=0.1)
     parser.add_argument("--stall", type=float, default=1.0)
     parser.add_argument("--seed", type=int, default=13)
+    parser.add_argument("--no-stream", action="store_true", help="[llm] stream = false")
     a = parser.parse_args()
+    STREAM = not a.no_stream
     asyncio.run(main(a.agents, a.concurrency, a.latency, a.stall, a.seed))
