@@ -376,7 +376,7 @@ class FakeChatServer:
 # -- sub-agents ------------------------------------------------------------------------------
 
 SUBAGENT_MARK = "You are a sub-agent"
-_OPTION = re.compile(r"\b(behave|steps|delay|tool|id)=(\S+)")
+_OPTION = re.compile(r"\b(behave|steps|delay|tool|id|subtools)=(\S+)")
 
 
 class SwarmScript:
@@ -395,6 +395,8 @@ class SwarmScript:
     - ``loop``: the same tool call on every step
     - ``malformed``: prose, never JSON; ``malformed_once``: prose, then JSON once corrected
     - ``tokens``: like ``ok`` but every reply costs 10,000 completion tokens
+    - ``nest``: delegates one ``behave=ok`` subtask with the tools ``subtools`` (comma
+      separated), then answers ``ok`` with what the delegate call returned as ``"delegated"``
     """
 
     def __init__(self, coordinator: list[Reply] | None = None, *, latency: float = 0.0) -> None:
@@ -430,6 +432,16 @@ class SwarmScript:
             return Reply(status=500)
         if behave == "stall_always" or (behave == "stall" and start == 1):
             return Reply(fault="hang")
+        if behave == "nest":
+            if done == 0:
+                tools = [t for t in options.get("subtools", "echo").split(",") if t]
+                sub = {
+                    "goal": f"behave=ok steps=0 id={options.get('id', '')}-child",
+                    "tools": tools,
+                }
+                return Reply(tool_calls=[("delegate", json.dumps({"tasks": [sub]}))])
+            result = {"status": "ok", "steps": done, "delegated": messages[-1].get("content")}
+            return Reply(content=json.dumps(result))
         if behave == "loop":
             return Reply(tool_calls=[(tool, json.dumps({"text": "same"}))])
         cost = 10_000 if behave == "tokens" else 5

@@ -322,3 +322,44 @@ async def test_a_parent_cancelled_mid_run_leaves_no_child_running(rig_factory: A
     assert rig.swarm.live() == 0
     run_tasks = await rig.swarm.repo.tasks(1)
     assert [(t.status, t.reason) for t in run_tasks] == [("cancelled", "cancelled by its parent")]
+
+
+async def test_a_sub_agent_delegates_within_the_depth_limit_and_only_its_own_tools(
+    rig_factory: Any,
+) -> None:
+    # one slot: a parent waiting for its child gives its slot up, or this would never end
+    rig = await rig_factory(max_depth=2, concurrency=1)
+    async with asyncio.timeout(30):
+        answer = await rig.delegate(
+            task("behave=nest id=n1 subtools=echo", tools=["delegate", "echo"]),
+            task("behave=nest id=n2 subtools=restart_service", tools=["delegate", "echo"]),
+        )
+    ok, refused = answer["subtasks"]
+    assert ok["status"] == refused["status"] == "done"
+    inner = json.loads(ok["result"]["delegated"])
+    assert inner["summary"] == {"done": 1} and inner["run"] == answer["run"]
+    assert "restart_service" in refused["result"]["delegated"]
+    assert "only get tools its parent has" in refused["result"]["delegated"]
+    tree = await rig.swarm.repo.tasks(answer["run"])
+    assert [(t.depth, t.parent_task_id, t.status) for t in tree] == [
+        (1, None, "done"),
+        (1, None, "done"),
+        (2, tree[0].id, "done"),
+    ]
+    assert tree[2].goal == "behave=ok steps=0 id=n1-child"
+
+
+async def test_the_daily_budget_still_stops_the_swarm(rig_factory: Any) -> None:
+    rig = await rig_factory({}, concurrency=1)
+    rig.loop._llm.set_budget(
+        rig.swarm.settings.agent.budget.model_copy(update={"daily_tokens": 40})
+    )
+    call = {"tasks": [task("behave=ok steps=4 id=a"), task("behave=ok id=b")]}
+    rig.script.coordinator.append(Reply(tool_calls=[("delegate", json.dumps(call))]))
+    result = await rig.ask()
+    assert result.status == "budget"  # the coordinator's own last call is refused too
+    a, b = await rig.swarm.repo.tasks(1)
+    assert a.status == "failed" and "budget" in (a.reason or "")
+    assert (b.status, b.reason) == ("cancelled", "not started: the daily token budget is spent: "
+                                    f"{a.reason.removeprefix('budget: ')}")  # fmt: skip
+    assert rig.script.calls["ok"] == 2  # 15 + 15 + 15 tokens: the third call was never sent
