@@ -333,21 +333,56 @@ class SwarmRepo:
         if cur.rowcount == 0:
             raise FencedError(task_id, epoch)
 
-    async def reassign(self, task_id: int, *, reason: str, goal: str | None = None) -> int:
+    async def reassign(
+        self,
+        task_id: int,
+        *,
+        reason: str,
+        goal: str | None = None,
+        deadline_at: datetime | None = None,
+    ) -> int:
         """Fence off the current worker (epoch + 1) and queue the task again, optionally with a
-        changed brief; returns the attempt number. Cancel the old worker first."""
+        changed brief and a new deadline; returns the attempt number. Cancel the old worker
+        first."""
         async with self._store.write() as db:
             rows = list(
                 await db.execute_fetchall(
                     "UPDATE swarm_tasks SET epoch = epoch + 1, attempt = attempt + 1,"
                     " status = 'queued', reason = ?, goal = COALESCE(?, goal), result = NULL,"
-                    " finished_at = NULL WHERE id = ? RETURNING attempt",
-                    (redact(reason), None if goal is None else redact(goal), task_id),
+                    " finished_at = NULL, deadline_at = COALESCE(?, deadline_at)"
+                    " WHERE id = ? RETURNING attempt",
+                    (
+                        redact(reason),
+                        None if goal is None else redact(goal),
+                        None if deadline_at is None else to_db_time(deadline_at),
+                        task_id,
+                    ),
                 )
             )
         if not rows:
             raise RecordNotFound("swarm task", task_id)
         return int(rows[0][0])
+
+    async def mark_unknown(self) -> int:
+        """At startup: tasks left queued or running by a previous process become "unknown"
+        (their outcome is not known), and their runs too; returns how many tasks."""
+        now = self._now()
+        async with self._store.write() as db:
+            cur = await db.execute(
+                "UPDATE swarm_tasks SET status = 'unknown', epoch = epoch + 1, finished_at = ?,"
+                " reason = 'the daemon stopped while this sub-agent was ' || status"
+                " WHERE status IN ('queued', 'running')",
+                (now,),
+            )
+            count = cur.rowcount
+            await db.execute(
+                "UPDATE swarm_runs SET status = 'unknown', finished_at = ?,"
+                " reason = 'the daemon stopped during this run' WHERE status = 'running'",
+                (now,),
+            )
+        if count:
+            log.warning("marked %d unfinished sub-agent tasks as unknown", count)
+        return count
 
     async def cancel_queued(self, run_id: int, reason: str) -> int:
         """Tasks of the run still queued are cancelled (never started); returns how many."""

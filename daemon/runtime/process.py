@@ -60,6 +60,7 @@ from memory.recall import RecallRepo
 from memory.retention import RetentionRepo
 from memory.runs import RunRepo
 from memory.store import SqliteStore
+from memory.swarm import SwarmRepo
 from memory.usage import UsageRepo
 
 if TYPE_CHECKING:
@@ -189,6 +190,7 @@ class Runtime:
         interrupted = await self.runs.mark_interrupted()
         if interrupted:
             log.warning("%d agent run(s) were interrupted by the last shutdown", interrupted)
+        await SwarmRepo(self.store, self.clock).mark_unknown()  # resuming them: not yet
 
         self.channel_state = ChannelStateRepo(self.store, self.clock)
         self.channel_set = ChannelSet(

@@ -106,3 +106,24 @@ async def test_claim_of_a_task_not_queued_is_refused(
     await repo.claim(task_id)
     with pytest.raises(FencedError):
         await repo.claim(task_id)
+
+
+async def test_at_startup_unfinished_tasks_become_unknown_and_are_fenced(
+    store: SqliteStore, clock: ManualClock
+) -> None:
+    repo = SwarmRepo(store, clock)
+    run_id = await _run(repo)
+    running, queued, done = await repo.add_tasks(run_id, None, 1, [spec(), spec(), spec()])
+    old = await repo.claim(running)
+    finished = await repo.claim(done)
+    await repo.finish(done, finished, "done", result={"ok": True})
+    assert await repo.mark_unknown() == 2
+    states = {t.id: (t.status, t.reason) for t in await repo.tasks(run_id)}
+    assert states == {
+        running: ("unknown", "the daemon stopped while this sub-agent was running"),
+        queued: ("unknown", "the daemon stopped while this sub-agent was queued"),
+        done: ("done", None),
+    }
+    assert (await repo.get_run(run_id)).status == "unknown"
+    with pytest.raises(FencedError):  # a worker of the old process could not write either
+        await repo.add_step_now(running, old, 1, "llm", "m", {})

@@ -154,9 +154,8 @@ class Swarm:
                 f"sub-agents at depth {frame.depth} may not delegate "
                 f"(agent.swarm.max_depth = {swarm.max_depth})"
             )
-        fresh = [t for t in tasks if t.retry_of is None]
-        specs = [self._spec(t, frame) for t in fresh]
-        retried = [await self._retry(t, frame) for t in tasks if t.retry_of is not None]
+        specs = [self._spec(t, frame) for t in tasks if t.retry_of is None]
+        retries = [(t, await self._retried(t, frame)) for t in tasks if t.retry_of is not None]
         ids = await self.repo.add_tasks(frame.budget.run_id, frame.task_id, depth, specs)
         if specs and not ids:
             run = await self.repo.get_run(frame.budget.run_id)
@@ -164,7 +163,15 @@ class Swarm:
                 f"spawn cap: this run may start {run.max_spawns} sub-agents and has started "
                 f"{run.spawns}; {len(specs)} more would pass it (agent.swarm.max_spawns_per_run)"
             )
-        all_ids = retried + ids
+        for subtask, old in retries:  # only once nothing can refuse the call any more
+            await self._stop_worker(old.id, "reassigned by its parent")
+            await self.repo.reassign(
+                old.id,
+                reason="reassigned by its parent",
+                goal=subtask.goal,
+                deadline_at=self._clock.now() + self._allowance(subtask, old),
+            )
+        all_ids = [old.id for _, old in retries] + ids
         drivers = [asyncio.create_task(self._drive(i, ctx, frame.budget)) for i in all_ids]
         async with self._slot_released(frame):
             try:
@@ -233,7 +240,15 @@ class Swarm:
             deadline_at=self._clock.now() + timedelta(seconds=seconds),
         )
 
-    async def _retry(self, task: Subtask, frame: _Frame) -> int:
+    def _allowance(self, subtask: Subtask, old: SwarmTask) -> timedelta:
+        """A retry's time: what it asks for (within the ceiling), else what the first had."""
+        if subtask.deadline_seconds is None:
+            return _allowance(old)
+        ceiling = self.settings.agent.swarm.child_deadline_seconds
+        return timedelta(seconds=min(subtask.deadline_seconds, ceiling))
+
+    async def _retried(self, task: Subtask, frame: _Frame) -> SwarmTask:
+        """The earlier subtask ``task`` retries, if the delegating agent may retry it."""
         assert task.retry_of is not None
         try:
             old = await self.repo.get_task(task.retry_of)
@@ -241,9 +256,9 @@ class Swarm:
             raise ToolError(f"no subtask {task.retry_of} to retry") from None
         if old.run_id != frame.budget.run_id or old.parent_task_id != frame.task_id:
             raise ToolError(f"subtask {task.retry_of} is not one of yours")
-        await self._stop_worker(old.id, "reassigned by its parent")
-        await self.repo.reassign(old.id, reason="reassigned by its parent", goal=task.goal)
-        return old.id
+        if old.status not in FINAL:
+            raise ToolError(f"subtask {task.retry_of} is still {old.status}")
+        return old
 
     # -- running one task ------------------------------------------------------------------
 
@@ -259,7 +274,11 @@ class Swarm:
                 status, reason = await self._attempt(task, parent, budget)
             if status != "stalled" or task.attempt >= swarm.max_attempts:
                 return
-            await self.repo.reassign(task_id, reason=f"attempt {task.attempt} {reason}; reassigned")
+            await self.repo.reassign(
+                task_id,
+                reason=f"attempt {task.attempt} {reason}; reassigned",
+                deadline_at=self._clock.now() + _allowance(task),
+            )
 
     async def _cancel_queued(self, task: SwarmTask, reason: str) -> None:
         epoch = await self.repo.claim(task.id)
@@ -427,6 +446,14 @@ class Swarm:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watchdog
         await self.steps.durable()
+
+
+def _allowance(task: SwarmTask) -> timedelta:
+    """The time a task was given (from its creation to its first deadline): each new attempt
+    gets as much again."""
+    if task.deadline_at is None:
+        return timedelta(seconds=600)
+    return max(task.deadline_at - task.created_at, timedelta(seconds=1))
 
 
 def _brief(task: SwarmTask, chars: int) -> dict[str, Any]:

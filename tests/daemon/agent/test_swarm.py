@@ -306,6 +306,28 @@ async def test_the_coordinator_retries_a_failed_child_with_a_changed_brief(
     assert (row.goal, row.epoch) == ("behave=ok id=r2", 3)
 
 
+async def test_a_child_past_its_deadline_fails_and_its_retry_gets_a_fresh_deadline(
+    rig_factory: Any,
+) -> None:
+    rig = await rig_factory(stall_seconds=0.4)  # the watchdog looks every 0.1 s
+    first = {"tasks": [task("behave=ok delay=5 id=late", deadline_seconds=0.3)]}
+    again = task("behave=ok delay=0.2 steps=1 id=on-time", retry_of=1, deadline_seconds=5)
+    retry = {"tasks": [again]}
+    rig.script.coordinator.extend(
+        [
+            Reply(tool_calls=[("delegate", json.dumps(first))]),
+            Reply(tool_calls=[("delegate", json.dumps(retry))]),
+            Reply(content="done"),
+        ]
+    )
+    await rig.ask()
+    coordinator = [r for r in rig.fake.requests if not _is_child(r)]
+    late = json.loads(coordinator[1]["messages"][-1]["content"])["subtasks"][0]
+    assert (late["status"], late["reason"]) == ("failed", "deadline passed before a result")
+    [again] = rig.tool_answer()["subtasks"]
+    assert (again["status"], again["attempts"], again["result"]["id"]) == ("done", 2, "on-time")
+
+
 async def test_a_parent_cancelled_mid_run_leaves_no_child_running(rig_factory: Any) -> None:
     rig = await rig_factory()
     rig.script.coordinator.append(
