@@ -47,6 +47,7 @@ log = logging.getLogger(__name__)
 
 DELEGATE = "delegate"
 RESULT_CHARS = 8_000  # all results together, as the coordinator sees them
+REPORT_SLACK = 200  # room kept in the tool output for the list's own punctuation
 KEEP_RUNS = 64  # recent coordinator runs whose budgets are kept for retries
 
 
@@ -414,24 +415,41 @@ class Swarm:
     # -- the report ------------------------------------------------------------------------
 
     async def _report(self, budget: RunBudget, ids: list[int]) -> dict[str, Any]:
-        tasks = [await self.repo.get_task(i) for i in ids]
+        """Counts, then each subtask (those not done first) while they fit the tool output:
+        results, not transcripts, and never more than the delegating agent can read."""
+        rows = {task.id: task for task in await self.repo.tasks(budget.run_id)}
+        tasks = [rows[i] for i in ids]
         counts: dict[str, int] = {}
         for task in tasks:
             counts[task.status] = counts.get(task.status, 0) + 1
-        each = max(RESULT_CHARS // max(len(tasks), 1), 120)
         done = counts.get("done", 0) == len(tasks)
         status = "done" if done else ("cancelled" if budget.stopped else "partial")
         unfinished = len(tasks) - counts.get("done", 0)
         why = budget.stopped or (None if done else f"{unfinished} of {len(tasks)} not done")
         await self.repo.finish_run(budget.run_id, status, why)
-        return {
+        report: dict[str, Any] = {
             "run": budget.run_id,
             "summary": counts,
             "stopped": budget.stopped,
             "tokens_used": budget.tokens,
             "tokens_left": max(budget.max_tokens - budget.tokens, 0),
-            "subtasks": [_brief(task, each) for task in tasks],
         }
+        room = self.settings.agent.tool_output_chars - len(json.dumps(report)) - REPORT_SLACK
+        each = max(RESULT_CHARS // max(len(tasks), 1), 120)
+        shown: list[dict[str, Any]] = []
+        for task in sorted(tasks, key=lambda t: t.status == "done"):  # stable: not done first
+            entry = _brief(task, each)
+            room -= len(json.dumps(entry, ensure_ascii=False)) + 2
+            if room < 0:
+                break
+            shown.append(entry)
+        report["subtasks"] = shown
+        if len(shown) < len(tasks):
+            hidden: dict[str, int] = {}
+            for task in sorted(tasks, key=lambda t: t.status == "done")[len(shown) :]:
+                hidden[task.status] = hidden.get(task.status, 0) + 1
+            report["not_shown"] = hidden
+        return report
 
     def live(self) -> int:
         """Attempts running now."""

@@ -231,7 +231,7 @@ async def test_a_child_over_its_token_budget_fails_and_the_run_stops_at_its_cap(
         task("behave=tokens steps=0 id=c"),
         task("behave=ok id=d"),
     )
-    a, b, c, d = answer["subtasks"]
+    a, b, c, d = sorted(answer["subtasks"], key=lambda entry: entry["id"])
     assert a["status"] == "failed" and "token budget exhausted" in a["reason"]
     assert b["status"] == "done"  # it spent the run's last tokens
     assert c["status"] == d["status"] == "cancelled"
@@ -326,6 +326,20 @@ async def test_a_child_past_its_deadline_fails_and_its_retry_gets_a_fresh_deadli
     assert (late["status"], late["reason"]) == ("failed", "deadline passed before a result")
     [again] = rig.tool_answer()["subtasks"]
     assert (again["status"], again["attempts"], again["result"]["id"]) == ("done", 2, "on-time")
+
+
+async def test_many_results_fit_the_coordinators_tool_output_failures_first(
+    rig_factory: Any,
+) -> None:
+    rig = await rig_factory(concurrency=20)
+    rig.swarm.settings.agent.tool_output_chars = 2_000
+    answer = await rig.delegate(
+        *(task(f"behave=ok steps=0 id=host-{i:02d}") for i in range(40)), task("behave=fail")
+    )  # a truncated answer would not parse as JSON
+    assert answer["summary"] == {"done": 40, "failed": 1}
+    first, *rest = answer["subtasks"]
+    assert first["status"] == "failed"
+    assert 5 < len(rest) < 40 and answer["not_shown"] == {"done": 40 - len(rest)}
 
 
 async def test_a_parent_cancelled_mid_run_leaves_no_child_running(rig_factory: Any) -> None:
