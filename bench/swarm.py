@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import copy
 import json
+import os
 import random
 import resource
 import subprocess
@@ -216,6 +217,12 @@ def _hangs(messages: list[dict[str, Any]]) -> bool:
     return "behave=stall_always" in goal
 
 
+def _cpu_of(pid: int) -> float:
+    """CPU seconds (user + system) a process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _counts(statuses: list[str]) -> dict[str, int]:
     out: dict[str, int] = {}
     for status in statuses:
@@ -239,7 +246,9 @@ async def main(agents: int, concurrency: int, latency: float, stall: float, seed
         assert fake.stdout is not None
         base_url = fake.stdout.readline().strip()
         try:
+            fake_cpu0 = _cpu_of(fake.pid)
             figures = await run_swarm(base_url, tmp, tasks, concurrency, stall)
+            figures["fake_cpu"] = _cpu_of(fake.pid) - fake_cpu0
             bare_cpu = await run_bare(base_url, figures["sent"], concurrency)
         finally:
             fake.terminate()
@@ -258,6 +267,8 @@ async def main(agents: int, concurrency: int, latency: float, stall: float, seed
     print(f"CPU: swarm {figures['cpu']:.2f} s ({figures['cpu'] / figures['wall']:.0%} of the "
           f"wall time), the same {len(figures['sent'])} model requests sent bare "
           f"{bare_cpu:.2f} s; harness overhead {overhead:.2f} ms CPU per step")  # fmt: skip
+    print(f"the fake server (its own process) used {figures['fake_cpu']:.2f} s CPU "
+          f"({figures['fake_cpu'] / figures['wall']:.0%} of the wall time)")  # fmt: skip
     print(f"step writes: {figures['batches']} transactions, {figures['statements']} statements "
           f"for {rows} steps; stale writes refused: {figures['refused']}")  # fmt: skip
     print(f"peak RSS {rss_mb:.0f} MB; event-loop lag p99 {figures['lag_p99_ms']:.1f} ms")
