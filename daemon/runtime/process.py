@@ -522,6 +522,8 @@ class Runtime:
             log.info("reload: tasks %s", tasks_report)
         if self.llm is not None and "agent" in applied:
             self.llm.set_budget(self.settings.agent.budget)
+            if self.swarm is not None:
+                self.swarm.apply_settings()
         logging.getLogger().setLevel(self.settings.runtime.log_level)
         if needs_restart:
             log.warning("reload: %s changed and need a restart", ", ".join(needs_restart))

@@ -151,6 +151,8 @@ async def _drive(a: Attempt) -> Outcome:
             messages.append({"role": "user", "content": CORRECTION.format(problems=note)})
             continue
         for call in completion.tool_calls:
+            if a.budget.stopped is not None:  # nothing more runs once the run is at its cap
+                return Outcome(status="cancelled", reason=f"stopped: {a.budget.stopped}")
             if call.name not in allowed:
                 text = f"ERROR: {call.name} is not one of this sub-agent's tools ({allowed})"
                 _record_tool(a, call.name, call.arguments, text, False, 0.0, intent=False)

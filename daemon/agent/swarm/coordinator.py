@@ -116,7 +116,9 @@ class Swarm:
         self._clock = clock
         self.repo = SwarmRepo(store, clock)
         self.steps = StepLog(store, clock)
-        self._slots = asyncio.Semaphore(settings.agent.swarm.concurrency)
+        self._limit = settings.agent.swarm.concurrency
+        self._slots = asyncio.Semaphore(self._limit)
+        self._shrinking: set[asyncio.Task[None]] = set()
         self._runs: OrderedDict[int, RunBudget] = OrderedDict()
         self._workers: dict[int, _Worker] = {}
         self._watchdog: asyncio.Task[None] | None = None
@@ -451,6 +453,22 @@ class Swarm:
             report["not_shown"] = hidden
         return report
 
+    def apply_settings(self) -> None:
+        """After a reload: the concurrency limit follows ``agent.swarm.concurrency`` (running
+        sub-agents are not stopped; a lower limit takes hold as they finish)."""
+        wanted = self.settings.agent.swarm.concurrency
+        delta, self._limit = wanted - self._limit, wanted
+        for _ in range(max(delta, 0)):
+            self._slots.release()
+        if delta < 0:
+            shrink = asyncio.create_task(self._take_slots(-delta))
+            self._shrinking.add(shrink)
+            shrink.add_done_callback(self._shrinking.discard)
+
+    async def _take_slots(self, count: int) -> None:
+        for _ in range(count):
+            await self._slots.acquire()
+
     def live(self) -> int:
         """Attempts running now."""
         return len(self._workers)
@@ -459,6 +477,8 @@ class Swarm:
         """Stop the watchdog; attempts still running are cancelled."""
         for worker in list(self._workers.values()):
             worker.job.cancel()
+        for shrink in list(self._shrinking):
+            shrink.cancel()
         if self._watchdog is not None:
             self._watchdog.cancel()
             with contextlib.suppress(asyncio.CancelledError):

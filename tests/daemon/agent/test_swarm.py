@@ -179,6 +179,20 @@ async def test_the_global_concurrency_limit_holds(rig_factory: Any) -> None:
     assert rig.fake.max_in_flight == 2
 
 
+async def test_a_reloaded_concurrency_limit_holds_up_and_down(rig_factory: Any) -> None:
+    rig = await rig_factory(concurrency=1)
+    swarm = rig.swarm.settings.agent.swarm
+    swarm.concurrency = 3
+    rig.swarm.apply_settings()
+    await rig.delegate(*(task(f"behave=slow delay=0.1 steps=0 id={i}") for i in range(6)))
+    assert rig.fake.max_in_flight == 3
+    swarm.concurrency = 2
+    rig.swarm.apply_settings()
+    rig.fake.max_in_flight = 0
+    await rig.delegate(*(task(f"behave=slow delay=0.1 steps=0 id={i}") for i in range(6)))
+    assert rig.fake.max_in_flight == 2
+
+
 async def test_a_stalled_stream_is_caught_cancelled_fenced_and_reassigned(
     rig_factory: Any,
 ) -> None:
@@ -239,6 +253,26 @@ async def test_a_child_over_its_token_budget_fails_and_the_run_stops_at_its_cap(
     assert "token budget is spent" in answer["stopped"]
     run = await rig.swarm.repo.get_run(answer["run"])
     assert run.status == "cancelled" and "token budget" in (run.reason or "")
+
+
+async def test_step_budgets_end_a_child_and_stop_the_run(rig_factory: Any) -> None:
+    rig = await rig_factory(concurrency=1, run_max_steps=12)
+    answer = await rig.delegate(
+        task("behave=ok steps=5 id=long", max_steps=2),
+        task("behave=ok steps=3 id=fits"),
+        task("behave=ok steps=3 id=over"),
+        task("behave=ok id=never"),
+    )
+    long, fits, over, never = sorted(answer["subtasks"], key=lambda entry: entry["id"])
+    assert (long["status"], long["reason"]) == (
+        "failed",
+        "step budget exhausted (2 steps) without a result",
+    )
+    assert fits["status"] == "done"  # 4 + 7 steps: the run has 1 left
+    assert over["status"] == "cancelled" and "step budget is spent (12 of 12)" in over["reason"]
+    assert never["status"] == "cancelled" and never["reason"].startswith("not started")
+    run = await rig.swarm.repo.get_run(answer["run"])
+    assert (run.status, run.steps) == ("cancelled", 12)
 
 
 async def test_tools_beyond_the_parents_depth_and_spawn_caps_are_refused(
