@@ -245,6 +245,14 @@ class SwarmRepo:
         if cur.rowcount == 0:
             raise RecordNotFound("swarm run", run_id)
 
+    async def reopen_run(self, run_id: int) -> None:
+        """A finished run gets more work (its coordinator delegates again): running again."""
+        await self._store.execute_write(
+            "UPDATE swarm_runs SET status = 'running', reason = NULL, finished_at = NULL"
+            " WHERE id = ? AND status <> 'running'",
+            (run_id,),
+        )
+
     async def add_tasks(
         self, run_id: int, parent_task_id: int | None, depth: int, specs: Sequence[TaskSpec]
     ) -> list[int]:

@@ -211,6 +211,8 @@ class Swarm:
             self._runs[key] = budget
             while len(self._runs) > KEEP_RUNS:
                 self._runs.popitem(last=False)
+        else:
+            await self.repo.reopen_run(budget.run_id)
         self._runs.move_to_end(key)
         return _Frame(budget, None, 0, frozenset(self._executor.registry.names()))
 

@@ -336,6 +336,8 @@ async def test_the_coordinator_retries_a_failed_child_with_a_changed_brief(
     assert (entry["id"], entry["status"], entry["attempts"]) == (1, "done", 2)
     assert entry["result"]["id"] == "r2"
     assert again["run"] == failed["run"]
+    run = await rig.swarm.repo.get_run(again["run"])
+    assert (run.status, run.reason, run.spawns) == ("done", None, 1)  # reopened, then done
     [row] = await rig.swarm.repo.tasks(again["run"])
     assert (row.goal, row.epoch) == ("behave=ok id=r2", 3)
 
