@@ -1,3 +1,0 @@
--- Placeholder so this branch runs alone: migrations must be numbered 1..n. The real 0012
--- belongs to another branch; drop this file when merging.
-SELECT 1;
