@@ -65,7 +65,8 @@ class ToolExecutor:
                 await self._authorise(name, tier, arguments, ctx)
             # The timeout covers the tool's work; a wait for one of its slots is lifted out of
             # it (see ToolGate), so callers queued behind a capped tool wait, not fail.
-            async with asyncio.timeout(ctx.settings.agent.tool_timeout_seconds) as deadline:
+            limit = tool.timeout_seconds or ctx.settings.agent.tool_timeout_seconds
+            async with asyncio.timeout(limit) as deadline:
                 token = TOOL_DEADLINE.set(deadline)
                 try:
                     result = await tool.invoke(ctx, arguments)
@@ -74,6 +75,8 @@ class ToolExecutor:
             text, ok = render_result(result), True
         except TimeoutError:
             limit = ctx.settings.agent.tool_timeout_seconds
+            if name in self.registry.names():
+                limit = self.registry.get(name).timeout_seconds or limit
             text, ok = (
                 str(ToolTimeoutError(f"{name} timed out after {limit:g}s and was cancelled")),
                 False,

@@ -38,7 +38,13 @@ from daemon.agent._stream import (
     read_response,
     retry_after,
 )
-from daemon.agent.model import REASONING_PLACEHOLDER, Completion, ToolCall, Usage
+from daemon.agent.model import (
+    REASONING_PLACEHOLDER,
+    Completion,
+    ToolCall,
+    Usage,
+    model_progress,
+)
 from daemon.agent.settings import BudgetSettings, LlmSettings
 from daemon.core.clock import Clock, SystemClock
 from daemon.core.errors import (
@@ -224,17 +230,25 @@ class LlmClient:
         started = self._clock.monotonic()
         create: Any = client.chat.completions.create
         answer: Answer
+        progress = model_progress.get()
+        if progress is not None:
+            progress("start")
         try:
             if args.get("stream"):
                 aggregate = StreamAggregate()
                 async with await create(**args) as stream:
                     async for chunk in stream:
                         aggregate.feed(chunk)
+                        if progress is not None:
+                            progress("chunk")
                 answer = aggregate.answer()
             else:
                 answer = read_response(await create(**args))
         except json.JSONDecodeError as exc:  # a 200 body, or one SSE event, that is not JSON
             raise MalformedAnswer(f"HTTP 200 with invalid JSON ({exc.msg})") from exc
+        finally:
+            if progress is not None:
+                progress("end")
         reasoning = answer.reasoning_content
         if (
             answer.tool_calls

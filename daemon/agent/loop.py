@@ -138,6 +138,11 @@ class AgentLoop:
         )
 
     @property
+    def executor(self) -> ToolExecutor:
+        """The door every tool call of this agent passes (sub-agents share it)."""
+        return self._executor
+
+    @property
     def enabled(self) -> bool:
         return self._llm is not None
 

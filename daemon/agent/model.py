@@ -3,10 +3,26 @@ and the values that cross it: completions, tool calls, token usage."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
-__all__ = ["REASONING_PLACEHOLDER", "ChatModel", "Completion", "ToolCall", "Usage"]
+__all__ = [
+    "REASONING_PLACEHOLDER",
+    "ChatModel",
+    "Completion",
+    "ToolCall",
+    "Usage",
+    "model_progress",
+]
+
+# Told when a model request of this context is sent ("start"), on every streamed chunk
+# ("chunk") and when it has ended ("end"): a sub-agent's watchdog measures the model's progress
+# (a stream that hangs midway is told from one that is slow; waits of our own do not count).
+model_progress: ContextVar[Callable[[str], None] | None] = ContextVar(
+    "model_progress", default=None
+)
 
 # Replayed as the reasoning of a tool-call message that came without any: with thinking on, Kimi
 # answers 400 to an earlier tool-call message whose reasoning_content is missing or empty.

@@ -51,6 +51,28 @@ class BudgetSettings(Section):
         return check_zone(value)
 
 
+class SwarmSettings(Section):
+    """Sub-agents the agent may delegate to (the ``delegate`` tool)."""
+
+    enabled: bool = True
+    mode: Mode = "instant"  # sub-agents' model mode: instant is cheaper for small subtasks
+    # Sub-agents running at once in this process, over all runs (the API tier's concurrency;
+    # their model calls still pass [llm] concurrency).
+    concurrency: int = Field(default=8, ge=1, le=1000)
+    max_depth: int = Field(default=1, ge=1, le=5)  # 1: sub-agents cannot delegate further
+    max_spawns_per_run: int = Field(default=400, ge=1, le=100_000)
+    run_max_tokens: int = Field(default=2_000_000, ge=1_000)
+    run_max_steps: int = Field(default=6_000, ge=1)
+    child_max_steps: int = Field(default=12, ge=1, le=200)  # the default and the ceiling
+    child_max_tokens: int = Field(default=100_000, ge=500)  # the default and the ceiling
+    child_deadline_seconds: float = Field(default=600.0, gt=0, allow_inf_nan=False)
+    # A sub-agent with no model token and no tool result for this long is stalled: cancelled,
+    # fenced and reassigned while attempts remain.
+    stall_seconds: float = Field(default=90.0, gt=0, allow_inf_nan=False)
+    max_attempts: int = Field(default=2, ge=1, le=10)
+    delegate_timeout_seconds: float = Field(default=3_600.0, gt=0, allow_inf_nan=False)
+
+
 class AgentSettings(Section):
     """The agent loop."""
 
@@ -76,6 +98,7 @@ class AgentSettings(Section):
     # Recall hits added to the end of a chat turn's or an investigation's prompt (0: none).
     recall_hits: int = Field(default=3, ge=0, le=10)
     budget: BudgetSettings = Field(default_factory=BudgetSettings)
+    swarm: SwarmSettings = Field(default_factory=SwarmSettings)
 
 
 class PolicySettings(Section):

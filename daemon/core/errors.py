@@ -177,6 +177,15 @@ class StoreError(NightshiftError):
     """The database cannot be opened or used."""
 
 
+class FencedError(StoreError):
+    """A write by a worker whose epoch is stale: the task was reassigned, so it is refused."""
+
+    def __init__(self, task_id: int, epoch: int) -> None:
+        super().__init__(f"swarm task {task_id}: write at stale epoch {epoch} refused")
+        self.task_id = task_id
+        self.epoch = epoch
+
+
 class SchemaTooNewError(StoreError):
     """The database was written by a newer nightshift than this one."""
 

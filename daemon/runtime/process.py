@@ -61,10 +61,12 @@ from memory.recall import RecallRepo
 from memory.retention import RetentionRepo
 from memory.runs import RunRepo
 from memory.store import SqliteStore
+from memory.swarm import SwarmRepo
 from memory.usage import UsageRepo
 
 if TYPE_CHECKING:
     from daemon.agent.llm import LlmClient
+    from daemon.agent.swarm import Swarm
 
 log = logging.getLogger(__name__)
 
@@ -145,6 +147,7 @@ class Runtime:
         self.started_at = self.clock.now()
         self.stopping = False
         self.llm: LazyLlmClient | None = None
+        self.swarm: Swarm | None = None
         self.agent_reason = ""
         self.sandbox = SandboxStatus(False, "not probed yet")
         self._stop_event = asyncio.Event()
@@ -189,6 +192,7 @@ class Runtime:
         interrupted = await self.runs.mark_interrupted()
         if interrupted:
             log.warning("%d agent run(s) were interrupted by the last shutdown", interrupted)
+        await SwarmRepo(self.store, self.clock).mark_unknown()  # resuming them: not yet
 
         self.channel_state = ChannelStateRepo(self.store, self.clock)
         self.channel_set = ChannelSet(
@@ -338,6 +342,12 @@ class Runtime:
             services=services,
             disabled_reason=reason if not available else "",
         )
+        if self.llm is not None and self.settings.agent.swarm.enabled:
+            from daemon.agent.swarm import attach_swarm
+
+            self.swarm = attach_swarm(
+                self.agent, settings=self.settings, llm=self.llm, store=self.store, clock=self.clock
+            )
         self.chat = ChatService(self.agent, self.conversations)
         self._build_response(reason if not available else "")
         self._build_task_runner()
@@ -480,6 +490,10 @@ class Runtime:
         if getattr(self, "api", None) is not None:
             with contextlib.suppress(Exception):
                 await self.api.stop()
+        swarm: Swarm | None = getattr(self, "swarm", None)
+        if swarm is not None:
+            with contextlib.suppress(Exception):
+                await swarm.close()
         if self.llm is not None:
             with contextlib.suppress(Exception):
                 await self.llm.close()
@@ -516,6 +530,8 @@ class Runtime:
             log.info("reload: tasks %s", tasks_report)
         if self.llm is not None and "agent" in applied:
             self.llm.set_budget(self.settings.agent.budget)
+            if self.swarm is not None:
+                self.swarm.apply_settings()
         logging.getLogger().setLevel(self.settings.runtime.log_level)
         if needs_restart:
             log.warning("reload: %s changed and need a restart", ", ".join(needs_restart))

@@ -11,7 +11,11 @@ missing (seen by earendil-works/pi#4251), and so does the fake.
 Faults a server or a proxy in front of it commits are scripted with ``Reply(fault=...)``:
 ``"cut"`` ends a stream cleanly before its ``finish_reason`` and ``[DONE]`` (tool calls already
 sent), ``"drop"`` closes the connection mid-stream, ``"not_json"`` answers 200 with an HTML page,
-``"bad_json"`` with truncated JSON, ``"wrong_shape"`` with JSON that is no completion.
+``"bad_json"`` with truncated JSON, ``"wrong_shape"`` with JSON that is no completion,
+``"hang"`` never answers (a stream sends its first chunk, then nothing) until the server stops.
+
+Sub-agents of a swarm are scripted by :class:`SwarmScript`: each names its behaviour in its
+goal (``behave=stall steps=3``), so every lifecycle path runs end to end through the real client.
 
 ``FakeChatServer(prefix_cache=True)`` counts prompt tokens (about four characters each) and
 reports ``usage.prompt_tokens_details.cached_tokens`` as a real prefix cache does: the longest
@@ -36,6 +40,7 @@ import hashlib
 import inspect
 import itertools
 import json
+import re
 import signal
 import time
 from collections import deque
@@ -49,6 +54,8 @@ from aiohttp import web
 
 __all__ = [
     "DEFAULT_TEXT",
+    "SUBAGENT_MARK",
+    "SwarmScript",
     "FakeChatServer",
     "PrefixCache",
     "Reply",
@@ -57,7 +64,7 @@ __all__ = [
 ]
 
 DEFAULT_TEXT = "(no scripted reply)"
-Fault = Literal["cut", "drop", "not_json", "bad_json", "wrong_shape"]
+Fault = Literal["cut", "drop", "not_json", "bad_json", "wrong_shape", "hang"]
 FAULT_BODIES: dict[str, tuple[str, str]] = {
     "not_json": ("text/html", "<html><body><h1>502 Bad Gateway</h1></body></html>"),
     "bad_json": ("application/json", '{"id": "chatcmpl-1", "object": "chat.completion", "choi'),
@@ -162,6 +169,7 @@ class FakeChatServer:
         self._script: deque[Reply] = deque()
         self._ids = itertools.count(1)
         self._runner: web.AppRunner | None = None
+        self._hangup = asyncio.Event()  # set at stop(): requests scripted to hang end then
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -176,6 +184,7 @@ class FakeChatServer:
         self.port = self._runner.addresses[0][1]
 
     async def stop(self) -> None:
+        self._hangup.set()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -250,6 +259,9 @@ class FakeChatServer:
             reply = dataclasses.replace(reply, prompt_tokens=prompt, cached_tokens=cached)
         if reply.delay:
             await asyncio.sleep(reply.delay)
+        if reply.fault == "hang" and not body.get("stream"):
+            await self._hangup.wait()
+            return _error(503, "the server is stopping")
         if reply.status != 200:
             payload = reply.error_body or {
                 "error": {"message": f"scripted HTTP {reply.status}", "type": _kind(reply.status)}
@@ -302,6 +314,9 @@ class FakeChatServer:
             await response.write(f"data: {json.dumps(chunk)}\n\n".encode())
 
         await send({"role": "assistant", "content": ""})
+        if reply.fault == "hang":  # the stream starts, then nothing more ever comes
+            await self._hangup.wait()
+            return response
         if thinking and reply.reasoning:
             for piece in _pieces(reply.reasoning):
                 await send({"reasoning_content": piece})
@@ -356,6 +371,89 @@ class FakeChatServer:
         if self.api_key is None or request.headers.get("Authorization") == f"Bearer {self.api_key}":
             return None
         return _error(401, "Invalid Authentication", kind="invalid_authentication_error")
+
+
+# -- sub-agents ------------------------------------------------------------------------------
+
+SUBAGENT_MARK = "You are a sub-agent"
+_OPTION = re.compile(r"\b(behave|steps|delay|tool|id|subtools)=(\S+)")
+
+
+class SwarmScript:
+    """A responder for a coordinator and its sub-agents.
+
+    Requests whose system prompt is not a sub-agent's get ``coordinator`` replies in order
+    (then a plain text). A sub-agent's behaviour and options are words in its goal:
+    ``behave=NAME steps=N delay=S tool=NAME id=X``. Behaviours:
+
+    - ``ok``: N calls of ``tool`` (``{"text": "<i>"}``), then ``{"status": "ok", "id": X,
+      "steps": N}``; ``slow`` is ``ok`` with every reply after ``delay`` seconds (so is any
+      behaviour given a delay, or the script's ``latency``)
+    - ``stall``: its first attempt hangs (no answer ever), later attempts are ``ok``;
+      ``stall_always`` hangs every time
+    - ``fail``: HTTP 500 on every call
+    - ``loop``: the same tool call on every step
+    - ``malformed``: prose, never JSON; ``malformed_once``: prose, then JSON once corrected
+    - ``tokens``: like ``ok`` but every reply costs 10,000 completion tokens
+    - ``nest``: delegates one ``behave=ok`` subtask with the tools ``subtools`` (comma
+      separated), then answers ``ok`` with what the delegate call returned as ``"delegated"``
+    """
+
+    def __init__(self, coordinator: list[Reply] | None = None, *, latency: float = 0.0) -> None:
+        self.coordinator: deque[Reply] = deque(coordinator or [])
+        self.latency = latency
+        self.starts: dict[str, int] = {}  # fresh sub-agent conversations seen, by goal
+        self.calls: dict[str, int] = {}  # sub-agent requests seen, by behaviour
+
+    def __call__(self, body: dict[str, Any]) -> Reply:
+        messages = body["messages"]
+        system = messages[0].get("content") or ""
+        if not str(system).startswith(SUBAGENT_MARK):
+            return self.coordinator.popleft() if self.coordinator else Reply(content="(done)")
+        goal = str(messages[1].get("content") or "")
+        options = dict(_OPTION.findall(goal))
+        behave = options.get("behave", "ok")
+        self.calls[behave] = self.calls.get(behave, 0) + 1
+        delay = float(options.get("delay", self.latency))
+        fresh = not any(m.get("role") == "assistant" for m in messages)
+        if fresh:
+            self.starts[goal] = self.starts.get(goal, 0) + 1
+        reply = self._reply(behave, options, messages, self.starts.get(goal, 1))
+        reply.delay = delay
+        return reply
+
+    def _reply(
+        self, behave: str, options: dict[str, str], messages: list[dict[str, Any]], start: int
+    ) -> Reply:
+        steps = int(options.get("steps", "1"))
+        tool = options.get("tool", "echo")
+        done = sum(1 for m in messages if m.get("role") == "tool")
+        if behave == "fail":
+            return Reply(status=500)
+        if behave == "stall_always" or (behave == "stall" and start == 1):
+            return Reply(fault="hang")
+        if behave == "nest":
+            if done == 0:
+                tools = [t for t in options.get("subtools", "echo").split(",") if t]
+                sub = {
+                    "goal": f"behave=ok steps=0 id={options.get('id', '')}-child",
+                    "tools": tools,
+                }
+                return Reply(tool_calls=[("delegate", json.dumps({"tasks": [sub]}))])
+            result = {"status": "ok", "steps": done, "delegated": messages[-1].get("content")}
+            return Reply(content=json.dumps(result))
+        if behave == "loop":
+            return Reply(tool_calls=[(tool, json.dumps({"text": "same"}))])
+        cost = 10_000 if behave == "tokens" else 5
+        if done < steps:
+            return Reply(
+                tool_calls=[(tool, json.dumps({"text": str(done)}))], completion_tokens=cost
+            )
+        corrected = messages[-1].get("role") == "user" and len(messages) > 2
+        if behave == "malformed" or (behave == "malformed_once" and not corrected):
+            return Reply(content="All good, nothing to report!")
+        result = {"status": "ok", "id": options.get("id", ""), "steps": done}
+        return Reply(content=json.dumps(result), completion_tokens=cost)
 
 
 # -- the rules -------------------------------------------------------------------------------
@@ -468,13 +566,14 @@ def _error(status: int, message: str, *, kind: str = "invalid_request_error") ->
 # -- standalone ------------------------------------------------------------------------------
 
 
-async def _serve(port: int, replies: list[Reply]) -> None:
+async def _serve(port: int, replies: list[Reply], swarm: SwarmScript | None = None) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     async with FakeChatServer(port=port) as fake:
         fake.script(*replies)
+        fake.responder = swarm
         print(fake.base_url, flush=True)
         await stop.wait()
 
@@ -483,10 +582,20 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Fake Kimi K2.6 Chat Completions server")
     parser.add_argument("--port", type=int, default=0, help="TCP port on 127.0.0.1 (0: any)")
     parser.add_argument("--script", type=Path, help="JSON list of scripted replies")
+    parser.add_argument(
+        "--swarm",
+        type=Path,
+        help='sub-agents answer as SwarmScript: {"coordinator": [replies], "latency": seconds}',
+    )
     args = parser.parse_args(argv)
     items = json.loads(args.script.read_text()) if args.script else []
+    swarm = None
+    if args.swarm:
+        spec = json.loads(args.swarm.read_text())
+        coordinator = [Reply.from_json(item) for item in spec.get("coordinator", [])]
+        swarm = SwarmScript(coordinator, latency=float(spec.get("latency", 0.0)))
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_serve(args.port, [Reply.from_json(item) for item in items]))
+        asyncio.run(_serve(args.port, [Reply.from_json(item) for item in items], swarm))
 
 
 if __name__ == "__main__":

@@ -65,6 +65,7 @@ class Tool:
     args_model: type[BaseModel]
     classify: Classifier | None = None
     parameters: dict[str, Any] = field(default_factory=dict)
+    timeout_seconds: float | None = None  # None: agent.tool_timeout_seconds
 
     def schema(self) -> dict[str, Any]:
         """The OpenAI/Kimi ``tools`` entry for this tool."""
@@ -99,7 +100,11 @@ class Tool:
 
 
 def tool(
-    *, tier: Tier, name: str | None = None, classify: Classifier | None = None
+    *,
+    tier: Tier,
+    name: str | None = None,
+    classify: Classifier | None = None,
+    timeout_seconds: float | None = None,
 ) -> Callable[[ToolFunc], Tool]:
     """Turn ``async def f(ctx, ...)`` into a :class:`Tool`."""
 
@@ -133,6 +138,7 @@ def tool(
             args_model=model,
             classify=classify,
             parameters=schema,
+            timeout_seconds=timeout_seconds,
         )
 
     return decorate

@@ -1,0 +1,509 @@
+"""The swarm: a ``delegate`` tool that fans subtasks out to sub-agents and reports truthfully.
+
+Sub-agents run as tasks of this process under one global concurrency limit
+(``agent.swarm.concurrency``), a spawn cap per run and a depth limit. Each attempt claims its
+task row and gets a fresh epoch; a watchdog cancels an attempt whose model request makes no
+progress (no streamed chunk, no reply) for ``stall_seconds``, or that runs past its deadline.
+The stall clock runs only while a model request is in flight: waits of our own (the store, the
+retry backoff) are not the model stalling, and tools have their own timeout (approvals their
+own TTL).
+A stalled attempt is cancelled and awaited, its epoch bumped (its late writes are refused), and
+the task reassigned while attempts remain. The coordinator gets each child's status, reason
+and result, and may retry or reassign with a changed brief (``retry_of``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Callable
+from contextvars import ContextVar
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel, Field
+
+from daemon.agent.model import model_progress
+from daemon.agent.swarm.child import Attempt, Outcome, RunBudget, run_attempt
+from daemon.agent.swarm.shape import ShapeError, check_schema
+from daemon.agent.tools.base import Tier, Tool, ToolContext, tool
+from daemon.core.errors import FencedError, ToolError
+from memory.swarm import FINAL, StepLog, SwarmRepo, SwarmTask, TaskSpec
+
+if TYPE_CHECKING:
+    from daemon.agent.executor import ToolExecutor
+    from daemon.agent.model import ChatModel
+    from daemon.agent.settings import AgentConfig
+    from daemon.core.clock import Clock
+    from memory.store import SqliteStore
+
+__all__ = ["DELEGATE", "Subtask", "Swarm"]
+
+log = logging.getLogger(__name__)
+
+DELEGATE = "delegate"
+RESULT_CHARS = 8_000  # all results together, as the coordinator sees them
+REPORT_SLACK = 200  # room kept in the tool output for the list's own punctuation
+KEEP_RUNS = 64  # recent coordinator runs whose budgets are kept for retries
+
+
+class Subtask(BaseModel):
+    """One subtask for a sub-agent."""
+
+    goal: str = Field(description="What to find out or do, self-contained (no shared history).")
+    role: str = Field(default="worker", description="A few words: who the sub-agent is.")
+    tools: list[str] = Field(
+        default_factory=list, description="Tool names it may use: a subset of yours."
+    )
+    result_shape: dict[str, Any] | None = Field(
+        default=None,
+        description="JSON schema (type, properties, required, items, enum) of the result.",
+    )
+    max_steps: int | None = Field(default=None, ge=1, description="Model turns it may take.")
+    max_tokens: int | None = Field(default=None, ge=1, description="Tokens it may spend.")
+    deadline_seconds: float | None = Field(default=None, gt=0, description="Time it may take.")
+    retry_of: int | None = Field(
+        default=None,
+        description="Id of an earlier subtask of this run to run again (with this goal).",
+    )
+
+
+@dataclass(slots=True)
+class _Frame:
+    """Who is delegating: the run, the delegating task (None: the coordinator), its depth and
+    tools, and how to give up its concurrency slot while it waits for its children."""
+
+    budget: RunBudget
+    task_id: int | None
+    depth: int
+    tools: frozenset[str]
+
+
+_frame: ContextVar[_Frame | None] = ContextVar("swarm_frame", default=None)
+
+
+@dataclass(slots=True)
+class _Worker:
+    task_id: int
+    epoch: int
+    job: asyncio.Task[Outcome]
+    last: float
+    deadline: float
+    in_model: bool = False  # a model request is in flight: the stall clock runs
+    ended: str | None = None  # "stalled" or "deadline" once the watchdog stopped it
+    why: str = ""
+
+
+class Swarm:
+    """Runs sub-agents for the coordinator agent and for sub-agents allowed to delegate."""
+
+    def __init__(
+        self,
+        *,
+        settings: AgentConfig,
+        llm: ChatModel,
+        executor: ToolExecutor,
+        store: SqliteStore,
+        clock: Clock,
+    ) -> None:
+        self.settings = settings
+        self._llm = llm
+        self._executor = executor
+        self._clock = clock
+        self.repo = SwarmRepo(store, clock)
+        self.steps = StepLog(store, clock)
+        self._limit = settings.agent.swarm.concurrency
+        self._slots = asyncio.Semaphore(self._limit)
+        self._shrinking: set[asyncio.Task[None]] = set()
+        self._runs: OrderedDict[int, RunBudget] = OrderedDict()
+        self._workers: dict[int, _Worker] = {}
+        self._watchdog: asyncio.Task[None] | None = None
+        self.stalls = 0  # attempts the watchdog stopped for lack of progress
+        self.stall_latency: list[float] = []  # seconds from last progress to the cancel
+
+    # -- the tool --------------------------------------------------------------------------
+
+    def tool(self) -> Tool:
+        """The ``delegate`` tool, bound to this swarm."""
+        swarm = self
+
+        async def delegate(ctx: ToolContext, tasks: list[Subtask]) -> dict[str, Any]:
+            """Hand subtasks to sub-agents that work in parallel; waits for all of them and
+            returns each one's id, status (done, failed, stalled, cancelled), reason and result.
+            Give each a self-contained goal, the few tools it needs and the result shape you
+            want. Retry or reassign a failed one with retry_of and a changed goal.
+
+            Args:
+                tasks: The subtasks.
+            """
+            return await swarm.delegate(ctx, tasks)
+
+        timeout = self.settings.agent.swarm.delegate_timeout_seconds
+        return tool(tier=Tier.WRITE, name=DELEGATE, timeout_seconds=timeout)(delegate)
+
+    async def delegate(self, ctx: ToolContext, tasks: list[Subtask]) -> dict[str, Any]:
+        """Queue, run and wait for ``tasks``; the summary the delegating agent sees."""
+        swarm = self.settings.agent.swarm
+        if not tasks:
+            raise ToolError("give at least one subtask")
+        frame = _frame.get() or await self._coordinator_frame(ctx)
+        depth = frame.depth + 1
+        if depth > swarm.max_depth:
+            raise ToolError(
+                f"sub-agents at depth {frame.depth} may not delegate "
+                f"(agent.swarm.max_depth = {swarm.max_depth})"
+            )
+        specs = [self._spec(t, frame) for t in tasks if t.retry_of is None]
+        retries = [(t, await self._retried(t, frame)) for t in tasks if t.retry_of is not None]
+        ids = await self.repo.add_tasks(frame.budget.run_id, frame.task_id, depth, specs)
+        if specs and not ids:
+            run = await self.repo.get_run(frame.budget.run_id)
+            raise ToolError(
+                f"spawn cap: this run may start {run.max_spawns} sub-agents and has started "
+                f"{run.spawns}; {len(specs)} more would pass it (agent.swarm.max_spawns_per_run)"
+            )
+        for subtask, old in retries:  # only once nothing can refuse the call any more
+            await self._stop_worker(old.id, "reassigned by its parent")
+            await self.repo.reassign(
+                old.id,
+                reason="reassigned by its parent",
+                goal=subtask.goal,
+                deadline_at=self._clock.now() + self._allowance(subtask, old),
+            )
+        all_ids = [old.id for _, old in retries] + ids
+        drivers = [asyncio.create_task(self._drive(i, ctx, frame.budget)) for i in all_ids]
+        async with self._slot_released(frame):
+            try:
+                await asyncio.gather(*drivers)
+            except BaseException:
+                for driver in drivers:
+                    driver.cancel()
+                await asyncio.gather(*drivers, return_exceptions=True)
+                raise
+        await self.steps.durable()
+        return await self._report(frame.budget, all_ids)
+
+    # -- frames and specs ------------------------------------------------------------------
+
+    async def _coordinator_frame(self, ctx: ToolContext) -> _Frame:
+        swarm = self.settings.agent.swarm
+        key = ctx.run_id if ctx.run_id is not None else -id(ctx)
+        budget = self._runs.get(key)
+        if budget is None:
+            run_id = await self.repo.start_run(
+                actor=ctx.actor,
+                goal=ctx.reason,
+                agent_run_id=ctx.run_id,
+                max_tokens=swarm.run_max_tokens,
+                max_steps=swarm.run_max_steps,
+                max_spawns=swarm.max_spawns_per_run,
+            )
+            budget = RunBudget(
+                run_id=run_id,
+                agent_run_id=ctx.run_id,
+                max_tokens=swarm.run_max_tokens,
+                max_steps=swarm.run_max_steps,
+            )
+            self._runs[key] = budget
+            while len(self._runs) > KEEP_RUNS:
+                self._runs.popitem(last=False)
+        else:
+            await self.repo.reopen_run(budget.run_id)
+        self._runs.move_to_end(key)
+        return _Frame(budget, None, 0, frozenset(self._executor.registry.names()))
+
+    def _spec(self, task: Subtask, frame: _Frame) -> TaskSpec:
+        swarm = self.settings.agent.swarm
+        extra = sorted(set(task.tools) - frame.tools)
+        if extra:
+            raise ToolError(
+                f"a sub-agent may only get tools its parent has; not available: {', '.join(extra)}"
+            )
+        if DELEGATE in task.tools and frame.depth + 1 >= swarm.max_depth:
+            raise ToolError(
+                f"a sub-agent at depth {frame.depth + 1} may not delegate "
+                f"(agent.swarm.max_depth = {swarm.max_depth}); leave {DELEGATE} out"
+            )
+        if task.result_shape is not None:
+            try:
+                check_schema(task.result_shape)
+            except ShapeError as exc:
+                raise ToolError(f"result_shape: {exc}") from None
+        seconds = min(task.deadline_seconds or swarm.child_deadline_seconds,
+                      swarm.child_deadline_seconds)  # fmt: skip
+        return TaskSpec(
+            goal=task.goal,
+            role=task.role,
+            tools=tuple(dict.fromkeys(task.tools)),
+            max_tokens=min(task.max_tokens or swarm.child_max_tokens, swarm.child_max_tokens),
+            max_steps=min(task.max_steps or swarm.child_max_steps, swarm.child_max_steps),
+            result_shape=task.result_shape,
+            deadline_at=self._clock.now() + timedelta(seconds=seconds),
+        )
+
+    def _allowance(self, subtask: Subtask, old: SwarmTask) -> timedelta:
+        """A retry's time: what it asks for (within the ceiling), else what the first had."""
+        if subtask.deadline_seconds is None:
+            return _allowance(old)
+        ceiling = self.settings.agent.swarm.child_deadline_seconds
+        return timedelta(seconds=min(subtask.deadline_seconds, ceiling))
+
+    async def _retried(self, task: Subtask, frame: _Frame) -> SwarmTask:
+        """The earlier subtask ``task`` retries, if the delegating agent may retry it."""
+        assert task.retry_of is not None
+        try:
+            old = await self.repo.get_task(task.retry_of)
+        except LookupError:
+            raise ToolError(f"no subtask {task.retry_of} to retry") from None
+        if old.run_id != frame.budget.run_id or old.parent_task_id != frame.task_id:
+            raise ToolError(f"subtask {task.retry_of} is not one of yours")
+        if old.status not in FINAL:
+            raise ToolError(f"subtask {task.retry_of} is still {old.status}")
+        return old
+
+    # -- running one task ------------------------------------------------------------------
+
+    async def _drive(self, task_id: int, parent: ToolContext, budget: RunBudget) -> None:
+        """Run a queued task to a final status, reassigning it after a stall."""
+        swarm = self.settings.agent.swarm
+        while True:
+            async with self._slots:
+                task = await self.repo.get_task(task_id)
+                if budget.stopped is not None:
+                    await self._cancel_queued(task, f"not started: {budget.stopped}")
+                    return
+                status, reason = await self._attempt(task, parent, budget)
+            if status != "stalled" or task.attempt >= swarm.max_attempts:
+                return
+            await self.repo.reassign(
+                task_id,
+                reason=f"attempt {task.attempt} {reason}; reassigned",
+                deadline_at=self._clock.now() + _allowance(task),
+            )
+
+    async def _cancel_queued(self, task: SwarmTask, reason: str) -> None:
+        epoch = await self.repo.claim(task.id)
+        await self.repo.finish(task.id, epoch, "cancelled", reason=reason)
+
+    async def _attempt(
+        self, task: SwarmTask, parent: ToolContext, budget: RunBudget
+    ) -> tuple[str, str | None]:
+        swarm = self.settings.agent.swarm
+        epoch = await self.repo.claim(task.id)
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        left = swarm.child_deadline_seconds
+        if task.deadline_at is not None:
+            left = max((task.deadline_at - self._clock.now()).total_seconds(), 0.0)
+        worker: _Worker | None = None
+
+        def progress(event: str) -> None:
+            if worker is not None:
+                worker.last = loop.time()
+                worker.in_model = event != "end"
+
+        ctx = ToolContext(
+            actor=parent.actor,
+            reason=f"sub-agent {task.id}: {task.goal}"[:500],
+            settings=parent.settings,
+            clock=parent.clock,
+            run_id=parent.run_id,
+            unattended=parent.unattended,
+            origin=parent.origin,
+            services=parent.services,
+        )
+        attempt = Attempt(
+            task=task, epoch=epoch, budget=budget, settings=self.settings, llm=self._llm,
+            executor=self._executor, steps=self.steps, ctx=ctx,
+        )  # fmt: skip
+        frame = _Frame(budget, task.id, task.depth, frozenset(task.tools))
+        job = asyncio.create_task(self._run_in_frame(attempt, frame, progress))
+        worker = _Worker(task_id=task.id, epoch=epoch, job=job, last=now, deadline=now + left)
+        self._workers[task.id] = worker
+        self._ensure_watchdog()
+        try:
+            outcome = await asyncio.shield(job)
+        except asyncio.CancelledError:
+            if worker.ended is None:  # cancelled from outside: the parent gave up
+                job.cancel()
+                with contextlib.suppress(BaseException):
+                    await job
+                await self._finish(
+                    task.id, epoch, Outcome(status="cancelled", reason="cancelled by its parent")
+                )
+                raise
+            outcome = Outcome(status=worker.ended, reason=worker.why)
+        except Exception as exc:  # a bug in the attempt: the task says so, the run goes on
+            log.exception("sub-agent %d crashed", task.id)
+            outcome = Outcome(status="failed", reason=f"crashed: {type(exc).__name__}: {exc}")
+        finally:
+            self._workers.pop(task.id, None)
+        await self.steps.durable()
+        if outcome.status == "deadline":
+            outcome = Outcome(status="failed", reason=worker.why)
+        await self._finish(task.id, epoch, outcome)
+        return outcome.status, outcome.reason
+
+    async def _run_in_frame(
+        self, attempt: Attempt, frame: _Frame, progress: Callable[[str], None]
+    ) -> Outcome:
+        _frame.set(frame)
+        model_progress.set(progress)
+        return await run_attempt(attempt)
+
+    async def _finish(self, task_id: int, epoch: int, outcome: Outcome) -> None:
+        try:
+            await self.repo.finish(
+                task_id, epoch, outcome.status, reason=outcome.reason, result=outcome.result
+            )
+        except FencedError:
+            log.warning("sub-agent %d: stale attempt (epoch %d) not recorded", task_id, epoch)
+
+    async def _stop_worker(self, task_id: int, why: str) -> None:
+        """Cancel a task's running attempt and wait until it has stopped."""
+        worker = self._workers.get(task_id)
+        if worker is None:
+            return
+        worker.ended, worker.why = "cancelled", why
+        worker.job.cancel()
+        with contextlib.suppress(BaseException):
+            await worker.job
+
+    @contextlib.asynccontextmanager
+    async def _slot_released(self, frame: _Frame) -> AsyncIterator[None]:
+        """A sub-agent waiting for its own children gives up its slot meanwhile (else parents
+        holding every slot would wait forever for children that cannot start)."""
+        if frame.task_id is None:
+            yield
+            return
+        self._slots.release()
+        try:
+            yield
+        finally:
+            await self._slots.acquire()
+
+    # -- the watchdog ----------------------------------------------------------------------
+
+    def _ensure_watchdog(self) -> None:
+        if self._watchdog is None or self._watchdog.done():
+            self._watchdog = asyncio.create_task(self._watch())
+
+    async def _watch(self) -> None:
+        swarm = self.settings.agent.swarm
+        limit = swarm.stall_seconds
+        tick = min(max(limit / 4, 0.01), 1.0)
+        loop = asyncio.get_running_loop()
+        while self._workers:
+            await asyncio.sleep(tick)
+            now = loop.time()
+            for worker in list(self._workers.values()):
+                if worker.ended is not None or worker.job.done():
+                    continue
+                if now >= worker.deadline:
+                    worker.ended = "deadline"
+                    worker.why = "deadline passed before a result"
+                elif worker.in_model and now - worker.last > limit:
+                    worker.ended = "stalled"
+                    worker.why = f"stalled: no progress for {now - worker.last:.1f} s"
+                    self.stalls += 1
+                    self.stall_latency.append(now - worker.last)
+                else:
+                    continue
+                log.warning("sub-agent %d %s; cancelling it", worker.task_id, worker.why)
+                worker.job.cancel()
+
+    # -- the report ------------------------------------------------------------------------
+
+    async def _report(self, budget: RunBudget, ids: list[int]) -> dict[str, Any]:
+        """Counts, then each subtask (those not done first) while they fit the tool output:
+        results, not transcripts, and never more than the delegating agent can read."""
+        rows = {task.id: task for task in await self.repo.tasks(budget.run_id)}
+        tasks = [rows[i] for i in ids]
+        counts: dict[str, int] = {}
+        for task in tasks:
+            counts[task.status] = counts.get(task.status, 0) + 1
+        done = counts.get("done", 0) == len(tasks)
+        status = "done" if done else ("cancelled" if budget.stopped else "partial")
+        unfinished = len(tasks) - counts.get("done", 0)
+        why = budget.stopped or (None if done else f"{unfinished} of {len(tasks)} not done")
+        await self.repo.finish_run(budget.run_id, status, why)
+        report: dict[str, Any] = {
+            "run": budget.run_id,
+            "summary": counts,
+            "stopped": budget.stopped,
+            "tokens_used": budget.tokens,
+            "tokens_left": max(budget.max_tokens - budget.tokens, 0),
+        }
+        room = self.settings.agent.tool_output_chars - len(json.dumps(report)) - REPORT_SLACK
+        each = max(RESULT_CHARS // max(len(tasks), 1), 120)
+        shown: list[dict[str, Any]] = []
+        for task in sorted(tasks, key=lambda t: t.status == "done"):  # stable: not done first
+            entry = _brief(task, each)
+            room -= len(json.dumps(entry, ensure_ascii=False)) + 2
+            if room < 0:
+                break
+            shown.append(entry)
+        report["subtasks"] = shown
+        if len(shown) < len(tasks):
+            hidden: dict[str, int] = {}
+            for task in sorted(tasks, key=lambda t: t.status == "done")[len(shown) :]:
+                hidden[task.status] = hidden.get(task.status, 0) + 1
+            report["not_shown"] = hidden
+        return report
+
+    def apply_settings(self) -> None:
+        """After a reload: the concurrency limit follows ``agent.swarm.concurrency`` (running
+        sub-agents are not stopped; a lower limit takes hold as they finish)."""
+        wanted = self.settings.agent.swarm.concurrency
+        delta, self._limit = wanted - self._limit, wanted
+        for _ in range(max(delta, 0)):
+            self._slots.release()
+        if delta < 0:
+            shrink = asyncio.create_task(self._take_slots(-delta))
+            self._shrinking.add(shrink)
+            shrink.add_done_callback(self._shrinking.discard)
+
+    async def _take_slots(self, count: int) -> None:
+        for _ in range(count):
+            await self._slots.acquire()
+
+    def live(self) -> int:
+        """Attempts running now."""
+        return len(self._workers)
+
+    async def close(self) -> None:
+        """Stop the watchdog; attempts still running are cancelled."""
+        for worker in list(self._workers.values()):
+            worker.job.cancel()
+        for shrink in list(self._shrinking):
+            shrink.cancel()
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watchdog
+        await self.steps.durable()
+
+
+def _allowance(task: SwarmTask) -> timedelta:
+    """The time a task was given (from its creation to its first deadline): each new attempt
+    gets as much again."""
+    if task.deadline_at is None:
+        return timedelta(seconds=600)
+    return max(task.deadline_at - task.created_at, timedelta(seconds=1))
+
+
+def _brief(task: SwarmTask, chars: int) -> dict[str, Any]:
+    entry: dict[str, Any] = {"id": task.id, "status": task.status, "attempts": task.attempt}
+    if task.reason:
+        entry["reason"] = task.reason
+    if task.status == "done":
+        text = json.dumps(task.result, ensure_ascii=False)
+        entry["result"] = task.result if len(text) <= chars else text[:chars] + "…(truncated)"
+    entry["tokens"] = task.tokens
+    if task.status not in FINAL:
+        entry["status"] = "unknown"
+    return entry

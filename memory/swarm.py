@@ -1,0 +1,582 @@
+"""Swarm runs: the run tree of a coordinator's sub-agent tasks and their steps, durable as they
+happen.
+
+Fencing: every write a worker makes carries the epoch it was given when it claimed its task; the
+statements themselves refuse a stale epoch (``WHERE epoch = ?``), so a worker that was cancelled
+and replaced cannot overwrite its successor, whatever Python thinks. Steps go through
+:class:`StepLog`, which batches them into one transaction per loop tick (one hop per statement
+kind); a side-effecting step's intent is flushed before the step acts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import aiosqlite
+
+from daemon.core.clock import Clock
+from daemon.core.errors import FencedError, RecordNotFound
+from daemon.core.redact import redact, redact_data
+from memory._codec import dump_json, from_db_time, from_db_time_opt, load_json, to_db_time
+from memory.store import SqliteStore
+
+__all__ = ["FINAL", "StepLog", "SwarmRepo", "SwarmRun", "SwarmStep", "SwarmTask", "TaskSpec"]
+
+log = logging.getLogger(__name__)
+
+FINAL = frozenset({"done", "failed", "stalled", "cancelled", "unknown"})
+_TASK_COLUMNS = (
+    "id, run_id, parent_task_id, depth, goal, role, tools, max_tokens, max_steps, deadline_at,"
+    " result_shape, status, reason, attempt, epoch, result, tokens, steps, created_at,"
+    " started_at, progress_at, finished_at"
+)
+_RUN_COLUMNS = (
+    "id, agent_run_id, actor, goal, status, reason, max_tokens, max_steps, max_spawns, tokens,"
+    " steps, spawns, started_at, finished_at"
+)
+_STEP_COLUMNS = (
+    "id, task_id, epoch, step_index, kind, name, state, input, output, error, tokens,"
+    " duration_ms, created_at, finished_at"
+)
+_FENCE = "EXISTS (SELECT 1 FROM swarm_tasks WHERE id = ? AND epoch = ?)"
+_INSERT_STEP = (
+    "INSERT INTO swarm_steps (task_id, epoch, step_index, kind, name, state, input, output,"
+    " error, tokens, duration_ms, created_at, finished_at)"
+    f" SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ? WHERE {_FENCE}"
+)
+_FINISH_STEP = (
+    "UPDATE swarm_steps SET state = ?, output = ?, error = ?, duration_ms = ?, finished_at = ?"
+    f" WHERE task_id = ? AND epoch = ? AND step_index = ? AND {_FENCE}"
+)
+_PROGRESS = (
+    "UPDATE swarm_tasks SET tokens = tokens + ?, steps = steps + ?, progress_at = ?"
+    " WHERE id = ? AND epoch = ?"
+)
+_RUN_PROGRESS = "UPDATE swarm_runs SET tokens = tokens + ?, steps = steps + ? WHERE id = ?"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TaskSpec:
+    """What a sub-agent is asked to do, within which limits."""
+
+    goal: str
+    role: str
+    tools: tuple[str, ...]
+    max_tokens: int
+    max_steps: int
+    result_shape: dict[str, Any] | None = None
+    deadline_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SwarmRun:
+    """One coordinator's run and its caps and totals."""
+
+    id: int
+    agent_run_id: int | None
+    actor: str
+    goal: str
+    status: str
+    reason: str | None
+    max_tokens: int
+    max_steps: int
+    max_spawns: int
+    tokens: int
+    steps: int
+    spawns: int
+    started_at: datetime
+    finished_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SwarmTask:
+    """One sub-agent task: its brief, status and why, attempt and epoch, result and cost."""
+
+    id: int
+    run_id: int
+    parent_task_id: int | None
+    depth: int
+    goal: str
+    role: str
+    tools: tuple[str, ...]
+    max_tokens: int
+    max_steps: int
+    deadline_at: datetime | None
+    result_shape: dict[str, Any] | None
+    status: str
+    reason: str | None
+    attempt: int
+    epoch: int
+    result: Any
+    tokens: int
+    steps: int
+    created_at: datetime
+    started_at: datetime | None
+    progress_at: datetime | None
+    finished_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SwarmStep:
+    """One step of one attempt; input and output are decoded JSON."""
+
+    id: int
+    task_id: int
+    epoch: int
+    index: int
+    kind: str
+    name: str | None
+    state: str
+    input: Any
+    output: Any
+    error: str | None
+    tokens: int
+    duration_ms: float
+    created_at: datetime
+    finished_at: datetime | None
+
+
+def _run(row: aiosqlite.Row) -> SwarmRun:
+    return SwarmRun(
+        id=row["id"],
+        agent_run_id=row["agent_run_id"],
+        actor=row["actor"],
+        goal=row["goal"],
+        status=row["status"],
+        reason=row["reason"],
+        max_tokens=row["max_tokens"],
+        max_steps=row["max_steps"],
+        max_spawns=row["max_spawns"],
+        tokens=row["tokens"],
+        steps=row["steps"],
+        spawns=row["spawns"],
+        started_at=from_db_time(row["started_at"]),
+        finished_at=from_db_time_opt(row["finished_at"]),
+    )
+
+
+def _task(row: aiosqlite.Row) -> SwarmTask:
+    return SwarmTask(
+        id=row["id"],
+        run_id=row["run_id"],
+        parent_task_id=row["parent_task_id"],
+        depth=row["depth"],
+        goal=row["goal"],
+        role=row["role"],
+        tools=tuple(json.loads(row["tools"])),
+        max_tokens=row["max_tokens"],
+        max_steps=row["max_steps"],
+        deadline_at=from_db_time_opt(row["deadline_at"]),
+        result_shape=load_json(row["result_shape"]),
+        status=row["status"],
+        reason=row["reason"],
+        attempt=row["attempt"],
+        epoch=row["epoch"],
+        result=load_json(row["result"]),
+        tokens=row["tokens"],
+        steps=row["steps"],
+        created_at=from_db_time(row["created_at"]),
+        started_at=from_db_time_opt(row["started_at"]),
+        progress_at=from_db_time_opt(row["progress_at"]),
+        finished_at=from_db_time_opt(row["finished_at"]),
+    )
+
+
+def _step(row: aiosqlite.Row) -> SwarmStep:
+    return SwarmStep(
+        id=row["id"],
+        task_id=row["task_id"],
+        epoch=row["epoch"],
+        index=row["step_index"],
+        kind=row["kind"],
+        name=row["name"],
+        state=row["state"],
+        input=load_json(row["input"]),
+        output=load_json(row["output"]),
+        error=row["error"],
+        tokens=row["tokens"],
+        duration_ms=row["duration_ms"],
+        created_at=from_db_time(row["created_at"]),
+        finished_at=from_db_time_opt(row["finished_at"]),
+    )
+
+
+class SwarmRepo:
+    """Runs, tasks and fenced task transitions."""
+
+    def __init__(self, store: SqliteStore, clock: Clock) -> None:
+        self._store = store
+        self._clock = clock
+
+    def _now(self) -> str:
+        return to_db_time(self._clock.now())
+
+    async def start_run(
+        self,
+        *,
+        actor: str,
+        goal: str,
+        agent_run_id: int | None,
+        max_tokens: int,
+        max_steps: int,
+        max_spawns: int,
+    ) -> int:
+        """Record a new running swarm run; returns its id."""
+        cur = await self._store.execute_write(
+            "INSERT INTO swarm_runs (agent_run_id, actor, goal, max_tokens, max_steps, max_spawns,"
+            " started_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (agent_run_id, actor, redact(goal), max_tokens, max_steps, max_spawns, self._now()),
+        )
+        assert cur.lastrowid is not None
+        return cur.lastrowid
+
+    async def finish_run(self, run_id: int, status: str, reason: str | None = None) -> None:
+        """Set the run's final status and why."""
+        cur = await self._store.execute_write(
+            "UPDATE swarm_runs SET status = ?, reason = ?, finished_at = ? WHERE id = ?",
+            (status, None if reason is None else redact(reason), self._now(), run_id),
+        )
+        if cur.rowcount == 0:
+            raise RecordNotFound("swarm run", run_id)
+
+    async def reopen_run(self, run_id: int) -> None:
+        """A finished run gets more work (its coordinator delegates again): running again."""
+        await self._store.execute_write(
+            "UPDATE swarm_runs SET status = 'running', reason = NULL, finished_at = NULL"
+            " WHERE id = ? AND status <> 'running'",
+            (run_id,),
+        )
+
+    async def add_tasks(
+        self, run_id: int, parent_task_id: int | None, depth: int, specs: Sequence[TaskSpec]
+    ) -> list[int]:
+        """Queue tasks; all or none, and only while the run's spawn cap allows all of them.
+
+        Returns the new ids, or [] when the cap would be passed (the statement checks it).
+        """
+        now = self._now()
+        async with self._store.write() as db:
+            cur = await db.execute(
+                "UPDATE swarm_runs SET spawns = spawns + ?"
+                " WHERE id = ? AND spawns + ? <= max_spawns",
+                (len(specs), run_id, len(specs)),
+            )
+            if cur.rowcount == 0:
+                return []
+            ids: list[int] = []
+            for spec in specs:
+                cur = await db.execute(
+                    "INSERT INTO swarm_tasks (run_id, parent_task_id, depth, goal, role, tools,"
+                    " max_tokens, max_steps, deadline_at, result_shape, created_at)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        run_id,
+                        parent_task_id,
+                        depth,
+                        redact(spec.goal),
+                        spec.role,
+                        json.dumps(list(spec.tools)),
+                        spec.max_tokens,
+                        spec.max_steps,
+                        None if spec.deadline_at is None else to_db_time(spec.deadline_at),
+                        dump_json(spec.result_shape),
+                        now,
+                    ),
+                )
+                assert cur.lastrowid is not None
+                ids.append(cur.lastrowid)
+        return ids
+
+    async def claim(self, task_id: int, deadline_at: datetime | None = None) -> int:
+        """A queued task becomes running under a new epoch, which is returned (the fencing
+        token for every write of this attempt); FencedError when it is not queued."""
+        async with self._store.write() as db:
+            rows = list(
+                await db.execute_fetchall(
+                    "UPDATE swarm_tasks SET status = 'running', epoch = epoch + 1, reason = NULL,"
+                    " started_at = ?, progress_at = ?, deadline_at = COALESCE(?, deadline_at)"
+                    " WHERE id = ? AND status = 'queued' RETURNING epoch",
+                    (
+                        self._now(),
+                        self._now(),
+                        None if deadline_at is None else to_db_time(deadline_at),
+                        task_id,
+                    ),
+                )
+            )
+        if not rows:
+            raise FencedError(task_id, -1)
+        return int(rows[0][0])
+
+    async def finish(
+        self,
+        task_id: int,
+        epoch: int,
+        status: str,
+        *,
+        reason: str | None = None,
+        result: Any = None,
+    ) -> None:
+        """End this attempt with a final status; refused (FencedError) at a stale epoch."""
+        if status not in FINAL:
+            raise ValueError(f"not a final status: {status!r}")
+        cur = await self._store.execute_write(
+            "UPDATE swarm_tasks SET status = ?, reason = ?, result = ?, finished_at = ?"
+            " WHERE id = ? AND epoch = ? AND status = 'running'",
+            (
+                status,
+                None if reason is None else redact(reason),
+                dump_json(redact_data(result)),
+                self._now(),
+                task_id,
+                epoch,
+            ),
+        )
+        if cur.rowcount == 0:
+            raise FencedError(task_id, epoch)
+
+    async def reassign(
+        self,
+        task_id: int,
+        *,
+        reason: str,
+        goal: str | None = None,
+        deadline_at: datetime | None = None,
+    ) -> int:
+        """Fence off the current worker (epoch + 1) and queue the task again, optionally with a
+        changed brief and a new deadline; returns the attempt number. Cancel the old worker
+        first."""
+        async with self._store.write() as db:
+            rows = list(
+                await db.execute_fetchall(
+                    "UPDATE swarm_tasks SET epoch = epoch + 1, attempt = attempt + 1,"
+                    " status = 'queued', reason = ?, goal = COALESCE(?, goal), result = NULL,"
+                    " finished_at = NULL, deadline_at = COALESCE(?, deadline_at)"
+                    " WHERE id = ? RETURNING attempt",
+                    (
+                        redact(reason),
+                        None if goal is None else redact(goal),
+                        None if deadline_at is None else to_db_time(deadline_at),
+                        task_id,
+                    ),
+                )
+            )
+        if not rows:
+            raise RecordNotFound("swarm task", task_id)
+        return int(rows[0][0])
+
+    async def mark_unknown(self) -> int:
+        """At startup: tasks left queued or running by a previous process become "unknown"
+        (their outcome is not known), and their runs too; returns how many tasks."""
+        now = self._now()
+        async with self._store.write() as db:
+            cur = await db.execute(
+                "UPDATE swarm_tasks SET status = 'unknown', epoch = epoch + 1, finished_at = ?,"
+                " reason = 'the daemon stopped while this sub-agent was ' || status"
+                " WHERE status IN ('queued', 'running')",
+                (now,),
+            )
+            count = cur.rowcount
+            await db.execute(
+                "UPDATE swarm_runs SET status = 'unknown', finished_at = ?,"
+                " reason = 'the daemon stopped during this run' WHERE status = 'running'",
+                (now,),
+            )
+        if count:
+            log.warning("marked %d unfinished sub-agent tasks as unknown", count)
+        return count
+
+    async def cancel_queued(self, run_id: int, reason: str) -> int:
+        """Tasks of the run still queued are cancelled (never started); returns how many."""
+        cur = await self._store.execute_write(
+            "UPDATE swarm_tasks SET status = 'cancelled', reason = ?, finished_at = ?"
+            " WHERE run_id = ? AND status = 'queued'",
+            (reason, self._now(), run_id),
+        )
+        return cur.rowcount
+
+    async def get_run(self, run_id: int) -> SwarmRun:
+        async with self._store.read() as db:
+            rows = list(
+                await db.execute_fetchall(
+                    f"SELECT {_RUN_COLUMNS} FROM swarm_runs WHERE id = ?", (run_id,)
+                )
+            )
+        if not rows:
+            raise RecordNotFound("swarm run", run_id)
+        return _run(rows[0])
+
+    async def get_task(self, task_id: int) -> SwarmTask:
+        async with self._store.read() as db:
+            rows = list(
+                await db.execute_fetchall(
+                    f"SELECT {_TASK_COLUMNS} FROM swarm_tasks WHERE id = ?", (task_id,)
+                )
+            )
+        if not rows:
+            raise RecordNotFound("swarm task", task_id)
+        return _task(rows[0])
+
+    async def tasks(self, run_id: int) -> list[SwarmTask]:
+        """The run's tasks in the order they were created (the tree by parent_task_id)."""
+        async with self._store.read() as db:
+            rows = await db.execute_fetchall(
+                f"SELECT {_TASK_COLUMNS} FROM swarm_tasks WHERE run_id = ? ORDER BY id", (run_id,)
+            )
+        return [_task(row) for row in rows]
+
+    async def steps(self, task_id: int) -> list[SwarmStep]:
+        """The task's steps over all its attempts, in order."""
+        async with self._store.read() as db:
+            rows = await db.execute_fetchall(
+                f"SELECT {_STEP_COLUMNS} FROM swarm_steps WHERE task_id = ?"
+                " ORDER BY epoch, step_index",
+                (task_id,),
+            )
+        return [_step(row) for row in rows]
+
+    async def add_step_now(
+        self, task_id: int, epoch: int, index: int, kind: str, name: str | None, output: Any
+    ) -> None:
+        """One done step written at once (not batched); FencedError at a stale epoch."""
+        now = self._now()
+        cur = await self._store.execute_write(
+            _INSERT_STEP,
+            (task_id, epoch, index, kind, name, "done", None,
+             dump_json(redact_data(output), lenient=True), None, 0, 0.0, now, now,
+             task_id, epoch),
+        )  # fmt: skip
+        if cur.rowcount == 0:
+            raise FencedError(task_id, epoch)
+
+
+class StepLog:
+    """Batches step rows and progress counters into one transaction per loop tick.
+
+    Writes queued in the same tick share a BEGIN/COMMIT and take one ``executemany`` hop per
+    statement kind (new steps, then outcomes, then counters: an intent and its outcome may share
+    a batch), whatever the number of workers. Writes at a stale epoch are refused by the
+    statements and counted in :attr:`refused`. :meth:`durable` waits until everything queued so
+    far is committed.
+    """
+
+    def __init__(self, store: SqliteStore, clock: Clock) -> None:
+        self._store = store
+        self._clock = clock
+        self._steps: list[tuple[Any, ...]] = []
+        self._outcomes: list[tuple[Any, ...]] = []
+        self._progress: dict[tuple[int, int], list[Any]] = {}  # (task, epoch) → tokens, steps, at
+        self._runs: dict[int, list[int]] = {}  # run → tokens, steps
+        self._flusher: asyncio.Task[None] | None = None
+        self.refused = 0
+        self.batches = 0
+        self.statements = 0
+
+    def _now(self) -> str:
+        return to_db_time(self._clock.now())
+
+    def step(
+        self,
+        task_id: int,
+        epoch: int,
+        index: int,
+        *,
+        run_id: int,
+        kind: str,
+        name: str | None,
+        state: str = "done",
+        input: Any = None,  # noqa: A002 - the column's name
+        output: Any = None,
+        error: str | None = None,
+        tokens: int = 0,
+        duration_ms: float = 0.0,
+    ) -> None:
+        """Queue a step row (and the task's and run's counters when it is done)."""
+        now = self._now()
+        finished = None if state == "intent" else now
+        self._steps.append(
+            (task_id, epoch, index, kind, name, state,
+             dump_json(redact_data(input), lenient=True),
+             dump_json(redact_data(output), lenient=True),
+             None if error is None else redact(error), tokens, duration_ms, now, finished,
+             task_id, epoch)
+        )  # fmt: skip
+        if state != "intent":
+            self._count(task_id, epoch, run_id, tokens, now)
+        self._wake()
+
+    def outcome(
+        self,
+        task_id: int,
+        epoch: int,
+        index: int,
+        *,
+        run_id: int,
+        ok: bool,
+        output: Any,
+        error: str | None,
+        duration_ms: float,
+    ) -> None:
+        """Queue the outcome of a step whose intent was recorded."""
+        now = self._now()
+        self._outcomes.append(
+            ("done" if ok else "failed", dump_json(redact_data(output), lenient=True),
+             None if error is None else redact(error), duration_ms, now,
+             task_id, epoch, index, task_id, epoch)
+        )  # fmt: skip
+        self._count(task_id, epoch, run_id, 0, now)
+        self._wake()
+
+    def _count(self, task_id: int, epoch: int, run_id: int, tokens: int, now: str) -> None:
+        task = self._progress.setdefault((task_id, epoch), [0, 0, now])
+        task[0] += tokens
+        task[1] += 1
+        task[2] = now
+        run = self._runs.setdefault(run_id, [0, 0])
+        run[0] += tokens
+        run[1] += 1
+
+    def _wake(self) -> None:
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush())
+
+    async def _flush(self) -> None:
+        await asyncio.sleep(0)  # let the other workers of this tick queue theirs
+        while self._steps or self._outcomes or self._progress:
+            steps, self._steps = self._steps, []
+            outcomes, self._outcomes = self._outcomes, []
+            progress, self._progress = self._progress, {}
+            runs, self._runs = self._runs, {}
+            try:
+                async with self._store.write() as db:
+                    if steps:
+                        cur = await db.executemany(_INSERT_STEP, steps)
+                        self.refused += len(steps) - max(cur.rowcount, 0)
+                    if outcomes:
+                        cur = await db.executemany(_FINISH_STEP, outcomes)
+                        self.refused += len(outcomes) - max(cur.rowcount, 0)
+                    if progress:
+                        await db.executemany(
+                            _PROGRESS,
+                            [(t, n, at, task, epoch) for (task, epoch), (t, n, at) in
+                             progress.items()],
+                        )  # fmt: skip
+                    if runs:
+                        await db.executemany(
+                            _RUN_PROGRESS, [(t, n, run) for run, (t, n) in runs.items()]
+                        )
+                    self.statements += bool(steps) + bool(outcomes) + bool(progress) + bool(runs)
+                self.batches += 1
+            except Exception:  # a lost batch is logged; the run itself goes on
+                log.exception("could not write %d swarm step rows", len(steps) + len(outcomes))
+
+    async def durable(self) -> None:
+        """Wait until every write queued so far is committed."""
+        while self._flusher is not None and not self._flusher.done():
+            await asyncio.shield(self._flusher)
