@@ -59,6 +59,7 @@ def render_status(report: dict[str, Any]) -> str:
         + _missed(report["tasks"].get("missed_skipped", 0)),
         f"  outbox:    {_outbox_line(report['outbox'])}",
         *([f"  database:  {_database_line(report['database'])}"] if "database" in report else []),
+        *([f"  swarm:     {_swarm_line(report['swarm'])}"] if "swarm" in report else []),
         "  channels:  "
         + ", ".join(
             f"{name} {info['state']}" + (f" ({info['detail']})" if info["detail"] else "")
@@ -112,6 +113,19 @@ def _database_line(db: dict[str, Any]) -> str:
     pruned = f", last pruned {db['last_prune_at']}" if db.get("last_prune_at") else ""
     vacuum = "" if db.get("auto_vacuum") == "incremental" else " (file never shrinks: see README)"
     return f"{size:.1f} MB ({growth}{cap}){pruned}{vacuum}"
+
+
+def _swarm_line(swarm: dict[str, int]) -> str:
+    """``2 runs live: 4 sub-agents running, 12 queued; 340 steps, 120,000 tokens so far``."""
+    runs = swarm["runs_running"]
+    if not runs:
+        return "no runs live (see `nightshift runs`)"
+    running = swarm["sub_agents_running"]
+    return (
+        f"{runs} run{'s' if runs != 1 else ''} live: {running} sub-agent"
+        f"{'s' if running != 1 else ''} running, {swarm['sub_agents_queued']} queued; "
+        f"{swarm['steps']:,} steps, {swarm['tokens']:,} tokens so far (see `nightshift runs`)"
+    )
 
 
 def _outbox_line(depths: dict[str, int]) -> str:
