@@ -149,18 +149,20 @@ async def _decorate(db: aiosqlite.Connection, rows: list[aiosqlite.Row]) -> list
         ids,
     ):
         counts[run_id][status] = n
-    agent_runs = [row["agent_run_id"] for row in rows if row["agent_run_id"] is not None]
     costs: dict[int, float] = {}
-    if agent_runs:
-        marks = ", ".join("?" * len(agent_runs))
-        for agent_run, cost in await db.execute_fetchall(
-            "SELECT run_id, SUM(cost_usd) FROM llm_usage"
-            f" WHERE purpose = 'swarm' AND run_id IN ({marks}) GROUP BY run_id",
-            agent_runs,
-        ):
-            if cost:
-                costs[agent_run] = float(cost)
-    return [_run(row, counts[row["id"]], costs.get(row["agent_run_id"])) for row in rows]
+    # the sub-agents' calls are recorded under the coordinator's agent run: those made while
+    # this swarm run was open are its own (an agent run may hold more than one swarm run)
+    for run_id, cost in await db.execute_fetchall(
+        "SELECT r.id, (SELECT SUM(u.cost_usd) FROM llm_usage u"
+        " WHERE u.run_id = r.agent_run_id AND u.purpose = 'swarm'"
+        " AND u.created_at >= r.started_at"
+        " AND (r.finished_at IS NULL OR u.created_at <= r.finished_at))"
+        f" FROM swarm_runs r WHERE r.id IN ({marks}) AND r.agent_run_id IS NOT NULL",
+        ids,
+    ):
+        if cost:
+            costs[run_id] = float(cost)
+    return [_run(row, counts[row["id"]], costs.get(row["id"])) for row in rows]
 
 
 async def list_runs(

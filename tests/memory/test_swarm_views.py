@@ -19,6 +19,7 @@ from memory.swarm_views import (
     task_run_id,
     task_steps,
 )
+from memory.usage import LlmUsage, UsageRepo
 from tests.memory._swarm_rig import build
 
 
@@ -40,6 +41,30 @@ async def test_runs_are_listed_newest_first_with_counts_and_the_swarm_cost(
     assert (live.steps, live.tokens) == (3, 1200)
     assert (old.status, old.by_status, old.cost_usd) == ("done", {"done": 1}, None)
     assert old.finished_at is not None and missing is None
+
+
+async def test_two_swarm_runs_of_one_agent_run_each_cost_their_own_calls(
+    store: SqliteStore, clock: ManualClock
+) -> None:
+    built = await build(store, clock)  # the live run's calls so far: $0.75
+    repo, usage = SwarmRepo(store, clock), UsageRepo(store, clock)
+    await repo.finish_run(built.live_run, "done")
+    clock.advance(60)
+    again = await repo.start_run(
+        actor="slack:U1", goal="and web4?", agent_run_id=built.agent_run, max_tokens=1000,
+        max_steps=10, max_spawns=1,
+    )  # fmt: skip
+    await usage.record(
+        LlmUsage(
+            run_id=built.agent_run, model="kimi", purpose="swarm", prompt_tokens=1,
+            completion_tokens=1, cached_tokens=0, total_tokens=2, cost_usd=2.0, latency_ms=1.0,
+            ok=True,
+        )
+    )  # fmt: skip
+    async with store.read() as db:
+        first, second = await get_run(db, built.live_run), await get_run(db, again)
+    assert first is not None and second is not None
+    assert (first.cost_usd, second.cost_usd) == (0.75, 2.0)
 
 
 async def test_a_running_run_is_listed_however_old(store: SqliteStore, clock: ManualClock) -> None:
