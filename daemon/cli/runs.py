@@ -272,7 +272,11 @@ def render_run(run: RunView, tasks: Sequence[TaskView], now: datetime) -> str:
 
 
 def render_steps(task: TaskView, steps: Sequence[StepView], now: datetime) -> str:
-    """A sub-agent's steps over its attempts: kind, name, state, duration, tokens, error."""
+    """A sub-agent's steps over its attempts: kind, name, state, duration, tokens, error.
+
+    A side-effecting step whose outcome was never written shows ``acting`` while its attempt
+    runs, else ``no outcome`` (it may or may not have acted: check before redoing it by hand).
+    """
     width = _width()
     why = f" — {task.reason}" if task.reason and task.status != "done" else ""
     out = [
@@ -287,14 +291,19 @@ def render_steps(task: TaskView, steps: Sequence[StepView], now: datetime) -> st
         out.append("no steps recorded")
         return "\n".join(out)
     out.append(
-        f"{'EPOCH':>5}  {'STEP':>4}  {'KIND':<4}  {'NAME':<20}  {'STATE':<9}  {'TOOK':>6}  "
+        f"{'EPOCH':>5}  {'STEP':>4}  {'KIND':<4}  {'NAME':<20}  {'STATE':<10}  {'TOOK':>6}  "
         f"{'TOKENS':>6}  ERROR"
     )
+    last_epoch = steps[-1].epoch
     for step in steps:
         took = "-" if step.state == "intent" else duration(step.duration_ms / 1000)
+        state = step.state
+        if state == "intent":  # began acting and no outcome was written (yet)
+            live = task.status == "running" and step.epoch == last_epoch
+            state = "acting" if live else "no outcome"
         line = (
             f"{step.epoch:>5}  {step.index:>4}  {step.kind:<4}  {step.name or '-':<20.20}  "
-            f"{step.state:<9}  {took:>6}  {step.tokens:>6,}  "
+            f"{state:<10}  {took:>6}  {step.tokens:>6,}  "
         )
         out.append((line + _cut(step.error or "", width - len(line))).rstrip())
     return "\n".join(out).rstrip()

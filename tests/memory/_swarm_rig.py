@@ -21,7 +21,7 @@ class Built:
     done: int  # depth 1, done, 2 steps (llm + tool)
     child: int  # depth 2 under ``done``, stalled
     failed: int  # depth 1, failed on its 2nd attempt, a failed tool step
-    running: int  # depth 1, running
+    running: int  # depth 1, running, a side-effecting step in flight (intent only)
     queued: int  # depth 1, queued
 
 
@@ -80,7 +80,10 @@ async def build(store: SqliteStore, clock: ManualClock) -> Built:
     await steps.durable()
     await repo.finish(failed, e_failed, "failed", reason="the disk tool was refused")
 
-    await repo.claim(running)
+    e_running = await repo.claim(running)
+    steps.step(running, e_running, 1, run_id=live, kind="tool", name="restart_service",
+               state="intent", input={"name": "nginx"})  # fmt: skip
+    await steps.durable()
     usage = UsageRepo(store, clock)
     for purpose, cost in (("swarm", 0.25), ("swarm", 0.5), ("chat", 9.0)):
         await usage.record(

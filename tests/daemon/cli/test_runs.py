@@ -14,6 +14,7 @@ import pytest
 from daemon.cli.main import main
 from daemon.core.clock import ManualClock, SystemClock
 from memory.store import SqliteStore
+from memory.swarm import SwarmRepo
 from tests.memory._swarm_rig import Built, build
 
 
@@ -102,6 +103,10 @@ async def test_steps_of_one_sub_agent(tmp_path: Path, built: tuple[SqliteStore, 
                               *location)  # fmt: skip
     assert "failed — the disk tool was refused" in out
     assert out.rstrip().endswith("du: permission denied")
+    code, out, _ = await _cli("runs", "show", str(ids.live_run), "--steps", str(ids.running),
+                              *location)  # fmt: skip
+    [row] = out.split("EPOCH")[1].splitlines()[1:]
+    assert row.split()[2:6] == ["tool", "restart_service", "acting", "-"]
     code, out, _ = await _cli("runs", "show", str(ids.live_run), "--steps", str(ids.queued),
                               *location)  # fmt: skip
     assert (code, out.rstrip().splitlines()[-1]) == (0, "no steps recorded")
@@ -141,3 +146,19 @@ async def test_an_empty_listing_says_so(tmp_path: Path) -> None:
     await store.close()
     code, out, _ = await _cli("runs", "--state-dir", str(tmp_path))
     assert (code, out.strip()) == (0, "no swarm runs running or in the last day (--all)")
+
+
+async def test_after_a_restart_an_unfinished_side_effect_shows_no_outcome(
+    tmp_path: Path, built: tuple[SqliteStore, Built]
+) -> None:
+    store, ids = built
+    await SwarmRepo(store, SystemClock()).mark_unknown()  # what the daemon does at startup
+    location = ("--state-dir", str(tmp_path))
+    code, out, err = await _cli("runs", "show", str(ids.live_run), "--steps", str(ids.running),
+                                *location)  # fmt: skip
+    assert code == 0, err
+    [row] = out.split("EPOCH")[1].splitlines()[1:]
+    assert row.split()[2:7] == ["tool", "restart_service", "no", "outcome", "-"]
+    code, out, _ = await _cli("runs", "show", str(ids.live_run), *location)
+    assert "needs attention (4):" in out  # + the running and the queued one, now unknown
+    assert "why: the daemon stopped while this sub-agent was running" in out
