@@ -83,6 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
         commands.add_parser("memory", help="search what it remembers, curate its facts"),
         with_location,
     )
+    from daemon.cli.runs import add_parser as runs_parsers
+
+    runs_parsers(commands, with_location)
 
     backup = with_location(
         commands.add_parser("backup", help="copy the database, safely while the daemon runs")
@@ -382,6 +385,13 @@ def cmd_memory(args: argparse.Namespace) -> int:
     return memory.run_search(path, args)
 
 
+def cmd_runs(args: argparse.Namespace) -> int:
+    from daemon.cli.runs import run_runs
+
+    settings, _ = _settings(args)
+    return run_runs(settings.database_path, args)
+
+
 def cmd_silence(args: argparse.Namespace) -> int:
     if args.silence_command == "list":
         return _run_command(args, "silences")
@@ -521,6 +531,7 @@ HANDLERS = {
     "silence": cmd_silence,
     "tasks": cmd_tasks,
     "memory": cmd_memory,
+    "runs": cmd_runs,
     "backup": cmd_backup,
     "restore": cmd_restore,
 }

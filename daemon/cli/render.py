@@ -60,6 +60,7 @@ def render_status(report: dict[str, Any]) -> str:
         f"  outbox:    {_outbox_line(report['outbox'])}",
         *([f"  database:  {_database_line(report['database'])}"] if "database" in report else []),
         *([f"  facts:     {_facts_line(report['facts'])}"] if "facts" in report else []),
+        *([f"  swarm:     {_swarm_line(report['swarm'])}"] if "swarm" in report else []),
         "  channels:  "
         + ", ".join(
             f"{name} {info['state']}" + (f" ({info['detail']})" if info["detail"] else "")
@@ -126,6 +127,19 @@ def _facts_line(facts: dict[str, Any]) -> str:
             part += " (WARNING: near the cap; at it new facts are refused: forget or edit some)"
         parts.append(part)
     return ", ".join(parts) or "none"
+
+
+def _swarm_line(swarm: dict[str, int]) -> str:
+    """``2 runs live: 4 sub-agents running, 12 queued; 340 steps, 120,000 tokens so far``."""
+    runs = swarm["runs_running"]
+    if not runs:
+        return "no runs live (see `nightshift runs`)"
+    running = swarm["sub_agents_running"]
+    return (
+        f"{runs} run{'s' if runs != 1 else ''} live: {running} sub-agent"
+        f"{'s' if running != 1 else ''} running, {swarm['sub_agents_queued']} queued; "
+        f"{swarm['steps']:,} steps, {swarm['tokens']:,} tokens so far (see `nightshift runs`)"
+    )
 
 
 def _outbox_line(depths: dict[str, int]) -> str:

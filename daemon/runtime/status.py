@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from daemon import __version__
 from daemon.core import metrics
+from memory.swarm_views import live_swarm
 
 if TYPE_CHECKING:
     from daemon.runtime.process import Runtime
@@ -56,6 +57,7 @@ async def status(runtime: Runtime) -> dict[str, Any]:
         "tasks": await _tasks_summary(runtime),
         "database": await _database(runtime),
         "facts": await _facts(runtime),
+        "swarm": await _swarm(runtime),
     }
 
 
@@ -65,6 +67,19 @@ async def _facts(runtime: Runtime) -> dict[str, Any]:
     return {
         "kinds": {u.kind: {"count": u.count, "cap": u.cap or None} for u in usage},
         "near_cap": [u.kind for u in usage if u.near],
+    }
+
+
+async def _swarm(runtime: Runtime) -> dict[str, int]:
+    """Swarm runs live now: their sub-agents running and queued, steps and tokens so far."""
+    async with runtime.store.read() as db:
+        live = await live_swarm(db)
+    return {
+        "runs_running": live.runs,
+        "sub_agents_running": live.running,
+        "sub_agents_queued": live.queued,
+        "steps": live.steps,
+        "tokens": live.tokens,
     }
 
 
@@ -154,7 +169,17 @@ async def status_text(runtime: Runtime) -> str:
         f"agent {agent}; {budget['used_today']:,}/{budget['daily_limit']:,} tokens today; "
         f"channels: {channels}; approvals pending: {report['approvals_pending']}; "
         f"open incidents: {report['incidents_open']}, alerts firing: "
-        f"{report['alerting']['firing']}"
+        f"{report['alerting']['firing']}" + _swarm_text(report["swarm"])
+    )
+
+
+def _swarm_text(swarm: dict[str, int]) -> str:
+    """``; swarm: 1 run live, 4 sub-agents running, 12 queued`` (or nothing when idle)."""
+    if not swarm["runs_running"]:
+        return ""
+    return (
+        f"; swarm: {swarm['runs_running']} run(s) live, {swarm['sub_agents_running']} "
+        f"sub-agent(s) running, {swarm['sub_agents_queued']} queued"
     )
 
 
