@@ -108,7 +108,7 @@ class LiveSwarm:
 
 
 async def has_swarm_schema(db: aiosqlite.Connection) -> bool:
-    """Whether the database has the swarm tables (migration 0014 or later)."""
+    """Whether the database has the swarm tables (migration 0013 or later)."""
     rows = await db.execute_fetchall(
         "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'swarm_runs'"
     )
