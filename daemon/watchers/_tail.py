@@ -23,8 +23,11 @@ What it guarantees, for a writer that appends whole or partial lines:
   our offset), then any copies made after it (several truncates between two reads), whole, then
   reading restarts at 0. Lines
   already read are never delivered again; lines written after the truncate arrive exactly once.
-  A partial line read before the truncate is kept and joined with what follows (right for an
-  O_APPEND writer that was mid-line).
+  A line still without its newline at the end of the copy is delivered as it is, never joined
+  with the first line written after the truncate: loggers write a line at once, and its rest
+  went with the truncate (even one ``write()`` can be cut: a copy can see it up to a page
+  boundary only). Copies made while we sat at offset 0 after a truncate (nothing read since:
+  no fingerprint to compare) are found as new siblings and read whole.
 - compressed siblings (``.gz``, ``.bz2``, ``.xz``; logrotate ``compress`` without
   ``delaycompress``, or with ``copytruncate``): when the plain rotated file or copy is gone, its
   lines are read from the compressed one, decompressed (one chunk in memory) into an unnamed
@@ -191,6 +194,7 @@ class Tail:
         fd = self._fd
         if self._queue is None and self._rewritten(fd):
             read = self._recover_from_copy(fd, limit, lines)
+            self._flush(lines)  # a cut last line: its rest went with the truncate
             self._offset, self._fingerprint, self._head = 0, b"", b""
             if read is not None:  # a copy was found: later copies come the same way
                 seen = {sibling.id for sibling in self._siblings()}

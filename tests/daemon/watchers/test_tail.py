@@ -198,3 +198,18 @@ def test_copytruncates_while_nothing_was_read_since_the_last_one_lose_no_copy(
     append(log, "d2")
     assert read_all(tail) == ["d2"]
     tail.close()
+
+
+def test_a_cut_last_line_of_the_copy_is_not_joined_with_the_first_line_after_the_truncate(
+    tmp_path: Path,
+) -> None:
+    """The copy ended inside a line (it saw a write up to a page boundary; the rest went with
+    the truncate): that piece is a line of its own, the next line arrives whole."""
+    log = tmp_path / "app.log"
+    log.write_bytes(b"a1\na2 cut")
+    tail = Tail(str(log), from_end=False, max_line_bytes=1024)
+    assert read_all(tail) == ["a1"]
+    copytruncate(log, tmp_path / "app.log.1", 1000)
+    append(log, "b1")
+    assert read_all(tail) == ["a2 cut", "b1"]
+    tail.close()
