@@ -13,7 +13,7 @@ one of logrotate's ways:
 - ``compress``: ``create`` and then gzip ``app.log.1`` → ``app.log.1.gz`` and delete it (no
   ``delaycompress``).
 - ``copytruncate``: copy ``app.log`` to ``app.log.1`` in 64 KiB chunks while the writer keeps
-  writing, then truncate ``app.log`` to 0 (no signal).
+  writing, fsync the copy, then truncate ``app.log`` to 0 (no signal), as logrotate does.
 - ``copytruncate-compress``: the same, then gzip the copy and delete it.
 
 The real ``LogFileWatcher`` (watchdog inotify, or ``inotify = false``: the NFS polling fallback,
@@ -115,6 +115,8 @@ def rotate_once(path: str, style: str, writer: int, rng: random.Random) -> None:
         with open(path, "r+b") as live, open(path + ".1", "wb") as copy:
             while chunk := live.read(1 << 16):  # the writer keeps writing meanwhile
                 copy.write(chunk)
+            copy.flush()  # like logrotate: the copy is whole (and synced) before the truncate
+            os.fsync(copy.fileno())
             os.truncate(live.fileno(), 0)
     else:
         os.rename(path, path + ".1")

@@ -23,8 +23,11 @@ What it guarantees, for a writer that appends whole or partial lines:
   our offset), then any copies made after it (several truncates between two reads), whole, then
   reading restarts at 0. Lines
   already read are never delivered again; lines written after the truncate arrive exactly once.
-  A partial line read before the truncate is kept and joined with what follows (right for an
-  O_APPEND writer that was mid-line).
+  A line still without its newline at the end of the copy is delivered as it is, never joined
+  with the first line written after the truncate: loggers write a line at once, and its rest
+  went with the truncate (even one ``write()`` can be cut: a copy can see it up to a page
+  boundary only). Copies made while we sat at offset 0 after a truncate (nothing read since:
+  no fingerprint to compare) are found as new siblings and read whole.
 - compressed siblings (``.gz``, ``.bz2``, ``.xz``; logrotate ``compress`` without
   ``delaycompress``, or with ``copytruncate``): when the plain rotated file or copy is gone, its
   lines are read from the compressed one, decompressed (one chunk in memory) into an unnamed
@@ -117,6 +120,9 @@ class Tail:
         self._max_decompressed = max_decompressed or MAX_DECOMPRESSED
         self._read_mtime = 0  # the file's mtime just before the last read (copies are newer)
         self._done: deque[bytes] = deque(maxlen=4 * MAX_LINGERING)  # heads of files let go
+        # Restarted at 0 after a copytruncate and nothing read since: the file's mtime then, the
+        # first bytes of the copies read, the siblings seen (it may be copied again meanwhile).
+        self._emptied: tuple[int, list[bytes], set[tuple[int, int]]] | None = None
         self._warnings: list[str] = []
 
     @property
@@ -187,11 +193,19 @@ class Tail:
         assert self._fd is not None
         fd = self._fd
         if self._queue is None and self._rewritten(fd):
-            self._recover_from_copy(fd, limit, lines)
+            read = self._recover_from_copy(fd, limit, lines)
+            self._flush(lines)  # a cut last line: its rest went with the truncate
             self._offset, self._fingerprint, self._head = 0, b"", b""
+            if read is not None:  # a copy was found: later copies come the same way
+                seen = {sibling.id for sibling in self._siblings()}
+                self._emptied = (os.fstat(fd).st_mtime_ns, read, seen)
             notes.append("truncated")
+        elif self._queue is None and self._offset == 0 and self._emptied is not None:
+            self._copies_while_empty(fd, limit, lines)
         self._read_mtime = os.fstat(fd).st_mtime_ns
         got = self._read_into(fd, limit, lines)
+        if self._offset:
+            self._emptied = None
         if got == limit:
             return TailRead(lines=lines, more=True, notes=tuple(notes))
         if self._queue is not None:  # a file rotated past us, read whole: on to the next
@@ -388,15 +402,16 @@ class Tail:
             os.ftruncate(fd, position)
             return os.dup(fd)
 
-    def _recover_from_copy(self, live: int, limit: int, lines: list[str]) -> None:
+    def _recover_from_copy(self, live: int, limit: int, lines: list[str]) -> list[bytes] | None:
         """Before restarting a truncated file: the bytes written after our last read, from the
         copy copytruncate made (it starts with our head and holds our fingerprint just before
         our offset, or ends before it: we read all it holds), then whole any copies made after
         it (several truncates between reads) but one of what the file holds now (copying), or
-        of ours. A compressed copy counts when it was written after our last read."""
+        of ours. A compressed copy counts when it was written after our last read. Returns the
+        first bytes of our file and of the copies read; None when no copy was found."""
         size, head = len(self._fingerprint), self._head
         if not size:
-            return
+            return None
         ours: int | None = None  # the mtime of our copy
         siblings = self._siblings()
         compressed = any(sibling.compressed for sibling in siblings)
@@ -429,11 +444,41 @@ class Tail:
             finally:
                 os.close(fd)
         if ours is None:
-            return
+            return None
         now = os.pread(live, _FINGERPRINT, 0)
         done = [h for h in (now, head) if h]  # copies of these are not read (again)
         later = [sibling for sibling in siblings if sibling.info.st_mtime_ns > ours]
-        for sibling in _oldest_first(later, len(os.path.basename(self.path))):
+        return [head, *self._read_copies(later, done, plain, limit, lines)]
+
+    def _copies_while_empty(self, live: int, limit: int, lines: list[str]) -> None:
+        """At offset 0 since a copytruncate, nothing read: when the file changed since, read
+        whole the copies made since (new siblings: it was written, copied and truncated again
+        between two reads, and no fingerprint tells), oldest first, but one of what the file
+        holds now."""
+        assert self._emptied is not None
+        since, done, seen = self._emptied
+        changed = os.fstat(live).st_mtime_ns
+        if changed == since:
+            return
+        siblings = self._siblings()
+        plain = _plain_heads(siblings) if any(s.compressed for s in siblings) else []
+        new = [s for s in siblings if s.id not in seen and s.info.st_mtime_ns >= since]
+        now = os.pread(live, _FINGERPRINT, 0)
+        read = self._read_copies(new, [*done, now] if now else done, plain, limit, lines)
+        self._emptied = (changed, done + read, seen | {sibling.id for sibling in siblings})
+
+    def _read_copies(
+        self,
+        copies: list[_Sibling],
+        done: list[bytes],
+        plain: list[bytes],
+        limit: int,
+        lines: list[str],
+    ) -> list[bytes]:
+        """Read whole, oldest first, the ``copies`` that start with none of ``done`` (nor, when
+        compressed, like a plain sibling in ``plain``); the first bytes of those read."""
+        done, read = list(done), []
+        for sibling in _oldest_first(copies, len(os.path.basename(self.path))):
             if sibling.compressed:
                 fd = self._unpack(sibling, 0, lambda first: not _starts(first, done + plain))
             else:
@@ -446,8 +491,11 @@ class Tail:
                     self._offset = 0
                     self._read_whole(fd, limit, lines)
                     done.append(first)
+                    read.append(first)
             finally:
                 os.close(fd)
+        self._offset, self._fingerprint, self._head = 0, b"", b""
+        return read
 
     def _read_whole(self, fd: int, limit: int, lines: list[str]) -> None:
         """Read ``fd`` from the offset to its end (a copy: it does not grow)."""

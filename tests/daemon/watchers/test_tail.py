@@ -168,3 +168,48 @@ def test_a_copy_being_made_of_the_current_file_is_not_read_twice(tmp_path: Path)
     append(log, "c1")
     assert read_all(tail) == ["c1"]
     tail.close()
+
+
+def test_copytruncates_while_nothing_was_read_since_the_last_one_lose_no_copy(
+    tmp_path: Path,
+) -> None:
+    """The file was empty when we read it after a copytruncate (offset 0: no fingerprint), then
+    written, copied and truncated again before the next read (a 1 s poll; lost 8,999 lines)."""
+    log = tmp_path / "app.log"
+    append(log, "a1")
+    tail = Tail(str(log), from_end=False, max_line_bytes=1024)
+    assert read_all(tail) == ["a1"]
+    append(log, "a2")
+    copytruncate(log, tmp_path / "app.log.1", 1000)
+    os.utime(log, (1500, 1500))  # truncated at 1500
+    assert read_all(tail) == ["a2"]  # and empty at our read
+    append(log, "b1", "b2")
+    (tmp_path / "app.log.1").rename(tmp_path / "app.log.2")
+    copytruncate(log, tmp_path / "app.log.1", 2000)
+    os.utime(log, (2500, 2500))
+    assert read_all(tail) == ["b1", "b2"]  # still empty: the copy is read
+    assert read_all(tail) == []  # and only once
+    append(log, "c1")
+    (tmp_path / "app.log.2").rename(tmp_path / "app.log.3")
+    (tmp_path / "app.log.1").rename(tmp_path / "app.log.2")
+    copytruncate(log, tmp_path / "app.log.1", 3000)
+    append(log, "d1")
+    assert read_all(tail) == ["c1", "d1"]
+    append(log, "d2")
+    assert read_all(tail) == ["d2"]
+    tail.close()
+
+
+def test_a_cut_last_line_of_the_copy_is_not_joined_with_the_first_line_after_the_truncate(
+    tmp_path: Path,
+) -> None:
+    """The copy ended inside a line (it saw a write up to a page boundary; the rest went with
+    the truncate): that piece is a line of its own, the next line arrives whole."""
+    log = tmp_path / "app.log"
+    log.write_bytes(b"a1\na2 cut")
+    tail = Tail(str(log), from_end=False, max_line_bytes=1024)
+    assert read_all(tail) == ["a1"]
+    copytruncate(log, tmp_path / "app.log.1", 1000)
+    append(log, "b1")
+    assert read_all(tail) == ["a2 cut", "b1"]
+    tail.close()
