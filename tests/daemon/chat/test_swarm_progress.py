@@ -181,6 +181,17 @@ async def test_a_run_without_a_conversation_posts_nothing_and_logs_its_summary(
     assert "finished in" in lines[-1] and "5 done" in lines[-1]
 
 
+async def test_a_channel_that_cannot_edit_gets_no_progress_message(
+    rig_factory: Callable[[RecordingConsole], Coroutine[Any, Any, Rig]],
+) -> None:
+    channel = RecordingConsole()
+    channel.__dict__["edit"] = None  # a platform without edits: nothing to keep up to date
+    rig = await rig_factory(channel)
+    result = await rig.run(5, origin="console|ops|")
+    assert result.text == "all checked"  # the answer is the reply, as always
+    assert channel.sent == [] and channel.tried == 0
+
+
 def _task(i: int, status: str, reason: str | None = None, attempt: int = 1) -> SwarmTask:
     now = datetime(2026, 1, 1, tzinfo=UTC)
     return SwarmTask(
