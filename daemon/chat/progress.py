@@ -110,7 +110,11 @@ class SwarmProgress:
         last_log = float("-inf")
         while True:
             final = run.ended.is_set()
-            text = await self._text(run, final=final)
+            try:
+                text = await self._text(run, final=final)
+            except Exception:  # noqa: BLE001 - the store closing at shutdown: the run goes on
+                log.warning("swarm #%d: progress not readable; no more updates", run.budget.run_id)
+                return
             if run.channel is not None and text != run.shown:
                 await self._show(run, text)
             now = loop.time()
