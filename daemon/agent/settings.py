@@ -71,6 +71,9 @@ class SwarmSettings(Section):
     stall_seconds: float = Field(default=90.0, gt=0, allow_inf_nan=False)
     max_attempts: int = Field(default=2, ge=1, le=10)
     delegate_timeout_seconds: float = Field(default=3_600.0, gt=0, allow_inf_nan=False)
+    # A chat run's one progress message is edited at most this often (the last state always
+    # lands); runs without a conversation log their progress this often, at least every 30 s.
+    progress_edit_seconds: float = Field(default=3.0, ge=0.05, le=600, allow_inf_nan=False)
 
 
 class AgentSettings(Section):

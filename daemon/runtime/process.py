@@ -67,6 +67,7 @@ from memory.usage import UsageRepo
 if TYPE_CHECKING:
     from daemon.agent.llm import LlmClient
     from daemon.agent.swarm import Swarm
+    from daemon.chat.progress import SwarmProgress
 
 log = logging.getLogger(__name__)
 
@@ -148,6 +149,7 @@ class Runtime:
         self.stopping = False
         self.llm: LazyLlmClient | None = None
         self.swarm: Swarm | None = None
+        self.swarm_progress: SwarmProgress | None = None
         self.agent_reason = ""
         self.sandbox = SandboxStatus(False, "not probed yet")
         self._stop_event = asyncio.Event()
@@ -226,6 +228,15 @@ class Runtime:
         )
         for name, channel in self.channel_set.channels.items():
             self.hub.register(channel, self.channel_set.workers[name])
+        if self.swarm is not None:
+            from daemon.chat.progress import SwarmProgress
+
+            self.swarm_progress = SwarmProgress(
+                channels=self.channel_set.channels,
+                repo=self.swarm.repo,
+                every=lambda: self.settings.agent.swarm.progress_edit_seconds,
+            )
+            self.swarm.observers.append(self.swarm_progress.observe)
         self.channel_set.start(self.supervisor, self.hub)
         await self.alerting.restore()
         self.supervisor.start("alerting", self.alerting.run)
@@ -494,6 +505,10 @@ class Runtime:
         if swarm is not None:
             with contextlib.suppress(Exception):
                 await swarm.close()
+        progress: SwarmProgress | None = getattr(self, "swarm_progress", None)
+        if progress is not None:
+            with contextlib.suppress(Exception):
+                await progress.close()
         if self.llm is not None:
             with contextlib.suppress(Exception):
                 await self.llm.close()

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from daemon.agent.swarm.coordinator import DELEGATE, Subtask, Swarm
+from daemon.agent.swarm.child import RunBudget
+from daemon.agent.swarm.coordinator import DELEGATE, RunObserver, Subtask, Swarm
 
 if TYPE_CHECKING:
     from daemon.agent.loop import AgentLoop
@@ -13,7 +14,7 @@ if TYPE_CHECKING:
     from daemon.core.clock import Clock
     from memory.store import SqliteStore
 
-__all__ = ["DELEGATE", "Subtask", "Swarm", "attach_swarm"]
+__all__ = ["DELEGATE", "RunBudget", "RunObserver", "Subtask", "Swarm", "attach_swarm"]
 
 
 def attach_swarm(

@@ -41,7 +41,7 @@ if TYPE_CHECKING:
     from daemon.core.clock import Clock
     from memory.store import SqliteStore
 
-__all__ = ["DELEGATE", "Subtask", "Swarm"]
+__all__ = ["DELEGATE", "RunObserver", "Subtask", "Swarm"]
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +49,11 @@ DELEGATE = "delegate"
 RESULT_CHARS = 8_000  # all results together, as the coordinator sees them
 REPORT_SLACK = 200  # room kept in the tool output for the list's own punctuation
 KEEP_RUNS = 64  # recent coordinator runs whose budgets are kept for retries
+
+
+RunObserver = Callable[[str, RunBudget, ToolContext], None]
+"""Told ``("start" | "end", the run's budget, the coordinator's context)`` around each delegate
+call of a coordinator (chat progress messages, logs); it must not block or raise."""
 
 
 class Subtask(BaseModel):
@@ -124,6 +129,7 @@ class Swarm:
         self._watchdog: asyncio.Task[None] | None = None
         self.stalls = 0  # attempts the watchdog stopped for lack of progress
         self.stall_latency: list[float] = []  # seconds from last progress to the cancel
+        self.observers: list[RunObserver] = []  # told as coordinator delegate calls start/end
 
     # -- the tool --------------------------------------------------------------------------
 
@@ -176,6 +182,7 @@ class Swarm:
             )
         all_ids = [old.id for _, old in retries] + ids
         drivers = [asyncio.create_task(self._drive(i, ctx, frame.budget)) for i in all_ids]
+        self._observe("start", frame, ctx)
         async with self._slot_released(frame):
             try:
                 await asyncio.gather(*drivers)
@@ -184,8 +191,19 @@ class Swarm:
                     driver.cancel()
                 await asyncio.gather(*drivers, return_exceptions=True)
                 raise
+            finally:
+                self._observe("end", frame, ctx)
         await self.steps.durable()
         return await self._report(frame.budget, all_ids)
+
+    def _observe(self, event: str, frame: _Frame, ctx: ToolContext) -> None:
+        if frame.task_id is not None:  # a sub-agent's own delegation: part of the same run
+            return
+        for observer in self.observers:
+            try:
+                observer(event, frame.budget, ctx)
+            except Exception:  # an observer's bug never breaks the run
+                log.exception("swarm run %d: progress observer failed", frame.budget.run_id)
 
     # -- frames and specs ------------------------------------------------------------------
 
