@@ -363,12 +363,44 @@ def _check_toml(path: Path) -> None:
     _check_depth(data, path)
 
 
+_HUGE = "<nightshift: a huge number was here>"
+
+
 def _too_long_number(text: str) -> str:
+    """Where the integer too long to convert is: its setting's dotted name and line."""
+    if (key := _huge_number_key(text)) is not None:
+        return f"{key}: number out of range (thousands of digits)"
     for number, line in enumerate(text.splitlines(), 1):
         if re.search(r"\d{1000}", line.replace("_", "")):
             key = line.split("=", 1)[0].strip()[:60]
             return f"line {number} ({key}): number out of range (thousands of digits)"
     return "a number out of range (thousands of digits)"
+
+
+def _huge_number_key(text: str) -> str | None:
+    """The dotted name of the first such number (``agent.history_messages``), found by parsing
+    the text with every such number replaced by a marker string; None if that does not parse."""
+    marked = re.sub(r"[+-]?\d[\d_]{999,}", f"'{_HUGE}'", text)
+    try:
+        return _path_of(tomllib.loads(marked), "")
+    except (tomllib.TOMLDecodeError, ValueError, RecursionError):
+        return None
+
+
+def _path_of(value: object, prefix: str) -> str | None:
+    if value == _HUGE:
+        return prefix
+    children: list[tuple[str, object]] = []
+    if isinstance(value, dict):
+        children = [
+            (f"{prefix}.{key}" if prefix else str(key), item) for key, item in value.items()
+        ]
+    elif isinstance(value, list):
+        children = [(f"{prefix}.{index}", item) for index, item in enumerate(value)]
+    for path, item in children:
+        if (found := _path_of(item, path)) is not None:
+            return found
+    return None
 
 
 def _too_deep(text: str) -> str:

@@ -107,6 +107,13 @@ def test_state_dir_flag_and_derived_paths(tmp_path: Path) -> None:
         ("[llm\n", "invalid TOML"),
         ("[channels.slack]\nenabled = true\n", "channels.slack: Value error, Slack is enabled"),
         ('[channels.telegram.users]\n"42" = "boss"\n', "channels.telegram.users.42"),
+        # integers too long for Python to convert: the setting is named, wherever it sits
+        ("[agent]\nmax_steps = " + "9" * 4301, "agent.max_steps: number out of range"),
+        ("agent = {budget = {daily_tokens = " + "9" * 4400 + "}}", "agent.budget.daily_tokens"),
+        (
+            '[[scheduler.tasks]]\nname = "a"\ninterval_seconds = -' + "9" * 5000,
+            "scheduler.tasks.0.interval_seconds: number out of range",
+        ),  # fmt: skip
     ],
 )
 def test_bad_config_names_the_key(tmp_path: Path, toml: str, expected: str) -> None:
