@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
+import weakref
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -114,7 +115,7 @@ class SqliteStore:
         self._lock = asyncio.Lock()
         self._write_owner: asyncio.Task[object] | None = None
         self._write_failure: BaseException | None = None  # raised out of a nested write()
-        self._groups: list[GroupInsert] = []  # drained by close()
+        self._groups: weakref.WeakSet[GroupInsert] = weakref.WeakSet()  # drained by close()
 
     @classmethod
     async def open(
@@ -188,7 +189,7 @@ class SqliteStore:
     async def close(self) -> None:
         """Write every queued :class:`GroupInsert` row, then close both connections; safe to
         call more than once."""
-        for group in self._groups:
+        for group in list(self._groups):
             if self._writer is not None:
                 await group.drain()
         writer, reader = self._writer, self._reader
@@ -350,7 +351,7 @@ class GroupInsert:
         self._queue: list[tuple[tuple[Any, ...], asyncio.Future[int]]] = []
         self._flusher: asyncio.Task[None] | None = None
         self.groups = 0  # multi-row statements written (for benchmarks)
-        store._groups.append(self)
+        store._groups.add(self)
 
     async def insert(self, parameters: tuple[Any, ...]) -> int:
         """Insert one row; returns its id once it is committed."""
