@@ -13,6 +13,7 @@ CPU per step beyond the same number of bare model calls, peak RSS, event-loop la
 caught and how long after the last progress.
 
 Usage: python bench/swarm.py [--agents 300] [--concurrency 50] [--latency 0.1] [--stall 1.0]
+       python bench/swarm.py --concurrency 10,25,50   (a sweep: one run each, then a table)
 """
 
 from __future__ import annotations
@@ -148,7 +149,8 @@ async def run_swarm(
     settings = settings_for(base_url, concurrency, stall)
     clock = SystemClock()
     store = await SqliteStore.open(tmp / "swarm.sqlite")
-    llm = build_llm(settings, usage=UsageRepo(store, clock), clock=clock)
+    usage = UsageRepo(store, clock)
+    llm = build_llm(settings, usage=usage, clock=clock)
     conversations = ConversationRepo(store, clock)
     loop = build_agent(settings=settings, store=store, clock=clock, llm=llm,
                        registry=ToolRegistry([echo]), conversations=conversations)  # fmt: skip
@@ -182,6 +184,7 @@ async def run_swarm(
         "refused": swarm.steps.refused,
         "batches": swarm.steps.batches,
         "statements": swarm.steps.statements,
+        "usage_groups": usage._rows.groups,
     }
     figures["sent"] = sent
     await swarm.close()
@@ -192,7 +195,7 @@ async def run_swarm(
 
 async def run_bare(
     base_url: str, sent: list[tuple[list[dict[str, Any]], Any, str]], concurrency: int
-) -> float:
+) -> tuple[float, float]:
     """CPU seconds to send the very same requests again as bare model calls at the same
     concurrency: the HTTP round trip (and the client's own work) without the harness."""
     settings = settings_for(base_url, concurrency, 60)
@@ -204,11 +207,11 @@ async def run_bare(
             with contextlib.suppress(NightshiftError):
                 await llm.complete(messages, tools=tools, mode=mode, purpose="bench")
 
-    cpu0 = time.process_time()
+    cpu0, wall0 = time.process_time(), time.perf_counter()
     await asyncio.gather(*(one(*request) for request in sent if not _hangs(request[0])))
-    cpu = time.process_time() - cpu0
+    cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
     await llm.close()
-    return cpu
+    return cpu, wall
 
 
 def _hangs(messages: list[dict[str, Any]]) -> bool:
@@ -230,7 +233,9 @@ def _counts(statuses: list[str]) -> dict[str, int]:
     return out
 
 
-async def main(agents: int, concurrency: int, latency: float, stall: float, seed: int) -> None:
+async def main(
+    agents: int, concurrency: int, latency: float, stall: float, seed: int
+) -> dict[str, float]:
     tasks = plan(agents, latency, seed)
     delegate = {"tasks": [{k: t[k] for k in ("goal", "tools", "result_shape")} for t in tasks]}
     with tempfile.TemporaryDirectory() as tmp_dir:
@@ -249,7 +254,7 @@ async def main(agents: int, concurrency: int, latency: float, stall: float, seed
             fake_cpu0 = _cpu_of(fake.pid)
             figures = await run_swarm(base_url, tmp, tasks, concurrency, stall)
             figures["fake_cpu"] = _cpu_of(fake.pid) - fake_cpu0
-            bare_cpu = await run_bare(base_url, figures["sent"], concurrency)
+            bare_cpu, bare_wall = await run_bare(base_url, figures["sent"], concurrency)
         finally:
             fake.terminate()
             fake.wait()
@@ -267,10 +272,13 @@ async def main(agents: int, concurrency: int, latency: float, stall: float, seed
     print(f"CPU: swarm {figures['cpu']:.2f} s ({figures['cpu'] / figures['wall']:.0%} of the "
           f"wall time), the same {len(figures['sent'])} model requests sent bare "
           f"{bare_cpu:.2f} s; harness overhead {overhead:.2f} ms CPU per step")  # fmt: skip
+    print(f"the same requests sent bare took {bare_wall:.2f} s wall "
+          f"({bare_cpu / bare_wall:.0%} CPU): the floor for this client on this box")  # fmt: skip
     print(f"the fake server (its own process) used {figures['fake_cpu']:.2f} s CPU "
           f"({figures['fake_cpu'] / figures['wall']:.0%} of the wall time)")  # fmt: skip
     print(f"step writes: {figures['batches']} transactions, {figures['statements']} statements "
-          f"for {rows} steps; stale writes refused: {figures['refused']}")  # fmt: skip
+          f"for {rows} steps; stale writes refused: {figures['refused']}; usage rows: "
+          f"{figures['usage_groups']} INSERTs for {len(figures['sent'])} calls")  # fmt: skip
     print(f"peak RSS {rss_mb:.0f} MB; event-loop lag p99 {figures['lag_p99_ms']:.1f} ms")
     if latencies:
         print(f"stalls caught: {figures['stalls']} (planned "
@@ -279,16 +287,40 @@ async def main(agents: int, concurrency: int, latency: float, stall: float, seed
               f"(T = {stall:g} s)")  # fmt: skip
     else:
         print("stalls caught: 0")
+    return {
+        "concurrency": concurrency,
+        "ratio": figures["wall"] / critical,
+        "cpu_ms": figures["cpu"] / rows * 1000,
+        "overhead_ms": overhead,
+        "bare_ratio": bare_wall / critical,
+        "lag_ms": figures["lag_p99_ms"],
+        "rss": rss_mb,
+    }
+
+
+async def sweep(levels: list[int], agents: int, latency: float, stall: float, seed: int) -> None:
+    """One run per concurrency, then a table of the headline figures."""
+    rows = []
+    for level in levels:
+        rows.append(await main(agents, level, latency, stall, seed))
+        print()
+    print("concurrency  wall/critical  bare wall/critical  CPU ms/step  overhead ms/step  "
+          "lag p99 ms  peak RSS MB")  # fmt: skip
+    for r in rows:
+        print(f"{r['concurrency']:>11.0f}  {r['ratio']:>12.2f}x  {r['bare_ratio']:>17.2f}x  "
+              f"{r['cpu_ms']:>11.2f}  {r['overhead_ms']:>16.2f}  {r['lag_ms']:>10.1f}  "
+              f"{r['rss']:>11.0f}")  # fmt: skip
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--agents", type=int, default=300)
-    parser.add_argument("--concurrency", type=int, default=50)
+    parser.add_argument("--concurrency", default="50", help="one level, or a sweep: 10,25,50")
     parser.add_argument("--latency", type=float, default=0.1)
     parser.add_argument("--stall", type=float, default=1.0)
     parser.add_argument("--seed", type=int, default=13)
     parser.add_argument("--no-stream", action="store_true", help="[llm] stream = false")
     a = parser.parse_args()
     STREAM = not a.no_stream
-    asyncio.run(main(a.agents, a.concurrency, a.latency, a.stall, a.seed))
+    asyncio.run(sweep([int(c) for c in a.concurrency.split(",")], a.agents, a.latency, a.stall,
+                      a.seed))  # fmt: skip

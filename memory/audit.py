@@ -12,7 +12,7 @@ import aiosqlite
 from daemon.core.clock import Clock
 from daemon.core.redact import redact, redact_data
 from memory._codec import dump_json, from_db_time, load_json, to_db_time
-from memory.store import SqliteStore
+from memory.store import GroupInsert, SqliteStore
 
 __all__ = ["AuditEntry", "AuditRecord", "AuditRepo"]
 
@@ -70,13 +70,14 @@ class AuditRepo:
     def __init__(self, store: SqliteStore, clock: Clock) -> None:
         self._store = store
         self._clock = clock
+        self._rows = GroupInsert(store, "audit_log", _COLUMNS.split(", ")[1:])
 
     async def record(self, entry: AuditEntry) -> int:
-        """Store an entry, secrets redacted (arguments that are not JSON are stored as str)."""
+        """Store an entry, secrets redacted (arguments that are not JSON are stored as str);
+        returns once committed. Entries made together share one INSERT and one commit (see
+        GroupInsert)."""
         arguments = dump_json(redact_data(entry.arguments), lenient=True) or "{}"
-        cur = await self._store.execute_write(
-            "INSERT INTO audit_log (actor, action, tool, tier, reason, arguments, result, ok,"
-            " duration_ms, run_id, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        return await self._rows.insert(
             (
                 entry.actor,
                 entry.action,
@@ -89,11 +90,8 @@ class AuditRepo:
                 entry.duration_ms,
                 entry.run_id,
                 to_db_time(self._clock.now()),
-            ),
+            )
         )
-        record_id = cur.lastrowid
-        assert record_id is not None
-        return record_id
 
     async def recent(self, limit: int = 50) -> list[AuditRecord]:
         """The latest entries, newest first."""

@@ -10,7 +10,7 @@ import aiosqlite
 
 from daemon.core.clock import Clock
 from memory._codec import from_db_time, to_db_time
-from memory.store import SqliteStore
+from memory.store import GroupInsert, SqliteStore
 
 __all__ = ["CacheUse", "LlmUsage", "UsageRecord", "UsageRepo", "UsageSummary"]
 
@@ -98,13 +98,12 @@ class UsageRepo:
     def __init__(self, store: SqliteStore, clock: Clock) -> None:
         self._store = store
         self._clock = clock
+        self._rows = GroupInsert(store, "llm_usage", _COLUMNS.split(", ")[1:])
 
     async def record(self, usage: LlmUsage) -> int:
-        """Store one call's usage, timestamped now."""
-        cur = await self._store.execute_write(
-            "INSERT INTO llm_usage (run_id, model, purpose, prompt_tokens, completion_tokens,"
-            " cached_tokens, total_tokens, cost_usd, latency_ms, ok, error, created_at)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        """Store one call's usage, timestamped now; returns once committed. Calls that finish
+        together share one INSERT and one commit (see GroupInsert)."""
+        return await self._rows.insert(
             (
                 usage.run_id,
                 usage.model,
@@ -118,11 +117,8 @@ class UsageRepo:
                 int(usage.ok),
                 usage.error,
                 to_db_time(self._clock.now()),
-            ),
+            )
         )
-        usage_id = cur.lastrowid
-        assert usage_id is not None
-        return usage_id
 
     async def tokens_since(self, since: datetime) -> int:
         """Total tokens of calls made at or after ``since`` (aware datetime)."""

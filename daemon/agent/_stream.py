@@ -114,10 +114,16 @@ class StreamAggregate:
     calls: dict[int, _PartialCall] = field(default_factory=dict)
 
     def feed(self, chunk: Any) -> None:
-        """Fold one chunk in: deltas of the first choice, the model name and usage if present."""
+        """Fold one chunk in: deltas of the first choice, the model name and usage if present.
+
+        ``chunk`` is a ``ChatCompletionChunk`` or its JSON as a plain dict (what the client
+        streams: building the pydantic model costs more CPU than the rest of the step)."""
         try:
-            self._feed(chunk)
-        except (AttributeError, TypeError) as exc:
+            if isinstance(chunk, dict):
+                self._feed_json(chunk)
+            else:
+                self._feed(chunk)
+        except (AttributeError, TypeError, KeyError) as exc:
             raise MalformedAnswer(f"stream chunk {self.chunks} is not a completion chunk") from exc
 
     def _feed(self, chunk: Any) -> None:
@@ -135,6 +141,42 @@ class StreamAggregate:
                 self.finish_reason = choice.finish_reason
             if (delta := choice.delta) is not None:
                 self._feed_delta(delta)
+
+    def _feed_json(self, chunk: dict[str, Any]) -> None:
+        """:meth:`_feed` on the JSON: required fields by key (a missing one is malformed, as an
+        attribute missing from the model is), the optional ones by ``get``."""
+        self.chunks += 1
+        self.model = chunk["model"] or self.model
+        if (usage := chunk.get("usage")) is not None:
+            self.usage = usage
+        for choice in chunk["choices"] or ():
+            if choice["index"] != 0:
+                continue
+            choice_usage = choice.get("usage")
+            if choice_usage is not None and self.usage is None:
+                self.usage = choice_usage
+            if finish := choice.get("finish_reason"):
+                self.finish_reason = finish
+            if (delta := choice["delta"]) is not None:
+                self._feed_json_delta(delta)
+
+    def _feed_json_delta(self, delta: dict[str, Any]) -> None:
+        reasoning = delta.get("reasoning_content")
+        if reasoning is not None:
+            if self.reasoning is None:
+                self.reasoning = []
+            self.reasoning.append(reasoning)
+        if content := delta.get("content"):
+            self.content.append(content)
+        for call in delta.get("tool_calls") or ():
+            partial = self.calls.setdefault(call["index"], _PartialCall())
+            if call_id := call.get("id"):
+                partial.id = call_id
+            if (function := call.get("function")) is not None:
+                if name := function.get("name"):
+                    partial.name += name
+                if arguments := function.get("arguments"):
+                    partial.arguments.append(arguments)
 
     def _feed_delta(self, delta: Any) -> None:
         reasoning = extra_field(delta, "reasoning_content")

@@ -46,6 +46,12 @@ _SECRET_KEY = re.compile(rf"(?:^|[_.\-\s])(?:{_KEY_WORDS})$|[_.\-]pwd$|^pgpasswo
 
 _secrets: tuple[str, ...] = ()
 _patterns: tuple[str, ...] = ()  # [policy] redact_patterns, applied by every redact() call
+# redact() results by (text, compiled extra patterns): an agent re-sends its whole conversation
+# on every model call, so the same texts come back again and again. Emptied whenever the
+# secrets change (the patterns are part of the key), and when it holds too many characters.
+_MEMO_CHARS = 4_000_000
+_memo: dict[tuple[str, tuple[Any, ...]], str] = {}
+_memo_chars = 0
 
 
 def use_secrets(values: Iterable[str]) -> None:
@@ -57,6 +63,13 @@ def use_secrets(values: Iterable[str]) -> None:
     global _secrets
     unique = {v for v in values if len(v) >= MIN_SECRET_LENGTH and v not in REDACTED}
     _secrets = tuple(sorted(unique, key=len, reverse=True))  # longest first: no partial leftovers
+    _forget()
+
+
+def _forget() -> None:
+    global _memo_chars
+    _memo.clear()
+    _memo_chars = 0
 
 
 def add_secrets(values: Iterable[str]) -> None:
@@ -113,14 +126,23 @@ def redact(text: str, extra_patterns: Sequence[str] = ()) -> str:
         extra_patterns: More regular expressions (``[policy] redact_patterns``, RE2 syntax);
             each whole match is replaced.
     """
+    global _memo_chars
     if not text:
         return text
     extra = _compile_extra(tuple(dict.fromkeys((*_patterns, *extra_patterns))))
+    key = (text, extra)
+    if (known := _memo.get(key)) is not None:
+        return known
     for _ in range(_MAX_PASSES):
         redacted = _one_pass(text, extra)
         if redacted == text:
             break
         text = redacted
+    if _memo_chars + len(key[0]) > _MEMO_CHARS:
+        _forget()
+    if len(key[0]) <= _MEMO_CHARS // 16:
+        _memo[key] = text
+        _memo_chars += len(key[0]) + len(text)
     return text
 
 

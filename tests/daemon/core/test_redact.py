@@ -394,3 +394,21 @@ def test_tool_arguments_stay_json_and_lose_their_secrets(
     for _, case, _ in fields.values():
         if case not in LINE_FORMATS:
             assert FORMATS[case][1] not in out
+
+
+def test_a_remembered_text_is_masked_again_once_secrets_or_patterns_change() -> None:
+    """redact() remembers its answers; new secrets or patterns must not meet a stale one."""
+    from daemon.core.redact import use_patterns
+
+    text = "the vault token is Qx7-remembered-opaque and the ticket is TCK-123456"
+    assert redact(text) == text
+    assert redact(text) == text  # now answered from memory
+    use_secrets(["Qx7-remembered-opaque"])
+    try:
+        assert redact(text) == f"the vault token is {REDACTED} and the ticket is TCK-123456"
+        use_patterns([r"TCK-\d+"])
+        assert redact(text) == f"the vault token is {REDACTED} and the ticket is {REDACTED}"
+    finally:
+        use_patterns([])
+        use_secrets([])
+    assert redact(text) == text
