@@ -143,7 +143,8 @@ async def main(args: argparse.Namespace) -> int:
                     "retry_initial_seconds": 0, "concurrency": 50},
             "agent": {
                 "budget": {"daily_tokens": 100_000_000},
-                "swarm": {"concurrency": args.concurrency, "stall_seconds": 30},
+                "swarm": {"concurrency": args.concurrency, "stall_seconds": 30,
+                          "max_depth": args.max_depth},
             },
         },
         environ_secrets=False,
@@ -195,6 +196,7 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--hold", type=float, default=0.0)
     parser.add_argument("--hold-on", default="")
     parser.add_argument("--concurrency", type=int, default=3)
+    parser.add_argument("--max-depth", type=int, default=1)
     return parser.parse_args(argv)
 
 

@@ -60,18 +60,20 @@ class Rig:
         hold: float = 0.0,
         hold_on: str = "",
         concurrency: int = 3,
+        max_depth: int = 1,
     ) -> asyncio.subprocess.Process:
         return await asyncio.create_subprocess_exec(
             sys.executable, "-m", "tests.scripts.swarm_worker", mode, "--db", str(self.db),
             "--base-url", self.fake.base_url, "--effects", str(self.tmp / "effects.txt"),
             "--asks", str(self.tmp / "asks.jsonl"), "--answer", answer, "--hold", str(hold),
             "--concurrency", str(concurrency), "--hold-on", hold_on,
+            "--max-depth", str(max_depth),
             cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
         )  # fmt: skip
 
-    def delegate(self, goals: list[str], tool: str) -> None:
-        tasks = [{"goal": g, "tools": [tool], "result_shape": SHAPE} for g in goals]
+    def delegate(self, goals: list[str], *tools: str) -> None:
+        tasks = [{"goal": g, "tools": list(tools), "result_shape": SHAPE} for g in goals]
         call = Reply(tool_calls=[("delegate", json.dumps({"tasks": tasks}))])
         self.script.coordinator.extend([call, Reply(content="summary")])
 
@@ -265,3 +267,26 @@ async def test_queued_sub_agents_start_and_finished_ones_are_not_redone(rig: Rig
     assert sorted(rig.effects) == [f"append_line k{i}:0" for i in range(4)]
     assert answer["reports"][0]["summary"] == {"done": 4}
     assert answer["reports"][0]["resumed"] == [2, 3, 4]
+
+
+async def test_a_sub_agents_interrupted_delegate_call_is_settled_by_its_children(
+    rig: Rig,
+) -> None:
+    rig.script.latency = 0.3
+    parent = "behave=nest id=n subtools=append_line"
+    rig.delegate([parent], "delegate", "append_line")
+    worker = await rig.spawn("start", max_depth=2)
+    await rig.until("SELECT 1 FROM swarm_tasks WHERE depth = 2 AND status = 'running'")
+    await kill(worker)
+    split = len(rig.fake.requests)
+    answer = await finish(await rig.spawn("resume", max_depth=2))
+    [probe] = answer["probes"]
+    assert probe.startswith("delegate: verified done (")
+    [(spawns,)] = rig.query("SELECT spawns FROM swarm_runs")
+    assert spawns == 2  # the delegate call was not made a second time
+    rows = rig.query("SELECT depth, status, result FROM swarm_tasks ORDER BY id")
+    assert [(d, s) for d, s, _ in rows] == [(1, "done"), (2, "done")]
+    inner = json.loads(rows[0][2])["delegated"]
+    assert "read-only check" in inner and '"done": 1' in inner
+    after = rig.child_calls(split)
+    assert after == {"behave=ok steps=0 id=n-child": 1, parent: 1}  # the reply it lost only
