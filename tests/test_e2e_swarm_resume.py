@@ -98,5 +98,13 @@ async def test_nightshift_run_resumes_a_swarm_run_after_kill_9(
             " 'The daemon restarted during swarm run%'",
         )
         assert len(told) == 1 and "3 done" in told[0][0]
+        # the coordinator's conversation goes on: its delegate call got the report as answer
+        script.coordinator.append(Reply(content="All three hosts are fine."))
+        code, out, err = await daemon.cli("chat", "-m", "what did they find?")
+        assert code == 0 and "All three hosts are fine." in out, err
+        messages = fake_llm.requests[-1]["messages"]
+        call = next(m for m in messages if m.get("tool_calls"))["tool_calls"][0]
+        answer = next(m for m in messages if m.get("tool_call_id") == call["id"])
+        assert json.loads(answer["content"])["summary"] == {"done": 3}
     finally:
         await daemon.stop()

@@ -530,6 +530,7 @@ class Runtime:
             with contextlib.suppress(RecordNotFound):
                 agent_run = await self.runs.get(run.agent_run_id)
                 if agent_run.conversation_id is not None:
+                    await self._answer_open_calls(agent_run.conversation_id, report)
                     await self.conversations.append(agent_run.conversation_id, "assistant", text)
         if run.origin and run.origin.count("|") == 2:
             channel, room, thread = run.origin.split("|")
@@ -537,6 +538,31 @@ class Runtime:
                 await self.outbox.enqueue(
                     channel, room, text, thread=thread or None, dedupe_key=f"swarm-resumed:{run.id}"
                 )
+
+    async def _answer_open_calls(self, conversation_id: int, report: dict[str, Any]) -> None:
+        """The coordinator's turn died with its tool calls unanswered: if they are the
+        conversation's last word, the delegate call gets the resumed run's report as its answer
+        (as the tool would have given it) and any other call an error, so the history stays
+        well-formed (the API refuses a tool call without its answer)."""
+        from daemon.agent.swarm import DELEGATE
+
+        history = await self.conversations.recent(conversation_id, 40)
+        answered = {m.tool_call_id for m in history if m.role == "tool"}
+        last = next((m for m in reversed(history) if m.role != "tool"), None)
+        if last is None or last.role != "assistant" or not last.tool_calls:
+            return
+        for call in last.tool_calls:
+            if call.get("id") in answered:
+                continue
+            name = str(call.get("function", {}).get("name", ""))
+            content = (
+                json.dumps(report, ensure_ascii=False)
+                if name == DELEGATE
+                else "ERROR: the daemon restarted before this call finished; it was not resumed"
+            )
+            await self.conversations.append(
+                conversation_id, "tool", content, tool_call_id=call.get("id"), name=name
+            )
 
     # -- reload --------------------------------------------------------------------------------
 
