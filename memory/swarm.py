@@ -504,7 +504,7 @@ class SwarmRepo:
         cur = await self._store.execute_write(
             _INSERT_STEP,
             (task_id, epoch, index, kind, name, "done", None,
-             dump_json(redact_data(output), lenient=True), None, 0, 0.0, now, now,
+             dump_json(redact_data(output), lenient=True), None, 0, 0.0, now, now, None,
              task_id, epoch),
         )  # fmt: skip
         if cur.rowcount == 0:
