@@ -274,6 +274,7 @@ def _replay(a: Attempt, kind: str, name: str | None = None) -> SwarmStep | None:
     if step.kind != kind or (name is not None and step.name != name):
         log.warning("sub-agent %d: recorded step %d is not %s %s; replay ends", a.task.id,
                     step.index, kind, name or "")  # fmt: skip
+        a.index = max(s.index for s in a.replay)  # new steps go after the record, not over it
         a.replay.clear()
         return None
     a.replay.pop(0)
