@@ -38,21 +38,25 @@ _TASK_COLUMNS = (
 )
 _RUN_COLUMNS = (
     "id, agent_run_id, actor, goal, status, reason, max_tokens, max_steps, max_spawns, tokens,"
-    " steps, spawns, started_at, finished_at"
+    " steps, spawns, started_at, finished_at, unattended, origin"
 )
 _STEP_COLUMNS = (
     "id, task_id, epoch, step_index, kind, name, state, input, output, error, tokens,"
-    " duration_ms, created_at, finished_at"
+    " duration_ms, created_at, finished_at, phase"
 )
 _FENCE = "EXISTS (SELECT 1 FROM swarm_tasks WHERE id = ? AND epoch = ?)"
 _INSERT_STEP = (
     "INSERT INTO swarm_steps (task_id, epoch, step_index, kind, name, state, input, output,"
-    " error, tokens, duration_ms, created_at, finished_at)"
-    f" SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ? WHERE {_FENCE}"
+    " error, tokens, duration_ms, created_at, finished_at, phase)"
+    f" SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ? WHERE {_FENCE}"
 )
 _FINISH_STEP = (
     "UPDATE swarm_steps SET state = ?, output = ?, error = ?, duration_ms = ?, finished_at = ?"
     f" WHERE task_id = ? AND epoch = ? AND step_index = ? AND {_FENCE}"
+)
+_PHASE = (
+    "UPDATE swarm_steps SET phase = ? WHERE task_id = ? AND epoch = ? AND step_index = ?"
+    f" AND state = 'intent' AND {_FENCE}"
 )
 _PROGRESS = (
     "UPDATE swarm_tasks SET tokens = tokens + ?, steps = steps + ?, progress_at = ?"
@@ -92,6 +96,8 @@ class SwarmRun:
     spawns: int
     started_at: datetime
     finished_at: datetime | None
+    unattended: bool = True
+    origin: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -140,6 +146,7 @@ class SwarmStep:
     duration_ms: float
     created_at: datetime
     finished_at: datetime | None
+    phase: str | None = None  # an intent's: "authorising" (never acted) or "acting"
 
 
 def _run(row: aiosqlite.Row) -> SwarmRun:
@@ -158,6 +165,8 @@ def _run(row: aiosqlite.Row) -> SwarmRun:
         spawns=row["spawns"],
         started_at=from_db_time(row["started_at"]),
         finished_at=from_db_time_opt(row["finished_at"]),
+        unattended=bool(row["unattended"]),
+        origin=row["origin"],
     )
 
 
@@ -204,6 +213,7 @@ def _step(row: aiosqlite.Row) -> SwarmStep:
         duration_ms=row["duration_ms"],
         created_at=from_db_time(row["created_at"]),
         finished_at=from_db_time_opt(row["finished_at"]),
+        phase=row["phase"],
     )
 
 
@@ -226,13 +236,16 @@ class SwarmRepo:
         max_tokens: int,
         max_steps: int,
         max_spawns: int,
+        unattended: bool = True,
+        origin: str | None = None,
     ) -> int:
         """Record a new running swarm run; returns its id."""
         cur = await self._store.execute_write(
             "INSERT INTO swarm_runs (agent_run_id, actor, goal, max_tokens, max_steps, max_spawns,"
-            " started_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (agent_run_id, actor, redact(goal), max_tokens, max_steps, max_spawns, self._now()),
-        )
+            " started_at, unattended, origin) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (agent_run_id, actor, redact(goal), max_tokens, max_steps, max_spawns, self._now(),
+             int(unattended), origin),
+        )  # fmt: skip
         assert cur.lastrowid is not None
         return cur.lastrowid
 
@@ -392,6 +405,48 @@ class SwarmRepo:
             log.warning("marked %d unfinished sub-agent tasks as unknown", count)
         return count
 
+    async def unfinished_runs(self) -> list[SwarmRun]:
+        """Runs a previous process left running (to resume at startup), oldest first."""
+        async with self._store.read() as db:
+            rows = await db.execute_fetchall(
+                f"SELECT {_RUN_COLUMNS} FROM swarm_runs WHERE status = 'running' ORDER BY id"
+            )
+        return [_run(row) for row in rows]
+
+    async def resume_task(
+        self, task_id: int, deadline_at: datetime | None = None
+    ) -> tuple[int, list[SwarmStep]]:
+        """At startup: a task left running by a dead process is taken over under a new epoch
+        (the dead worker's late writes, if any, are refused) and the current attempt's steps
+        move to that epoch, so the resumed attempt continues the same log. Returns the new epoch
+        and the steps to replay; FencedError when the task is not running."""
+        async with self._store.write() as db:
+            rows = list(
+                await db.execute_fetchall(
+                    "UPDATE swarm_tasks SET epoch = epoch + 1, progress_at = ?,"
+                    " deadline_at = COALESCE(?, deadline_at)"
+                    " WHERE id = ? AND status = 'running' RETURNING epoch",
+                    (
+                        self._now(),
+                        None if deadline_at is None else to_db_time(deadline_at),
+                        task_id,
+                    ),
+                )
+            )
+            if not rows:
+                raise FencedError(task_id, -1)
+            epoch = int(rows[0][0])
+            await db.execute(
+                "UPDATE swarm_steps SET epoch = ? WHERE task_id = ? AND epoch = ?",
+                (epoch, task_id, epoch - 1),
+            )
+            steps = await db.execute_fetchall(
+                f"SELECT {_STEP_COLUMNS} FROM swarm_steps WHERE task_id = ? AND epoch = ?"
+                " ORDER BY step_index",
+                (task_id, epoch),
+            )
+        return epoch, [_step(row) for row in steps]
+
     async def cancel_queued(self, run_id: int, reason: str) -> int:
         """Tasks of the run still queued are cancelled (never started); returns how many."""
         cur = await self._store.execute_write(
@@ -449,7 +504,7 @@ class SwarmRepo:
         cur = await self._store.execute_write(
             _INSERT_STEP,
             (task_id, epoch, index, kind, name, "done", None,
-             dump_json(redact_data(output), lenient=True), None, 0, 0.0, now, now,
+             dump_json(redact_data(output), lenient=True), None, 0, 0.0, now, now, None,
              task_id, epoch),
         )  # fmt: skip
         if cur.rowcount == 0:
@@ -471,6 +526,7 @@ class StepLog:
         self._clock = clock
         self._steps: list[tuple[Any, ...]] = []
         self._outcomes: list[tuple[Any, ...]] = []
+        self._phases: list[tuple[Any, ...]] = []
         self._progress: dict[tuple[int, int], list[Any]] = {}  # (task, epoch) → tokens, steps, at
         self._runs: dict[int, list[int]] = {}  # run → tokens, steps
         self._flusher: asyncio.Task[None] | None = None
@@ -496,6 +552,7 @@ class StepLog:
         error: str | None = None,
         tokens: int = 0,
         duration_ms: float = 0.0,
+        phase: str | None = None,
     ) -> None:
         """Queue a step row (and the task's and run's counters when it is done)."""
         now = self._now()
@@ -505,10 +562,15 @@ class StepLog:
              dump_json(redact_data(input), lenient=True),
              dump_json(redact_data(output), lenient=True),
              None if error is None else redact(error), tokens, duration_ms, now, finished,
-             task_id, epoch)
+             phase, task_id, epoch)
         )  # fmt: skip
         if state != "intent":
             self._count(task_id, epoch, run_id, tokens, now)
+        self._wake()
+
+    def phase(self, task_id: int, epoch: int, index: int, phase: str) -> None:
+        """Queue an intent's new phase (``acting`` once it is let through to act)."""
+        self._phases.append((phase, task_id, epoch, index, task_id, epoch))
         self._wake()
 
     def outcome(
@@ -548,8 +610,9 @@ class StepLog:
 
     async def _flush(self) -> None:
         await asyncio.sleep(0)  # let the other workers of this tick queue theirs
-        while self._steps or self._outcomes or self._progress:
+        while self._steps or self._outcomes or self._phases or self._progress:
             steps, self._steps = self._steps, []
+            phases, self._phases = self._phases, []
             outcomes, self._outcomes = self._outcomes, []
             progress, self._progress = self._progress, {}
             runs, self._runs = self._runs, {}
@@ -558,6 +621,8 @@ class StepLog:
                     if steps:
                         cur = await db.executemany(_INSERT_STEP, steps)
                         self.refused += len(steps) - max(cur.rowcount, 0)
+                    if phases:
+                        await db.executemany(_PHASE, phases)
                     if outcomes:
                         cur = await db.executemany(_FINISH_STEP, outcomes)
                         self.refused += len(outcomes) - max(cur.rowcount, 0)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,13 +46,25 @@ class ToolExecutor:
         self._audit = audit
         self._approvals = approvals
 
+    @property
+    def approvals(self) -> Approver | None:
+        """Who asks a person (None: nobody can be asked)."""
+        return self._approvals
+
     async def execute(
-        self, name: str, raw_arguments: str, ctx: ToolContext, *, approved_by: str | None = None
+        self,
+        name: str,
+        raw_arguments: str,
+        ctx: ToolContext,
+        *,
+        approved_by: str | None = None,
+        on_authorised: Callable[[], Awaitable[None]] | None = None,
     ) -> ToolOutcome:
         """Run a call the model asked for; errors come back as text for the model, never raise.
 
         ``approved_by`` names who already approved exactly this call (remediation asks before
-        it calls); the policy is then not asked again.
+        it calls); the policy is then not asked again. ``on_authorised`` is awaited once the
+        call is let through, just before the tool acts (a durable run records it).
         """
         started = ctx.clock.monotonic()
         arguments: dict[str, Any] = {}
@@ -63,6 +76,8 @@ class ToolExecutor:
             tier = tool.tier_for(arguments, ctx.settings).value
             if approved_by is None:
                 await self._authorise(name, tier, arguments, ctx)
+            if on_authorised is not None:
+                await on_authorised()
             # The timeout covers the tool's work; a wait for one of its slots is lifted out of
             # it (see ToolGate), so callers queued behind a capped tool wait, not fail.
             limit = tool.timeout_seconds or ctx.settings.agent.tool_timeout_seconds

@@ -138,6 +138,11 @@ class AgentLoop:
         )
 
     @property
+    def services(self) -> Any:
+        """The services tools may use (what each ToolContext gets)."""
+        return self._services
+
+    @property
     def executor(self) -> ToolExecutor:
         """The door every tool call of this agent passes (sub-agents share it)."""
         return self._executor

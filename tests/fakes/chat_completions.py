@@ -376,7 +376,7 @@ class FakeChatServer:
 # -- sub-agents ------------------------------------------------------------------------------
 
 SUBAGENT_MARK = "You are a sub-agent"
-_OPTION = re.compile(r"\b(behave|steps|delay|tool|id|subtools)=(\S+)")
+_OPTION = re.compile(r"\b(behave|steps|delay|tool|id|subtools|keyed)=(\S+)")
 
 
 class SwarmScript:
@@ -386,9 +386,9 @@ class SwarmScript:
     (then a plain text). A sub-agent's behaviour and options are words in its goal:
     ``behave=NAME steps=N delay=S tool=NAME id=X``. Behaviours:
 
-    - ``ok``: N calls of ``tool`` (``{"text": "<i>"}``), then ``{"status": "ok", "id": X,
-      "steps": N}``; ``slow`` is ``ok`` with every reply after ``delay`` seconds (so is any
-      behaviour given a delay, or the script's ``latency``)
+    - ``ok``: N calls of ``tool`` (``{"text": "<i>"}``, or ``"X:<i>"`` with ``keyed=1``), then
+      ``{"status": "ok", "id": X, "steps": N}``; ``slow`` is ``ok`` with every reply after
+      ``delay`` seconds (so is any behaviour given a delay, or the script's ``latency``)
     - ``stall``: its first attempt hangs (no answer ever), later attempts are ``ok``;
       ``stall_always`` hangs every time
     - ``fail``: HTTP 500 on every call
@@ -446,9 +446,8 @@ class SwarmScript:
             return Reply(tool_calls=[(tool, json.dumps({"text": "same"}))])
         cost = 10_000 if behave == "tokens" else 5
         if done < steps:
-            return Reply(
-                tool_calls=[(tool, json.dumps({"text": str(done)}))], completion_tokens=cost
-            )
+            text = f"{options.get('id', '')}:{done}" if options.get("keyed") else str(done)
+            return Reply(tool_calls=[(tool, json.dumps({"text": text}))], completion_tokens=cost)
         corrected = messages[-1].get("role") == "user" and len(messages) > 2
         if behave == "malformed" or (behave == "malformed_once" and not corrected):
             return Reply(content="All good, nothing to report!")

@@ -127,3 +127,37 @@ async def test_at_startup_unfinished_tasks_become_unknown_and_are_fenced(
     assert (await repo.get_run(run_id)).status == "unknown"
     with pytest.raises(FencedError):  # a worker of the old process could not write either
         await repo.add_step_now(running, old, 1, "llm", "m", {})
+
+
+async def test_resuming_a_task_fences_the_dead_worker_and_moves_its_steps_along(
+    store: SqliteStore, clock: ManualClock
+) -> None:
+    repo, steps = SwarmRepo(store, clock), StepLog(store, clock)
+    run_id = await repo.start_run(
+        actor="test", goal="g", agent_run_id=None, max_tokens=100, max_steps=10, max_spawns=5,
+        unattended=False, origin="slack|C1|t1",
+    )  # fmt: skip
+    [task_id, queued] = await repo.add_tasks(run_id, None, 1, [spec(), spec("other")])
+    dead = await repo.claim(task_id)
+    steps.step(task_id, dead, 1, run_id=run_id, kind="llm", name="m", output={"c": 1}, tokens=7)
+    steps.step(task_id, dead, 2, run_id=run_id, kind="tool", name="restart", state="intent",
+               input="{}", phase="authorising")  # fmt: skip
+    steps.phase(task_id, dead, 2, "acting")
+    await steps.durable()
+    [run] = await repo.unfinished_runs()
+    assert (run.id, run.unattended, run.origin) == (run_id, False, "slack|C1|t1")
+    epoch, replay = await repo.resume_task(task_id)
+    assert epoch == dead + 1
+    assert [(s.index, s.kind, s.state, s.phase, s.epoch) for s in replay] == [
+        (1, "llm", "done", None, epoch),
+        (2, "tool", "intent", "acting", epoch),
+    ]
+    steps.outcome(task_id, dead, 2, run_id=run_id, ok=True, output="late", error=None,
+                  duration_ms=0)  # fmt: skip
+    await steps.durable()
+    assert steps.refused == 1  # the dead worker's late write
+    with pytest.raises(FencedError):
+        await repo.resume_task(queued)  # only a task left running is resumed
+    with pytest.raises(FencedError):
+        await repo.finish(task_id, dead, "done")
+    await repo.finish(task_id, epoch, "done")

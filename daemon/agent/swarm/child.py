@@ -3,18 +3,27 @@ the parent's tool executor, so policy, approvals, timeouts and audit are the sam
 
 It ends with an :class:`Outcome`: done with a result matching the expected shape, or failed /
 cancelled with the reason. Each step is queued on the :class:`memory.swarm.StepLog` as it
-happens; a side-effecting call's intent is committed before the call runs.
+happens; a side-effecting call's intent is committed before the call runs (phase
+``authorising``) and again once it is let through to act (phase ``acting``).
+
+Resuming after a restart, an attempt is given the steps its dead predecessor recorded
+(``Attempt.replay``): recorded model replies are replayed (no request, no tokens), finished tool
+steps give their recorded output again. An intent without an outcome is never blindly re-run:
+one still ``authorising`` never acted and is asked again; one ``acting`` is checked by the
+tool's read-only probe (:attr:`Tool.verify`) and, when the probe cannot tell, put to a person
+stating that its outcome is unknown (no person: it is not re-run and the sub-agent is told).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from daemon.agent.call_guard import call_key
-from daemon.agent.model import REASONING_PLACEHOLDER
+from daemon.agent.model import REASONING_PLACEHOLDER, ToolCall
 from daemon.agent.swarm.shape import ShapeError, parse_result, problems
 from daemon.agent.tools.base import Tier, ToolContext
 from daemon.core.errors import (
@@ -28,9 +37,12 @@ if TYPE_CHECKING:
     from daemon.agent.executor import ToolExecutor
     from daemon.agent.model import ChatModel, Completion
     from daemon.agent.settings import AgentConfig
-    from memory.swarm import StepLog, SwarmTask
+    from daemon.agent.tools.base import Verdict
+    from memory.swarm import StepLog, SwarmStep, SwarmTask
 
 __all__ = ["SUBAGENT_SYSTEM", "Attempt", "Outcome", "RunBudget", "run_attempt"]
+
+log = logging.getLogger(__name__)
 
 SUBAGENT_SYSTEM = """You are a sub-agent of nightshift, an operations agent on the Linux host \
 {host}. Your role: {role}.
@@ -92,6 +104,9 @@ class Attempt:
     ctx: ToolContext
     tokens: int = 0
     index: int = 0
+    replay: list[SwarmStep] = field(default_factory=list)  # recorded steps still to replay
+    replayed: int = 0  # steps taken from the record instead of being done again
+    probes: list[str] = field(default_factory=list)  # how each unknown outcome was settled
 
 
 async def run_attempt(a: Attempt) -> Outcome:
@@ -128,21 +143,27 @@ async def _drive(a: Attempt) -> Outcome:
     for _ in range(task.max_steps):
         if a.budget.stopped is not None:
             return Outcome(status="cancelled", reason=f"stopped: {a.budget.stopped}")
-        completion = await a.llm.complete(
-            messages, tools=tools, mode=swarm.mode, purpose="swarm", run_id=a.budget.agent_run_id
-        )
-        reply = completion.as_message()
-        if completion.tool_calls and not reply.get("reasoning_content"):
-            reply["reasoning_content"] = completion.reasoning_content or REASONING_PLACEHOLDER
-        _record_llm(a, completion, reply)
+        recorded = _replay(a, "llm")
+        if recorded is not None:
+            reply, calls, content = _recorded_reply(recorded)
+        else:
+            completion = await a.llm.complete(
+                messages, tools=tools, mode=swarm.mode, purpose="swarm",
+                run_id=a.budget.agent_run_id,
+            )  # fmt: skip
+            reply = completion.as_message()
+            if completion.tool_calls and not reply.get("reasoning_content"):
+                reply["reasoning_content"] = completion.reasoning_content or REASONING_PLACEHOLDER
+            _record_llm(a, completion, reply)
+            calls, content = list(completion.tool_calls), completion.content
         messages.append(reply)
         if a.tokens > task.max_tokens:
             return Outcome(
                 status="failed",
                 reason=f"token budget exhausted ({a.tokens} of {task.max_tokens})",
             )
-        if not completion.tool_calls:
-            outcome, note = _judge(completion.content, shape)
+        if not calls:
+            outcome, note = _judge(content, shape)
             if outcome is not None:
                 return outcome
             if corrected:
@@ -150,13 +171,10 @@ async def _drive(a: Attempt) -> Outcome:
             corrected = True
             messages.append({"role": "user", "content": CORRECTION.format(problems=note)})
             continue
-        for call in completion.tool_calls:
+        for call in calls:
             if a.budget.stopped is not None:  # nothing more runs once the run is at its cap
                 return Outcome(status="cancelled", reason=f"stopped: {a.budget.stopped}")
-            if call.name not in allowed:
-                text = f"ERROR: {call.name} is not one of this sub-agent's tools ({allowed})"
-                _record_tool(a, call.name, call.arguments, text, False, 0.0, intent=False)
-            else:
+            if call.name in allowed:
                 key = call_key(call.name, call.arguments)
                 seen[key] = seen.get(key, 0) + 1
                 if seen[key] > repeats:
@@ -165,6 +183,13 @@ async def _drive(a: Attempt) -> Outcome:
                         reason=f"looping: {call.name} called {seen[key]} times with the same "
                         "arguments",
                     )
+            recorded = _replay(a, "tool", call.name)
+            if recorded is not None:
+                text = await _settle(a, recorded, call)
+            elif call.name not in allowed:
+                text = f"ERROR: {call.name} is not one of this sub-agent's tools ({allowed})"
+                _record_tool(a, call.name, call.arguments, text, False, 0.0, intent=False)
+            else:
                 text = await _run_tool(a, call.name, call.arguments)
             messages.append({"role": "tool", "tool_call_id": call.id, "content": text})
     return Outcome(
@@ -195,15 +220,32 @@ def _side_effecting(a: Attempt, name: str, arguments: str) -> bool:
         return True
 
 
-async def _run_tool(a: Attempt, name: str, arguments: str) -> str:
-    intent = _side_effecting(a, name, arguments)
+async def _run_tool(
+    a: Attempt,
+    name: str,
+    arguments: str,
+    *,
+    recorded: int | None = None,
+    approved_by: str | None = None,
+) -> str:
+    """Run one call; ``recorded`` is the index of its intent when it was written already."""
+    intent = recorded is not None or _side_effecting(a, name, arguments)
     index = 0
-    if intent:
+    if recorded is not None:
+        index = recorded
+    elif intent:
         index = _next(a)
         a.steps.step(a.task.id, a.epoch, index, run_id=a.budget.run_id, kind="tool", name=name,
-                     state="intent", input=arguments)  # fmt: skip
+                     state="intent", input=arguments, phase="authorising")  # fmt: skip
         await a.steps.durable()
-    outcome = await a.executor.execute(name, arguments, a.ctx)
+
+    async def acting() -> None:
+        a.steps.phase(a.task.id, a.epoch, index, "acting")
+        await a.steps.durable()
+
+    outcome = await a.executor.execute(
+        name, arguments, a.ctx, approved_by=approved_by, on_authorised=acting if intent else None
+    )
     limit = a.settings.agent.tool_output_chars
     text = outcome.text if len(outcome.text) <= limit else outcome.text[:limit] + "\n[truncated]"
     if intent:
@@ -221,6 +263,121 @@ async def _run_tool(a: Attempt, name: str, arguments: str) -> str:
     else:
         _record_tool(a, name, arguments, text, outcome.ok, outcome.duration_ms, intent=False)
     return text
+
+
+def _replay(a: Attempt, kind: str, name: str | None = None) -> SwarmStep | None:
+    """The next recorded step if it is the one the sub-agent is at; a record that went another
+    way than the replay (it should not) is dropped, and the sub-agent goes on live."""
+    if not a.replay:
+        return None
+    step = a.replay[0]
+    if step.kind != kind or (name is not None and step.name != name):
+        log.warning("sub-agent %d: recorded step %d is not %s %s; replay ends", a.task.id,
+                    step.index, kind, name or "")  # fmt: skip
+        a.index = max(s.index for s in a.replay)  # new steps go after the record, not over it
+        a.replay.clear()
+        return None
+    a.replay.pop(0)
+    a.index = step.index
+    if step.state != "intent":
+        a.replayed += 1
+    a.tokens += step.tokens
+    return step
+
+
+def _recorded_reply(step: SwarmStep) -> tuple[dict[str, Any], list[ToolCall], str]:
+    """A recorded model reply as the message, tool calls and content the model gave."""
+    output = step.output if isinstance(step.output, dict) else {}
+    content = str(output.get("content") or "")
+    wire = output.get("tool_calls") or []
+    reply: dict[str, Any] = {"role": "assistant", "content": content}
+    if output.get("reasoning_content") is not None:
+        reply["reasoning_content"] = output["reasoning_content"]
+    if wire:
+        reply["tool_calls"] = wire
+    calls = [
+        ToolCall(id=c["id"], name=c["function"]["name"], arguments=c["function"]["arguments"])
+        for c in wire
+    ]
+    return reply, calls, content
+
+
+async def _settle(a: Attempt, step: SwarmStep, call: ToolCall) -> str:
+    """What a recorded tool step gave; an intent without an outcome is settled, never blindly
+    run again."""
+    if step.state == "done":
+        return str(step.output)
+    if step.state == "failed":
+        return step.error or "ERROR: (no error recorded)"
+    if step.phase == "authorising":  # it never acted: ask again, with the same context
+        a.probes.append(f"{call.name}: never authorised; asked again")
+        return await _run_tool(a, call.name, call.arguments, recorded=step.index)
+    verdict = await _probe(a, step, call)
+    if verdict is not None and verdict.happened:
+        a.probes.append(f"{call.name}: verified done ({verdict.detail})")
+        text = f"(outcome recovered after a restart, by a read-only check: {verdict.detail})"
+        _settled(a, step.index, ok=True, text=text)
+        return text
+    if verdict is not None and verdict.happened is False:
+        a.probes.append(f"{call.name}: verified not done; run ({verdict.detail})")
+        return await _run_tool(a, call.name, call.arguments, recorded=step.index)
+    detail = verdict.detail if verdict is not None else "the tool has no read-only check"
+    approved_by = await _ask(a, step, call, detail)
+    if approved_by is not None:
+        a.probes.append(f"{call.name}: outcome unknown; a person ({approved_by}) had it run again")
+        return await _run_tool(
+            a, call.name, call.arguments, recorded=step.index, approved_by=approved_by
+        )
+    a.probes.append(f"{call.name}: outcome unknown; not run again")
+    text = (
+        f"UNKNOWN: the daemon stopped while {call.name} was running, so its outcome is unknown "
+        f"({detail}); it was not run again. Say so in your result."
+    )
+    _settled(a, step.index, ok=False, text=text)
+    return text
+
+
+async def _probe(a: Attempt, step: SwarmStep, call: ToolCall) -> Verdict | None:
+    try:
+        tool = a.executor.registry.get(call.name)
+        if tool.verify is None:
+            return None
+        arguments = tool.validate(json.loads(call.arguments) if call.arguments.strip() else {})
+        return await tool.verify(a.ctx, arguments, step.created_at)
+    except Exception:  # noqa: BLE001 - a failed probe is no answer: a person decides
+        log.exception("sub-agent %d: probe of %s failed", a.task.id, call.name)
+        return None
+
+
+async def _ask(a: Attempt, step: SwarmStep, call: ToolCall, detail: str) -> str | None:
+    """Put an unknown outcome to a person; who approved running it again, or None."""
+    approvals = a.executor.approvals
+    if approvals is None or a.ctx.unattended:
+        return None
+    try:
+        shown = json.loads(call.arguments) if call.arguments.strip() else {}
+    except ValueError:
+        shown = {"arguments": call.arguments}
+    answer = await approvals.request(
+        tool=call.name,
+        arguments=shown if isinstance(shown, dict) else {"arguments": shown},
+        actor=a.ctx.actor,
+        reason=(
+            f"OUTCOME UNKNOWN: the daemon stopped while {a.ctx.reason} was running this call "
+            f"(started {step.created_at:%Y-%m-%d %H:%M:%S} UTC); {detail}. Approve to run it "
+            "again; deny to go on without it."
+        ),
+        ttl_seconds=a.settings.policy.approval_timeout_seconds,
+        conversation=a.ctx.origin,
+    )
+    return answer.by if answer.approved else None
+
+
+def _settled(a: Attempt, index: int, *, ok: bool, text: str) -> None:
+    a.steps.outcome(a.task.id, a.epoch, index, run_id=a.budget.run_id, ok=ok,
+                    output=text if ok else None, error=None if ok else text,
+                    duration_ms=0.0)  # fmt: skip
+    a.budget.spend(0, 1)
 
 
 def _next(a: Attempt) -> int:

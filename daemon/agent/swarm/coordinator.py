@@ -10,6 +10,14 @@ own TTL).
 A stalled attempt is cancelled and awaited, its epoch bumped (its late writes are refused), and
 the task reassigned while attempts remain. The coordinator gets each child's status, reason
 and result, and may retry or reassign with a changed brief (``retry_of``).
+
+After a restart, :meth:`Swarm.resume` takes up every run left running: finished sub-agents are
+kept, interrupted ones resume from their recorded steps (see :mod:`.child`: replies replayed at
+no token cost, finished tool steps not repeated, unknown side effects verified or put to a
+person), queued ones start. The coordinator's own turn is not resumed (its conversation was
+mid-tool-call in a process that is gone): the run ends truthfully (done, or partial with what
+finished and what not) and its owner is told through ``notify``, which also puts the report
+in the coordinator's conversation, so its next turn there sees the results.
 """
 
 from __future__ import annotations
@@ -19,7 +27,7 @@ import contextlib
 import json
 import logging
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import timedelta
@@ -30,9 +38,9 @@ from pydantic import BaseModel, Field
 from daemon.agent.model import model_progress
 from daemon.agent.swarm.child import Attempt, Outcome, RunBudget, run_attempt
 from daemon.agent.swarm.shape import ShapeError, check_schema
-from daemon.agent.tools.base import Tier, Tool, ToolContext, tool
+from daemon.agent.tools.base import Tier, Tool, ToolContext, Verdict, tool
 from daemon.core.errors import FencedError, ToolError
-from memory.swarm import FINAL, StepLog, SwarmRepo, SwarmTask, TaskSpec
+from memory.swarm import FINAL, StepLog, SwarmRepo, SwarmRun, SwarmStep, SwarmTask, TaskSpec
 
 if TYPE_CHECKING:
     from daemon.agent.executor import ToolExecutor
@@ -41,7 +49,10 @@ if TYPE_CHECKING:
     from daemon.core.clock import Clock
     from memory.store import SqliteStore
 
-__all__ = ["DELEGATE", "RunObserver", "Subtask", "Swarm"]
+__all__ = ["DELEGATE", "Notify", "RunObserver", "Subtask", "Swarm"]
+
+# notify(run, report): tell a resumed run's owner how it ended
+Notify = Callable[[SwarmRun, dict[str, Any]], Awaitable[None]]
 
 log = logging.getLogger(__name__)
 
@@ -114,8 +125,10 @@ class Swarm:
         executor: ToolExecutor,
         store: SqliteStore,
         clock: Clock,
+        services: Any = None,
     ) -> None:
         self.settings = settings
+        self._services = services
         self._llm = llm
         self._executor = executor
         self._clock = clock
@@ -130,6 +143,8 @@ class Swarm:
         self.stalls = 0  # attempts the watchdog stopped for lack of progress
         self.stall_latency: list[float] = []  # seconds from last progress to the cancel
         self.observers: list[RunObserver] = []  # told as coordinator delegate calls start/end
+        self.replayed = 0  # steps resumed attempts took from the record instead of redoing
+        self.probes: list[str] = []  # how each unknown side effect was settled on resume
 
     # -- the tool --------------------------------------------------------------------------
 
@@ -149,7 +164,27 @@ class Swarm:
             return await swarm.delegate(ctx, tasks)
 
         timeout = self.settings.agent.swarm.delegate_timeout_seconds
-        return tool(tier=Tier.WRITE, name=DELEGATE, timeout_seconds=timeout)(delegate)
+        made = tool(tier=Tier.WRITE, name=DELEGATE, timeout_seconds=timeout)(delegate)
+        return made.with_verify(self._verify_delegate)
+
+    async def _verify_delegate(
+        self, ctx: ToolContext, arguments: dict[str, Any], since: Any
+    ) -> Verdict:
+        """A sub-agent's interrupted delegate call: its children (resumed first) say what came
+        of it; none queued means it never took effect."""
+        frame = _frame.get()
+        if frame is None or frame.task_id is None:
+            return Verdict(None, "not a sub-agent's call")
+        children = [
+            t for t in await self.repo.tasks(frame.budget.run_id)
+            if t.parent_task_id == frame.task_id
+        ]  # fmt: skip
+        if not children:
+            return Verdict(False, "no subtask had been queued")
+        if any(t.status not in FINAL for t in children):
+            return Verdict(None, "its subtasks are not all finished")
+        summary = await self._summary(frame.budget, [t.id for t in children])
+        return Verdict(True, json.dumps(summary, ensure_ascii=False))
 
     async def delegate(self, ctx: ToolContext, tasks: list[Subtask]) -> dict[str, Any]:
         """Queue, run and wait for ``tasks``; the summary the delegating agent sees."""
@@ -219,6 +254,8 @@ class Swarm:
                 max_tokens=swarm.run_max_tokens,
                 max_steps=swarm.run_max_steps,
                 max_spawns=swarm.max_spawns_per_run,
+                unattended=ctx.unattended,
+                origin=ctx.origin,
             )
             budget = RunBudget(
                 run_id=run_id,
@@ -285,16 +322,26 @@ class Swarm:
 
     # -- running one task ------------------------------------------------------------------
 
-    async def _drive(self, task_id: int, parent: ToolContext, budget: RunBudget) -> None:
-        """Run a queued task to a final status, reassigning it after a stall."""
+    async def _drive(
+        self, task_id: int, parent: ToolContext, budget: RunBudget, *, resume: bool = False
+    ) -> None:
+        """Run a queued task to a final status, reassigning it after a stall; ``resume``: the
+        task was left running by a dead process, and its attempt continues from its record."""
         swarm = self.settings.agent.swarm
         while True:
             async with self._slots:
                 task = await self.repo.get_task(task_id)
-                if budget.stopped is not None:
+                claimed: tuple[int, list[SwarmStep]] | None = None
+                if resume and task.status == "running":
+                    resume = False
+                    claimed = await self.repo.resume_task(
+                        task_id, self._clock.now() + _allowance(task)
+                    )
+                    task = await self.repo.get_task(task_id)
+                elif budget.stopped is not None:
                     await self._cancel_queued(task, f"not started: {budget.stopped}")
                     return
-                status, reason = await self._attempt(task, parent, budget)
+                status, reason = await self._attempt(task, parent, budget, claimed)
             if status != "stalled" or task.attempt >= swarm.max_attempts:
                 return
             await self.repo.reassign(
@@ -308,10 +355,14 @@ class Swarm:
         await self.repo.finish(task.id, epoch, "cancelled", reason=reason)
 
     async def _attempt(
-        self, task: SwarmTask, parent: ToolContext, budget: RunBudget
+        self,
+        task: SwarmTask,
+        parent: ToolContext,
+        budget: RunBudget,
+        claimed: tuple[int, list[SwarmStep]] | None = None,
     ) -> tuple[str, str | None]:
         swarm = self.settings.agent.swarm
-        epoch = await self.repo.claim(task.id)
+        epoch, replay = claimed if claimed is not None else (await self.repo.claim(task.id), [])
         loop = asyncio.get_running_loop()
         now = loop.time()
         left = swarm.child_deadline_seconds
@@ -336,7 +387,7 @@ class Swarm:
         )
         attempt = Attempt(
             task=task, epoch=epoch, budget=budget, settings=self.settings, llm=self._llm,
-            executor=self._executor, steps=self.steps, ctx=ctx,
+            executor=self._executor, steps=self.steps, ctx=ctx, replay=list(replay),
         )  # fmt: skip
         frame = _Frame(budget, task.id, task.depth, frozenset(task.tools))
         job = asyncio.create_task(self._run_in_frame(attempt, frame, progress))
@@ -360,6 +411,8 @@ class Swarm:
             outcome = Outcome(status="failed", reason=f"crashed: {type(exc).__name__}: {exc}")
         finally:
             self._workers.pop(task.id, None)
+            self.replayed += attempt.replayed
+            self.probes.extend(attempt.probes)
         await self.steps.durable()
         if outcome.status == "deadline":
             outcome = Outcome(status="failed", reason=worker.why)
@@ -436,7 +489,23 @@ class Swarm:
 
     # -- the report ------------------------------------------------------------------------
 
-    async def _report(self, budget: RunBudget, ids: list[int]) -> dict[str, Any]:
+    async def _report(
+        self, budget: RunBudget, ids: list[int], note: str | None = None
+    ) -> dict[str, Any]:
+        """Finish the run truthfully (done, partial, cancelled; ``note`` says more) and return
+        the summary the delegating agent sees."""
+        tasks = await self.repo.tasks(budget.run_id)
+        chosen = [t for t in tasks if t.id in set(ids)]
+        done = all(t.status == "done" for t in chosen)
+        status = "done" if done else ("cancelled" if budget.stopped else "partial")
+        unfinished = sum(t.status != "done" for t in chosen)
+        why = budget.stopped or (None if done else f"{unfinished} of {len(chosen)} not done")
+        if note:
+            why = f"{note}; {why}" if why else note
+        await self.repo.finish_run(budget.run_id, status, why)
+        return await self._summary(budget, ids)
+
+    async def _summary(self, budget: RunBudget, ids: list[int]) -> dict[str, Any]:
         """Counts, then each subtask (those not done first) while they fit the tool output:
         results, not transcripts, and never more than the delegating agent can read."""
         rows = {task.id: task for task in await self.repo.tasks(budget.run_id)}
@@ -444,11 +513,6 @@ class Swarm:
         counts: dict[str, int] = {}
         for task in tasks:
             counts[task.status] = counts.get(task.status, 0) + 1
-        done = counts.get("done", 0) == len(tasks)
-        status = "done" if done else ("cancelled" if budget.stopped else "partial")
-        unfinished = len(tasks) - counts.get("done", 0)
-        why = budget.stopped or (None if done else f"{unfinished} of {len(tasks)} not done")
-        await self.repo.finish_run(budget.run_id, status, why)
         report: dict[str, Any] = {
             "run": budget.run_id,
             "summary": counts,
@@ -471,6 +535,52 @@ class Swarm:
             for task in sorted(tasks, key=lambda t: t.status == "done")[len(shown) :]:
                 hidden[task.status] = hidden.get(task.status, 0) + 1
             report["not_shown"] = hidden
+        return report
+
+    # -- resuming after a restart ----------------------------------------------------------
+
+    async def resume(self, notify: Notify | None = None) -> list[dict[str, Any]]:
+        """Take up every run a previous process left running; returns each one's report."""
+        reports = []
+        for run in await self.repo.unfinished_runs():
+            try:
+                reports.append(await self._resume_run(run, notify))
+            except Exception:  # one broken run must not keep the others from resuming
+                log.exception("could not resume swarm run %d", run.id)
+        return reports
+
+    async def _resume_run(self, run: SwarmRun, notify: Notify | None) -> dict[str, Any]:
+        budget = RunBudget(
+            run_id=run.id, agent_run_id=run.agent_run_id, max_tokens=run.max_tokens,
+            max_steps=run.max_steps, tokens=run.tokens, steps=run.steps,
+        )  # fmt: skip
+        parent = ToolContext(
+            actor=run.actor, reason=run.goal, settings=self.settings, clock=self._clock,
+            run_id=run.agent_run_id, unattended=run.unattended, origin=run.origin,
+            services=self._services,
+        )  # fmt: skip
+        tasks = await self.repo.tasks(run.id)
+        unfinished = [t for t in tasks if t.status in ("queued", "running")]
+        log.warning("resuming swarm run %d: %d of %d sub-agents unfinished", run.id,
+                    len(unfinished), len(tasks))  # fmt: skip
+        # deepest first: a parent's interrupted delegate call is settled by its children
+        for depth in sorted({t.depth for t in unfinished}, reverse=True):
+            level = [t for t in unfinished if t.depth == depth]
+            drivers = [
+                asyncio.create_task(self._drive(t.id, parent, budget, resume=True)) for t in level
+            ]
+            await asyncio.gather(*drivers)
+        await self.steps.durable()
+        top = [t.id for t in tasks if t.parent_task_id is None]
+        report = await self._report(
+            budget, top, note="resumed after a restart; the coordinator's turn was not"
+        )
+        report["resumed"] = [t.id for t in unfinished]
+        if notify is not None:
+            try:
+                await notify(await self.repo.get_run(run.id), report)
+            except Exception:
+                log.exception("could not tell the owner of swarm run %d", run.id)
         return report
 
     def apply_settings(self) -> None:

@@ -13,7 +13,8 @@ import inspect
 import json
 import re
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from datetime import datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, get_type_hints
 
@@ -25,7 +26,7 @@ if TYPE_CHECKING:
     from daemon.agent.settings import AgentConfig
     from daemon.core.clock import Clock
 
-__all__ = ["Tier", "Tool", "ToolContext", "ToolRegistry", "tool"]
+__all__ = ["Tier", "Tool", "ToolContext", "ToolRegistry", "Verdict", "Verifier", "tool"]
 
 
 class Tier(StrEnum):
@@ -55,6 +56,21 @@ Classifier = Callable[[dict[str, Any], "AgentConfig"], Tier]
 
 
 @dataclass(frozen=True, slots=True)
+class Verdict:
+    """What a read-only probe found about a side effect whose outcome was not recorded:
+    ``happened`` True (it took effect), False (it did not: it may be run again), None (the probe
+    cannot tell: a person decides)."""
+
+    happened: bool | None
+    detail: str
+
+
+# verify(ctx, arguments, since): did the call with these arguments, started at ``since`` (wall
+# clock), take effect? Read-only: it must never change the world itself.
+Verifier = Callable[[ToolContext, dict[str, Any], datetime], Awaitable[Verdict]]
+
+
+@dataclass(frozen=True, slots=True)
 class Tool:
     """A callable tool with its schema and policy tier."""
 
@@ -66,6 +82,11 @@ class Tool:
     classify: Classifier | None = None
     parameters: dict[str, Any] = field(default_factory=dict)
     timeout_seconds: float | None = None  # None: agent.tool_timeout_seconds
+    verify: Verifier | None = None  # a read-only probe for an interrupted call (see Verdict)
+
+    def with_verify(self, verify: Verifier) -> Tool:
+        """This tool with ``verify`` as its probe."""
+        return replace(self, verify=verify)
 
     def schema(self) -> dict[str, Any]:
         """The OpenAI/Kimi ``tools`` entry for this tool."""

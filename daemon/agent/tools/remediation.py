@@ -3,6 +3,10 @@
 All PRIVILEGED: the executor asks a person (or an exact ``[[incidents.remediation.auto]]``
 entry) before any of them runs, so they are offered to remediation only. Having been approved,
 they do not repeat run_command's unattended guard; they do check their own arguments.
+
+restart_service and stop_process have a read-only ``verify`` probe: after a restart of the
+daemon, a call whose outcome was not recorded is checked (did the unit re-enter "active" after
+the call began; is the process gone) rather than run again.
 """
 
 from __future__ import annotations
@@ -15,7 +19,9 @@ import os
 import re
 import signal as signals
 import stat
+import time
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Literal
 
@@ -23,7 +29,7 @@ import psutil
 
 from daemon.agent import sandbox
 from daemon.agent.tools._walk import Walk, deny_roots
-from daemon.agent.tools.base import Tier, Tool, ToolContext, tool
+from daemon.agent.tools.base import Tier, Tool, ToolContext, Verdict, tool
 from daemon.agent.tools.commands import CommandResult, run_argv
 from daemon.core.errors import PolicyDeniedError, ToolError
 from daemon.core.redact import redact
@@ -104,6 +110,35 @@ async def restart_service(ctx: ToolContext, service: str, reason: str = "") -> C
     result = await run_argv(ctx, argv, timeout_seconds=None, reason=reason)
     log.info("restart_service %s for %s exited %d", service, ctx.actor, result.exit_code)
     return result
+
+
+async def _restarted(ctx: ToolContext, arguments: dict[str, object], since: datetime) -> Verdict:
+    """Did the unit re-enter "active" after ``since``? Asks ``systemctl show`` (read-only);
+    only when the restart command is systemctl's, else it cannot tell."""
+    service = str(arguments.get("service", ""))
+    template = ctx.settings.incidents.remediation.restart_command
+    if os.path.basename(template[0]) != "systemctl" or not SERVICE_NAME.fullmatch(service):
+        return Verdict(None, "the restart command is not systemctl's: its effect cannot be read")
+    argv = [template[0], "show", "--property=ActiveState,ActiveEnterTimestampMonotonic",
+            "--", service]  # fmt: skip
+    # outside the sandbox, as the restart itself: systemctl needs the system bus; the argv is
+    # ours and only reads
+    shown = await run_argv(ctx, argv, reason="verify an interrupted restart")
+    values = dict(line.split("=", 1) for line in shown.stdout.splitlines() if "=" in line)
+    state = values.get("ActiveState", "")
+    try:
+        entered = int(values.get("ActiveEnterTimestampMonotonic", "")) / 1e6
+    except ValueError:
+        return Verdict(None, f"systemctl show gave no start time for {service} ({state or '?'})")
+    began = time.monotonic() - max((ctx.clock.now() - since).total_seconds(), 0.0)
+    if state != "active":
+        return Verdict(None, f"{service} is {state or 'in an unknown state'}")
+    if entered >= began - 1.0:  # a second's slack for the clocks' rounding
+        return Verdict(True, f"{service} is active, (re)started after the call began")
+    return Verdict(False, f"{service} has been active since before the call: not restarted")
+
+
+restart_service = restart_service.with_verify(_restarted)
 
 
 # -- stop_process -------------------------------------------------------------------------------
@@ -206,6 +241,25 @@ async def stop_process(
         status=status,
         waited_seconds=round(ctx.clock.monotonic() - started, 2),
     )
+
+
+async def _stopped(ctx: ToolContext, arguments: dict[str, object], since: datetime) -> Verdict:
+    """Is the process gone? (Still running: the signal may have been sent and ignored, or
+    never sent; that a probe cannot tell.)"""
+    pid = arguments.get("pid")
+    if not isinstance(pid, int):
+        return Verdict(None, "no pid")
+    try:
+        proc = psutil.Process(pid)
+        started = proc.create_time()
+    except psutil.NoSuchProcess:
+        return Verdict(True, f"pid {pid} is gone")
+    if started > since.timestamp():
+        return Verdict(True, f"pid {pid} is gone (the number now belongs to a newer process)")
+    return Verdict(None, f"pid {pid} is still running ({_state(proc) or 'state unknown'})")
+
+
+stop_process = stop_process.with_verify(_stopped)
 
 
 # -- clean_directory ----------------------------------------------------------------------------
