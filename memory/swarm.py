@@ -26,21 +26,35 @@ from daemon.core.redact import redact, redact_data
 from memory._codec import dump_json, from_db_time, from_db_time_opt, load_json, to_db_time
 from memory.store import SqliteStore
 
-__all__ = ["FINAL", "StepLog", "SwarmRepo", "SwarmRun", "SwarmStep", "SwarmTask", "TaskSpec"]
+__all__ = [
+    "FINAL",
+    "RUN_COLUMNS",
+    "STEP_COLUMNS",
+    "TASK_COLUMNS",
+    "StepLog",
+    "SwarmRepo",
+    "SwarmRun",
+    "SwarmStep",
+    "SwarmTask",
+    "TaskSpec",
+    "run_from_row",
+    "step_from_row",
+    "task_from_row",
+]
 
 log = logging.getLogger(__name__)
 
 FINAL = frozenset({"done", "failed", "stalled", "cancelled", "unknown"})
-_TASK_COLUMNS = (
+TASK_COLUMNS = (
     "id, run_id, parent_task_id, depth, goal, role, tools, max_tokens, max_steps, deadline_at,"
     " result_shape, status, reason, attempt, epoch, result, tokens, steps, created_at,"
     " started_at, progress_at, finished_at"
 )
-_RUN_COLUMNS = (
+RUN_COLUMNS = (
     "id, agent_run_id, actor, goal, status, reason, max_tokens, max_steps, max_spawns, tokens,"
     " steps, spawns, started_at, finished_at, unattended, origin"
 )
-_STEP_COLUMNS = (
+STEP_COLUMNS = (
     "id, task_id, epoch, step_index, kind, name, state, input, output, error, tokens,"
     " duration_ms, created_at, finished_at, phase"
 )
@@ -149,7 +163,7 @@ class SwarmStep:
     phase: str | None = None  # an intent's: "authorising" (never acted) or "acting"
 
 
-def _run(row: aiosqlite.Row) -> SwarmRun:
+def run_from_row(row: aiosqlite.Row) -> SwarmRun:
     return SwarmRun(
         id=row["id"],
         agent_run_id=row["agent_run_id"],
@@ -170,7 +184,7 @@ def _run(row: aiosqlite.Row) -> SwarmRun:
     )
 
 
-def _task(row: aiosqlite.Row) -> SwarmTask:
+def task_from_row(row: aiosqlite.Row) -> SwarmTask:
     return SwarmTask(
         id=row["id"],
         run_id=row["run_id"],
@@ -197,7 +211,7 @@ def _task(row: aiosqlite.Row) -> SwarmTask:
     )
 
 
-def _step(row: aiosqlite.Row) -> SwarmStep:
+def step_from_row(row: aiosqlite.Row) -> SwarmStep:
     return SwarmStep(
         id=row["id"],
         task_id=row["task_id"],
@@ -409,9 +423,9 @@ class SwarmRepo:
         """Runs a previous process left running (to resume at startup), oldest first."""
         async with self._store.read() as db:
             rows = await db.execute_fetchall(
-                f"SELECT {_RUN_COLUMNS} FROM swarm_runs WHERE status = 'running' ORDER BY id"
+                f"SELECT {RUN_COLUMNS} FROM swarm_runs WHERE status = 'running' ORDER BY id"
             )
-        return [_run(row) for row in rows]
+        return [run_from_row(row) for row in rows]
 
     async def resume_task(
         self, task_id: int, deadline_at: datetime | None = None
@@ -441,11 +455,11 @@ class SwarmRepo:
                 (epoch, task_id, epoch - 1),
             )
             steps = await db.execute_fetchall(
-                f"SELECT {_STEP_COLUMNS} FROM swarm_steps WHERE task_id = ? AND epoch = ?"
+                f"SELECT {STEP_COLUMNS} FROM swarm_steps WHERE task_id = ? AND epoch = ?"
                 " ORDER BY step_index",
                 (task_id, epoch),
             )
-        return epoch, [_step(row) for row in steps]
+        return epoch, [step_from_row(row) for row in steps]
 
     async def cancel_queued(self, run_id: int, reason: str) -> int:
         """Tasks of the run still queued are cancelled (never started); returns how many."""
@@ -460,41 +474,41 @@ class SwarmRepo:
         async with self._store.read() as db:
             rows = list(
                 await db.execute_fetchall(
-                    f"SELECT {_RUN_COLUMNS} FROM swarm_runs WHERE id = ?", (run_id,)
+                    f"SELECT {RUN_COLUMNS} FROM swarm_runs WHERE id = ?", (run_id,)
                 )
             )
         if not rows:
             raise RecordNotFound("swarm run", run_id)
-        return _run(rows[0])
+        return run_from_row(rows[0])
 
     async def get_task(self, task_id: int) -> SwarmTask:
         async with self._store.read() as db:
             rows = list(
                 await db.execute_fetchall(
-                    f"SELECT {_TASK_COLUMNS} FROM swarm_tasks WHERE id = ?", (task_id,)
+                    f"SELECT {TASK_COLUMNS} FROM swarm_tasks WHERE id = ?", (task_id,)
                 )
             )
         if not rows:
             raise RecordNotFound("swarm task", task_id)
-        return _task(rows[0])
+        return task_from_row(rows[0])
 
     async def tasks(self, run_id: int) -> list[SwarmTask]:
         """The run's tasks in the order they were created (the tree by parent_task_id)."""
         async with self._store.read() as db:
             rows = await db.execute_fetchall(
-                f"SELECT {_TASK_COLUMNS} FROM swarm_tasks WHERE run_id = ? ORDER BY id", (run_id,)
+                f"SELECT {TASK_COLUMNS} FROM swarm_tasks WHERE run_id = ? ORDER BY id", (run_id,)
             )
-        return [_task(row) for row in rows]
+        return [task_from_row(row) for row in rows]
 
     async def steps(self, task_id: int) -> list[SwarmStep]:
         """The task's steps over all its attempts, in order."""
         async with self._store.read() as db:
             rows = await db.execute_fetchall(
-                f"SELECT {_STEP_COLUMNS} FROM swarm_steps WHERE task_id = ?"
+                f"SELECT {STEP_COLUMNS} FROM swarm_steps WHERE task_id = ?"
                 " ORDER BY epoch, step_index",
                 (task_id,),
             )
-        return [_step(row) for row in rows]
+        return [step_from_row(row) for row in rows]
 
     async def add_step_now(
         self, task_id: int, epoch: int, index: int, kind: str, name: str | None, output: Any

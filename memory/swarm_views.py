@@ -6,18 +6,27 @@ connection the CLI opens on the database file while the daemon runs) and only re
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 
 import aiosqlite
 
-from memory._codec import from_db_time, from_db_time_opt, to_db_time
+from memory._codec import to_db_time
+from memory.swarm import (
+    RUN_COLUMNS,
+    STEP_COLUMNS,
+    TASK_COLUMNS,
+    SwarmRun,
+    SwarmStep,
+    SwarmTask,
+    run_from_row,
+    step_from_row,
+    task_from_row,
+)
 
 __all__ = [
     "LiveSwarm",
     "RunView",
-    "StepView",
-    "TaskView",
     "get_run",
     "has_swarm_schema",
     "list_runs",
@@ -27,73 +36,17 @@ __all__ = [
     "task_steps",
 ]
 
-_RUN_COLUMNS = (
-    "id, agent_run_id, actor, goal, status, reason, max_tokens, max_steps, max_spawns, tokens,"
-    " steps, spawns, started_at, finished_at"
-)
-
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class RunView:
+class RunView(SwarmRun):
     """One swarm run with its caps, totals, sub-agents by status and its cost if priced."""
 
-    id: int
-    agent_run_id: int | None
-    actor: str
-    goal: str
-    status: str
-    reason: str | None
-    max_tokens: int
-    max_steps: int
-    max_spawns: int
-    tokens: int
-    steps: int
-    spawns: int
-    started_at: datetime
-    finished_at: datetime | None
     by_status: dict[str, int] = field(default_factory=dict)
     cost_usd: float | None = None  # the sub-agents' model calls; None when unpriced
 
     @property
     def sub_agents(self) -> int:
         return sum(self.by_status.values())
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class TaskView:
-    """One sub-agent in the run tree."""
-
-    id: int
-    parent_task_id: int | None
-    depth: int
-    role: str
-    goal: str
-    status: str
-    reason: str | None
-    attempt: int
-    tokens: int
-    steps: int
-    max_tokens: int
-    max_steps: int
-    created_at: datetime
-    started_at: datetime | None
-    finished_at: datetime | None
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class StepView:
-    """One step of one attempt (epoch) of a sub-agent."""
-
-    epoch: int
-    index: int
-    kind: str
-    name: str | None
-    state: str
-    error: str | None
-    tokens: int
-    duration_ms: float
-    created_at: datetime
-    finished_at: datetime | None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -116,24 +69,9 @@ async def has_swarm_schema(db: aiosqlite.Connection) -> bool:
 
 
 def _run(row: aiosqlite.Row, by_status: dict[str, int], cost: float | None) -> RunView:
-    return RunView(
-        id=row["id"],
-        agent_run_id=row["agent_run_id"],
-        actor=row["actor"],
-        goal=row["goal"],
-        status=row["status"],
-        reason=row["reason"],
-        max_tokens=row["max_tokens"],
-        max_steps=row["max_steps"],
-        max_spawns=row["max_spawns"],
-        tokens=row["tokens"],
-        steps=row["steps"],
-        spawns=row["spawns"],
-        started_at=from_db_time(row["started_at"]),
-        finished_at=from_db_time_opt(row["finished_at"]),
-        by_status=by_status,
-        cost_usd=cost,
-    )
+    run = run_from_row(row)
+    base = {f.name: getattr(run, f.name) for f in fields(SwarmRun)}
+    return RunView(**base, by_status=by_status, cost_usd=cost)
 
 
 async def _decorate(db: aiosqlite.Connection, rows: list[aiosqlite.Row]) -> list[RunView]:
@@ -172,11 +110,11 @@ async def list_runs(
     (every run when ``since`` is None), at most ``limit``."""
     if since is None:
         rows = await db.execute_fetchall(
-            f"SELECT {_RUN_COLUMNS} FROM swarm_runs ORDER BY id DESC LIMIT ?", (limit,)
+            f"SELECT {RUN_COLUMNS} FROM swarm_runs ORDER BY id DESC LIMIT ?", (limit,)
         )
     else:
         rows = await db.execute_fetchall(
-            f"SELECT {_RUN_COLUMNS} FROM swarm_runs WHERE status = 'running' OR started_at >= ?"
+            f"SELECT {RUN_COLUMNS} FROM swarm_runs WHERE status = 'running' OR started_at >= ?"
             " ORDER BY id DESC LIMIT ?",
             (to_db_time(since), limit),
         )
@@ -186,40 +124,18 @@ async def list_runs(
 async def get_run(db: aiosqlite.Connection, run_id: int) -> RunView | None:
     """One run, or None when there is no such run."""
     rows = await db.execute_fetchall(
-        f"SELECT {_RUN_COLUMNS} FROM swarm_runs WHERE id = ?", (run_id,)
+        f"SELECT {RUN_COLUMNS} FROM swarm_runs WHERE id = ?", (run_id,)
     )
     found = await _decorate(db, list(rows))
     return found[0] if found else None
 
 
-async def run_tasks(db: aiosqlite.Connection, run_id: int) -> list[TaskView]:
+async def run_tasks(db: aiosqlite.Connection, run_id: int) -> list[SwarmTask]:
     """The run's sub-agents in creation order (parents before their children)."""
     rows = await db.execute_fetchall(
-        "SELECT id, parent_task_id, depth, role, goal, status, reason, attempt, tokens, steps,"
-        " max_tokens, max_steps, created_at, started_at, finished_at"
-        " FROM swarm_tasks WHERE run_id = ? ORDER BY id",
-        (run_id,),
+        f"SELECT {TASK_COLUMNS} FROM swarm_tasks WHERE run_id = ? ORDER BY id", (run_id,)
     )
-    return [
-        TaskView(
-            id=row["id"],
-            parent_task_id=row["parent_task_id"],
-            depth=row["depth"],
-            role=row["role"],
-            goal=row["goal"],
-            status=row["status"],
-            reason=row["reason"],
-            attempt=row["attempt"],
-            tokens=row["tokens"],
-            steps=row["steps"],
-            max_tokens=row["max_tokens"],
-            max_steps=row["max_steps"],
-            created_at=from_db_time(row["created_at"]),
-            started_at=from_db_time_opt(row["started_at"]),
-            finished_at=from_db_time_opt(row["finished_at"]),
-        )
-        for row in rows
-    ]
+    return [task_from_row(row) for row in rows]
 
 
 async def task_run_id(db: aiosqlite.Connection, task_id: int) -> int | None:
@@ -230,28 +146,13 @@ async def task_run_id(db: aiosqlite.Connection, task_id: int) -> int | None:
     return int(rows[0][0]) if rows else None
 
 
-async def task_steps(db: aiosqlite.Connection, task_id: int) -> list[StepView]:
+async def task_steps(db: aiosqlite.Connection, task_id: int) -> list[SwarmStep]:
     """A sub-agent's steps over all its attempts, in order."""
     rows = await db.execute_fetchall(
-        "SELECT epoch, step_index, kind, name, state, error, tokens, duration_ms, created_at,"
-        " finished_at FROM swarm_steps WHERE task_id = ? ORDER BY epoch, step_index",
+        f"SELECT {STEP_COLUMNS} FROM swarm_steps WHERE task_id = ? ORDER BY epoch, step_index",
         (task_id,),
     )
-    return [
-        StepView(
-            epoch=row["epoch"],
-            index=row["step_index"],
-            kind=row["kind"],
-            name=row["name"],
-            state=row["state"],
-            error=row["error"],
-            tokens=row["tokens"],
-            duration_ms=row["duration_ms"],
-            created_at=from_db_time(row["created_at"]),
-            finished_at=from_db_time_opt(row["finished_at"]),
-        )
-        for row in rows
-    ]
+    return [step_from_row(row) for row in rows]
 
 
 async def live_swarm(db: aiosqlite.Connection) -> LiveSwarm:

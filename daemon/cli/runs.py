@@ -18,10 +18,9 @@ from pathlib import Path
 import aiosqlite
 
 from daemon.core.clock import SystemClock
+from memory.swarm import SwarmStep, SwarmTask
 from memory.swarm_views import (
     RunView,
-    StepView,
-    TaskView,
     get_run,
     has_swarm_schema,
     list_runs,
@@ -196,14 +195,14 @@ def render_list(runs: Sequence[RunView], now: datetime, *, everything: bool) -> 
     return "\n".join(out)
 
 
-def _tree(tasks: Sequence[TaskView]) -> list[TaskView]:
+def _tree(tasks: Sequence[SwarmTask]) -> list[SwarmTask]:
     """Depth-first: each sub-agent followed by the ones it delegated to."""
-    children: dict[int | None, list[TaskView]] = {}
+    children: dict[int | None, list[SwarmTask]] = {}
     ids = {task.id for task in tasks}
     for task in tasks:
         parent = task.parent_task_id if task.parent_task_id in ids else None
         children.setdefault(parent, []).append(task)
-    ordered: list[TaskView] = []
+    ordered: list[SwarmTask] = []
     stack = list(reversed(children.get(None, [])))
     while stack:
         task = stack.pop()
@@ -212,7 +211,7 @@ def _tree(tasks: Sequence[TaskView]) -> list[TaskView]:
     return ordered
 
 
-def _tree_table(tasks: Sequence[TaskView], now: datetime, width: int) -> list[str]:
+def _tree_table(tasks: Sequence[SwarmTask], now: datetime, width: int) -> list[str]:
     """The tree as a table: the first column indented by depth, the reason of what is not done
     on the line below it."""
     ordered = _tree(tasks)
@@ -236,7 +235,7 @@ def _tree_table(tasks: Sequence[TaskView], now: datetime, width: int) -> list[st
     return out
 
 
-def render_run(run: RunView, tasks: Sequence[TaskView], now: datetime) -> str:
+def render_run(run: RunView, tasks: Sequence[SwarmTask], now: datetime) -> str:
     """The header (goal, status, budgets used vs caps), what needs attention, then the tree."""
     width = _width()
     state = run.status + (f" — {run.reason}" if run.reason else "")
@@ -271,7 +270,7 @@ def render_run(run: RunView, tasks: Sequence[TaskView], now: datetime) -> str:
     return "\n".join(out)
 
 
-def render_steps(task: TaskView, steps: Sequence[StepView], now: datetime) -> str:
+def render_steps(task: SwarmTask, steps: Sequence[SwarmStep], now: datetime) -> str:
     """A sub-agent's steps over its attempts: kind, name, state, duration, tokens, error.
 
     A side-effecting step whose outcome was never written shows ``acting`` while its attempt
