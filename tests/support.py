@@ -214,3 +214,18 @@ def every_stored_text(path: Path) -> str:
             for row in db.execute(f'SELECT * FROM "{table}"')  # noqa: S608 - names from sqlite
             for value in row
         )
+
+
+async def run_cli(*argv: str, timeout: float = 60) -> tuple[int, str, str]:
+    """``nightshift ARGV…`` in a subprocess: exit code, stdout and stderr."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        "import sys; from daemon.cli.main import main; sys.exit(main())",
+        *argv,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), timeout=timeout)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()

@@ -7,10 +7,8 @@ The real agent loop runs against the fake Kimi server over a real SQLite store, 
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -35,6 +33,7 @@ from memory.store import SqliteStore
 from memory.usage import UsageRepo
 from tests.daemon.agent.test_loop import echo, flood, settings_for
 from tests.fakes.chat_completions import FakeChatServer, Reply
+from tests.support import run_cli
 
 PG_FACT = "pg backups land in /srv/backup/pg-nightly at 02:00"
 
@@ -324,17 +323,10 @@ async def test_nightshift_memory_compactions_shows_what_was_summarised(
         await rig.ask(f"question {turn}")
     conversation = await rig.conversation_id()
     [record] = await rig.runs.compactions(conversation)
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-c",
-        "import sys; from daemon.cli.main import main; sys.exit(main())",
-        *("memory", "compactions", str(conversation), "--state-dir", str(tmp_path)),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
+    code, text, err = await run_cli(
+        "memory", "compactions", str(conversation), "--state-dir", str(tmp_path)
     )
-    out, err = await asyncio.wait_for(proc.communicate(), timeout=60)
-    assert proc.returncode == 0, err.decode()
-    text = out.decode()
+    assert code == 0, err
     assert f"conversation#{conversation}" in text and "pass 1: 6 messages #1..#6" in text
     assert f"~{record.tokens_before} → ~{record.tokens_after} tokens" in text
     assert "summary up to turn 3" in text

@@ -12,7 +12,7 @@ from daemon.core.clock import SystemClock
 from memory.facts import FactRepo
 from memory.recall import RecallRepo
 from memory.store import SqliteStore
-from tests.daemon.cli.test_memory_search import _cli
+from tests.support import run_cli
 
 
 @pytest.fixture
@@ -41,7 +41,7 @@ def run(tmp_path: Path, *argv: str) -> int:
 async def test_facts_table_shows_kind_source_trust_and_age(
     tmp_path: Path, seeded: dict[str, int]
 ) -> None:
-    code, out, err = await _cli("memory", "facts", "--state-dir", str(tmp_path))
+    code, out, err = await run_cli("memory", "facts", "--state-dir", str(tmp_path))
     assert code == 0, err
     header, *rows, totals = out.splitlines()
     assert header.split() == ["ID", "KIND", "SOURCE", "TRUSTED", "AGE", "TEXT"]
@@ -50,7 +50,9 @@ async def test_facts_table_shows_kind_source_trust_and_age(
     assert rows[2].split()[:4] == [str(seeded["nginx"]), "host", "chat:slack:U1", "yes"]
     assert "host 1/500" in totals and "contact 1/200" in totals
 
-    code, out, _ = await _cli("memory", "facts", "--kind", "contact", "--state-dir", str(tmp_path))
+    code, out, _ = await run_cli(
+        "memory", "facts", "--kind", "contact", "--state-dir", str(tmp_path)
+    )
     assert code == 0 and "555-0100" in out and "nginx" not in out
 
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,20 +12,7 @@ from memory.conversations import ConversationRepo
 from memory.facts import FactRepo
 from memory.incidents import IncidentRepo
 from memory.store import SqliteStore
-
-
-async def _cli(*argv: str) -> tuple[int, str, str]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-c",
-        "import sys; from daemon.cli.main import main; sys.exit(main())",
-        *argv,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), timeout=60)
-    assert proc.returncode is not None
-    return proc.returncode, out.decode(), err.decode()
+from tests.support import run_cli
 
 
 async def test_search_cites_sources_while_a_write_is_in_progress(tmp_path: Path) -> None:
@@ -43,16 +28,16 @@ async def test_search_cites_sources_while_a_write_is_in_progress(tmp_path: Path)
                 "INSERT INTO facts (text, created_at) VALUES ('pg-nightly uncommitted', 'x')"
             )
             location = ["--state-dir", str(tmp_path)]
-            code, out, err = await _cli("memory", "search", "pg-nightly", *location)
+            code, out, err = await run_cli("memory", "search", "pg-nightly", *location)
             assert code == 0, err
             assert f"fact#{fact}" in out and f"message#{said}" in out
             assert "/srv/backup/pg-nightly" in out and "uncommitted" not in out
 
-            code, out, _ = await _cli(
+            code, out, _ = await run_cli(
                 "memory", "search", "pg-nightly", "--source", "message", "--since", "1h", *location
             )
             assert code == 0 and f"message#{said}" in out and "fact#" not in out
-            code, out, _ = await _cli("memory", "search", "zzzz", *location)
+            code, out, _ = await run_cli("memory", "search", "zzzz", *location)
             assert (code, out.strip()) == (0, "nothing found")
     finally:
         await store.close()
@@ -86,11 +71,11 @@ async def test_search_filters_by_host_and_service(tmp_path: Path) -> None:
     finally:
         await store.close()
     location = ["--state-dir", str(tmp_path)]
-    code, out, err = await _cli("memory", "search", "DiskFull", "--host", "web-3", *location)
+    code, out, err = await run_cli("memory", "search", "DiskFull", "--host", "web-3", *location)
     assert code == 0, err
     cited = {line.split()[0] for line in out.splitlines() if line.startswith("incident#")}
     assert cited == {f"incident#{ids['web-3', 'nginx']}", f"incident#{ids['web-3', 'redis']}"}
-    code, out, err = await _cli(
+    code, out, err = await run_cli(
         "memory", "search", "DiskFull", "--host", "web-3", "--service", "redis", *location
     )
     cited = {line.split()[0] for line in out.splitlines() if line.startswith("incident#")}

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import sqlite3
-import sys
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
@@ -16,20 +14,7 @@ from daemon.core.clock import ManualClock, SystemClock
 from memory.store import SqliteStore
 from memory.swarm import SwarmRepo
 from tests.memory._swarm_rig import Built, build
-
-
-async def _cli(*argv: str) -> tuple[int, str, str]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-c",
-        "import sys; from daemon.cli.main import main; sys.exit(main())",
-        *argv,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), timeout=60)
-    assert proc.returncode is not None
-    return proc.returncode, out.decode(), err.decode()
+from tests.support import run_cli
 
 
 @pytest.fixture
@@ -49,7 +34,7 @@ async def test_the_listing_shows_live_and_recent_runs_and_all_with_all(
     store, ids = built
     location = ("--state-dir", str(tmp_path))
     async with store.write():  # the daemon mid-transaction: the reader never waits for it
-        code, out, err = await _cli("runs", *location)
+        code, out, err = await run_cli("runs", *location)
     assert code == 0, err
     head, live = out.splitlines()
     assert head.split()[:3] == ["RUN", "STATUS", "STARTED"]
@@ -57,11 +42,11 @@ async def test_the_listing_shows_live_and_recent_runs_and_all_with_all(
     assert "1 done, 1 failed, 1 stalled, 1 running, 1 queued" in live
     assert "$0.75" in live and "1,200" in live and "why is web1 slow?" in live
 
-    code, out, _ = await _cli("runs", "--all", *location)
+    code, out, _ = await run_cli("runs", "--all", *location)
     lines = out.splitlines()[1:]
     assert [line.split()[0] for line in lines] == [f"#{ids.live_run}", f"#{ids.old_run}"]
     assert "nightly disk sweep" in lines[1] and lines[1].split()[1] == "done"
-    code, out, _ = await _cli("runs", "--all", "--limit", "1", *location)
+    code, out, _ = await run_cli("runs", "--all", "--limit", "1", *location)
     assert len(out.splitlines()) == 2
 
 
@@ -69,7 +54,7 @@ async def test_show_prints_the_header_what_needs_attention_and_the_tree(
     tmp_path: Path, built: tuple[SqliteStore, Built]
 ) -> None:
     _, ids = built
-    code, out, err = await _cli("runs", "show", str(ids.live_run), "--state-dir", str(tmp_path))
+    code, out, err = await run_cli("runs", "show", str(ids.live_run), "--state-dir", str(tmp_path))
     assert code == 0, err
     assert out.startswith(f"swarm run #{ids.live_run}: why is web1 slow?")
     assert "3 of 500 steps, 1,200 of 100,000 tokens, 5 of 50 spawns" in out
@@ -91,7 +76,7 @@ async def test_show_prints_the_header_what_needs_attention_and_the_tree(
 async def test_steps_of_one_sub_agent(tmp_path: Path, built: tuple[SqliteStore, Built]) -> None:
     _, ids = built
     location = ("--state-dir", str(tmp_path))
-    code, out, err = await _cli("runs", "show", str(ids.live_run), "--steps", str(ids.done),
+    code, out, err = await run_cli("runs", "show", str(ids.live_run), "--steps", str(ids.done),
                                 *location)  # fmt: skip
     assert code == 0, err
     rows = out.split("EPOCH")[1].splitlines()[1:]
@@ -99,15 +84,15 @@ async def test_steps_of_one_sub_agent(tmp_path: Path, built: tuple[SqliteStore, 
         ["1", "1", "llm", "kimi", "done"], ["1", "2", "tool", "host_metrics", "done"]
     ]  # fmt: skip
     assert rows[0].split()[5:7] == ["900ms", "1,200"]
-    code, out, _ = await _cli("runs", "show", str(ids.live_run), "--steps", str(ids.failed),
+    code, out, _ = await run_cli("runs", "show", str(ids.live_run), "--steps", str(ids.failed),
                               *location)  # fmt: skip
     assert "failed — the disk tool was refused" in out
     assert out.rstrip().endswith("du: permission denied")
-    code, out, _ = await _cli("runs", "show", str(ids.live_run), "--steps", str(ids.running),
+    code, out, _ = await run_cli("runs", "show", str(ids.live_run), "--steps", str(ids.running),
                               *location)  # fmt: skip
     [row] = out.split("EPOCH")[1].splitlines()[1:]
     assert row.split()[2:6] == ["tool", "restart_service", "acting", "-"]
-    code, out, _ = await _cli("runs", "show", str(ids.live_run), "--steps", str(ids.queued),
+    code, out, _ = await run_cli("runs", "show", str(ids.live_run), "--steps", str(ids.queued),
                               *location)  # fmt: skip
     assert (code, out.rstrip().splitlines()[-1]) == (0, "no steps recorded")
 
@@ -115,13 +100,13 @@ async def test_steps_of_one_sub_agent(tmp_path: Path, built: tuple[SqliteStore, 
 async def test_unknown_ids_are_named(tmp_path: Path, built: tuple[SqliteStore, Built]) -> None:
     _, ids = built
     location = ("--state-dir", str(tmp_path))
-    code, _, err = await _cli("runs", "show", "999", *location)
+    code, _, err = await run_cli("runs", "show", "999", *location)
     assert (code, err.strip()) == (1, "nightshift: no swarm run #999 (see `nightshift runs --all`)")
     old_task = ids.done - 1  # a sub-agent of another run is not this run's
-    code, _, err = await _cli("runs", "show", str(ids.live_run), "--steps", str(old_task),
+    code, _, err = await run_cli("runs", "show", str(ids.live_run), "--steps", str(old_task),
                               *location)  # fmt: skip
     assert code == 1 and f"run #{ids.live_run} has no sub-agent #{old_task}" in err
-    code, _, err = await _cli("runs", "show", *location)
+    code, _, err = await run_cli("runs", "show", *location)
     assert code == 2 and "give the run number" in err
 
 
@@ -144,7 +129,7 @@ def test_no_database_and_a_database_older_than_the_swarm(
 async def test_an_empty_listing_says_so(tmp_path: Path) -> None:
     store = await SqliteStore.open(tmp_path / "nightshift.db")
     await store.close()
-    code, out, _ = await _cli("runs", "--state-dir", str(tmp_path))
+    code, out, _ = await run_cli("runs", "--state-dir", str(tmp_path))
     assert (code, out.strip()) == (0, "no swarm runs running or in the last day (--all)")
 
 
@@ -154,11 +139,11 @@ async def test_after_a_restart_an_unfinished_side_effect_shows_no_outcome(
     store, ids = built
     await SwarmRepo(store, SystemClock()).mark_unknown()  # what the daemon does at startup
     location = ("--state-dir", str(tmp_path))
-    code, out, err = await _cli("runs", "show", str(ids.live_run), "--steps", str(ids.running),
+    code, out, err = await run_cli("runs", "show", str(ids.live_run), "--steps", str(ids.running),
                                 *location)  # fmt: skip
     assert code == 0, err
     [row] = out.split("EPOCH")[1].splitlines()[1:]
     assert row.split()[2:7] == ["tool", "restart_service", "no", "outcome", "-"]
-    code, out, _ = await _cli("runs", "show", str(ids.live_run), *location)
+    code, out, _ = await run_cli("runs", "show", str(ids.live_run), *location)
     assert "needs attention (4):" in out  # + the running and the queued one, now unknown
     assert "why: the daemon stopped while this sub-agent was running" in out
