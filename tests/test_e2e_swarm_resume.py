@@ -92,11 +92,13 @@ async def test_nightshift_run_resumes_a_swarm_run_after_kill_9(
         assert goals[0] not in after  # finished: kept, not redone
         assert after[goals[1]] == 4 - recorded[0][0]  # recorded replies replayed at no cost
         assert after[goals[2]] == 4
-        told = query(
-            db,
+        note = (
             "SELECT content FROM messages WHERE role = 'assistant' AND content LIKE"
-            " 'The daemon restarted during swarm run%'",
+            " 'The daemon restarted during swarm run%'"
         )
+        # the run is finished first, then its owner told
+        await eventually(lambda: query(db, note), 30, "the owner told")
+        told = query(db, note)
         assert len(told) == 1 and "3 done" in told[0][0]
         # the coordinator's conversation goes on: its delegate call got the report as answer
         script.coordinator.append(Reply(content="All three hosts are fine."))
