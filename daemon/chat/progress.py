@@ -9,6 +9,9 @@ agent's consolidated answer stays the normal reply. A failing edit is logged onc
 touches the run; a channel that cannot edit gets no progress message. Runs without a
 conversation (tasks, incidents) log their progress instead.
 
+A run resumed after a restart gets a fresh message in the chat it came from (the old message's
+id is not stored), marked "resumed after a restart"; its time counts from the resume.
+
 The message is sent and edited directly, not through the outbox: it is a view of live state,
 worth nothing once stale, so a channel outage skips it rather than queueing it.
 """
@@ -142,6 +145,7 @@ class SwarmProgress:
             seconds=elapsed,
             final=final,
             stopped=run.budget.stopped,
+            resumed=run.budget.resumed,
         )
 
     async def _show(self, run: _Run, text: str) -> None:
@@ -184,13 +188,17 @@ def render(
     seconds: float,
     final: bool,
     stopped: str | None = None,
+    resumed: bool = False,
 ) -> str:
-    """The progress line, or (``final``) the summary with the reasons of what did not finish."""
+    """The progress line, or (``final``) the summary with the reasons of what did not finish;
+    ``resumed``: the run was taken up again after a restart (``seconds`` count from then)."""
     counts = Counter(task.status for task in tasks)
     parts = [f"{counts[s]} {s}" for s in ORDER if counts.get(s)]
     parts += [f"{n} {s}" for s, n in sorted(counts.items()) if s not in ORDER]
     reassigned = sum(max(task.attempt - 1, 0) for task in tasks)
-    head = f"swarm #{run_id} finished in {_duration(seconds)}" if final else f"swarm #{run_id}"
+    head = f"swarm #{run_id}" + (" (resumed after a restart)" if resumed else "")
+    if final:
+        head += f" finished in {_duration(seconds)}"
     text = (
         f"{head}: {len(tasks)} sub-agent{'s' if len(tasks) != 1 else ''} — "
         f"{', '.join(parts) or 'none yet'}; {steps} steps, {_tokens(tokens)} tokens"
