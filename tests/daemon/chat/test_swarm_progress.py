@@ -72,7 +72,14 @@ class Rig:
     loop: Any
     conversations: ConversationRepo
 
-    async def run(self, count: int, *, origin: str | None, delay: float = 0.1) -> AgentResult:
+    async def run(
+        self,
+        count: int,
+        *,
+        origin: str | None,
+        delay: float = 0.1,
+        on_event: Callable[[dict[str, Any]], Coroutine[Any, Any, None]] | None = None,
+    ) -> AgentResult:
         tasks = [
             {"goal": f"behave=ok steps=1 delay={delay} id=h{i}", "tools": ["echo"]}
             for i in range(count)
@@ -84,7 +91,7 @@ class Rig:
             conversation_id=conversation.id, text="check the fleet", actor="console:ann",
             unattended=True, origin=origin,
         )  # fmt: skip
-        result: AgentResult = await self.loop.run(request)
+        result: AgentResult = await self.loop.run(request, on_event)
         assert result.status == "ok", result
         await self.progress._tasks.wait_idle()  # the final edit has landed
         return result
@@ -179,6 +186,26 @@ async def test_a_run_without_a_conversation_posts_nothing_and_logs_its_summary(
     lines = [r.getMessage() for r in caplog.records if "swarm #" in r.getMessage()]
     assert lines[0].startswith("swarm #") and "5 sub-agents" in lines[0]
     assert "finished in" in lines[-1] and "5 done" in lines[-1]
+
+
+async def test_a_console_turn_without_a_chat_gets_the_progress_as_interim_events(
+    rig_factory: Callable[[RecordingConsole], Coroutine[Any, Any, Rig]],
+) -> None:
+    channel = RecordingConsole()
+    rig = await rig_factory(channel)
+    events: list[dict[str, Any]] = []
+
+    async def collect(event: dict[str, Any]) -> None:
+        events.append(event)
+
+    # what `nightshift chat` does through the local API: no origin, the turn's events streamed
+    result = await rig.run(6, origin=None, on_event=collect, delay=0.3)
+    assert result.text == "all checked"
+    assert channel.sent == []  # no chat message: the stream is where the person waits
+    lines = [e["text"] for e in events if e.get("type") == "progress" and "swarm_run" in e]
+    assert lines and lines[0].startswith("swarm #") and "6 sub-agents" in lines[0]
+    assert len(set(lines)) == len(lines)  # an update only when something changed
+    assert "finished in" in lines[-1] and "6 done" in lines[-1]
 
 
 async def test_a_channel_that_cannot_edit_gets_no_progress_message(
