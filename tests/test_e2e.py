@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.fakes.chat_completions import FakeChatServer, PrefixCache, Reply
+from tests.fakes.chat_completions import FakeChatServer, PrefixCache, Reply, SwarmScript
 from tests.support import NIGHTSHIFT, ROOT, DaemonProcess, write_config
 
 
@@ -286,3 +286,24 @@ async def test_chat_cli_shows_progress_while_the_model_is_slow(
     finally:
         release.set()
         await daemon.stop()
+
+
+async def test_chat_cli_shows_a_swarm_runs_progress_and_its_summary_before_the_answer(
+    tmp_path: Path, fake_llm: FakeChatServer
+) -> None:
+    goals = [f"behave=ok steps=1 delay=0.3 tool=host_metrics id=c{i}" for i in range(3)]
+    tasks = [{"goal": g, "tools": ["host_metrics"]} for g in goals]
+    call = Reply(tool_calls=[("delegate", json.dumps({"tasks": tasks}))])
+    fake_llm.responder = SwarmScript([call, Reply(content="all three are fine")])
+    config = write_config(tmp_path / "config.toml", fake_llm.base_url,
+                          **{"agent.swarm": {"progress_edit_seconds": 0.2}})  # fmt: skip
+    daemon = DaemonProcess(config, tmp_path / "state")
+    await daemon.start()
+    try:
+        code, out, err = await daemon.cli("chat", "-m", "check the three hosts")
+    finally:
+        await daemon.stop()
+    assert code == 0 and out.strip() == "all three are fine", err
+    lines = [line.strip() for line in err.splitlines() if "swarm #" in line]
+    assert lines[0].startswith("… swarm #1: 3 sub-agents"), err
+    assert lines[-1].startswith("… swarm #1 finished in ") and "3 done" in lines[-1], err

@@ -233,6 +233,7 @@ class AgentLoop:
             unattended=request.unattended,
             origin=request.origin,
             services=self._services,
+            events=None if emit is _ignore else emit,
         )
         conversation = await self._conversations.get(request.conversation_id)
         history = await self._conversations.recent(

@@ -6,8 +6,13 @@ we have) posts one message there ("swarm #12: 40 sub-agents — 12 done, 25 runn
 Edits coalesce: each one shows the state when it is made, so no backlog of stale edits builds
 up, and the final summary (counts, with the reasons of what did not finish) always lands. The
 agent's consolidated answer stays the normal reply. A failing edit is logged once and never
-touches the run; a channel that cannot edit gets no progress message. Runs without a
-conversation (tasks, incidents) log their progress instead.
+touches the run; a channel that cannot edit gets no progress message. A run from a turn
+someone waits on without a chat (the console chat over the local API) gets each update as an
+interim ``progress`` event on that turn's stream instead. Runs without either (tasks,
+incidents) log their progress.
+
+A run resumed after a restart gets a fresh message in the chat it came from (the old message's
+id is not stored), marked "resumed after a restart"; its time counts from the resume.
 
 The message is sent and edited directly, not through the outbox: it is a view of live state,
 worth nothing once stale, so a channel outage skips it rather than queueing it.
@@ -19,9 +24,9 @@ import asyncio
 import contextlib
 import logging
 from collections import Counter, OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from daemon.core.background import BackgroundTasks
 from daemon.core.errors import PermanentDeliveryError
@@ -52,6 +57,7 @@ class _Run:
     room: str = ""
     thread: str | None = None
     platform_id: str | None = None
+    sink: Callable[[dict[str, Any]], Awaitable[None]] | None = None  # the turn's event stream
     failures: int = 0
     warned: bool = False
     ended: asyncio.Event = field(default_factory=asyncio.Event)
@@ -76,13 +82,17 @@ class SwarmProgress:
         self._tasks = BackgroundTasks("swarm progress")
         self.edits = 0  # edits made (all runs)
 
-    def observe(self, event: str, budget: RunBudget, ctx: ToolContext) -> None:
-        """Called by the swarm when a coordinator's delegate call starts and ends."""
+    def observe(self, event: str, budget: RunBudget, ctx: ToolContext) -> Awaitable[None] | None:
+        """Called by the swarm when a coordinator's delegate call starts and ends; at the end of
+        a console turn's run, returns the wait for its final line (it precedes the answer)."""
         run = self._runs.get(budget.run_id)
         if event == "end":
-            if run is not None:
-                run.ended.set()
-            return
+            if run is None:
+                return None
+            run.ended.set()
+            if run.sink is None or run.task is None or run.task.done():
+                return None
+            return asyncio.shield(run.task)  # the caller's timeout leaves the follower alone
         loop = asyncio.get_running_loop()
         if run is None:
             run = _Run(budget=budget, started=loop.time())
@@ -90,10 +100,13 @@ class SwarmProgress:
             self._runs[budget.run_id] = run
             while len(self._runs) > KEEP_RUNS:
                 self._runs.popitem(last=False)
+        if not ctx.origin and ctx.events is not None:  # a console turn: its stream shows it
+            run.sink = ctx.events
         self._runs.move_to_end(budget.run_id)
         run.ended.clear()
         if run.task is None or run.task.done():
             run.task = self._tasks.spawn(self._follow(run), f"swarm #{budget.run_id} progress")
+        return None
 
     def _where(self, run: _Run, origin: str | None) -> None:
         if not origin or origin.count("|") != 2:
@@ -117,6 +130,8 @@ class SwarmProgress:
                 return
             if run.channel is not None and text != run.shown:
                 await self._show(run, text)
+            elif run.sink is not None and text != run.shown:
+                await self._tell(run, text)
             now = loop.time()
             if final or now - last_log >= max(self._every(), LOG_SECONDS):
                 if final or run.channel is None:
@@ -127,8 +142,9 @@ class SwarmProgress:
             until = now + self._every()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(run.ended.wait(), timeout=self._every())
-            # the end is shown at once only if the throttle allows; else when it does
-            if (left := until - loop.time()) > 0:
+            # a chat message's end is shown at once only if the throttle allows; else when it
+            # does (a console stream or a log line has no rate limit: the end shows at once)
+            if run.channel is not None and (left := until - loop.time()) > 0:
                 await asyncio.sleep(left)
 
     async def _text(self, run: _Run, *, final: bool) -> str:
@@ -142,6 +158,7 @@ class SwarmProgress:
             seconds=elapsed,
             final=final,
             stopped=run.budget.stopped,
+            resumed=run.budget.resumed,
         )
 
     async def _show(self, run: _Run, text: str) -> None:
@@ -170,6 +187,18 @@ class SwarmProgress:
         run.failures = 0
         run.shown = text
 
+    async def _tell(self, run: _Run, text: str) -> None:
+        """One interim line on the waiting turn's stream; a failure ends them for the run."""
+        assert run.sink is not None
+        try:
+            await run.sink({"type": "progress", "text": text, "swarm_run": run.budget.run_id})
+        except Exception as exc:  # noqa: BLE001 - the listener left: the run goes on
+            log.info("swarm #%d: progress not streamed (%s); the run goes on",
+                     run.budget.run_id, exc)  # fmt: skip
+            run.sink = None
+            return
+        run.shown = text
+
     async def close(self) -> None:
         """Stop following runs (at shutdown)."""
         await self._tasks.cancel()
@@ -184,13 +213,17 @@ def render(
     seconds: float,
     final: bool,
     stopped: str | None = None,
+    resumed: bool = False,
 ) -> str:
-    """The progress line, or (``final``) the summary with the reasons of what did not finish."""
+    """The progress line, or (``final``) the summary with the reasons of what did not finish;
+    ``resumed``: the run was taken up again after a restart (``seconds`` count from then)."""
     counts = Counter(task.status for task in tasks)
     parts = [f"{counts[s]} {s}" for s in ORDER if counts.get(s)]
     parts += [f"{n} {s}" for s, n in sorted(counts.items()) if s not in ORDER]
     reassigned = sum(max(task.attempt - 1, 0) for task in tasks)
-    head = f"swarm #{run_id} finished in {_duration(seconds)}" if final else f"swarm #{run_id}"
+    head = f"swarm #{run_id}" + (" (resumed after a restart)" if resumed else "")
+    if final:
+        head += f" finished in {_duration(seconds)}"
     text = (
         f"{head}: {len(tasks)} sub-agent{'s' if len(tasks) != 1 else ''} — "
         f"{', '.join(parts) or 'none yet'}; {steps} steps, {_tokens(tokens)} tokens"

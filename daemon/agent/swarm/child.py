@@ -71,6 +71,7 @@ class RunBudget:
     tokens: int = 0
     steps: int = 0
     stopped: str | None = None
+    resumed: bool = False  # taken up again after a restart (its earlier progress message is lost)
 
     def spend(self, tokens: int, steps: int) -> None:
         self.tokens += tokens

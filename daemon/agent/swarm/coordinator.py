@@ -60,11 +60,15 @@ DELEGATE = "delegate"
 RESULT_CHARS = 8_000  # all results together, as the coordinator sees them
 REPORT_SLACK = 200  # room kept in the tool output for the list's own punctuation
 KEEP_RUNS = 64  # recent coordinator runs whose budgets are kept for retries
+OBSERVER_WAIT = 2.0  # seconds a delegate call waits at its end for observers' final word
 
 
-RunObserver = Callable[[str, RunBudget, ToolContext], None]
+RunObserver = Callable[[str, RunBudget, ToolContext], Awaitable[None] | None]
 """Told ``("start" | "end", the run's budget, the coordinator's context)`` around each delegate
-call of a coordinator (chat progress messages, logs); it must not block or raise."""
+call of a coordinator and around each run resumed after a restart (then ``budget.resumed`` is
+set and the context carries the run's stored origin); it must not block or raise. At "end" it
+may return an awaitable (its final word being shown): the call waits for it, at most
+``OBSERVER_WAIT`` seconds, so that word comes before the coordinator's answer."""
 
 
 class Subtask(BaseModel):
@@ -217,7 +221,7 @@ class Swarm:
             )
         all_ids = [old.id for _, old in retries] + ids
         drivers = [asyncio.create_task(self._drive(i, ctx, frame.budget)) for i in all_ids]
-        self._observe("start", frame, ctx)
+        self._observe("start", frame.budget, ctx, frame.task_id)
         async with self._slot_released(frame):
             try:
                 await asyncio.gather(*drivers)
@@ -227,18 +231,36 @@ class Swarm:
                 await asyncio.gather(*drivers, return_exceptions=True)
                 raise
             finally:
-                self._observe("end", frame, ctx)
+                waits = self._observe("end", frame.budget, ctx, frame.task_id)
+        await self._observed(waits)
         await self.steps.durable()
         return await self._report(frame.budget, all_ids)
 
-    def _observe(self, event: str, frame: _Frame, ctx: ToolContext) -> None:
-        if frame.task_id is not None:  # a sub-agent's own delegation: part of the same run
-            return
+    def _observe(
+        self, event: str, budget: RunBudget, ctx: ToolContext, task_id: int | None = None
+    ) -> list[Awaitable[None]]:
+        waits: list[Awaitable[None]] = []
+        if task_id is not None:  # a sub-agent's own delegation: part of the same run
+            return waits
         for observer in self.observers:
             try:
-                observer(event, frame.budget, ctx)
+                wait = observer(event, budget, ctx)
             except Exception:  # an observer's bug never breaks the run
-                log.exception("swarm run %d: progress observer failed", frame.budget.run_id)
+                log.exception("swarm run %d: progress observer failed", budget.run_id)
+            else:
+                if wait is not None:
+                    waits.append(wait)
+        return waits
+
+    async def _observed(self, waits: list[Awaitable[None]]) -> None:
+        """Give the observers' final word a moment to land (never more, never an error)."""
+        if not waits:
+            return
+        try:
+            async with asyncio.timeout(OBSERVER_WAIT):
+                await asyncio.gather(*waits)
+        except Exception:  # noqa: BLE001 - a slow or broken observer never breaks the run
+            log.info("swarm progress observers did not finish within %g s", OBSERVER_WAIT)
 
     # -- frames and specs ------------------------------------------------------------------
 
@@ -552,7 +574,7 @@ class Swarm:
     async def _resume_run(self, run: SwarmRun, notify: Notify | None) -> dict[str, Any]:
         budget = RunBudget(
             run_id=run.id, agent_run_id=run.agent_run_id, max_tokens=run.max_tokens,
-            max_steps=run.max_steps, tokens=run.tokens, steps=run.steps,
+            max_steps=run.max_steps, tokens=run.tokens, steps=run.steps, resumed=True,
         )  # fmt: skip
         parent = ToolContext(
             actor=run.actor, reason=run.goal, settings=self.settings, clock=self._clock,
@@ -563,13 +585,19 @@ class Swarm:
         unfinished = [t for t in tasks if t.status in ("queued", "running")]
         log.warning("resuming swarm run %d: %d of %d sub-agents unfinished", run.id,
                     len(unfinished), len(tasks))  # fmt: skip
-        # deepest first: a parent's interrupted delegate call is settled by its children
-        for depth in sorted({t.depth for t in unfinished}, reverse=True):
-            level = [t for t in unfinished if t.depth == depth]
-            drivers = [
-                asyncio.create_task(self._drive(t.id, parent, budget, resume=True)) for t in level
-            ]
-            await asyncio.gather(*drivers)
+        self._observe("start", budget, parent)  # a fresh progress message where it came from
+        try:
+            # deepest first: a parent's interrupted delegate call is settled by its children
+            for depth in sorted({t.depth for t in unfinished}, reverse=True):
+                level = [t for t in unfinished if t.depth == depth]
+                drivers = [
+                    asyncio.create_task(self._drive(t.id, parent, budget, resume=True))
+                    for t in level
+                ]
+                await asyncio.gather(*drivers)
+        finally:
+            waits = self._observe("end", budget, parent)
+        await self._observed(waits)
         await self.steps.durable()
         top = [t.id for t in tasks if t.parent_task_id is None]
         report = await self._report(

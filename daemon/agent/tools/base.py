@@ -49,6 +49,8 @@ class ToolContext:
     unattended: bool = False
     origin: str | None = None  # "channel|room|thread" the request came from (approvals go there)
     services: Any = None  # daemon.agent.services.ToolServices; loose to keep tools testable
+    # the turn's interim events for whoever waits on it (the console chat); None: nobody does
+    events: Callable[[dict[str, Any]], Awaitable[None]] | None = None
 
 
 ToolFunc = Callable[..., Awaitable[Any]]

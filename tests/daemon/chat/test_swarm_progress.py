@@ -26,7 +26,7 @@ from integrations.base import OutgoingMessage
 from integrations.console import ConsoleChannel
 from memory.conversations import ConversationRepo
 from memory.store import SqliteStore
-from memory.swarm import SwarmTask
+from memory.swarm import SwarmTask, TaskSpec
 from tests.fakes.chat_completions import FakeChatServer, Reply, SwarmScript
 
 THROTTLE = 0.2
@@ -72,7 +72,14 @@ class Rig:
     loop: Any
     conversations: ConversationRepo
 
-    async def run(self, count: int, *, origin: str | None, delay: float = 0.1) -> AgentResult:
+    async def run(
+        self,
+        count: int,
+        *,
+        origin: str | None,
+        delay: float = 0.1,
+        on_event: Callable[[dict[str, Any]], Coroutine[Any, Any, None]] | None = None,
+    ) -> AgentResult:
         tasks = [
             {"goal": f"behave=ok steps=1 delay={delay} id=h{i}", "tools": ["echo"]}
             for i in range(count)
@@ -84,7 +91,7 @@ class Rig:
             conversation_id=conversation.id, text="check the fleet", actor="console:ann",
             unattended=True, origin=origin,
         )  # fmt: skip
-        result: AgentResult = await self.loop.run(request)
+        result: AgentResult = await self.loop.run(request, on_event)
         assert result.status == "ok", result
         await self.progress._tasks.wait_idle()  # the final edit has landed
         return result
@@ -181,6 +188,26 @@ async def test_a_run_without_a_conversation_posts_nothing_and_logs_its_summary(
     assert "finished in" in lines[-1] and "5 done" in lines[-1]
 
 
+async def test_a_console_turn_without_a_chat_gets_the_progress_as_interim_events(
+    rig_factory: Callable[[RecordingConsole], Coroutine[Any, Any, Rig]],
+) -> None:
+    channel = RecordingConsole()
+    rig = await rig_factory(channel)
+    events: list[dict[str, Any]] = []
+
+    async def collect(event: dict[str, Any]) -> None:
+        events.append(event)
+
+    # what `nightshift chat` does through the local API: no origin, the turn's events streamed
+    result = await rig.run(6, origin=None, on_event=collect, delay=0.3)
+    assert result.text == "all checked"
+    assert channel.sent == []  # no chat message: the stream is where the person waits
+    lines = [e["text"] for e in events if e.get("type") == "progress" and "swarm_run" in e]
+    assert lines and lines[0].startswith("swarm #") and "6 sub-agents" in lines[0]
+    assert len(set(lines)) == len(lines)  # an update only when something changed
+    assert "finished in" in lines[-1] and "6 done" in lines[-1]
+
+
 async def test_a_channel_that_cannot_edit_gets_no_progress_message(
     rig_factory: Callable[[RecordingConsole], Coroutine[Any, Any, Rig]],
 ) -> None:
@@ -190,6 +217,35 @@ async def test_a_channel_that_cannot_edit_gets_no_progress_message(
     result = await rig.run(5, origin="console|ops|")
     assert result.text == "all checked"  # the answer is the reply, as always
     assert channel.sent == [] and channel.tried == 0
+
+
+async def test_a_run_resumed_after_a_restart_gets_a_fresh_message_and_its_final_summary(
+    rig_factory: Callable[[RecordingConsole], Coroutine[Any, Any, Rig]],
+) -> None:
+    channel = RecordingConsole()
+    rig = await rig_factory(channel)
+    # what a process killed right after queuing leaves: a running run with queued sub-agents
+    repo = rig.swarm.repo
+    run_id = await repo.start_run(
+        actor="console:ann", goal="check the fleet", agent_run_id=None, max_tokens=1_000_000,
+        max_steps=1_000, max_spawns=10, unattended=True, origin="console|ops|",
+    )  # fmt: skip
+    specs = [
+        TaskSpec(goal=f"behave=ok steps=1 delay=0.1 id=r{i}", role="worker", tools=("echo",),
+                 max_tokens=100_000, max_steps=10)
+        for i in range(3)
+    ]  # fmt: skip
+    assert len(await repo.add_tasks(run_id, None, 1, specs)) == 3
+
+    [report] = await rig.swarm.resume()
+    await rig.progress._tasks.wait_idle()  # the final edit has landed
+
+    assert report["summary"] == {"done": 3}
+    [first] = channel.sent  # one fresh message in the chat the run came from
+    assert first.startswith(f"swarm #{run_id} (resumed after a restart): 3 sub-agents")
+    final = channel.edited[-1]
+    assert final.startswith(f"swarm #{run_id} (resumed after a restart) finished in ")
+    assert "3 sub-agents — 3 done" in final
 
 
 def _task(i: int, status: str, reason: str | None = None, attempt: int = 1) -> SwarmTask:
@@ -221,4 +277,16 @@ def test_the_text_counts_every_status_and_the_summary_groups_reasons() -> None:
         "412 steps, 160k tokens; 4 reassigned\n"
         "failed 2: model API: 500 (×2)\n"
         "stalled 1: stalled: no progress for 90.2 s"
+    )
+
+
+def test_a_resumed_run_says_so_live_and_in_its_summary() -> None:
+    tasks = [_task(1, "done"), _task(2, "running")]
+    live = render(12, tasks, steps=3, tokens=900, seconds=5, final=False, resumed=True)
+    head = "swarm #12 (resumed after a restart): "
+    assert live == head + "2 sub-agents — 1 done, 1 running; 3 steps, 900 tokens"
+    final = render(12, tasks[:1], steps=4, tokens=1_200, seconds=75, final=True, resumed=True)
+    assert final == (
+        "swarm #12 (resumed after a restart) finished in 1m 15s: 1 sub-agent — 1 done; "
+        "4 steps, 1k tokens"
     )
