@@ -200,13 +200,13 @@ async def run_bare(
     """CPU seconds to send the very same requests again as bare model calls at the same
     concurrency: the HTTP round trip (and the client's own work) without the harness. The
     messages are redacted before the clock starts: redaction counts as harness work."""
+    settings = settings_for(base_url, concurrency, 60)  # loading settings renews the secrets:
+    llm = build_llm(settings, usage=None, clock=SystemClock())  # redact after it, not before
     requests = [
         (redact_messages(messages), tools, mode)
         for text, tools, mode in sent
         if not _hangs(messages := json.loads(text))
     ]
-    settings = settings_for(base_url, concurrency, 60)
-    llm = build_llm(settings, usage=None, clock=SystemClock())
     slots = asyncio.Semaphore(concurrency)
 
     async def one(messages: list[dict[str, Any]], tools: Any, mode: Any) -> None:
