@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import copy
 import json
 import os
 import random
@@ -43,6 +42,7 @@ from daemon.agent.tools.base import Tier, ToolContext, ToolRegistry, tool  # noq
 from daemon.config import load_settings  # noqa: E402
 from daemon.core.clock import SystemClock  # noqa: E402
 from daemon.core.errors import NightshiftError  # noqa: E402
+from daemon.core.redact import redact_messages  # noqa: E402
 from memory.conversations import ConversationRepo  # noqa: E402
 from memory.store import SqliteStore  # noqa: E402
 from memory.usage import UsageRepo  # noqa: E402
@@ -155,11 +155,12 @@ async def run_swarm(
     loop = build_agent(settings=settings, store=store, clock=clock, llm=llm,
                        registry=ToolRegistry([echo]), conversations=conversations)  # fmt: skip
     swarm = attach_swarm(loop, settings=settings, llm=llm, store=store, clock=clock)
-    sent: list[tuple[list[dict[str, Any]], Any, str]] = []
+    sent: list[tuple[str, Any, str]] = []
     complete = llm.complete
 
     async def recording(messages: list[dict[str, Any]], **kwargs: Any) -> Any:
-        sent.append((copy.deepcopy(messages), kwargs.get("tools"), kwargs["mode"]))
+        # A snapshot (the list grows after the call): one json.dumps, far cheaper than deepcopy.
+        sent.append((json.dumps(messages), kwargs.get("tools"), kwargs["mode"]))
         return await complete(messages, **kwargs)
 
     llm.complete = recording  # type: ignore[method-assign]
@@ -194,12 +195,18 @@ async def run_swarm(
 
 
 async def run_bare(
-    base_url: str, sent: list[tuple[list[dict[str, Any]], Any, str]], concurrency: int
+    base_url: str, sent: list[tuple[str, Any, str]], concurrency: int
 ) -> tuple[float, float]:
     """CPU seconds to send the very same requests again as bare model calls at the same
-    concurrency: the HTTP round trip (and the client's own work) without the harness."""
-    settings = settings_for(base_url, concurrency, 60)
-    llm = build_llm(settings, usage=None, clock=SystemClock())
+    concurrency: the HTTP round trip (and the client's own work) without the harness. The
+    messages are redacted before the clock starts: redaction counts as harness work."""
+    settings = settings_for(base_url, concurrency, 60)  # loading settings renews the secrets:
+    llm = build_llm(settings, usage=None, clock=SystemClock())  # redact after it, not before
+    requests = [
+        (redact_messages(messages), tools, mode)
+        for text, tools, mode in sent
+        if not _hangs(messages := json.loads(text))
+    ]
     slots = asyncio.Semaphore(concurrency)
 
     async def one(messages: list[dict[str, Any]], tools: Any, mode: Any) -> None:
@@ -208,7 +215,7 @@ async def run_bare(
                 await llm.complete(messages, tools=tools, mode=mode, purpose="bench")
 
     cpu0, wall0 = time.process_time(), time.perf_counter()
-    await asyncio.gather(*(one(*request) for request in sent if not _hangs(request[0])))
+    await asyncio.gather(*(one(*request) for request in requests))
     cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
     await llm.close()
     return cpu, wall

@@ -55,7 +55,7 @@ from daemon.core.errors import (
     LlmUnavailableError,
     NightshiftError,
 )
-from daemon.core.redact import redact_data
+from daemon.core.redact import redact_messages
 from memory.usage import LlmUsage
 
 __all__ = ["LlmClient", "Mode", "UsageSink"]
@@ -149,7 +149,9 @@ class LlmClient:
     ) -> Completion:
         """One completion from the primary model, else from each fallback in turn."""
         client = self._require_client()
-        messages = redact_data(messages)  # the last stop before the prompt leaves the host
+        # The last stop before the prompt leaves the host: messages redacted as they entered the
+        # conversation (redact_message) are not walked again.
+        messages = redact_messages(messages)
         models = list(dict.fromkeys([self._settings.model, *self._settings.fallback_models]))
         causes: list[str] = []
         last: BaseException | None = None

@@ -5,6 +5,9 @@ One step for everything: :func:`redact` replaces every configured secret value v
 patterns in :mod:`daemon.core._secret_patterns`), then the operator's ``[policy] redact_patterns``
 (also on RE2, so redaction is linear in the text). ``redact_data`` walks dicts, lists and
 tuples, replacing the values of secret-looking keys wholesale and redacting every string.
+:func:`redact_message` does that once for a chat message that is kept and re-sent (a
+:class:`Redacted` one); :func:`redact_messages`, the last stop before a prompt leaves the host,
+walks only the messages not redacted yet under the current secrets and patterns.
 """
 
 from __future__ import annotations
@@ -19,11 +22,14 @@ from daemon.core._secret_patterns import PATTERNS, REDACTED, compile_linear
 __all__ = [
     "MIN_SECRET_LENGTH",
     "REDACTED",
+    "Redacted",
     "add_secrets",
     "check_pattern",
     "is_secret_key",
     "redact",
     "redact_data",
+    "redact_message",
+    "redact_messages",
     "use_patterns",
     "use_secrets",
 ]
@@ -52,6 +58,9 @@ _patterns: tuple[str, ...] = ()  # [policy] redact_patterns, applied by every re
 _MEMO_CHARS = 4_000_000
 _memo: dict[tuple[str, tuple[Any, ...]], str] = {}
 _memo_chars = 0
+# Bumped whenever the secrets or the patterns change: a message redacted under an older set is
+# redacted again before it is sent.
+_generation = 0
 
 
 def use_secrets(values: Iterable[str]) -> None:
@@ -60,9 +69,10 @@ def use_secrets(values: Iterable[str]) -> None:
     Called with every configured secret (``SecretStr`` settings) whenever settings load, so a
     secret in a format no pattern knows is still masked in logs, SQLite, prompts and output.
     """
-    global _secrets
+    global _secrets, _generation
     unique = {v for v in values if len(v) >= MIN_SECRET_LENGTH and v not in REDACTED}
     _secrets = tuple(sorted(unique, key=len, reverse=True))  # longest first: no partial leftovers
+    _generation += 1
     _forget()
 
 
@@ -80,8 +90,9 @@ def add_secrets(values: Iterable[str]) -> None:
 
 def use_patterns(patterns: Iterable[str]) -> None:
     """Apply these operator patterns (``[policy] redact_patterns``) in every :func:`redact`."""
-    global _patterns
+    global _patterns, _generation
     _patterns = tuple(check_pattern(pattern) for pattern in patterns)
+    _generation += 1
 
 
 def check_pattern(pattern: str) -> str:
@@ -126,10 +137,17 @@ def redact(text: str, extra_patterns: Sequence[str] = ()) -> str:
         extra_patterns: More regular expressions (``[policy] redact_patterns``, RE2 syntax);
             each whole match is replaced.
     """
-    global _memo_chars
     if not text:
         return text
-    extra = _compile_extra(tuple(dict.fromkeys((*_patterns, *extra_patterns))))
+    return _redact(text, _extra(extra_patterns))
+
+
+def _extra(extra_patterns: Sequence[str]) -> tuple[Any, ...]:
+    return _compile_extra(tuple(dict.fromkeys((*_patterns, *extra_patterns))))
+
+
+def _redact(text: str, extra: tuple[Any, ...]) -> str:
+    global _memo_chars
     key = (text, extra)
     if (known := _memo.get(key)) is not None:
         return known
@@ -146,6 +164,7 @@ def redact(text: str, extra_patterns: Sequence[str] = ()) -> str:
     return text
 
 
+@functools.lru_cache(maxsize=4096)
 def is_secret_key(key: str) -> bool:
     """Whether a mapping key names a secret (``api_key``, ``X-Auth-Token``, ``cookie`` …)."""
     return bool(_SECRET_KEY.search(key.strip()))
@@ -158,19 +177,57 @@ def redact_data(value: Any, extra_patterns: Sequence[str] = (), *, by_key: bool 
     ``None`` so "not set" remains visible); every other string goes through :func:`redact`.
     Other types are returned unchanged.
     """
+    return _redact_data(value, _extra(extra_patterns), by_key)
+
+
+def _redact_data(value: Any, extra: tuple[Any, ...], by_key: bool) -> Any:
     if isinstance(value, str):
-        return redact(value, extra_patterns)
+        return _redact(value, extra) if value else value
     if isinstance(value, dict):
         return {
             key: (
                 REDACTED
                 if by_key and isinstance(key, str) and is_secret_key(key) and item is not None
-                else redact_data(item, extra_patterns, by_key=by_key)
+                else _redact_data(item, extra, by_key)
             )
             for key, item in value.items()
         }
     if isinstance(value, list):
-        return [redact_data(item, extra_patterns, by_key=by_key) for item in value]
+        return [_redact_data(item, extra, by_key) for item in value]
     if isinstance(value, tuple):
-        return tuple(redact_data(item, extra_patterns, by_key=by_key) for item in value)
+        return tuple(_redact_data(item, extra, by_key) for item in value)
     return value
+
+
+class Redacted(dict[str, Any]):
+    """A chat message already passed through :func:`redact_data`; made only by
+    :func:`redact_message`, and read-only so nothing unredacted can be put into it later."""
+
+    __slots__ = ("generation",)
+
+    def __init__(self, message: dict[str, Any], generation: int) -> None:
+        super().__init__(message)
+        self.generation = generation
+
+    def _read_only(self, *args: Any, **kwargs: Any) -> Any:
+        raise TypeError("a redacted message is read-only: build a new one with redact_message")
+
+    __setitem__ = __delitem__ = __ior__ = _read_only
+    update = pop = popitem = setdefault = clear = _read_only
+
+    def __reduce__(self) -> tuple[Any, ...]:  # copy and pickle as a plain dict: not vouched for
+        return dict, (dict(self),)
+
+
+def redact_message(message: dict[str, Any]) -> Redacted:
+    """``message`` with its secrets masked, marked so :func:`redact_messages` does not walk it
+    again (while the secrets and patterns stay the same)."""
+    if type(message) is Redacted and message.generation == _generation:
+        return message
+    return Redacted(redact_data(message), _generation)
+
+
+def redact_messages(messages: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Every message redacted: the ones :func:`redact_message` did under the current secrets
+    and patterns as they are, the rest walked now. The last stop before a prompt leaves the host."""
+    return [redact_message(message) for message in messages]

@@ -32,6 +32,7 @@ from daemon.core.errors import (
     LlmUnavailableError,
     ToolError,
 )
+from daemon.core.redact import redact_message
 
 if TYPE_CHECKING:
     from daemon.agent.executor import ToolExecutor
@@ -127,16 +128,20 @@ async def _drive(a: Attempt) -> Outcome:
     allowed = [name for name in task.tools if name in registry.names()]
     tools = [registry.get(name).schema() for name in allowed] or None
     shape = task.result_shape or ANY_SHAPE
+    # Each message is redacted once, as it joins the conversation: the model client then
+    # sends these as they are instead of walking the whole conversation on every call.
     messages: list[dict[str, Any]] = [
-        {
-            "role": "system",
-            "content": SUBAGENT_SYSTEM.format(
-                host=socket.gethostname(),
-                role=task.role,
-                shape=json.dumps(shape, sort_keys=True) if shape else "(any JSON value)",
-            ),
-        },
-        {"role": "user", "content": task.goal},
+        redact_message(
+            {
+                "role": "system",
+                "content": SUBAGENT_SYSTEM.format(
+                    host=socket.gethostname(),
+                    role=task.role,
+                    shape=json.dumps(shape, sort_keys=True) if shape else "(any JSON value)",
+                ),
+            }
+        ),
+        redact_message({"role": "user", "content": task.goal}),
     ]
     seen: dict[str, int] = {}
     corrected = False
@@ -157,7 +162,7 @@ async def _drive(a: Attempt) -> Outcome:
                 reply["reasoning_content"] = completion.reasoning_content or REASONING_PLACEHOLDER
             _record_llm(a, completion, reply)
             calls, content = list(completion.tool_calls), completion.content
-        messages.append(reply)
+        messages.append(redact_message(reply))
         if a.tokens > task.max_tokens:
             return Outcome(
                 status="failed",
@@ -170,7 +175,9 @@ async def _drive(a: Attempt) -> Outcome:
             if corrected:
                 return Outcome(status="failed", reason=f"malformed result after correction: {note}")
             corrected = True
-            messages.append({"role": "user", "content": CORRECTION.format(problems=note)})
+            messages.append(
+                redact_message({"role": "user", "content": CORRECTION.format(problems=note)})
+            )
             continue
         for call in calls:
             if a.budget.stopped is not None:  # nothing more runs once the run is at its cap
@@ -192,7 +199,9 @@ async def _drive(a: Attempt) -> Outcome:
                 _record_tool(a, call.name, call.arguments, text, False, 0.0, intent=False)
             else:
                 text = await _run_tool(a, call.name, call.arguments)
-            messages.append({"role": "tool", "tool_call_id": call.id, "content": text})
+            messages.append(
+                redact_message({"role": "tool", "tool_call_id": call.id, "content": text})
+            )
     return Outcome(
         status="failed", reason=f"step budget exhausted ({task.max_steps} steps) without a result"
     )

@@ -20,6 +20,7 @@ from daemon.agent.swarm import Swarm, attach_swarm
 from daemon.agent.tools.base import Tier, ToolContext, ToolRegistry, tool
 from daemon.config import load_settings
 from daemon.core.clock import SystemClock
+from daemon.core.redact import use_secrets
 from memory.audit import AuditRepo
 from memory.conversations import ConversationRepo
 from memory.store import SqliteStore
@@ -53,6 +54,20 @@ async def restart_service(ctx: ToolContext, text: str) -> str:
     """
     restarts.append(text)
     return f"restarted {text}"
+
+
+LEAKED = "ToolResultPw-Leak-55"
+SAID = "glpat-ModelSaid0123456789abcd"
+
+
+@tool(tier=Tier.READ_ONLY)
+async def leak(ctx: ToolContext, text: str) -> str:
+    """Read a config file that holds a password.
+
+    Args:
+        text: Which file.
+    """
+    return f"file {text}: password={LEAKED}"
 
 
 @dataclass
@@ -129,7 +144,7 @@ async def rig_factory(tmp_path: Path, fake_llm: FakeChatServer) -> AsyncIterator
         conversations = ConversationRepo(store, clock)
         loop = build_agent(
             settings=settings, store=store, clock=clock, llm=client, audit=audit,
-            registry=ToolRegistry([echo, restart_service]), conversations=conversations,
+            registry=ToolRegistry([echo, restart_service, leak]), conversations=conversations,
         )  # fmt: skip
         attached = attach_swarm(loop, settings=settings, llm=client, store=store, clock=clock)
         script = SwarmScript()
@@ -170,6 +185,38 @@ async def test_children_run_concurrently_with_lean_prompts_and_return_structured
     run = await rig.swarm.repo.get_run(answer["run"])
     assert (run.status, run.spawns, run.steps) == ("done", 4, 20)
     assert run.tokens == sum(t.tokens for t in tasks) > 0
+
+
+async def test_secrets_in_a_childs_goal_and_tool_results_never_reach_the_model(
+    rig_factory: Any,
+) -> None:
+    """Each child message is redacted once as it joins the conversation (not on every call):
+    none of them may reach the model unredacted, on the first call or any later one."""
+    rig = await rig_factory()
+    script = rig.fake.responder
+
+    def saying_a_token(body: dict[str, Any]) -> Reply:
+        reply: Reply = script(body)
+        if reply.tool_calls:  # the model's own words, sent back to it on the next call
+            reply.content = f"checking; the token is {SAID}"
+        return reply
+
+    rig.fake.responder = saying_a_token
+    use_secrets(["Opaque-Configured-Value-9"])
+    try:
+        goal = "behave=ok steps=2 tool=leak id=s1 PGPASSWORD=GoalPw-Hunter-42 "
+        goal += "Opaque-Configured-Value-9"
+        answer = await rig.delegate({"goal": goal, "tools": ["leak"], "result_shape": SHAPE})
+    finally:
+        use_secrets([])
+    assert answer["summary"] == {"done": 1}
+    children = [r for r in rig.fake.requests if _is_child(r)]
+    assert len(children) == 3
+    assert [m["role"] for m in children[-1]["messages"]][-2:] == ["assistant", "tool"]
+    sent = json.dumps(children)
+    assert "[REDACTED]" in sent
+    for secret in ("GoalPw-Hunter-42", "Opaque-Configured-Value-9", LEAKED, SAID):
+        assert secret not in sent
 
 
 async def test_the_global_concurrency_limit_holds(rig_factory: Any) -> None:

@@ -16,6 +16,9 @@ from daemon.core.redact import (
     is_secret_key,
     redact,
     redact_data,
+    redact_message,
+    redact_messages,
+    use_patterns,
     use_secrets,
 )
 
@@ -412,3 +415,31 @@ def test_a_remembered_text_is_masked_again_once_secrets_or_patterns_change() -> 
         use_patterns([])
         use_secrets([])
     assert redact(text) == text
+
+
+def test_a_message_is_redacted_once_then_sent_as_it_is_and_stays_read_only() -> None:
+    message = {"role": "tool", "content": "PGPASSWORD=Hunter-Pw-42 ok", "api_key": "k-123"}
+    redacted = redact_message(message)
+    assert redacted == {"role": "tool", "content": f"PGPASSWORD={REDACTED} ok", "api_key": REDACTED}
+    assert message["content"] == "PGPASSWORD=Hunter-Pw-42 ok"  # the original is untouched
+    plain = {"role": "user", "content": "token ghp_abcdefghijklmnopqrstuvwxyz0123456789"}
+    sent = redact_messages([redacted, plain])
+    assert sent[0] is redacted  # not walked again
+    assert sent[1] == {"role": "user", "content": f"token {REDACTED}"}
+    with pytest.raises(TypeError):
+        redacted["content"] = "PGPASSWORD=Hunter-Pw-42"
+    with pytest.raises(TypeError):
+        redacted.update(content="PGPASSWORD=Hunter-Pw-42")
+
+
+def test_a_message_redacted_before_new_secrets_or_patterns_is_redacted_again() -> None:
+    redacted = redact_message({"role": "user", "content": "the value is Zq9-opaque-value!"})
+    try:
+        use_secrets(["Zq9-opaque-value!"])
+        assert redact_messages([redacted])[0]["content"] == f"the value is {REDACTED}"
+        again = redact_message({"role": "user", "content": "ticket ABC-1234 open"})
+        use_patterns([r"ABC-\d+"])
+        assert redact_messages([again])[0]["content"] == f"ticket {REDACTED} open"
+    finally:
+        use_secrets([])
+        use_patterns([])
