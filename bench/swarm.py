@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import contextlib
+import heapq
 import json
 import os
 import random
@@ -94,6 +96,30 @@ def ideal(tasks: list[dict[str, Any]], concurrency: int, stall: float) -> float:
         else:
             durations.append(calls * t["delay"])
     return max(max(durations), sum(durations) / concurrency)
+
+
+def fifo_floor(tasks: list[dict[str, Any]], concurrency: int, stall: float) -> float:
+    """Wall time of the same plan with zero overhead, started in order as slots free up (as
+    the swarm does; a stalled attempt's retry queues again at the back): the critical path is
+    a lower bound that first-come scheduling cannot reach when long sub-agents start late."""
+    queue: collections.deque[tuple[float, float]] = collections.deque()
+    for t in tasks:
+        calls = t["steps"] + 1
+        if t["kind"] == "fail":
+            queue.append((t["delay"], 0.0))
+        elif t["kind"] == "stall":
+            queue.append((t["delay"] + stall, calls * t["delay"]))
+        else:
+            queue.append((calls * t["delay"], 0.0))
+    now, running = 0.0, list[tuple[float, float]]()  # heap of (finish, retry duration or 0)
+    while queue or running:
+        while queue and len(running) < concurrency:
+            duration, retry = queue.popleft()
+            heapq.heappush(running, (now + duration, retry))
+        now, retry = heapq.heappop(running)
+        if retry:
+            queue.append((retry, 0.0))
+    return now
 
 
 class LagProbe:
@@ -275,6 +301,11 @@ async def main(
     print(f"sub-agents: {figures['counts']}")
     print(f"wall {figures['wall']:.2f} s vs critical path {critical:.2f} s "
           f"= {figures['wall'] / critical:.2f}x")  # fmt: skip
+    floor = fifo_floor(tasks, concurrency, stall)
+    print(
+        f"in-order scheduling with zero overhead would take {floor:.2f} s "
+        f"= {floor / critical:.2f}x; the harness adds {figures['wall'] / floor:.2f}x"
+    )
     overhead = (figures["cpu"] - bare_cpu) / rows * 1000
     print(f"CPU: swarm {figures['cpu']:.2f} s ({figures['cpu'] / figures['wall']:.0%} of the "
           f"wall time), the same {len(figures['sent'])} model requests sent bare "
@@ -300,6 +331,7 @@ async def main(
         "cpu_ms": figures["cpu"] / rows * 1000,
         "overhead_ms": overhead,
         "bare_ratio": bare_wall / critical,
+        "fifo_ratio": fifo_floor(tasks, concurrency, stall) / critical,
         "lag_ms": figures["lag_p99_ms"],
         "rss": rss_mb,
     }
@@ -311,10 +343,11 @@ async def sweep(levels: list[int], agents: int, latency: float, stall: float, se
     for level in levels:
         rows.append(await main(agents, level, latency, stall, seed))
         print()
-    print("concurrency  wall/critical  bare wall/critical  CPU ms/step  overhead ms/step  "
-          "lag p99 ms  peak RSS MB")  # fmt: skip
+    print("concurrency  wall/critical  in-order floor  bare wall/critical  CPU ms/step  "
+          "overhead ms/step  lag p99 ms  peak RSS MB")  # fmt: skip
     for r in rows:
-        print(f"{r['concurrency']:>11.0f}  {r['ratio']:>12.2f}x  {r['bare_ratio']:>17.2f}x  "
+        print(f"{r['concurrency']:>11.0f}  {r['ratio']:>12.2f}x  {r['fifo_ratio']:>13.2f}x  "
+              f"{r['bare_ratio']:>17.2f}x  "
               f"{r['cpu_ms']:>11.2f}  {r['overhead_ms']:>16.2f}  {r['lag_ms']:>10.1f}  "
               f"{r['rss']:>11.0f}")  # fmt: skip
 
