@@ -7,7 +7,8 @@ from dataclasses import dataclass
 from daemon.core.clock import ManualClock
 from memory.runs import RunRepo
 from memory.store import SqliteStore
-from memory.swarm import StepLog, SwarmRepo, TaskSpec
+from memory.swarm import SwarmRepo, TaskSpec
+from memory.swarm_steps import StepLog
 from memory.usage import LlmUsage, UsageRepo
 
 

@@ -7,7 +7,8 @@ import pytest
 from daemon.core.clock import ManualClock
 from daemon.core.errors import FencedError
 from memory.store import SqliteStore
-from memory.swarm import StepLog, SwarmRepo, TaskSpec
+from memory.swarm import SwarmRepo, TaskSpec
+from memory.swarm_steps import StepLog
 
 
 def spec(goal: str = "check web1") -> TaskSpec:

@@ -2,7 +2,7 @@
 the parent's tool executor, so policy, approvals, timeouts and audit are the same door.
 
 It ends with an :class:`Outcome`: done with a result matching the expected shape, or failed /
-cancelled with the reason. Each step is queued on the :class:`memory.swarm.StepLog` as it
+cancelled with the reason. Each step is queued on the :class:`memory.swarm_steps.StepLog` as it
 happens; a side-effecting call's intent is committed before the call runs (phase
 ``authorising``) and again once it is let through to act (phase ``acting``).
 
@@ -39,7 +39,8 @@ if TYPE_CHECKING:
     from daemon.agent.model import ChatModel, Completion
     from daemon.agent.settings import AgentConfig
     from daemon.agent.tools.base import Verdict
-    from memory.swarm import StepLog, SwarmStep, SwarmTask
+    from memory.swarm import SwarmStep, SwarmTask
+    from memory.swarm_steps import StepLog
 
 __all__ = ["SUBAGENT_SYSTEM", "Attempt", "Outcome", "RunBudget", "run_attempt"]
 

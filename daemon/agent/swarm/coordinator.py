@@ -40,7 +40,8 @@ from daemon.agent.swarm.child import Attempt, Outcome, RunBudget, run_attempt
 from daemon.agent.swarm.shape import ShapeError, check_schema
 from daemon.agent.tools.base import Tier, Tool, ToolContext, Verdict, tool
 from daemon.core.errors import FencedError, ToolError
-from memory.swarm import FINAL, StepLog, SwarmRepo, SwarmRun, SwarmStep, SwarmTask, TaskSpec
+from memory.swarm import FINAL, SwarmRepo, SwarmRun, SwarmStep, SwarmTask, TaskSpec
+from memory.swarm_steps import StepLog
 
 if TYPE_CHECKING:
     from daemon.agent.executor import ToolExecutor
