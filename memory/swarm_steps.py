@@ -166,7 +166,7 @@ class StepLog:
                         await db.executemany(
                             _RUN_PROGRESS, [(t, n, run) for run, (t, n) in runs.items()]
                         )
-                    self.statements += bool(steps) + bool(outcomes) + bool(progress) + bool(runs)
+                    self.statements += sum(map(bool, (steps, phases, outcomes, progress, runs)))
                 self.batches += 1
             except Exception:  # a lost batch is logged; the run itself goes on
                 log.exception("could not write %d swarm step rows", len(steps) + len(outcomes))
