@@ -16,6 +16,7 @@ stating that its outcome is unknown (no person: it is not re-run and the sub-age
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import socket
@@ -35,6 +36,8 @@ from daemon.core.errors import (
 from daemon.core.redact import redact_message
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable
+
     from daemon.agent.executor import ToolExecutor
     from daemon.agent.model import ChatModel, Completion
     from daemon.agent.settings import AgentConfig
@@ -98,7 +101,7 @@ class Attempt:
     """Everything one attempt needs."""
 
     task: SwarmTask
-    epoch: int
+    claim: Awaitable[int]  # the attempt's epoch (its fencing token), claimed alongside
     budget: RunBudget
     settings: AgentConfig
     llm: ChatModel
@@ -110,6 +113,13 @@ class Attempt:
     replay: list[SwarmStep] = field(default_factory=list)  # recorded steps still to replay
     replayed: int = 0  # steps taken from the record instead of being done again
     probes: list[str] = field(default_factory=list)  # how each unknown outcome was settled
+    epoch: int = -1  # known once :meth:`claimed` returned
+
+    async def claimed(self) -> int:
+        """The attempt's epoch, once its claim is committed: every write carries it."""
+        if self.epoch < 0:
+            self.epoch = await asyncio.shield(self.claim)
+        return self.epoch
 
 
 async def run_attempt(a: Attempt) -> Outcome:
@@ -152,12 +162,14 @@ async def _drive(a: Attempt) -> Outcome:
             return Outcome(status="cancelled", reason=f"stopped: {a.budget.stopped}")
         recorded = _replay(a, "llm")
         if recorded is not None:
+            await a.claimed()
             reply, calls, content = _recorded_reply(recorded)
         else:
             completion = await a.llm.complete(
                 messages, tools=tools, mode=swarm.mode, purpose="swarm",
                 run_id=a.budget.agent_run_id,
             )  # fmt: skip
+            await a.claimed()  # its claim went out with the first request: record after it
             reply = completion.as_message()
             if completion.tool_calls and not reply.get("reasoning_content"):
                 reply["reasoning_content"] = completion.reasoning_content or REASONING_PLACEHOLDER

@@ -38,6 +38,7 @@ from pydantic import BaseModel, Field
 from daemon.agent.model import model_progress
 from daemon.agent.swarm.child import Attempt, Outcome, RunBudget, run_attempt
 from daemon.agent.swarm.shape import ShapeError, check_schema
+from daemon.agent.swarm.slots import Key, PrioritySlots
 from daemon.agent.tools.base import Tier, Tool, ToolContext, Verdict, tool
 from daemon.core.errors import FencedError, ToolError
 from memory.swarm import FINAL, SwarmRepo, SwarmRun, SwarmStep, SwarmTask, TaskSpec
@@ -62,6 +63,12 @@ RESULT_CHARS = 8_000  # all results together, as the coordinator sees them
 REPORT_SLACK = 200  # room kept in the tool output for the list's own punctuation
 KEEP_RUNS = 64  # recent coordinator runs whose budgets are kept for retries
 OBSERVER_WAIT = 2.0  # seconds a delegate call waits at its end for observers' final word
+# Keys for a slot, lowest first: a parent back from waiting for its children, then an attempt
+# resumed after a restart (late already), then new subtasks. A stalled attempt's retry keeps
+# its slot.
+PARENT: Key = (0.0, 0.0)
+AGAIN: Key = (1.0, 0.0)
+NEW: Key = (2.0, 0.0)  # then minus the seconds it is expected to take
 
 
 RunObserver = Callable[[str, RunBudget, ToolContext], Awaitable[None] | None]
@@ -91,6 +98,12 @@ class Subtask(BaseModel):
         default=None,
         description="Id of an earlier subtask of this run to run again (with this goal).",
     )
+    expected_seconds: float | None = Field(
+        default=None,
+        gt=0,
+        description="Roughly how long you expect it to take, if you know: longer subtasks "
+        "start first, so the whole run ends sooner.",
+    )
 
 
 @dataclass(slots=True)
@@ -110,7 +123,6 @@ _frame: ContextVar[_Frame | None] = ContextVar("swarm_frame", default=None)
 @dataclass(slots=True)
 class _Worker:
     task_id: int
-    epoch: int
     job: asyncio.Task[Outcome]
     last: float
     deadline: float
@@ -140,8 +152,7 @@ class Swarm:
         self.repo = SwarmRepo(store, clock)
         self.steps = StepLog(store, clock)
         self._limit = settings.agent.swarm.concurrency
-        self._slots = asyncio.Semaphore(self._limit)
-        self._shrinking: set[asyncio.Task[None]] = set()
+        self._slots = PrioritySlots(self._limit)
         self._runs: OrderedDict[int, RunBudget] = OrderedDict()
         self._workers: dict[int, _Worker] = {}
         self._watchdog: asyncio.Task[None] | None = None
@@ -221,7 +232,15 @@ class Swarm:
                 deadline_at=self._clock.now() + self._allowance(subtask, old),
             )
         all_ids = [old.id for _, old in retries] + ids
-        drivers = [asyncio.create_task(self._drive(i, ctx, frame.budget)) for i in all_ids]
+        keys = [_new_key(t) for t, _ in retries] + [
+            _new_key(t) for t in tasks if t.retry_of is None
+        ]
+        # Created in key order: the first ones take free slots before the rest queue by key.
+        order = sorted(range(len(all_ids)), key=keys.__getitem__)
+        drivers = [
+            asyncio.create_task(self._drive(all_ids[i], ctx, frame.budget, key=keys[i]))
+            for i in order
+        ]
         self._observe("start", frame.budget, ctx, frame.task_id)
         async with self._slot_released(frame):
             try:
@@ -346,32 +365,55 @@ class Swarm:
     # -- running one task ------------------------------------------------------------------
 
     async def _drive(
-        self, task_id: int, parent: ToolContext, budget: RunBudget, *, resume: bool = False
+        self,
+        task_id: int,
+        parent: ToolContext,
+        budget: RunBudget,
+        *,
+        key: Key = NEW,
+        resume: bool = False,
     ) -> None:
         """Run a queued task to a final status, reassigning it after a stall; ``resume``: the
-        task was left running by a dead process, and its attempt continues from its record."""
+        task was left running by a dead process, and its attempt continues from its record.
+        ``key`` orders its wait for a slot (see :mod:`daemon.agent.swarm.slots`)."""
         swarm = self.settings.agent.swarm
-        while True:
-            async with self._slots:
+        await self._slots.acquire(key)
+        held = True
+        try:
+            while True:
                 task = await self.repo.get_task(task_id)
-                claimed: tuple[int, list[SwarmStep]] | None = None
+                claim: Awaitable[int] | None = None
+                replay: list[SwarmStep] = []
                 if resume and task.status == "running":
                     resume = False
-                    claimed = await self.repo.resume_task(
+                    epoch, replay = await self.repo.resume_task(
                         task_id, self._clock.now() + _allowance(task)
                     )
                     task = await self.repo.get_task(task_id)
+                    claim = _ready(epoch)
                 elif budget.stopped is not None:
                     await self._cancel_queued(task, f"not started: {budget.stopped}")
                     return
-                status, reason = await self._attempt(task, parent, budget, claimed)
-            if status != "stalled" or task.attempt >= swarm.max_attempts:
-                return
-            await self.repo.reassign(
-                task_id,
-                reason=f"attempt {task.attempt} {reason}; reassigned",
-                deadline_at=self._clock.now() + _allowance(task),
-            )
+                else:  # claimed while the first model request is on its way
+                    claim = asyncio.ensure_future(self.repo.claim(task.id))
+                epoch, outcome = await self._attempt(task, parent, budget, claim, replay)
+                again = outcome.status == "stalled" and task.attempt < swarm.max_attempts
+                if not again:  # the next sub-agent starts while this one's record is written
+                    held = False
+                    self._slots.release()
+                await self.steps.durable()
+                await self._finish(task.id, epoch, outcome)
+                if not again:
+                    return
+                # It is late already: its retry keeps the slot instead of queueing again.
+                await self.repo.reassign(
+                    task_id,
+                    reason=f"attempt {task.attempt} {outcome.reason}; reassigned",
+                    deadline_at=self._clock.now() + _allowance(task),
+                )
+        finally:
+            if held:
+                self._slots.release()
 
     async def _cancel_queued(self, task: SwarmTask, reason: str) -> None:
         epoch = await self.repo.claim(task.id)
@@ -382,10 +424,11 @@ class Swarm:
         task: SwarmTask,
         parent: ToolContext,
         budget: RunBudget,
-        claimed: tuple[int, list[SwarmStep]] | None = None,
-    ) -> tuple[str, str | None]:
+        claim: Awaitable[int],
+        replay: list[SwarmStep],
+    ) -> tuple[int, Outcome]:
+        """One attempt, run until it ends; its epoch and outcome (not yet recorded)."""
         swarm = self.settings.agent.swarm
-        epoch, replay = claimed if claimed is not None else (await self.repo.claim(task.id), [])
         loop = asyncio.get_running_loop()
         now = loop.time()
         left = swarm.child_deadline_seconds
@@ -409,12 +452,12 @@ class Swarm:
             services=parent.services,
         )
         attempt = Attempt(
-            task=task, epoch=epoch, budget=budget, settings=self.settings, llm=self._llm,
+            task=task, claim=claim, budget=budget, settings=self.settings, llm=self._llm,
             executor=self._executor, steps=self.steps, ctx=ctx, replay=list(replay),
         )  # fmt: skip
         frame = _Frame(budget, task.id, task.depth, frozenset(task.tools))
         job = asyncio.create_task(self._run_in_frame(attempt, frame, progress))
-        worker = _Worker(task_id=task.id, epoch=epoch, job=job, last=now, deadline=now + left)
+        worker = _Worker(task_id=task.id, job=job, last=now, deadline=now + left)
         self._workers[task.id] = worker
         self._ensure_watchdog()
         try:
@@ -424,6 +467,8 @@ class Swarm:
                 job.cancel()
                 with contextlib.suppress(BaseException):
                     await job
+                epoch = await attempt.claimed()
+                await self.steps.durable()
                 await self._finish(
                     task.id, epoch, Outcome(status="cancelled", reason="cancelled by its parent")
                 )
@@ -436,11 +481,9 @@ class Swarm:
             self._workers.pop(task.id, None)
             self.replayed += attempt.replayed
             self.probes.extend(attempt.probes)
-        await self.steps.durable()
         if outcome.status == "deadline":
             outcome = Outcome(status="failed", reason=worker.why)
-        await self._finish(task.id, epoch, outcome)
-        return outcome.status, outcome.reason
+        return await attempt.claimed(), outcome
 
     async def _run_in_frame(
         self, attempt: Attempt, frame: _Frame, progress: Callable[[str], None]
@@ -478,7 +521,7 @@ class Swarm:
         try:
             yield
         finally:
-            await self._slots.acquire()
+            await self._slots.acquire(PARENT)  # it was running: before anyone new
 
     # -- the watchdog ----------------------------------------------------------------------
 
@@ -592,9 +635,12 @@ class Swarm:
             for depth in sorted({t.depth for t in unfinished}, reverse=True):
                 level = [t for t in unfinished if t.depth == depth]
                 drivers = [
-                    asyncio.create_task(self._drive(t.id, parent, budget, resume=True))
+                    asyncio.create_task(self._drive(
+                        t.id, parent, budget, resume=True,
+                        key=AGAIN if t.status == "running" else NEW,
+                    ))
                     for t in level
-                ]
+                ]  # fmt: skip
                 await asyncio.gather(*drivers)
         finally:
             waits = self._observe("end", budget, parent)
@@ -615,18 +661,8 @@ class Swarm:
     def apply_settings(self) -> None:
         """After a reload: the concurrency limit follows ``agent.swarm.concurrency`` (running
         sub-agents are not stopped; a lower limit takes hold as they finish)."""
-        wanted = self.settings.agent.swarm.concurrency
-        delta, self._limit = wanted - self._limit, wanted
-        for _ in range(max(delta, 0)):
-            self._slots.release()
-        if delta < 0:
-            shrink = asyncio.create_task(self._take_slots(-delta))
-            self._shrinking.add(shrink)
-            shrink.add_done_callback(self._shrinking.discard)
-
-    async def _take_slots(self, count: int) -> None:
-        for _ in range(count):
-            await self._slots.acquire()
+        self._limit = self.settings.agent.swarm.concurrency
+        self._slots.resize(self._limit)
 
     def live(self) -> int:
         """Attempts running now."""
@@ -636,13 +672,22 @@ class Swarm:
         """Stop the watchdog; attempts still running are cancelled."""
         for worker in list(self._workers.values()):
             worker.job.cancel()
-        for shrink in list(self._shrinking):
-            shrink.cancel()
         if self._watchdog is not None:
             self._watchdog.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watchdog
         await self.steps.durable()
+
+
+def _new_key(task: Subtask) -> Key:
+    """A new subtask's place in the queue for a slot: longest expected first."""
+    return (NEW[0], -(task.expected_seconds or 0.0))
+
+
+def _ready(epoch: int) -> asyncio.Future[int]:
+    future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+    future.set_result(epoch)
+    return future
 
 
 def _allowance(task: SwarmTask) -> timedelta:

@@ -482,3 +482,34 @@ async def test_the_daily_budget_still_stops_the_swarm(rig_factory: Any) -> None:
     assert (b.status, b.reason) == ("cancelled", "not started: the daily token budget is spent: "
                                     f"{a.reason.removeprefix('budget: ')}")  # fmt: skip
     assert rig.script.calls["ok"] == 2  # 15 + 15 + 15 tokens: the third call was never sent
+
+
+def _starts(rig: Rig) -> list[str]:
+    """Sub-agent goals in the order their attempts sent their first request."""
+    firsts = [r for r in rig.fake.requests if _is_child(r) and len(r["messages"]) == 2]
+    return [str(r["messages"][1]["content"]) for r in firsts]
+
+
+async def test_longer_expected_subtasks_start_first(rig_factory: Any) -> None:
+    """With more subtasks than slots, the ones expected to take longest go first (ties and
+    subtasks without an estimate keep the order given), so the run does not end waiting for
+    a long one that started last."""
+    rig = await rig_factory(concurrency=1)
+    answer = await rig.delegate(
+        task("behave=ok id=a"),
+        task("behave=ok id=b", expected_seconds=5),
+        task("behave=ok id=c", expected_seconds=50),
+        task("behave=ok id=d", expected_seconds=5),
+    )
+    assert answer["summary"] == {"done": 4}
+    assert _starts(rig) == [f"behave=ok id={x}" for x in "cbda"]
+
+
+async def test_a_stalled_subtasks_retry_goes_before_queued_new_ones(rig_factory: Any) -> None:
+    rig = await rig_factory({"stream": True}, concurrency=1, stall_seconds=0.2)
+    answer = await rig.delegate(
+        task("behave=stall steps=0 id=s"), task("behave=ok id=k1"), task("behave=ok id=k2")
+    )
+    assert answer["summary"] == {"done": 3}
+    stall = "behave=stall steps=0 id=s"
+    assert _starts(rig) == [stall, stall, "behave=ok id=k1", "behave=ok id=k2"]
