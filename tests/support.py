@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import os
 import signal
 import socket
@@ -34,12 +35,20 @@ def write_config(path: Path, base_url: str | None, **sections: Mapping[str, obje
 
 
 async def eventually(check: Callable[[], object], timeout: float = 5.0, what: str = "") -> None:
-    """Poll ``check`` until it holds (is truthy) or ``timeout`` passes."""
+    """Poll ``check`` (a function, or a coroutine function) until it holds (is truthy) or
+    ``timeout`` passes."""
     deadline = time.monotonic() + timeout
-    while not check():
+    while not await _holds(check):
         if time.monotonic() > deadline:
             raise AssertionError(f"{what or 'condition'} not met within {timeout:g} s")
         await asyncio.sleep(0.02)
+
+
+async def _holds(check: Callable[[], object]) -> bool:
+    value = check()
+    if inspect.isawaitable(value):
+        value = await value
+    return bool(value)
 
 
 @dataclass

@@ -110,3 +110,59 @@ async def test_nightshift_run_resumes_a_swarm_run_after_kill_9(
         assert json.loads(answer["content"])["summary"] == {"done": 3}
     finally:
         await daemon.stop()
+
+
+async def test_a_sigterm_pauses_a_swarm_run_and_the_next_start_finishes_it(
+    tmp_path: Path, fake_llm: FakeChatServer
+) -> None:
+    """`systemctl restart` in the middle of a swarm run: the daemon stops at once (it does not
+    wait out the run, nor cut it off and call it cancelled), and the next start finishes it."""
+    goals = [f"behave=ok steps=3 delay=0.4 tool=host_metrics id=t{i}" for i in range(3)]
+    tasks = [{"goal": g, "tools": ["host_metrics"], "result_shape": SHAPE} for g in goals]
+    script = SwarmScript([
+        Reply(tool_calls=[("delegate", json.dumps({"tasks": tasks}))]),
+        Reply(content="The swarm run is paused for the restart."),
+    ])  # fmt: skip
+    fake_llm.responder = script
+    config = write_config(tmp_path / "config.toml", fake_llm.base_url,
+                          runtime={"drain_timeout_seconds": 2},
+                          **{"agent.swarm": {"concurrency": 1}})  # fmt: skip
+    daemon = DaemonProcess(config, tmp_path / "state")
+    db = daemon.state_dir / "nightshift.db"
+    await daemon.start()
+    chat = asyncio.create_task(daemon.cli("chat", "-m", "check the three hosts"))
+    try:
+        await eventually(
+            lambda: query(
+                db,
+                "SELECT 1 FROM swarm_tasks t WHERE t.status = 'running' AND t.id = 2 AND"
+                " (SELECT count(*) FROM swarm_steps s WHERE s.task_id = 2 AND kind = 'llm') >= 2",
+            ),
+            30,
+            "a swarm part way",
+        )
+        daemon.signal(signal.SIGTERM)
+        assert await daemon.wait() == 0
+    finally:
+        with contextlib.suppress(BaseException):
+            await chat
+        await daemon.stop()
+    assert [s for (s,) in query(db, "SELECT status FROM swarm_tasks ORDER BY id")] == [
+        "done", "running", "queued"
+    ]  # fmt: skip
+    assert query(db, "SELECT status FROM swarm_runs") == [("running",)]
+    split = len(fake_llm.requests)
+
+    await daemon.start()
+    try:
+        await eventually(
+            lambda: query(db, "SELECT 1 FROM swarm_runs WHERE status <> 'running'"), 30, "resumed"
+        )
+        assert [s for (s,) in query(db, "SELECT status FROM swarm_tasks ORDER BY id")] == [
+            "done"
+        ] * 3
+        after = child_calls(fake_llm, split)
+        assert goals[0] not in after  # finished before the restart: kept
+        assert after[goals[1]] <= 3  # went on from its recorded replies
+    finally:
+        await daemon.stop()

@@ -46,6 +46,7 @@ LOG_SECONDS = 30.0  # runs without a conversation: a progress line at most this 
 EDIT_FAILURES = 3  # consecutive failed edits after which a run's message is left alone
 REASONS = 3  # distinct reasons shown per unfinished status in the final summary
 REASON_CHARS = 80
+CLOSE_WAIT = 5.0  # seconds at shutdown for the last edits
 ORDER = ("done", "running", "queued", "failed", "stalled", "cancelled", "unknown")
 
 
@@ -159,6 +160,7 @@ class SwarmProgress:
             final=final,
             stopped=run.budget.stopped,
             resumed=run.budget.resumed,
+            paused=run.budget.paused,
         )
 
     async def _show(self, run: _Run, text: str) -> None:
@@ -200,8 +202,9 @@ class SwarmProgress:
         run.shown = text
 
     async def close(self) -> None:
-        """Stop following runs (at shutdown)."""
-        await self._tasks.cancel()
+        """Stop following runs (at shutdown): the final word of runs that ended (paused by
+        the shutdown) gets a moment to land, within the edit throttle."""
+        await self._tasks.drain(timeout=min(self._every(), CLOSE_WAIT) + 0.5)
 
 
 def render(
@@ -214,16 +217,18 @@ def render(
     final: bool,
     stopped: str | None = None,
     resumed: bool = False,
+    paused: str | None = None,
 ) -> str:
     """The progress line, or (``final``) the summary with the reasons of what did not finish;
-    ``resumed``: the run was taken up again after a restart (``seconds`` count from then)."""
+    ``resumed``: the run was taken up again after a restart (``seconds`` count from then);
+    ``paused``: why it stopped part way, to go on at the next start."""
     counts = Counter(task.status for task in tasks)
     parts = [f"{counts[s]} {s}" for s in ORDER if counts.get(s)]
     parts += [f"{n} {s}" for s, n in sorted(counts.items()) if s not in ORDER]
     reassigned = sum(max(task.attempt - 1, 0) for task in tasks)
     head = f"swarm #{run_id}" + (" (resumed after a restart)" if resumed else "")
     if final:
-        head += f" finished in {_duration(seconds)}"
+        head += f" {'paused after' if paused else 'finished in'} {_duration(seconds)}"
     text = (
         f"{head}: {len(tasks)} sub-agent{'s' if len(tasks) != 1 else ''} — "
         f"{', '.join(parts) or 'none yet'}; {steps} steps, {_tokens(tokens)} tokens"
@@ -232,6 +237,8 @@ def render(
         text += f"; {reassigned} reassigned"
     if not final:
         return text
+    if paused:
+        text += f"\npaused: {paused}; it resumes when nightshift starts again"
     if stopped:
         text += f"\nstopped: {stopped}"
     for status in ORDER[3:]:

@@ -496,6 +496,8 @@ class Runtime:
         self.notifier.stopping()
         self.notifier.status(f"draining (up to {timeout:g}s)")
         log.info("stopping: draining in-flight work (up to %.0fs)", timeout)
+        if self.swarm is not None:  # paused now, resumed at the next start (not drained)
+            self.swarm.suspend("nightshift is stopping")
         denied = self.approvals.deny_all(by="shutdown")
         cancelled = await self.chat.drain(timeout)
         await self.responder.drain(timeout=5.0)

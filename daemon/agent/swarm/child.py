@@ -77,6 +77,7 @@ class RunBudget:
     steps: int = 0
     stopped: str | None = None
     resumed: bool = False  # taken up again after a restart (its earlier progress message is lost)
+    paused: str | None = None  # why it was paused for a shutdown (it resumes at the next start)
 
     def spend(self, tokens: int, steps: int) -> None:
         self.tokens += tokens

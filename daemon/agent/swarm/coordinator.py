@@ -161,6 +161,8 @@ class Swarm:
         self.observers: list[RunObserver] = []  # told as coordinator delegate calls start/end
         self.replayed = 0  # steps resumed attempts took from the record instead of redoing
         self.probes: list[str] = []  # how each unknown side effect was settled on resume
+        self.suspended: str | None = None  # why every run is paused (the daemon is stopping)
+        self._drivers: set[asyncio.Task[None]] = set()
 
     # -- the tool --------------------------------------------------------------------------
 
@@ -207,6 +209,8 @@ class Swarm:
         swarm = self.settings.agent.swarm
         if not tasks:
             raise ToolError("give at least one subtask")
+        if self.suspended is not None:
+            raise ToolError(f"{self.suspended}: no sub-agent starts now; delegate after a restart")
         frame = _frame.get() or await self._coordinator_frame(ctx)
         depth = frame.depth + 1
         if depth > swarm.max_depth:
@@ -237,10 +241,7 @@ class Swarm:
         ]
         # Created in key order: the first ones take free slots before the rest queue by key.
         order = sorted(range(len(all_ids)), key=keys.__getitem__)
-        drivers = [
-            asyncio.create_task(self._drive(all_ids[i], ctx, frame.budget, key=keys[i]))
-            for i in order
-        ]
+        drivers = [self._start(all_ids[i], ctx, frame.budget, key=keys[i]) for i in order]
         self._observe("start", frame.budget, ctx, frame.task_id)
         async with self._slot_released(frame):
             try:
@@ -249,6 +250,8 @@ class Swarm:
                 for driver in drivers:
                     driver.cancel()
                 await asyncio.gather(*drivers, return_exceptions=True)
+                if self._paused(frame.budget):
+                    raise ToolError(await self._paused_note(frame.budget, all_ids)) from None
                 raise
             finally:
                 waits = self._observe("end", frame.budget, ctx, frame.task_id)
@@ -281,6 +284,48 @@ class Swarm:
                 await asyncio.gather(*waits)
         except Exception:  # noqa: BLE001 - a slow or broken observer never breaks the run
             log.info("swarm progress observers did not finish within %g s", OBSERVER_WAIT)
+
+    def _start(
+        self, task_id: int, parent: ToolContext, budget: RunBudget, **how: Any
+    ) -> asyncio.Task[None]:
+        """A driver for one task, known to :meth:`suspend`."""
+        driver = asyncio.create_task(self._drive(task_id, parent, budget, **how))
+        self._drivers.add(driver)
+        driver.add_done_callback(self._drivers.discard)
+        return driver
+
+    # -- pausing for a shutdown ------------------------------------------------------------
+
+    def suspend(self, why: str = "nightshift is stopping") -> int:
+        """Pause every run at once (the daemon is stopping): running attempts are stopped
+        without a final status and queued tasks stay queued, so the next start resumes them as
+        after a crash (finished steps kept, recorded replies replayed); the delegate calls
+        waiting on them return saying so. Returns how many attempts were running."""
+        self.suspended = why
+        running = len(self._workers)
+        for driver in list(self._drivers):
+            driver.cancel()
+        if self._drivers:
+            log.warning("%s: %d sub-agent(s) paused (%d running); they resume at the next start",
+                        why, len(self._drivers), running)  # fmt: skip
+        return running
+
+    def _paused(self, budget: RunBudget) -> bool:
+        """Whether a cancelled run was paused by :meth:`suspend` (its caller still runs)."""
+        task = asyncio.current_task()
+        if self.suspended is None or (task is not None and task.cancelling()):
+            return False
+        budget.paused = self.suspended
+        return True
+
+    async def _paused_note(self, budget: RunBudget, ids: list[int]) -> str:
+        tasks = [t for t in await self.repo.tasks(budget.run_id) if t.id in set(ids)]
+        done = sum(t.status in FINAL for t in tasks)
+        return (
+            f"{self.suspended}: swarm run {budget.run_id} is paused with {done} of {len(tasks)} "
+            "sub-agents finished; it resumes when nightshift starts again, and its report then "
+            "comes to this conversation"
+        )
 
     # -- frames and specs ------------------------------------------------------------------
 
@@ -405,11 +450,14 @@ class Swarm:
                 await self._finish(task.id, epoch, outcome)
                 if not again:
                     return
-                # It is late already: its retry keeps the slot instead of queueing again.
-                await self.repo.reassign(
-                    task_id,
-                    reason=f"attempt {task.attempt} {outcome.reason}; reassigned",
-                    deadline_at=self._clock.now() + _allowance(task),
+                # It is late already: its retry keeps the slot instead of queueing again. (Not
+                # torn from its stalled ending by a pause: a stalled task is final.)
+                await asyncio.shield(
+                    self.repo.reassign(
+                        task_id,
+                        reason=f"attempt {task.attempt} {outcome.reason}; reassigned",
+                        deadline_at=self._clock.now() + _allowance(task),
+                    )
                 )
         finally:
             if held:
@@ -463,15 +511,15 @@ class Swarm:
         try:
             outcome = await asyncio.shield(job)
         except asyncio.CancelledError:
-            if worker.ended is None:  # cancelled from outside: the parent gave up
+            if worker.ended is None:  # cancelled from outside: paused, or the parent gave up
                 job.cancel()
                 with contextlib.suppress(BaseException):
                     await job
                 epoch = await attempt.claimed()
                 await self.steps.durable()
-                await self._finish(
-                    task.id, epoch, Outcome(status="cancelled", reason="cancelled by its parent")
-                )
+                if self.suspended is None:  # paused: left running, for the next start
+                    why = "cancelled by its parent"
+                    await self._finish(task.id, epoch, Outcome(status="cancelled", reason=why))
                 raise
             outcome = Outcome(status=worker.ended, reason=worker.why)
         except Exception as exc:  # a bug in the attempt: the task says so, the run goes on
@@ -609,6 +657,8 @@ class Swarm:
         """Take up every run a previous process left running; returns each one's report."""
         reports = []
         for run in await self.repo.unfinished_runs():
+            if self.suspended is not None:  # stopping again before all were taken up
+                break
             try:
                 reports.append(await self._resume_run(run, notify))
             except Exception:  # one broken run must not keep the others from resuming
@@ -635,13 +685,19 @@ class Swarm:
             for depth in sorted({t.depth for t in unfinished}, reverse=True):
                 level = [t for t in unfinished if t.depth == depth]
                 drivers = [
-                    asyncio.create_task(self._drive(
-                        t.id, parent, budget, resume=True,
-                        key=AGAIN if t.status == "running" else NEW,
-                    ))
+                    self._start(t.id, parent, budget, resume=True,
+                                key=AGAIN if t.status == "running" else NEW)
                     for t in level
                 ]  # fmt: skip
-                await asyncio.gather(*drivers)
+                try:
+                    await asyncio.gather(*drivers)
+                except asyncio.CancelledError:
+                    for driver in drivers:
+                        driver.cancel()
+                    await asyncio.gather(*drivers, return_exceptions=True)
+                    if not self._paused(budget):
+                        raise
+                    return {"run": run.id, "paused": self.suspended}
         finally:
             waits = self._observe("end", budget, parent)
         await self._observed(waits)
@@ -669,7 +725,11 @@ class Swarm:
         return len(self._workers)
 
     async def close(self) -> None:
-        """Stop the watchdog; attempts still running are cancelled."""
+        """Pause what still runs (see :meth:`suspend`) and stop the watchdog."""
+        if self.suspended is None:
+            self.suspend()
+        if self._drivers:
+            await asyncio.wait(set(self._drivers), timeout=OBSERVER_WAIT)
         for worker in list(self._workers.values()):
             worker.job.cancel()
         if self._watchdog is not None:

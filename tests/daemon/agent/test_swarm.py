@@ -26,6 +26,7 @@ from memory.conversations import ConversationRepo
 from memory.store import SqliteStore
 from memory.swarm import SwarmTask
 from tests.fakes.chat_completions import SUBAGENT_MARK, FakeChatServer, Reply, SwarmScript
+from tests.support import eventually
 
 SHAPE = {
     "type": "object",
@@ -78,6 +79,14 @@ class Rig:
     conversations: ConversationRepo
     audit: AuditRepo
     loop: Any
+    store: SqliteStore
+    llm: LlmClient
+
+    def restarted(self) -> Swarm:
+        """A new swarm on the same database, as the next process would have."""
+        s = self.swarm
+        return Swarm(settings=s.settings, llm=self.llm, executor=self.loop.executor,
+                     store=self.store, clock=SystemClock())  # fmt: skip
 
     async def delegate(self, *tasks: dict[str, Any], then: str = "summary") -> dict[str, Any]:
         """The coordinator delegates ``tasks`` in one call; returns what the tool answered."""
@@ -150,7 +159,7 @@ async def rig_factory(tmp_path: Path, fake_llm: FakeChatServer) -> AsyncIterator
         script = SwarmScript()
         fake_llm.responder = script
         opened.append((store, client, attached))
-        return Rig(attached, fake_llm, script, conversations, audit, loop)
+        return Rig(attached, fake_llm, script, conversations, audit, loop, store, client)
 
     yield make
     for store, client, attached in opened:
@@ -513,3 +522,41 @@ async def test_a_stalled_subtasks_retry_goes_before_queued_new_ones(rig_factory:
     assert answer["summary"] == {"done": 3}
     stall = "behave=stall steps=0 id=s"
     assert _starts(rig) == [stall, stall, "behave=ok id=k1", "behave=ok id=k2"]
+
+
+async def test_a_shutdown_pauses_the_run_and_the_next_start_resumes_it(rig_factory: Any) -> None:
+    """Stopping the daemon mid-run neither waits for the swarm nor ends it: running sub-agents
+    stop without a final status, queued ones stay queued, the coordinator is told the run is
+    paused, and the next start finishes it without redoing finished work."""
+    rig = await rig_factory(concurrency=1)
+    goals = [f"behave=ok steps=3 delay=0.2 id=p{i}" for i in range(3)]
+    call = Reply(tool_calls=[("delegate", json.dumps({"tasks": [task(g) for g in goals]}))])
+    rig.script.coordinator.extend([call, Reply(content="The run is paused for the restart.")])
+    asking = asyncio.create_task(rig.ask())
+
+    async def part_way() -> bool:
+        rows = await rig.swarm.repo.tasks(1)
+        return [t.status for t in rows] == ["done", "running", "queued"] and rows[1].steps >= 2
+
+    await eventually(part_way, 20, "the first sub-agent done, the second part way")
+    assert rig.swarm.suspend("nightshift is stopping") == 1
+    result = await asyncio.wait_for(asking, 10)
+    assert result.status == "ok" and "paused" in result.text
+    said = rig.tool_answer()["error"]
+    assert "swarm run 1 is paused with 1 of 3 sub-agents finished" in said
+    assert "resumes when nightshift starts again" in said
+    assert [t.status for t in await rig.swarm.repo.tasks(1)] == ["done", "running", "queued"]
+    assert (await rig.swarm.repo.get_run(1)).status == "running"
+    await rig.swarm.close()
+    split = len(rig.fake.requests)
+
+    again = rig.restarted()
+    [report] = await again.resume()
+    assert report["summary"] == {"done": 3}
+    assert [t.status for t in await again.repo.tasks(1)] == ["done"] * 3
+    goals_sent = [
+        str(r["messages"][1]["content"]) for r in rig.fake.requests[split:] if _is_child(r)
+    ]
+    assert goals[0] not in goals_sent  # finished: not redone
+    assert again.replayed >= 2  # the interrupted one went on from its recorded replies
+    await again.close()
