@@ -46,11 +46,11 @@ FINAL = frozenset({"done", "failed", "stalled", "cancelled", "unknown"})
 TASK_COLUMNS = (
     "id, run_id, parent_task_id, depth, goal, role, tools, max_tokens, max_steps, deadline_at,"
     " result_shape, status, reason, attempt, epoch, result, tokens, steps, created_at,"
-    " started_at, progress_at, finished_at"
+    " started_at, progress_at, finished_at, expected_seconds"
 )
 RUN_COLUMNS = (
     "id, agent_run_id, actor, goal, status, reason, max_tokens, max_steps, max_spawns, tokens,"
-    " steps, spawns, started_at, finished_at, unattended, origin"
+    " steps, spawns, started_at, finished_at, unattended, origin, progress_message"
 )
 STEP_COLUMNS = (
     "id, task_id, epoch, step_index, kind, name, state, input, output, error, tokens,"
@@ -69,6 +69,7 @@ class TaskSpec:
     max_steps: int
     result_shape: dict[str, Any] | None = None
     deadline_at: datetime | None = None
+    expected_seconds: float | None = None  # the delegating agent's estimate (longest first)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -91,6 +92,7 @@ class SwarmRun:
     finished_at: datetime | None
     unattended: bool = True
     origin: str | None = None
+    progress_message: str | None = None  # its progress message's platform id, once posted
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -119,6 +121,7 @@ class SwarmTask:
     started_at: datetime | None
     progress_at: datetime | None
     finished_at: datetime | None
+    expected_seconds: float | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -160,6 +163,7 @@ def run_from_row(row: aiosqlite.Row) -> SwarmRun:
         finished_at=from_db_time_opt(row["finished_at"]),
         unattended=bool(row["unattended"]),
         origin=row["origin"],
+        progress_message=row["progress_message"],
     )
 
 
@@ -187,6 +191,7 @@ def task_from_row(row: aiosqlite.Row) -> SwarmTask:
         started_at=from_db_time_opt(row["started_at"]),
         progress_at=from_db_time_opt(row["progress_at"]),
         finished_at=from_db_time_opt(row["finished_at"]),
+        expected_seconds=row["expected_seconds"],
     )
 
 
@@ -251,6 +256,12 @@ class SwarmRepo:
         if cur.rowcount == 0:
             raise RecordNotFound("swarm run", run_id)
 
+    async def set_progress_message(self, run_id: int, platform_id: str) -> None:
+        """Remember the run's progress message (a resumed run edits the same one)."""
+        await self._store.execute_write(
+            "UPDATE swarm_runs SET progress_message = ? WHERE id = ?", (platform_id, run_id)
+        )
+
     async def reopen_run(self, run_id: int) -> None:
         """A finished run gets more work (its coordinator delegates again): running again."""
         await self._store.execute_write(
@@ -279,8 +290,8 @@ class SwarmRepo:
             for spec in specs:
                 cur = await db.execute(
                     "INSERT INTO swarm_tasks (run_id, parent_task_id, depth, goal, role, tools,"
-                    " max_tokens, max_steps, deadline_at, result_shape, created_at)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    " max_tokens, max_steps, deadline_at, result_shape, created_at,"
+                    " expected_seconds) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (
                         run_id,
                         parent_task_id,
@@ -293,6 +304,7 @@ class SwarmRepo:
                         None if spec.deadline_at is None else to_db_time(spec.deadline_at),
                         dump_json(spec.result_shape),
                         now,
+                        spec.expected_seconds,
                     ),
                 )
                 assert cur.lastrowid is not None

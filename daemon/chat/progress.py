@@ -11,8 +11,9 @@ someone waits on without a chat (the console chat over the local API) gets each 
 interim ``progress`` event on that turn's stream instead. Runs without either (tasks,
 incidents) log their progress.
 
-A run resumed after a restart gets a fresh message in the chat it came from (the old message's
-id is not stored), marked "resumed after a restart"; its time counts from the resume.
+The message's id is stored with the run: a run resumed after a restart edits that same message
+(marked "resumed after a restart"; its time counts from the resume), or posts a fresh one when
+the old one cannot be edited any more.
 
 The message is sent and edited directly, not through the outbox: it is a view of live state,
 worth nothing once stale, so a channel outage skips it rather than queueing it.
@@ -58,6 +59,7 @@ class _Run:
     room: str = ""
     thread: str | None = None
     platform_id: str | None = None
+    inherited: bool = False  # platform_id is the message of the run before a restart
     sink: Callable[[dict[str, Any]], Awaitable[None]] | None = None  # the turn's event stream
     failures: int = 0
     warned: bool = False
@@ -122,6 +124,10 @@ class SwarmProgress:
         """Show the run's state now, then at most once every ``every`` seconds until it ends."""
         loop = asyncio.get_running_loop()
         last_log = float("-inf")
+        if run.budget.resumed and run.channel is not None and run.platform_id is None:
+            with contextlib.suppress(Exception):  # none kept: a fresh message
+                run.platform_id = (await self._repo.get_run(run.budget.run_id)).progress_message
+                run.inherited = run.platform_id is not None
         while True:
             final = run.ended.is_set()
             try:
@@ -171,10 +177,15 @@ class SwarmProgress:
             if run.platform_id is None:
                 first = OutgoingMessage(outbox_id=0, target=run.room, text=text, thread=run.thread)
                 run.platform_id = await channel.send(first)
+                await self._keep(run)
             else:
                 await channel.edit(run.room, run.platform_id, text)
                 self.edits += 1
         except Exception as exc:  # noqa: BLE001 - progress is a courtesy: the run goes on
+            if run.inherited:  # the message from before the restart is gone: post a new one
+                run.inherited, run.platform_id = False, None
+                await self._show(run, text)
+                return
             run.failures += 1
             if not run.warned:
                 run.warned = True
@@ -188,6 +199,14 @@ class SwarmProgress:
             return
         run.failures = 0
         run.shown = text
+
+    async def _keep(self, run: _Run) -> None:
+        """Store the message's id with the run, for a resume after a restart."""
+        assert run.platform_id is not None
+        try:
+            await self._repo.set_progress_message(run.budget.run_id, run.platform_id)
+        except Exception as exc:  # noqa: BLE001 - a resumed run would post a new message
+            log.info("swarm #%d: progress message id not kept (%s)", run.budget.run_id, exc)
 
     async def _tell(self, run: _Run, text: str) -> None:
         """One interim line on the waiting turn's stream; a failure ends them for the run."""

@@ -385,6 +385,7 @@ class Swarm:
             max_steps=min(task.max_steps or swarm.child_max_steps, swarm.child_max_steps),
             result_shape=task.result_shape,
             deadline_at=self._clock.now() + timedelta(seconds=seconds),
+            expected_seconds=task.expected_seconds,
         )
 
     def _allowance(self, subtask: Subtask, old: SwarmTask) -> timedelta:
@@ -683,12 +684,12 @@ class Swarm:
         try:
             # deepest first: a parent's interrupted delegate call is settled by its children
             for depth in sorted({t.depth for t in unfinished}, reverse=True):
-                level = [t for t in unfinished if t.depth == depth]
-                drivers = [
-                    self._start(t.id, parent, budget, resume=True,
-                                key=AGAIN if t.status == "running" else NEW)
-                    for t in level
-                ]  # fmt: skip
+                keyed = sorted(
+                    (AGAIN if t.status == "running" else _new_key(t), t.id)
+                    for t in unfinished
+                    if t.depth == depth
+                )  # created in key order: the first ones take free slots before the rest queue
+                drivers = [self._start(i, parent, budget, resume=True, key=k) for k, i in keyed]
                 try:
                     await asyncio.gather(*drivers)
                 except asyncio.CancelledError:
@@ -739,8 +740,9 @@ class Swarm:
         await self.steps.durable()
 
 
-def _new_key(task: Subtask) -> Key:
-    """A new subtask's place in the queue for a slot: longest expected first."""
+def _new_key(task: Subtask | SwarmTask) -> Key:
+    """A new (or still queued) subtask's place in the queue for a slot: longest expected
+    first."""
     return (NEW[0], -(task.expected_seconds or 0.0))
 
 

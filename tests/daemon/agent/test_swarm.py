@@ -24,7 +24,7 @@ from daemon.core.redact import use_secrets
 from memory.audit import AuditRepo
 from memory.conversations import ConversationRepo
 from memory.store import SqliteStore
-from memory.swarm import SwarmTask
+from memory.swarm import SwarmTask, TaskSpec
 from tests.fakes.chat_completions import SUBAGENT_MARK, FakeChatServer, Reply, SwarmScript
 from tests.support import eventually
 
@@ -560,3 +560,24 @@ async def test_a_shutdown_pauses_the_run_and_the_next_start_resumes_it(rig_facto
     assert goals[0] not in goals_sent  # finished: not redone
     assert again.replayed >= 2  # the interrupted one went on from its recorded replies
     await again.close()
+
+
+async def test_queued_subtasks_taken_up_after_a_restart_start_longest_expected_first(
+    rig_factory: Any,
+) -> None:
+    rig = await rig_factory(concurrency=1)
+    repo = rig.swarm.repo
+    run_id = await repo.start_run(
+        actor="test:ann", goal="check", agent_run_id=None, max_tokens=1_000_000, max_steps=100,
+        max_spawns=10, unattended=True, origin=None,
+    )  # fmt: skip
+    expected = {"a": None, "b": 5.0, "c": 50.0}
+    specs = [
+        TaskSpec(goal=f"behave=ok id={name}", role="worker", tools=("echo",), max_tokens=10_000,
+                 max_steps=5, result_shape=SHAPE, expected_seconds=seconds)
+        for name, seconds in expected.items()
+    ]  # fmt: skip
+    await repo.add_tasks(run_id, None, 1, specs)
+    [report] = await rig.swarm.resume()
+    assert report["summary"] == {"done": 3}
+    assert _starts(rig) == [f"behave=ok id={x}" for x in "cba"]

@@ -21,7 +21,7 @@ from daemon.agent.tools.base import Tier, ToolContext, ToolRegistry, tool
 from daemon.chat.progress import SwarmProgress, render
 from daemon.config import load_settings
 from daemon.core.clock import SystemClock
-from daemon.core.errors import DeliveryError
+from daemon.core.errors import DeliveryError, PermanentDeliveryError
 from integrations.base import OutgoingMessage
 from integrations.console import ConsoleChannel
 from memory.conversations import ConversationRepo
@@ -49,6 +49,8 @@ class RecordingConsole(ConsoleChannel):
         super().__init__()
         self.sent: list[str] = []
         self.edited: list[str] = []
+        self.edited_ids: set[str] = set()
+        self.gone: set[str] = set()  # messages deleted on the platform: their edits are refused
         self.fail_edits = fail_edits
         self.tried = 0
 
@@ -60,7 +62,10 @@ class RecordingConsole(ConsoleChannel):
         self.tried += 1
         if self.fail_edits:
             raise DeliveryError("502 bad gateway")
+        if platform_id in self.gone:
+            raise PermanentDeliveryError("message_not_found")
         self.edited.append(text)
+        self.edited_ids.add(platform_id)
         await super().edit(target, platform_id, text)
 
 
@@ -156,6 +161,8 @@ async def test_edits_coalesce_under_the_throttle_and_the_last_shows_the_final_co
     assert len(set(channel.edited)) == len(channel.edited)  # never the same text twice
     assert "finished in" in channel.edited[-1]
     assert "20 sub-agents — 20 done; 60 steps" in channel.edited[-1]
+    run = await rig.swarm.repo.get_run(1)  # its message is kept for a resume after a restart
+    assert run.progress_message is not None and run.progress_message.startswith("console-")
 
 
 async def test_failing_edits_are_logged_once_and_the_run_goes_on(
@@ -219,12 +226,9 @@ async def test_a_channel_that_cannot_edit_gets_no_progress_message(
     assert channel.sent == [] and channel.tried == 0
 
 
-async def test_a_run_resumed_after_a_restart_gets_a_fresh_message_and_its_final_summary(
-    rig_factory: Callable[[RecordingConsole], Coroutine[Any, Any, Rig]],
-) -> None:
-    channel = RecordingConsole()
-    rig = await rig_factory(channel)
-    # what a process killed right after queuing leaves: a running run with queued sub-agents
+async def _left_running(rig: Rig) -> int:
+    """What a process killed right after queuing leaves: a running run with 3 queued
+    sub-agents; its id."""
     repo = rig.swarm.repo
     run_id = await repo.start_run(
         actor="console:ann", goal="check the fleet", agent_run_id=None, max_tokens=1_000_000,
@@ -236,6 +240,43 @@ async def test_a_run_resumed_after_a_restart_gets_a_fresh_message_and_its_final_
         for i in range(3)
     ]  # fmt: skip
     assert len(await repo.add_tasks(run_id, None, 1, specs)) == 3
+    return run_id
+
+
+@pytest.mark.parametrize("deleted", [False, True], ids=["kept", "deleted-meanwhile"])
+async def test_a_resumed_run_edits_the_progress_message_it_had_before_the_restart(
+    rig_factory: Callable[[RecordingConsole], Coroutine[Any, Any, Rig]], deleted: bool
+) -> None:
+    """One run, one message: after a restart the run goes on editing the message it posted
+    (its id was kept with the run), or posts a new one if that message is gone."""
+    channel = RecordingConsole()
+    rig = await rig_factory(channel)
+    run_id = await _left_running(rig)
+    before = OutgoingMessage(outbox_id=0, target="ops", text=f"swarm #{run_id}: 3 sub-agents")
+    old_id = await channel.send(before)  # what the dead process had posted...
+    await rig.swarm.repo.set_progress_message(run_id, old_id)  # ...and kept
+    if deleted:
+        channel.gone.add(old_id)
+
+    [report] = await rig.swarm.resume()
+    await rig.progress._tasks.wait_idle()
+
+    assert report["summary"] == {"done": 3}
+    final = channel.edited[-1]
+    assert final.startswith(f"swarm #{run_id} (resumed after a restart) finished in ")
+    if deleted:
+        assert len(channel.sent) == 2 and old_id not in channel.edited_ids
+        assert (await rig.swarm.repo.get_run(run_id)).progress_message not in (None, old_id)
+    else:
+        assert len(channel.sent) == 1 and channel.edited_ids == {old_id}  # no second message
+
+
+async def test_a_run_resumed_after_a_restart_gets_a_fresh_message_and_its_final_summary(
+    rig_factory: Callable[[RecordingConsole], Coroutine[Any, Any, Rig]],
+) -> None:
+    channel = RecordingConsole()
+    rig = await rig_factory(channel)
+    run_id = await _left_running(rig)  # killed before its progress message was posted
 
     [report] = await rig.swarm.resume()
     await rig.progress._tasks.wait_idle()  # the final edit has landed
@@ -289,4 +330,15 @@ def test_a_resumed_run_says_so_live_and_in_its_summary() -> None:
     assert final == (
         "swarm #12 (resumed after a restart) finished in 1m 15s: 1 sub-agent — 1 done; "
         "4 steps, 1k tokens"
+    )
+
+
+def test_a_run_paused_for_a_shutdown_says_it_goes_on_at_the_next_start() -> None:
+    tasks = [_task(1, "done"), _task(2, "running"), _task(3, "queued")]
+    final = render(12, tasks, steps=5, tokens=2_000, seconds=8, final=True,
+                   paused="nightshift is stopping")  # fmt: skip
+    assert final == (
+        "swarm #12 paused after 8 s: 3 sub-agents — 1 done, 1 running, 1 queued; "
+        "5 steps, 2k tokens\n"
+        "paused: nightshift is stopping; it resumes when nightshift starts again"
     )
