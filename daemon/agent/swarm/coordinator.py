@@ -1,15 +1,12 @@
 """The swarm: a ``delegate`` tool that fans subtasks out to sub-agents and reports truthfully.
 
 Sub-agents run as tasks of this process under one global concurrency limit
-(``agent.swarm.concurrency``), a spawn cap per run and a depth limit. Each attempt claims its
-task row and gets a fresh epoch; a watchdog cancels an attempt whose model request makes no
-progress (no streamed chunk, no reply) for ``stall_seconds``, or that runs past its deadline.
-The stall clock runs only while a model request is in flight: waits of our own (the store, the
-retry backoff) are not the model stalling, and tools have their own timeout (approvals their
-own TTL).
-A stalled attempt is cancelled and awaited, its epoch bumped (its late writes are refused), and
-the task reassigned while attempts remain. The coordinator gets each child's status, reason
-and result, and may retry or reassign with a changed brief (``retry_of``).
+(``agent.swarm.concurrency``, slots handed out by priority: see :mod:`.slots`), a spawn cap per
+run and a depth limit. Each attempt claims its task row and gets a fresh epoch; the
+:mod:`.watchdog` cancels an attempt that stalls or runs past its deadline. A stalled attempt
+is cancelled and awaited, its epoch bumped (its late writes are refused), and the task
+reassigned (keeping its slot) while attempts remain. The coordinator gets each child's status,
+reason and result, and may retry or reassign with a changed brief (``retry_of``).
 
 After a restart, :meth:`Swarm.resume` takes up every run left running: finished sub-agents are
 kept, interrupted ones resume from their recorded steps (see :mod:`.child`: replies replayed at
@@ -37,8 +34,10 @@ from pydantic import BaseModel, Field
 
 from daemon.agent.model import model_progress
 from daemon.agent.swarm.child import Attempt, Outcome, RunBudget, run_attempt
+from daemon.agent.swarm.report import summarise
 from daemon.agent.swarm.shape import ShapeError, check_schema
 from daemon.agent.swarm.slots import Key, PrioritySlots
+from daemon.agent.swarm.watchdog import Watchdog, Worker
 from daemon.agent.tools.base import Tier, Tool, ToolContext, Verdict, tool
 from daemon.core.errors import FencedError, ToolError
 from memory.swarm import FINAL, SwarmRepo, SwarmRun, SwarmStep, SwarmTask, TaskSpec
@@ -59,8 +58,6 @@ Notify = Callable[[SwarmRun, dict[str, Any]], Awaitable[None]]
 log = logging.getLogger(__name__)
 
 DELEGATE = "delegate"
-RESULT_CHARS = 8_000  # all results together, as the coordinator sees them
-REPORT_SLACK = 200  # room kept in the tool output for the list's own punctuation
 KEEP_RUNS = 64  # recent coordinator runs whose budgets are kept for retries
 OBSERVER_WAIT = 2.0  # seconds a delegate call waits at its end for observers' final word
 # Keys for a slot, lowest first: a parent back from waiting for its children, then an attempt
@@ -120,17 +117,6 @@ class _Frame:
 _frame: ContextVar[_Frame | None] = ContextVar("swarm_frame", default=None)
 
 
-@dataclass(slots=True)
-class _Worker:
-    task_id: int
-    job: asyncio.Task[Outcome]
-    last: float
-    deadline: float
-    in_model: bool = False  # a model request is in flight: the stall clock runs
-    ended: str | None = None  # "stalled" or "deadline" once the watchdog stopped it
-    why: str = ""
-
-
 class Swarm:
     """Runs sub-agents for the coordinator agent and for sub-agents allowed to delegate."""
 
@@ -154,10 +140,7 @@ class Swarm:
         self._limit = settings.agent.swarm.concurrency
         self._slots = PrioritySlots(self._limit)
         self._runs: OrderedDict[int, RunBudget] = OrderedDict()
-        self._workers: dict[int, _Worker] = {}
-        self._watchdog: asyncio.Task[None] | None = None
-        self.stalls = 0  # attempts the watchdog stopped for lack of progress
-        self.stall_latency: list[float] = []  # seconds from last progress to the cancel
+        self.watchdog = Watchdog(lambda: self.settings.agent.swarm.stall_seconds)
         self.observers: list[RunObserver] = []  # told as coordinator delegate calls start/end
         self.replayed = 0  # steps resumed attempts took from the record instead of redoing
         self.probes: list[str] = []  # how each unknown side effect was settled on resume
@@ -228,7 +211,7 @@ class Swarm:
                 f"{run.spawns}; {len(specs)} more would pass it (agent.swarm.max_spawns_per_run)"
             )
         for subtask, old in retries:  # only once nothing can refuse the call any more
-            await self._stop_worker(old.id, "reassigned by its parent")
+            await self.watchdog.stop(old.id, "reassigned by its parent")
             await self.repo.reassign(
                 old.id,
                 reason="reassigned by its parent",
@@ -302,7 +285,7 @@ class Swarm:
         after a crash (finished steps kept, recorded replies replayed); the delegate calls
         waiting on them return saying so. Returns how many attempts were running."""
         self.suspended = why
-        running = len(self._workers)
+        running = len(self.watchdog.workers)
         for driver in list(self._drivers):
             driver.cancel()
         if self._drivers:
@@ -483,13 +466,6 @@ class Swarm:
         left = swarm.child_deadline_seconds
         if task.deadline_at is not None:
             left = max((task.deadline_at - self._clock.now()).total_seconds(), 0.0)
-        worker: _Worker | None = None
-
-        def progress(event: str) -> None:
-            if worker is not None:
-                worker.last = loop.time()
-                worker.in_model = event != "end"
-
         ctx = ToolContext(
             actor=parent.actor,
             reason=f"sub-agent {task.id}: {task.goal}"[:500],
@@ -505,10 +481,15 @@ class Swarm:
             executor=self._executor, steps=self.steps, ctx=ctx, replay=list(replay),
         )  # fmt: skip
         frame = _Frame(budget, task.id, task.depth, frozenset(task.tools))
+        worker: Worker | None = None
+
+        def progress(event: str) -> None:
+            if worker is not None:
+                worker.progress(event)
+
         job = asyncio.create_task(self._run_in_frame(attempt, frame, progress))
-        worker = _Worker(task_id=task.id, job=job, last=now, deadline=now + left)
-        self._workers[task.id] = worker
-        self._ensure_watchdog()
+        worker = Worker(task_id=task.id, job=job, last=now, deadline=now + left)
+        self.watchdog.watch(worker)
         try:
             outcome = await asyncio.shield(job)
         except asyncio.CancelledError:
@@ -527,7 +508,7 @@ class Swarm:
             log.exception("sub-agent %d crashed", task.id)
             outcome = Outcome(status="failed", reason=f"crashed: {type(exc).__name__}: {exc}")
         finally:
-            self._workers.pop(task.id, None)
+            self.watchdog.forget(task.id)
             self.replayed += attempt.replayed
             self.probes.extend(attempt.probes)
         if outcome.status == "deadline":
@@ -549,16 +530,6 @@ class Swarm:
         except FencedError:
             log.warning("sub-agent %d: stale attempt (epoch %d) not recorded", task_id, epoch)
 
-    async def _stop_worker(self, task_id: int, why: str) -> None:
-        """Cancel a task's running attempt and wait until it has stopped."""
-        worker = self._workers.get(task_id)
-        if worker is None:
-            return
-        worker.ended, worker.why = "cancelled", why
-        worker.job.cancel()
-        with contextlib.suppress(BaseException):
-            await worker.job
-
     @contextlib.asynccontextmanager
     async def _slot_released(self, frame: _Frame) -> AsyncIterator[None]:
         """A sub-agent waiting for its own children gives up its slot meanwhile (else parents
@@ -571,36 +542,6 @@ class Swarm:
             yield
         finally:
             await self._slots.acquire(PARENT)  # it was running: before anyone new
-
-    # -- the watchdog ----------------------------------------------------------------------
-
-    def _ensure_watchdog(self) -> None:
-        if self._watchdog is None or self._watchdog.done():
-            self._watchdog = asyncio.create_task(self._watch())
-
-    async def _watch(self) -> None:
-        swarm = self.settings.agent.swarm
-        limit = swarm.stall_seconds
-        tick = min(max(limit / 4, 0.01), 1.0)
-        loop = asyncio.get_running_loop()
-        while self._workers:
-            await asyncio.sleep(tick)
-            now = loop.time()
-            for worker in list(self._workers.values()):
-                if worker.ended is not None or worker.job.done():
-                    continue
-                if now >= worker.deadline:
-                    worker.ended = "deadline"
-                    worker.why = "deadline passed before a result"
-                elif worker.in_model and now - worker.last > limit:
-                    worker.ended = "stalled"
-                    worker.why = f"stalled: no progress for {now - worker.last:.1f} s"
-                    self.stalls += 1
-                    self.stall_latency.append(now - worker.last)
-                else:
-                    continue
-                log.warning("sub-agent %d %s; cancelling it", worker.task_id, worker.why)
-                worker.job.cancel()
 
     # -- the report ------------------------------------------------------------------------
 
@@ -621,36 +562,8 @@ class Swarm:
         return await self._summary(budget, ids)
 
     async def _summary(self, budget: RunBudget, ids: list[int]) -> dict[str, Any]:
-        """Counts, then each subtask (those not done first) while they fit the tool output:
-        results, not transcripts, and never more than the delegating agent can read."""
         rows = {task.id: task for task in await self.repo.tasks(budget.run_id)}
-        tasks = [rows[i] for i in ids]
-        counts: dict[str, int] = {}
-        for task in tasks:
-            counts[task.status] = counts.get(task.status, 0) + 1
-        report: dict[str, Any] = {
-            "run": budget.run_id,
-            "summary": counts,
-            "stopped": budget.stopped,
-            "tokens_used": budget.tokens,
-            "tokens_left": max(budget.max_tokens - budget.tokens, 0),
-        }
-        room = self.settings.agent.tool_output_chars - len(json.dumps(report)) - REPORT_SLACK
-        each = max(RESULT_CHARS // max(len(tasks), 1), 120)
-        shown: list[dict[str, Any]] = []
-        for task in sorted(tasks, key=lambda t: t.status == "done"):  # stable: not done first
-            entry = _brief(task, each)
-            room -= len(json.dumps(entry, ensure_ascii=False)) + 2
-            if room < 0:
-                break
-            shown.append(entry)
-        report["subtasks"] = shown
-        if len(shown) < len(tasks):
-            hidden: dict[str, int] = {}
-            for task in sorted(tasks, key=lambda t: t.status == "done")[len(shown) :]:
-                hidden[task.status] = hidden.get(task.status, 0) + 1
-            report["not_shown"] = hidden
-        return report
+        return summarise(budget, [rows[i] for i in ids], self.settings.agent.tool_output_chars)
 
     # -- resuming after a restart ----------------------------------------------------------
 
@@ -723,7 +636,7 @@ class Swarm:
 
     def live(self) -> int:
         """Attempts running now."""
-        return len(self._workers)
+        return len(self.watchdog.workers)
 
     async def close(self) -> None:
         """Pause what still runs (see :meth:`suspend`) and stop the watchdog."""
@@ -731,12 +644,7 @@ class Swarm:
             self.suspend()
         if self._drivers:
             await asyncio.wait(set(self._drivers), timeout=OBSERVER_WAIT)
-        for worker in list(self._workers.values()):
-            worker.job.cancel()
-        if self._watchdog is not None:
-            self._watchdog.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._watchdog
+        await self.watchdog.close()
         await self.steps.durable()
 
 
@@ -758,16 +666,3 @@ def _allowance(task: SwarmTask) -> timedelta:
     if task.deadline_at is None:
         return timedelta(seconds=600)
     return max(task.deadline_at - task.created_at, timedelta(seconds=1))
-
-
-def _brief(task: SwarmTask, chars: int) -> dict[str, Any]:
-    entry: dict[str, Any] = {"id": task.id, "status": task.status, "attempts": task.attempt}
-    if task.reason:
-        entry["reason"] = task.reason
-    if task.status == "done":
-        text = json.dumps(task.result, ensure_ascii=False)
-        entry["result"] = task.result if len(text) <= chars else text[:chars] + "…(truncated)"
-    entry["tokens"] = task.tokens
-    if task.status not in FINAL:
-        entry["status"] = "unknown"
-    return entry

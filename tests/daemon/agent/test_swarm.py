@@ -257,8 +257,8 @@ async def test_a_stalled_stream_is_caught_cancelled_fenced_and_reassigned(
     assert answer["summary"] == {"done": 2}
     stalled, ok = await rig.tasks(answer)
     assert (stalled.status, stalled.attempt, stalled.epoch, ok.attempt) == ("done", 2, 3, 1)
-    assert rig.swarm.stalls == 1
-    assert 0.3 <= rig.swarm.stall_latency[0] < 1.3  # caught within T + 1 s
+    assert rig.swarm.watchdog.stalls == 1
+    assert 0.3 <= rig.swarm.watchdog.stall_latency[0] < 1.3  # caught within T + 1 s
     assert rig.script.starts["behave=stall steps=1 id=s"] == 2
 
 
