@@ -93,7 +93,8 @@ class Subtask(BaseModel):
     deadline_seconds: float | None = Field(default=None, gt=0, description="Time it may take.")
     retry_of: int | None = Field(
         default=None,
-        description="Id of an earlier subtask of this run to run again (with this goal).",
+        description="Id of an earlier subtask of yours (this turn's, or an earlier one's) to "
+        "run again with this goal; tools, result_shape and budgets you leave out are kept.",
     )
     expected_seconds: float | None = Field(
         default=None,
@@ -201,8 +202,15 @@ class Swarm:
                 f"sub-agents at depth {frame.depth} may not delegate "
                 f"(agent.swarm.max_depth = {swarm.max_depth})"
             )
-        specs = [self._spec(t, frame) for t in tasks if t.retry_of is None]
-        retries = [(t, await self._retried(t, frame)) for t in tasks if t.retry_of is not None]
+        fresh: list[Subtask] = []  # new tasks of this run (a retry of an earlier run's too)
+        retries: list[tuple[Subtask, SwarmTask]] = []  # reassigned in this run
+        for t in tasks:
+            old = None if t.retry_of is None else await self._retried(t, frame, ctx)
+            if old is not None and old.run_id == frame.budget.run_id:
+                retries.append((t, old))
+            else:
+                fresh.append(t if old is None else _carried(t, old))
+        specs = [self._spec(t, frame) for t in fresh]
         ids = await self.repo.add_tasks(frame.budget.run_id, frame.task_id, depth, specs)
         if specs and not ids:
             run = await self.repo.get_run(frame.budget.run_id)
@@ -219,9 +227,7 @@ class Swarm:
                 deadline_at=self._clock.now() + self._allowance(subtask, old),
             )
         all_ids = [old.id for _, old in retries] + ids
-        keys = [_new_key(t) for t, _ in retries] + [
-            _new_key(t) for t in tasks if t.retry_of is None
-        ]
+        keys = [_new_key(t) for t, _ in retries] + [_new_key(t) for t in fresh]
         # Created in key order: the first ones take free slots before the rest queue by key.
         order = sorted(range(len(all_ids)), key=keys.__getitem__)
         drivers = [self._start(all_ids[i], ctx, frame.budget, key=keys[i]) for i in order]
@@ -378,15 +384,26 @@ class Swarm:
         ceiling = self.settings.agent.swarm.child_deadline_seconds
         return timedelta(seconds=min(subtask.deadline_seconds, ceiling))
 
-    async def _retried(self, task: Subtask, frame: _Frame) -> SwarmTask:
-        """The earlier subtask ``task`` retries, if the delegating agent may retry it."""
+    async def _retried(self, task: Subtask, frame: _Frame, ctx: ToolContext) -> SwarmTask:
+        """The earlier subtask ``task`` retries, if the delegating agent may retry it: one of
+        its own in this run, or (the coordinator, on a later turn or after a restart) a
+        top-level subtask of an earlier run started by the same person."""
         assert task.retry_of is not None
         try:
             old = await self.repo.get_task(task.retry_of)
         except LookupError:
             raise ToolError(f"no subtask {task.retry_of} to retry") from None
-        if old.run_id != frame.budget.run_id or old.parent_task_id != frame.task_id:
-            raise ToolError(f"subtask {task.retry_of} is not one of yours")
+        if old.run_id == frame.budget.run_id:
+            mine = old.parent_task_id == frame.task_id
+        else:
+            earlier = await self.repo.get_run(old.run_id)
+            mine = frame.task_id is None and old.parent_task_id is None
+            mine = mine and earlier.actor == ctx.actor and earlier.status != "running"
+        if not mine:
+            raise ToolError(
+                f"subtask {task.retry_of} is not one of yours to retry; give it as a new subtask "
+                "(without retry_of)"
+            )
         if old.status not in FINAL:
             raise ToolError(f"subtask {task.retry_of} is still {old.status}")
         return old
@@ -652,6 +669,22 @@ def _new_key(task: Subtask | SwarmTask) -> Key:
     """A new (or still queued) subtask's place in the queue for a slot: longest expected
     first."""
     return (NEW[0], -(task.expected_seconds or 0.0))
+
+
+def _carried(task: Subtask, old: SwarmTask) -> Subtask:
+    """A retry of an earlier run's subtask, as a new one: what it leaves out is carried over
+    (its tools are checked against the delegating agent's again)."""
+    return task.model_copy(
+        update={
+            "role": task.role if "role" in task.model_fields_set else old.role,
+            "tools": task.tools or list(old.tools),
+            "result_shape": task.result_shape or old.result_shape,
+            "max_steps": task.max_steps or old.max_steps,
+            "max_tokens": task.max_tokens or old.max_tokens,
+            "expected_seconds": task.expected_seconds or old.expected_seconds,
+            "retry_of": None,
+        }
+    )
 
 
 def _ready(epoch: int) -> asyncio.Future[int]:

@@ -581,3 +581,31 @@ async def test_queued_subtasks_taken_up_after_a_restart_start_longest_expected_f
     [report] = await rig.swarm.resume()
     assert report["summary"] == {"done": 3}
     assert _starts(rig) == [f"behave=ok id={x}" for x in "cba"]
+
+
+async def test_a_later_turn_retries_a_failed_subtask_of_an_earlier_run(rig_factory: Any) -> None:
+    """The person asks, a turn later (or after a restart), to retry what failed: the retry runs
+    in the new run with the earlier subtask's tools and result shape; nobody else may retry it."""
+    rig = await rig_factory()
+    first = await rig.delegate(task("behave=fail id=r"))
+    [failed] = first["subtasks"]
+    assert failed["status"] == "failed"
+    # only the goal is given again: tools and result shape come from the earlier subtask
+    again = await rig.delegate({"goal": "behave=ok id=r2", "retry_of": failed["id"]})
+    [entry] = again["subtasks"]
+    assert again["run"] != first["run"]
+    assert (entry["status"], entry["result"]["id"]) == ("done", "r2")
+    [row] = await rig.swarm.repo.tasks(again["run"])
+    assert (row.tools, row.result_shape) == (("echo",), SHAPE)
+
+    rig.script.coordinator.extend(
+        [Reply(tool_calls=[("delegate", json.dumps({"tasks": [
+            {"goal": "behave=ok id=r3", "retry_of": failed["id"]}]}))]),
+         Reply(content="no")],
+    )  # fmt: skip
+    conversation = await rig.conversations.get_or_create("test", "c2")
+    stranger = AgentRequest(conversation_id=conversation.id, text="retry theirs",
+                            actor="test:bob", unattended=True)  # fmt: skip
+    await rig.loop.run(stranger)
+    refused = rig.tool_answer()["error"]
+    assert f"subtask {failed['id']} is not one of yours to retry" in refused
