@@ -43,6 +43,14 @@ class RunView(SwarmRun):
 
     by_status: dict[str, int] = field(default_factory=dict)
     cost_usd: float | None = None  # the sub-agents' model calls; None when unpriced
+    coordinator_cost_usd: float | None = None  # the coordinator's own calls in its turn
+
+    @property
+    def total_cost_usd(self) -> float | None:
+        """Sub-agents and coordinator together (None when neither was priced)."""
+        if self.cost_usd is None and self.coordinator_cost_usd is None:
+            return None
+        return (self.cost_usd or 0.0) + (self.coordinator_cost_usd or 0.0)
 
     @property
     def sub_agents(self) -> int:
@@ -68,14 +76,16 @@ async def has_swarm_schema(db: aiosqlite.Connection) -> bool:
     return bool(list(rows))
 
 
-def _run(row: aiosqlite.Row, by_status: dict[str, int], cost: float | None) -> RunView:
+def _run(
+    row: aiosqlite.Row, by_status: dict[str, int], cost: float | None, coordinator: float | None
+) -> RunView:
     run = run_from_row(row)
     base = {f.name: getattr(run, f.name) for f in fields(SwarmRun)}
-    return RunView(**base, by_status=by_status, cost_usd=cost)
+    return RunView(**base, by_status=by_status, cost_usd=cost, coordinator_cost_usd=coordinator)
 
 
 async def _decorate(db: aiosqlite.Connection, rows: list[aiosqlite.Row]) -> list[RunView]:
-    """Sub-agent counts by status and priced cost for these runs, in two grouped queries."""
+    """Sub-agent counts by status and priced costs for these runs, in two grouped queries."""
     if not rows:
         return []
     ids = [row["id"] for row in rows]
@@ -88,19 +98,28 @@ async def _decorate(db: aiosqlite.Connection, rows: list[aiosqlite.Row]) -> list
     ):
         counts[run_id][status] = n
     costs: dict[int, float] = {}
+    coordinators: dict[int, float] = {}
     # the sub-agents' calls are recorded under the coordinator's agent run: those made while
-    # this swarm run was open are its own (an agent run may hold more than one swarm run)
-    for run_id, cost in await db.execute_fetchall(
+    # this swarm run was open are its own (an agent run may hold more than one swarm run); the
+    # coordinator's own calls are its whole turn's
+    for run_id, cost, coordinator in await db.execute_fetchall(
         "SELECT r.id, (SELECT SUM(u.cost_usd) FROM llm_usage u"
         " WHERE u.run_id = r.agent_run_id AND u.purpose = 'swarm'"
         " AND u.created_at >= r.started_at"
-        " AND (r.finished_at IS NULL OR u.created_at <= r.finished_at))"
+        " AND (r.finished_at IS NULL OR u.created_at <= r.finished_at)),"
+        " (SELECT SUM(u.cost_usd) FROM llm_usage u"
+        " WHERE u.run_id = r.agent_run_id AND u.purpose <> 'swarm')"
         f" FROM swarm_runs r WHERE r.id IN ({marks}) AND r.agent_run_id IS NOT NULL",
         ids,
     ):
         if cost:
             costs[run_id] = float(cost)
-    return [_run(row, counts[row["id"]], costs.get(row["id"])) for row in rows]
+        if coordinator:
+            coordinators[run_id] = float(coordinator)
+    return [
+        _run(row, counts[row["id"]], costs.get(row["id"]), coordinators.get(row["id"]))
+        for row in rows
+    ]
 
 
 async def list_runs(

@@ -155,7 +155,8 @@ def counts(by_status: dict[str, int]) -> str:
 
 
 def _cost(run: RunView) -> str:
-    return "-" if run.cost_usd is None else f"${run.cost_usd:.2f}"
+    total = run.total_cost_usd
+    return "-" if total is None else f"${total:.2f}"
 
 
 def _when(at: datetime) -> str:
@@ -244,7 +245,12 @@ def render_run(run: RunView, tasks: Sequence[SwarmTask], now: datetime) -> str:
         if run.finished_at
         else f"running for {_took(run.started_at, None, now)}"
     )
-    cost = "" if run.cost_usd is None else f"; sub-agents' model cost ${run.cost_usd:.2f}"
+    cost = ""
+    if run.total_cost_usd is not None:
+        cost = (
+            f"; model cost ${run.total_cost_usd:.2f} (sub-agents ${run.cost_usd or 0:.2f}, "
+            f"coordinator's turn ${run.coordinator_cost_usd or 0:.2f})"
+        )
     coordinator = "" if run.agent_run_id is None else f" (agent run #{run.agent_run_id})"
     out = [
         f"swarm run #{run.id}: {_cut(run.goal, width - 16)}",

@@ -38,6 +38,7 @@ async def test_runs_are_listed_newest_first_with_counts_and_the_swarm_cost(
     assert live.by_status == {"done": 1, "stalled": 1, "failed": 1, "running": 1, "queued": 1}
     assert live.sub_agents == 5 and live.spawns == 5
     assert live.cost_usd == 0.75  # the sub-agents' calls only, not the coordinator's chat
+    assert (live.coordinator_cost_usd, live.total_cost_usd) == (9.0, 9.75)  # ...which is here
     assert (live.steps, live.tokens) == (3, 1200)
     assert (old.status, old.by_status, old.cost_usd) == ("done", {"done": 1}, None)
     assert old.finished_at is not None and missing is None

@@ -40,7 +40,7 @@ async def test_the_listing_shows_live_and_recent_runs_and_all_with_all(
     assert head.split()[:3] == ["RUN", "STATUS", "STARTED"]
     assert live.startswith(f"#{ids.live_run} ") and "running" in live
     assert "1 done, 1 failed, 1 stalled, 1 running, 1 queued" in live
-    assert "$0.75" in live and "1,200" in live and "why is web1 slow?" in live
+    assert "$9.75" in live and "1,200" in live and "why is web1 slow?" in live
 
     code, out, _ = await run_cli("runs", "--all", *location)
     lines = out.splitlines()[1:]
@@ -58,7 +58,8 @@ async def test_show_prints_the_header_what_needs_attention_and_the_tree(
     assert code == 0, err
     assert out.startswith(f"swarm run #{ids.live_run}: why is web1 slow?")
     assert "3 of 500 steps, 1,200 of 100,000 tokens, 5 of 50 spawns" in out
-    assert "model cost $0.75" in out and "running for 5m" in out
+    assert "model cost $9.75 (sub-agents $0.75, coordinator's turn $9.00)" in out
+    assert "running for 5m" in out
     attention = out.split("needs attention (2):\n")[1].split("\n\n")[0].splitlines()
     assert [line.split()[:2] for line in attention] == [
         [f"#{ids.failed}", "failed"], [f"#{ids.child}", "stalled"]
