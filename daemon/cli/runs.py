@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
+import json
 import shutil
 import sqlite3
 import sys
@@ -50,7 +52,8 @@ def add_parser(
     commands: argparse._SubParsersAction[argparse.ArgumentParser],
     with_location: Callable[[argparse.ArgumentParser], argparse.ArgumentParser],
 ) -> None:
-    """``runs [list] [--all] [--limit N]`` and ``runs show ID [--steps TASK_ID]``."""
+    """``runs [list] [--all] [--limit N]`` and ``runs show ID [--steps TASK_ID]``, each with
+    ``--json``."""
     runs = with_location(
         commands.add_parser("runs", help="swarm runs: list them, or show one's sub-agent tree")
     )
@@ -62,6 +65,9 @@ def add_parser(
     runs.add_argument("--limit", type=int, default=30, help="at most this many runs (default 30)")
     runs.add_argument(
         "--steps", type=int, metavar="TASK_ID", help="with show: that sub-agent's steps"
+    )
+    runs.add_argument(
+        "--json", action="store_true", help="the same, as JSON (for scripts: jq and the like)"
     )
 
 
@@ -101,17 +107,47 @@ async def _read(path: Path, args: argparse.Namespace, now: datetime) -> str:
         if args.action == "list":
             since = None if args.all else now - timedelta(days=1)
             runs = await list_runs(db, since=since, limit=max(1, args.limit))
+            if args.json:
+                return _json({"runs": runs})
             return render_list(runs, now, everything=args.all)
         run = await get_run(db, args.id)
         if run is None:
             raise _Refused(f"no swarm run #{args.id} (see `nightshift runs --all`)")
         tasks = await run_tasks(db, run.id)
         if args.steps is None:
-            return render_run(run, tasks, now)
+            return (
+                _json({"run": run, "sub_agents": tasks})
+                if args.json
+                else render_run(run, tasks, now)
+            )
         if await task_run_id(db, args.steps) != run.id:
             raise _Refused(f"run #{run.id} has no sub-agent #{args.steps}")
         [task] = [t for t in tasks if t.id == args.steps]
-        return render_steps(task, await task_steps(db, task.id), now)
+        steps = await task_steps(db, task.id)
+        if args.json:
+            return _json({"sub_agent": task, "steps": steps})
+        return render_steps(task, steps, now)
+
+
+def _json(value: object) -> str:
+    """Runs, sub-agents and steps as JSON: their fields (a run's computed totals too), times
+    in ISO 8601."""
+    return json.dumps(_plain(value), ensure_ascii=False, indent=1)
+
+
+def _plain(value: object) -> object:
+    if isinstance(value, RunView):
+        fields = {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        return {**fields, "sub_agents": value.sub_agents, "total_cost_usd": value.total_cost_usd}
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return value
 
 
 def _width() -> int:

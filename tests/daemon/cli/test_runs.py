@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import AsyncIterator
 from datetime import timedelta
@@ -148,3 +149,32 @@ async def test_after_a_restart_an_unfinished_side_effect_shows_no_outcome(
     code, out, _ = await run_cli("runs", "show", str(ids.live_run), *location)
     assert "needs attention (4):" in out  # + the running and the queued one, now unknown
     assert "why: the daemon stopped while this sub-agent was running" in out
+
+
+async def test_json_gives_scripts_the_listing_the_tree_and_the_steps(
+    tmp_path: Path, built: tuple[SqliteStore, Built]
+) -> None:
+    _, ids = built
+    location = ("--state-dir", str(tmp_path))
+    code, out, err = await run_cli("runs", "--all", "--json", *location)
+    assert code == 0, err
+    runs = json.loads(out)["runs"]
+    assert [r["id"] for r in runs] == [ids.live_run, ids.old_run]
+    live = runs[0]
+    assert (live["status"], live["sub_agents"], live["total_cost_usd"]) == ("running", 5, 9.75)
+    assert live["by_status"]["failed"] == 1 and live["started_at"].endswith("+00:00")
+
+    code, out, err = await run_cli("runs", "show", str(ids.live_run), "--json", *location)
+    assert code == 0, err
+    shown = json.loads(out)
+    assert shown["run"]["goal"].startswith("why is web1 slow?")
+    by_id = {t["id"]: t for t in shown["sub_agents"]}
+    assert by_id[ids.failed]["status"] == "failed" and by_id[ids.child]["parent_task_id"]
+
+    code, out, err = await run_cli(
+        "runs", "show", str(ids.live_run), "--steps", str(ids.done), "--json", *location
+    )
+    assert code == 0, err
+    steps = json.loads(out)
+    assert steps["sub_agent"]["id"] == ids.done
+    assert steps["steps"] and all(s["task_id"] == ids.done for s in steps["steps"])
