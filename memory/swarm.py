@@ -262,6 +262,20 @@ class SwarmRepo:
             "UPDATE swarm_runs SET progress_message = ? WHERE id = ?", (platform_id, run_id)
         )
 
+    async def note_paused(self, why: str) -> int:
+        """Runs left running by a stopping daemon say why nothing moves until its next start
+        (:meth:`clear_reason` when one is resumed); how many."""
+        cur = await self._store.execute_write(
+            "UPDATE swarm_runs SET reason = ? WHERE status = 'running'", (redact(why),)
+        )
+        return cur.rowcount
+
+    async def clear_reason(self, run_id: int) -> None:
+        """A running run's note (paused) no longer holds."""
+        await self._store.execute_write(
+            "UPDATE swarm_runs SET reason = NULL WHERE id = ? AND status = 'running'", (run_id,)
+        )
+
     async def reopen_run(self, run_id: int) -> None:
         """A finished run gets more work (its coordinator delegates again): running again."""
         await self._store.execute_write(

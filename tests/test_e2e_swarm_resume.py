@@ -150,7 +150,9 @@ async def test_a_sigterm_pauses_a_swarm_run_and_the_next_start_finishes_it(
     assert [s for (s,) in query(db, "SELECT status FROM swarm_tasks ORDER BY id")] == [
         "done", "running", "queued"
     ]  # fmt: skip
-    assert query(db, "SELECT status FROM swarm_runs") == [("running",)]
+    [(status, reason)] = query(db, "SELECT status, reason FROM swarm_runs")
+    assert status == "running" and reason.startswith("paused: nightshift is stopping (")
+    assert reason.endswith("); resumes at the next start")  # what `runs show` says meanwhile
     split = len(fake_llm.requests)
 
     await daemon.start()
@@ -164,5 +166,7 @@ async def test_a_sigterm_pauses_a_swarm_run_and_the_next_start_finishes_it(
         after = child_calls(fake_llm, split)
         assert goals[0] not in after  # finished before the restart: kept
         assert after[goals[1]] <= 3  # went on from its recorded replies
+        [(reason,)] = query(db, "SELECT reason FROM swarm_runs")
+        assert "paused" not in reason
     finally:
         await daemon.stop()

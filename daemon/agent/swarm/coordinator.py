@@ -607,6 +607,7 @@ class Swarm:
             services=self._services,
         )  # fmt: skip
         tasks = await self.repo.tasks(run.id)
+        await self.repo.clear_reason(run.id)  # no longer paused
         unfinished = [t for t in tasks if t.status in ("queued", "running")]
         log.warning("resuming swarm run %d: %d of %d sub-agents unfinished", run.id,
                     len(unfinished), len(tasks))  # fmt: skip
@@ -663,6 +664,10 @@ class Swarm:
             await asyncio.wait(set(self._drivers), timeout=OBSERVER_WAIT)
         await self.watchdog.close()
         await self.steps.durable()
+        when = self._clock.now().strftime("%Y-%m-%d %H:%M:%S UTC")
+        why = f"paused: {self.suspended} ({when}); resumes at the next start"
+        with contextlib.suppress(Exception):  # the store may be gone already: only a note
+            await self.repo.note_paused(why)
 
 
 def _new_key(task: Subtask | SwarmTask) -> Key:
