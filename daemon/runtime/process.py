@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
-import json
 import logging
 import os
 import signal
@@ -35,7 +34,6 @@ from daemon.core.errors import (
     EXIT_CONFIG,
     AlreadyRunningError,
     ConfigError,
-    RecordNotFound,
     StoreError,
 )
 from daemon.incidents.commands import IncidentCommands
@@ -49,6 +47,7 @@ from daemon.runtime.channels import ChannelSet, build_channels
 from daemon.runtime.housekeeping import Housekeeping
 from daemon.runtime.sdnotify import SystemdNotifier
 from daemon.runtime.supervisor import Supervisor
+from daemon.runtime.swarm_owner import SwarmOwner
 from daemon.tasks import tools as task_tools
 from daemon.tasks.commands import TaskCommands
 from daemon.watchers import build_watchers
@@ -68,7 +67,7 @@ from memory.recall import RecallRepo
 from memory.retention import RetentionRepo
 from memory.runs import RunRepo
 from memory.store import SqliteStore
-from memory.swarm import SwarmRepo, SwarmRun
+from memory.swarm import SwarmRepo
 from memory.usage import UsageRepo
 
 if TYPE_CHECKING:
@@ -175,7 +174,8 @@ class Runtime:
             self.notifier.ready(self._status_line())
             log.info("nightshift %s ready (%s)", __version__, self._status_line())
             if self.swarm is not None:
-                self._resuming = asyncio.create_task(self.swarm.resume(self._tell_swarm_owner))
+                owner = SwarmOwner(self.runs, self.conversations, self.outbox, self.channel_set)
+                self._resuming = asyncio.create_task(self.swarm.resume(owner.tell))
             await self._stop_event.wait()
             await self._drain()
             return 0
@@ -532,54 +532,6 @@ class Runtime:
                 await self.llm.close()
         if getattr(self, "store", None) is not None:
             await self.store.close()
-
-    async def _tell_swarm_owner(self, run: SwarmRun, report: dict[str, Any]) -> None:
-        """A swarm run resumed after a restart has ended: its report goes into the
-        coordinator's conversation (its next turn there sees it) and to the chat it came from."""
-        counts = ", ".join(f"{n} {status}" for status, n in report.get("summary", {}).items())
-        text = (
-            f"The daemon restarted during swarm run {run.id} ({run.goal[:200]}). Its unfinished "
-            f"sub-agents were resumed; the run ended {run.status}: {counts or 'no subtasks'}."
-            f"{f' {run.reason}.' if run.reason else ''}\n"
-            + json.dumps(report.get("subtasks", []), ensure_ascii=False)[:3000]
-        )
-        if run.agent_run_id is not None:
-            with contextlib.suppress(RecordNotFound):
-                agent_run = await self.runs.get(run.agent_run_id)
-                if agent_run.conversation_id is not None:
-                    await self._answer_open_calls(agent_run.conversation_id, report)
-                    await self.conversations.append(agent_run.conversation_id, "assistant", text)
-        if run.origin and run.origin.count("|") == 2:
-            channel, room, thread = run.origin.split("|")
-            if channel in self.channel_set.channels:
-                await self.outbox.enqueue(
-                    channel, room, text, thread=thread or None, dedupe_key=f"swarm-resumed:{run.id}"
-                )
-
-    async def _answer_open_calls(self, conversation_id: int, report: dict[str, Any]) -> None:
-        """The coordinator's turn died with its tool calls unanswered: if they are the
-        conversation's last word, the delegate call gets the resumed run's report as its answer
-        (as the tool would have given it) and any other call an error, so the history stays
-        well-formed (the API refuses a tool call without its answer)."""
-        from daemon.agent.swarm import DELEGATE
-
-        history = await self.conversations.recent(conversation_id, 40)
-        answered = {m.tool_call_id for m in history if m.role == "tool"}
-        last = next((m for m in reversed(history) if m.role != "tool"), None)
-        if last is None or last.role != "assistant" or not last.tool_calls:
-            return
-        for call in last.tool_calls:
-            if call.get("id") in answered:
-                continue
-            name = str(call.get("function", {}).get("name", ""))
-            content = (
-                json.dumps(report, ensure_ascii=False)
-                if name == DELEGATE
-                else "ERROR: the daemon restarted before this call finished; it was not resumed"
-            )
-            await self.conversations.append(
-                conversation_id, "tool", content, tool_call_id=call.get("id"), name=name
-            )
 
     # -- reload --------------------------------------------------------------------------------
 
