@@ -39,21 +39,24 @@ def child_calls(fake: FakeChatServer, since: int) -> dict[str, int]:
     return calls
 
 
-async def test_nightshift_run_resumes_a_swarm_run_after_kill_9(
-    tmp_path: Path, fake_llm: FakeChatServer
-) -> None:
-    goals = [f"behave=ok steps=3 delay=0.3 tool=host_metrics id=h{i}" for i in range(3)]
-    tasks = [{"goal": g, "tools": ["host_metrics"], "result_shape": SHAPE} for g in goals]
-    script = SwarmScript([Reply(tool_calls=[("delegate", json.dumps({"tasks": tasks}))])])
+async def _stop_part_way(
+    tmp_path: Path,
+    fake_llm: FakeChatServer,
+    script: SwarmScript,
+    how: signal.Signals,
+    **sections: dict[str, object],
+) -> tuple[DaemonProcess, Path, int]:
+    """Start the daemon with ``script``, ask from chat, and stop it with ``how`` once the first
+    sub-agent is done and the second part way (two replies recorded); the daemon, its database
+    and its exit status."""
     fake_llm.responder = script
     config = write_config(tmp_path / "config.toml", fake_llm.base_url,
-                          **{"agent.swarm": {"concurrency": 1}})  # fmt: skip
+                          **{"agent.swarm": {"concurrency": 1}}, **sections)  # fmt: skip
     daemon = DaemonProcess(config, tmp_path / "state")
     db = daemon.state_dir / "nightshift.db"
     await daemon.start()
     chat = asyncio.create_task(daemon.cli("chat", "-m", "check the three hosts"))
     try:
-        # h0 done, h1 part way (two replies recorded), h2 still queued: kill -9
         await eventually(
             lambda: query(
                 db,
@@ -63,12 +66,22 @@ async def test_nightshift_run_resumes_a_swarm_run_after_kill_9(
             30,
             "a swarm part way",
         )
-        daemon.signal(signal.SIGKILL)
-        await daemon.wait()
+        daemon.signal(how)
+        code = await daemon.wait()
     finally:
         with contextlib.suppress(BaseException):
             await chat
         await daemon.stop()
+    return daemon, db, code
+
+
+async def test_nightshift_run_resumes_a_swarm_run_after_kill_9(
+    tmp_path: Path, fake_llm: FakeChatServer
+) -> None:
+    goals = [f"behave=ok steps=3 delay=0.3 tool=host_metrics id=h{i}" for i in range(3)]
+    tasks = [{"goal": g, "tools": ["host_metrics"], "result_shape": SHAPE} for g in goals]
+    script = SwarmScript([Reply(tool_calls=[("delegate", json.dumps({"tasks": tasks}))])])
+    daemon, db, _ = await _stop_part_way(tmp_path, fake_llm, script, signal.SIGKILL)
     assert [s for (s,) in query(db, "SELECT status FROM swarm_tasks ORDER BY id")] == [
         "done", "running", "queued"
     ]  # fmt: skip
@@ -123,30 +136,10 @@ async def test_a_sigterm_pauses_a_swarm_run_and_the_next_start_finishes_it(
         Reply(tool_calls=[("delegate", json.dumps({"tasks": tasks}))]),
         Reply(content="The swarm run is paused for the restart."),
     ])  # fmt: skip
-    fake_llm.responder = script
-    config = write_config(tmp_path / "config.toml", fake_llm.base_url,
-                          runtime={"drain_timeout_seconds": 2},
-                          **{"agent.swarm": {"concurrency": 1}})  # fmt: skip
-    daemon = DaemonProcess(config, tmp_path / "state")
-    db = daemon.state_dir / "nightshift.db"
-    await daemon.start()
-    chat = asyncio.create_task(daemon.cli("chat", "-m", "check the three hosts"))
-    try:
-        await eventually(
-            lambda: query(
-                db,
-                "SELECT 1 FROM swarm_tasks t WHERE t.status = 'running' AND t.id = 2 AND"
-                " (SELECT count(*) FROM swarm_steps s WHERE s.task_id = 2 AND kind = 'llm') >= 2",
-            ),
-            30,
-            "a swarm part way",
-        )
-        daemon.signal(signal.SIGTERM)
-        assert await daemon.wait() == 0
-    finally:
-        with contextlib.suppress(BaseException):
-            await chat
-        await daemon.stop()
+    daemon, db, code = await _stop_part_way(
+        tmp_path, fake_llm, script, signal.SIGTERM, runtime={"drain_timeout_seconds": 2}
+    )
+    assert code == 0
     assert [s for (s,) in query(db, "SELECT status FROM swarm_tasks ORDER BY id")] == [
         "done", "running", "queued"
     ]  # fmt: skip
