@@ -609,3 +609,41 @@ async def test_a_later_turn_retries_a_failed_subtask_of_an_earlier_run(rig_facto
     await rig.loop.run(stranger)
     refused = rig.tool_answer()["error"]
     assert f"subtask {failed['id']} is not one of yours to retry" in refused
+
+
+async def test_a_stop_while_a_run_is_being_resumed_pauses_it_again(rig_factory: Any) -> None:
+    """Restarted twice in a row: the second stop comes while the first restart is still
+    resuming the run. It is paused again (not ended cancelled or partial), and the third start
+    finishes it."""
+    rig = await rig_factory(concurrency=1)
+    repo = rig.swarm.repo
+    run_id = await repo.start_run(
+        actor="test:ann", goal="check", agent_run_id=None, max_tokens=1_000_000, max_steps=100,
+        max_spawns=10, unattended=True, origin=None,
+    )  # fmt: skip
+    specs = [
+        TaskSpec(goal=f"behave=ok steps=2 delay=0.2 id=q{i}", role="worker", tools=("echo",),
+                 max_tokens=10_000, max_steps=5, result_shape=SHAPE)
+        for i in range(3)
+    ]  # fmt: skip
+    await repo.add_tasks(run_id, None, 1, specs)
+
+    second = rig.restarted()
+    resuming = asyncio.create_task(second.resume())
+
+    async def part_way() -> bool:
+        return [t.status for t in await repo.tasks(run_id)][:2] == ["done", "running"]
+
+    await eventually(part_way, 20, "the resumed run part way")
+    second.suspend("nightshift is stopping")
+    assert await asyncio.wait_for(resuming, 10) == [
+        {"run": run_id, "paused": "nightshift is stopping"}
+    ]
+    await second.close()
+    assert [t.status for t in await repo.tasks(run_id)] == ["done", "running", "queued"]
+    assert (await repo.get_run(run_id)).status == "running"
+
+    third = rig.restarted()
+    [report] = await third.resume()
+    assert report["summary"] == {"done": 3}
+    await third.close()
