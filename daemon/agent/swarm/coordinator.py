@@ -113,6 +113,15 @@ class _Frame:
     task_id: int | None
     depth: int
     tools: frozenset[str]
+    hold: _Hold | None = None  # its driver's slot (None: the coordinator holds none)
+
+
+@dataclass(slots=True)
+class _Hold:
+    """Whether a driver holds its slot now: a sub-agent gives it up while it waits for its
+    children, and may be stopped before it has it back (it must not release it twice)."""
+
+    held: bool = False
 
 
 _frame: ContextVar[_Frame | None] = ContextVar("swarm_frame", default=None)
@@ -424,7 +433,7 @@ class Swarm:
         ``key`` orders its wait for a slot (see :mod:`daemon.agent.swarm.slots`)."""
         swarm = self.settings.agent.swarm
         await self._slots.acquire(key)
-        held = True
+        hold = _Hold(held=True)
         try:
             while True:
                 task = await self.repo.get_task(task_id)
@@ -442,10 +451,10 @@ class Swarm:
                     return
                 else:  # claimed while the first model request is on its way
                     claim = asyncio.ensure_future(self.repo.claim(task.id))
-                epoch, outcome = await self._attempt(task, parent, budget, claim, replay)
+                epoch, outcome = await self._attempt(task, parent, budget, claim, replay, hold)
                 again = outcome.status == "stalled" and task.attempt < swarm.max_attempts
                 if not again:  # the next sub-agent starts while this one's record is written
-                    held = False
+                    hold.held = False
                     self._slots.release()
                 await self.steps.durable()
                 await self._finish(task.id, epoch, outcome)
@@ -461,7 +470,7 @@ class Swarm:
                     )
                 )
         finally:
-            if held:
+            if hold.held:
                 self._slots.release()
 
     async def _cancel_queued(self, task: SwarmTask, reason: str) -> None:
@@ -475,6 +484,7 @@ class Swarm:
         budget: RunBudget,
         claim: Awaitable[int],
         replay: list[SwarmStep],
+        hold: _Hold,
     ) -> tuple[int, Outcome]:
         """One attempt, run until it ends; its epoch and outcome (not yet recorded)."""
         swarm = self.settings.agent.swarm
@@ -497,7 +507,7 @@ class Swarm:
             task=task, claim=claim, budget=budget, settings=self.settings, llm=self._llm,
             executor=self._executor, steps=self.steps, ctx=ctx, replay=list(replay),
         )  # fmt: skip
-        frame = _Frame(budget, task.id, task.depth, frozenset(task.tools))
+        frame = _Frame(budget, task.id, task.depth, frozenset(task.tools), hold)
         worker: Worker | None = None
 
         def progress(event: str) -> None:
@@ -551,14 +561,16 @@ class Swarm:
     async def _slot_released(self, frame: _Frame) -> AsyncIterator[None]:
         """A sub-agent waiting for its own children gives up its slot meanwhile (else parents
         holding every slot would wait forever for children that cannot start)."""
-        if frame.task_id is None:
+        if frame.hold is None:
             yield
             return
+        frame.hold.held = False
         self._slots.release()
         try:
             yield
         finally:
             await self._slots.acquire(PARENT)  # it was running: before anyone new
+            frame.hold.held = True
 
     # -- the report ------------------------------------------------------------------------
 

@@ -5,6 +5,7 @@ lifecycle path (slow, stalled, failing, looping, malformed, over budget) ends tr
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -16,7 +17,7 @@ import pytest
 from daemon.agent.build import build_agent, build_llm
 from daemon.agent.llm import LlmClient
 from daemon.agent.loop import AgentRequest, AgentResult
-from daemon.agent.swarm import Swarm, attach_swarm
+from daemon.agent.swarm import RunBudget, Swarm, attach_swarm
 from daemon.agent.tools.base import Tier, ToolContext, ToolRegistry, tool
 from daemon.config import load_settings
 from daemon.core.clock import SystemClock
@@ -647,3 +648,62 @@ async def test_a_stop_while_a_run_is_being_resumed_pauses_it_again(rig_factory: 
     [report] = await third.resume()
     assert report["summary"] == {"done": 3}
     await third.close()
+
+
+async def test_a_stop_while_a_parent_waits_for_its_children_leaves_the_slots_whole(
+    rig_factory: Any,
+) -> None:
+    """A sub-agent that delegated gave its slot up while it waits; stopped then, it must not
+    give the slot back a second time (one slot too many would break the concurrency limit for
+    every later run)."""
+    rig = await rig_factory(max_depth=2, concurrency=1)
+    call = Reply(tool_calls=[("delegate", json.dumps({"tasks": [
+        task("behave=nest id=n1 subtools=echo", tools=["delegate", "echo"]),
+        task("behave=ok steps=3 delay=0.3 id=slow"),
+    ]}))])  # fmt: skip
+    rig.script.coordinator.extend([call, Reply(content="paused")])
+    asking = asyncio.create_task(rig.ask())
+
+    async def parent_waiting() -> bool:
+        rows = await rig.swarm.repo.tasks(1)
+        return len(rows) == 3 and rows[1].status == "running" and rows[1].steps >= 1
+
+    await eventually(parent_waiting, 20, "the parent waiting, the slow one running")
+    rig.swarm.suspend("nightshift is stopping")
+    await asyncio.wait_for(asking, 10)
+    await rig.swarm.close()
+    assert (rig.swarm._slots.held, rig.swarm._slots.waiting) == (0, 0)
+
+
+async def test_a_parent_stopped_before_it_has_its_slot_back_does_not_release_it_twice(
+    rig_factory: Any,
+) -> None:
+    """The mechanism under the test above, forced: the parent's wait to take its slot back
+    is cancelled while another sub-agent holds the only slot."""
+    from daemon.agent.swarm.coordinator import _Frame, _Hold
+
+    rig = await rig_factory(concurrency=1)
+    swarm, slots = rig.swarm, rig.swarm._slots
+    await slots.acquire()  # the parent's driver holds the slot...
+    hold = _Hold(held=True)
+    frame = _Frame(RunBudget(run_id=1, agent_run_id=None, max_tokens=1, max_steps=1), 7, 1,
+                   frozenset(), hold)  # fmt: skip
+    taken = asyncio.Event()
+
+    async def parent() -> None:
+        async with swarm._slot_released(frame):  # ...gives it up to wait for its children
+            await slots.acquire()  # a child takes it
+            taken.set()
+            await asyncio.sleep(3600)
+
+    waiting = asyncio.create_task(parent())
+    await taken.wait()
+    waiting.cancel()  # stopped: it leaves the block and waits to take the slot back...
+    await eventually(lambda: slots.waiting == 1, 5, "the parent waiting for its slot")
+    waiting.cancel()  # ...and is stopped again there, before it has it
+    with contextlib.suppress(asyncio.CancelledError):
+        await waiting
+    if hold.held:  # what its driver does on the way out
+        slots.release()
+    slots.release()  # the child ends
+    assert (slots.held, slots.waiting) == (0, 0)
