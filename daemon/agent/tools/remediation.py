@@ -381,4 +381,32 @@ async def clean_directory(
     )
 
 
+async def _cleaned(ctx: ToolContext, arguments: dict[str, object], since: datetime) -> Verdict:
+    """Is anything the interrupted clean would have removed still there? A dry walk with the
+    call's own cutoff (its age counted from when the call began): nothing left means it had
+    finished; something left means it had not, and running it again (asked again like any
+    privileged call) removes only what is left."""
+    try:
+        root = _cleanable(str(arguments.get("path", "")), ctx)
+        days = float(str(arguments.get("older_than_days", "")))
+    except (ToolError, PolicyDeniedError, ValueError) as exc:
+        return Verdict(None, f"cannot check: {exc}")
+    pattern = str(arguments.get("pattern", "*"))
+    if not 0 < days < math.inf or not pattern or "/" in pattern:
+        return Verdict(None, "cannot check: its arguments were not valid")
+    if arguments.get("dry_run") is True:
+        return Verdict(False, "a dry run changes nothing: it runs again")
+    walk = Walk(budget=CLEAN_BUDGET, deny=deny_roots(sandbox.hidden_paths(ctx.settings)))
+    cutoff = since.timestamp() - days * 86400
+    left = await asyncio.to_thread(_clean, root, pattern, cutoff, True, walk)
+    if walk.cut:
+        return Verdict(None, f"{root} has too many entries to check within the walk's budget")
+    what = f"files matching {pattern!r} older than {days:g} days below {root}"
+    if left.count == 0:
+        return Verdict(True, f"no {what} are left: the clean had finished")
+    return Verdict(False, f"{left.count} {what} are still there: it had not finished")
+
+
+clean_directory = clean_directory.with_verify(_cleaned)
+
 TOOLS: list[Tool] = [restart_service, stop_process, clean_directory]

@@ -9,9 +9,11 @@ import time
 from datetime import timedelta
 from pathlib import Path
 
-from daemon.agent.tools.remediation import restart_service, stop_process
-from daemon.core.clock import SystemClock
-from tests.daemon.agent.tools.test_remediation import make_ctx
+from daemon.agent.tools.remediation import clean_directory, restart_service, stop_process
+from daemon.core.clock import ManualClock, SystemClock
+from tests.daemon.agent.tools.test_remediation import NOW, cache, make_ctx
+
+__all__ = ["cache"]  # the fixture, shared with the tool's own tests
 
 SHOW = """#!{python}
 import sys
@@ -70,3 +72,20 @@ async def test_a_stopped_process_is_verified_gone_a_running_one_is_unknown() -> 
         await proc.wait()
     gone = await stop_process.verify(ctx, {"pid": proc.pid}, since)
     assert gone.happened is True and "gone" in gone.detail
+
+
+async def test_an_interrupted_clean_is_verified_by_what_is_left(cache: Path) -> None:
+    """Old matching files still there: it had not finished (running it again removes only
+    what is left); none left: it had; a dry run is harmless to run again."""
+    ctx = make_ctx(clock=ManualClock(NOW), clean_dirs=[cache])
+    arguments: dict[str, object] = {"path": str(cache), "older_than_days": 7, "pattern": "*.log"}
+    assert clean_directory.verify is not None
+    before = await clean_directory.verify(ctx, arguments, NOW)
+    assert before.happened is False and "2 files matching '*.log'" in before.detail
+    await clean_directory.invoke(ctx, arguments)
+    after = await clean_directory.verify(ctx, arguments, NOW)
+    assert after.happened is True and "had finished" in after.detail
+    dry = await clean_directory.verify(ctx, {**arguments, "dry_run": True}, NOW)
+    assert dry.happened is False
+    elsewhere = await clean_directory.verify(ctx, {**arguments, "path": "/etc"}, NOW)
+    assert elsewhere.happened is None and "cannot check" in elsewhere.detail
