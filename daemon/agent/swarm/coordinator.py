@@ -99,6 +99,7 @@ class Subtask(BaseModel):
     expected_seconds: float | None = Field(
         default=None,
         gt=0,
+        allow_inf_nan=False,
         description="Roughly how long you expect it to take, if you know: longer subtasks "
         "start first, so the whole run ends sooner.",
     )

@@ -707,3 +707,13 @@ async def test_a_parent_stopped_before_it_has_its_slot_back_does_not_release_it_
         slots.release()
     slots.release()  # the child ends
     assert (slots.held, slots.waiting) == (0, 0)
+
+
+async def test_an_infinite_estimate_is_refused_with_the_field_named(rig_factory: Any) -> None:
+    rig = await rig_factory()
+    raw = '{"tasks": [{"goal": "behave=ok id=x", "tools": ["echo"], "expected_seconds": 1e999}]}'
+    rig.script.coordinator.extend([Reply(tool_calls=[("delegate", raw)]), Reply(content="ok")])
+    await rig.ask()
+    said = rig.tool_answer()["error"]
+    assert "expected_seconds" in said and "finite" in said
+    assert await rig.swarm.repo.unfinished_runs() == []  # nothing was queued
