@@ -17,7 +17,7 @@ from daemon.watchers._tail import Tail
 from .test_tail import append, read_all
 
 if TYPE_CHECKING:
-    from daemon.watchers._tail import _Sibling
+    from daemon.watchers._rotation import Sibling
 
 
 def compress(path: Path, *, partial: bool = False, keep: bool = False) -> Path:
@@ -194,7 +194,7 @@ def test_a_rotation_during_the_directory_scan_loses_no_file(tmp_path: Path, when
         append(log, "d1" if when == "after the scan" else "c1")
 
     class RacedTail(Tail):
-        def _siblings(self) -> list[_Sibling]:
+        def _siblings(self) -> list[Sibling]:
             if rotations["pending"] and when == "before the scan":
                 rotate_now()
             found = super()._siblings()
