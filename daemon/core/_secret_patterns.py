@@ -97,6 +97,9 @@ def _scheme_token(match: _Match) -> str:
     following = str(match.string)[match.end() : match.end() + 1]
     if following == ":" or (token.endswith("=") and following.strip()):
         return str(match.group(0))  # "token DB_PASS=x": a key, redacted as key = value
+    ahead = str(match.string)[match.end() : match.end() + 16].lstrip(" \t")
+    if ahead[:1] in (":", "=") and _KEY_NAME.fullmatch(token):
+        return str(match.group(0))  # "TOKEN aws_secret_access_key = x": the same, spaced
     return f"{match.group(1)}{REDACTED}"
 
 
@@ -113,6 +116,7 @@ _KEY = (
     rf"(?P<key>(?:[A-Za-z0-9_.\-]*(?:{_ANY_PREFIX_WORDS})"
     rf"|[A-Za-z0-9]+(?:[_.\-][A-Za-z0-9]+)*[_.\-](?:{_SEPARATED_WORDS}))(?:\\*[\"'])?)"
 )
+_KEY_NAME = compile_linear(rf"(?i){_KEY}")  # a whole word that names a secret
 _VALUE = (
     r"(?P<value>\[REDACTED\]|\\+\"[^\"\\\n]*\\+\"|\"[^\"\n]*\"(?P<after>[\s,;}\]]|\z)|'[^'\n]*'"
     r"|[^\s,;&\"'}\])]+)"
@@ -171,12 +175,6 @@ _TABLE: tuple[tuple[str, str, Replacement, tuple[str, ...]], ...] = (
         r"(?i)\b((?:set-)?cookie\\?[\"']?[ \t]*[:=][ \t]*\\?[\"']?)[^\r\n\"'\\]+",
         _keep_head,
         ("cookie",),
-    ),
-    (
-        "bearer or basic credentials",
-        r"(?i)\b((?:bearer|basic|token)[ \t]+)([A-Za-z0-9._~+/\-]{8,}=*)",
-        _scheme_token,
-        ("bearer", "basic", "token"),
     ),
     ("openai/moonshot/anthropic key", r"\bsk-[A-Za-z0-9_\-]{16,}", _whole, ("sk-",)),
     (
@@ -291,6 +289,14 @@ _TABLE: tuple[tuple[str, str, Replacement, tuple[str, ...]], ...] = (
         r"(?m)^([ \t]*[^:\s]+:(?:[0-9]+|\*):[^:\s]+:[^:\s]+:)[^\s]+([ \t]*)$",
         lambda m: f"{m.group(1)}{REDACTED}{m.group(2)}",
         (":",),
+    ),
+    # Last: "token WORD" would otherwise take the word another format needs as its context
+    # ("token redis-cli -a PASS", "TOKEN aws_secret_access_key = KEY").
+    (
+        "bearer or basic credentials",
+        r"(?i)\b((?:bearer|basic|token)[ \t]+)([A-Za-z0-9._~+/\-]{8,}=*)",
+        _scheme_token,
+        ("bearer", "basic", "token"),
     ),
 )
 

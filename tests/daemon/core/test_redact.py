@@ -6,7 +6,7 @@ import string
 from collections.abc import Iterator
 
 import pytest
-from hypothesis import assume, given, settings
+from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 
 from daemon.core.redact import (
@@ -381,6 +381,9 @@ def test_adversarial_repetitions_terminate(pieces: list[str]) -> None:
     ),
     st.booleans(),
 )
+# Found by this test: "token" before a spaced key name took the name as a bearer token, and the
+# value after " = " was left with no key to be redacted by.
+@example(fields={"command": ("TOKEN", "aws secret key", "")}, nested=False)
 def test_tool_arguments_stay_json_and_lose_their_secrets(
     fields: dict[str, tuple[str, str, str]], nested: bool
 ) -> None:
@@ -443,3 +446,15 @@ def test_a_message_redacted_before_new_secrets_or_patterns_is_redacted_again() -
     finally:
         use_secrets([])
         use_patterns([])
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "TOKEN aws_secret_access_key = wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+        "token  client_secret  :  wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+        "Bearer wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY = 1",
+    ],
+)
+def test_a_scheme_word_before_a_spaced_key_name_does_not_shield_its_value(line: str) -> None:
+    assert "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY" not in redact(line)
