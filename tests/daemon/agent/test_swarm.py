@@ -25,7 +25,7 @@ from daemon.core.redact import use_secrets
 from memory.audit import AuditRepo
 from memory.conversations import ConversationRepo
 from memory.store import SqliteStore
-from memory.swarm import SwarmTask, TaskSpec
+from memory.swarm import SwarmRepo, SwarmTask, TaskSpec
 from tests.fakes.chat_completions import SUBAGENT_MARK, FakeChatServer, Reply, SwarmScript
 from tests.support import eventually
 
@@ -563,15 +563,20 @@ async def test_a_shutdown_pauses_the_run_and_the_next_start_resumes_it(rig_facto
     await again.close()
 
 
+async def _run_left_running(repo: SwarmRepo) -> int:
+    """A swarm run as a dead process leaves it (its coordinator's turn gone); its id."""
+    return await repo.start_run(
+        actor="test:ann", goal="check", agent_run_id=None, max_tokens=1_000_000, max_steps=100,
+        max_spawns=10, unattended=True, origin=None,
+    )  # fmt: skip
+
+
 async def test_queued_subtasks_taken_up_after_a_restart_start_longest_expected_first(
     rig_factory: Any,
 ) -> None:
     rig = await rig_factory(concurrency=1)
     repo = rig.swarm.repo
-    run_id = await repo.start_run(
-        actor="test:ann", goal="check", agent_run_id=None, max_tokens=1_000_000, max_steps=100,
-        max_spawns=10, unattended=True, origin=None,
-    )  # fmt: skip
+    run_id = await _run_left_running(repo)
     expected = {"a": None, "b": 5.0, "c": 50.0}
     specs = [
         TaskSpec(goal=f"behave=ok id={name}", role="worker", tools=("echo",), max_tokens=10_000,
@@ -618,10 +623,7 @@ async def test_a_stop_while_a_run_is_being_resumed_pauses_it_again(rig_factory: 
     finishes it."""
     rig = await rig_factory(concurrency=1)
     repo = rig.swarm.repo
-    run_id = await repo.start_run(
-        actor="test:ann", goal="check", agent_run_id=None, max_tokens=1_000_000, max_steps=100,
-        max_spawns=10, unattended=True, origin=None,
-    )  # fmt: skip
+    run_id = await _run_left_running(repo)
     specs = [
         TaskSpec(goal=f"behave=ok steps=2 delay=0.2 id=q{i}", role="worker", tools=("echo",),
                  max_tokens=10_000, max_steps=5, result_shape=SHAPE)
