@@ -88,8 +88,8 @@ def plan(agents: int, latency: float, seed: int) -> list[dict[str, Any]]:
     return tasks
 
 
-def ideal(tasks: list[dict[str, Any]], concurrency: int, stall: float) -> float:
-    """Critical path at this concurrency: max(longest sub-agent, total work / concurrency)."""
+def _durations(tasks: list[dict[str, Any]], stall: float) -> list[float]:
+    """Each sub-agent's time with zero overhead: its calls, a stall's wait and retry included."""
     durations: list[float] = []
     for t in tasks:
         calls = t["steps"] + 1
@@ -99,6 +99,12 @@ def ideal(tasks: list[dict[str, Any]], concurrency: int, stall: float) -> float:
             durations.append(t["delay"] + stall + calls * t["delay"])
         else:
             durations.append(calls * t["delay"])
+    return durations
+
+
+def ideal(tasks: list[dict[str, Any]], concurrency: int, stall: float) -> float:
+    """Critical path at this concurrency: max(longest sub-agent, total work / concurrency)."""
+    durations = _durations(tasks, stall)
     return max(max(durations), sum(durations) / concurrency)
 
 
@@ -108,15 +114,7 @@ def scheduling_floor(tasks: list[dict[str, Any]], concurrency: int, stall: float
     slots free up, longest expected first when the coordinator gives estimates (``hints``),
     else in the order given; a stalled attempt's retry keeps its slot. The critical path is a
     lower bound that no schedule reaches when a long sub-agent starts late."""
-    durations = []
-    for t in tasks:
-        calls = t["steps"] + 1
-        if t["kind"] == "fail":
-            durations.append(t["delay"])
-        elif t["kind"] == "stall":
-            durations.append(t["delay"] + stall + calls * t["delay"])
-        else:
-            durations.append(calls * t["delay"])
+    durations = _durations(tasks, stall)
     order = list(range(len(tasks)))
     if hints:
         order.sort(key=lambda i: -float(tasks[i]["expected_seconds"]))

@@ -696,7 +696,7 @@ async def test_a_parent_stopped_before_it_has_its_slot_back_does_not_release_it_
         async with swarm._slot_released(frame):  # ...gives it up to wait for its children
             await slots.acquire()  # a child takes it
             taken.set()
-            await asyncio.sleep(3600)
+            await asyncio.Event().wait()  # holds it until stopped
 
     waiting = asyncio.create_task(parent())
     await taken.wait()
